@@ -1,0 +1,146 @@
+use super::alloc::{AllocStats, GpuBuf, Pool};
+use super::GpuElem;
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// One CUDA device: its context, the stream every op runs on, loaded kernel modules and the allocator.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    functions: Mutex<HashMap<(usize, String), CudaFunction>>,
+    modules: Mutex<HashMap<usize, Arc<CudaModule>>>,
+    pool: Arc<Pool>,
+    name: String,
+    compute_capability: (i32, i32),
+}
+
+static SHARED: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
+
+impl Gpu {
+    /// Whether this build carries compiled kernels (nvcc was found by build.rs).
+    pub fn built_with_kernels() -> bool {
+        cfg!(has_kernels)
+    }
+
+    /// Whether a CUDA device can be used: kernels compiled in, a driver library present, a device seen.
+    /// Probes first: cudarc panics instead of erroring when no driver library exists.
+    pub fn available() -> bool {
+        Self::shared().is_ok()
+    }
+
+    /// The process-wide device 0, created on first use.
+    pub fn shared() -> Result<Arc<Gpu>> {
+        SHARED.get_or_init(|| Gpu::open(0).map(Arc::new).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+    }
+
+    fn open(ordinal: usize) -> Result<Gpu> {
+        if !Self::built_with_kernels() {
+            bail!(
+                "CUDA device unavailable: gsure was built without nvcc, so its kernels are stubs. Install the \
+                 pinned compiler with `scripts/install-nvcc`, then rebuild with NVCC set to the path it prints"
+            );
+        }
+        // SAFETY: only checks whether libcuda can be dlopened; no CUDA call is made.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            bail!("CUDA device unavailable: no NVIDIA driver library (libcuda.so) on this machine; use --device cpu");
+        }
+        let count = CudaContext::device_count().map_err(|e| anyhow!("CUDA device unavailable: {e:?}"))?;
+        if count as usize <= ordinal {
+            bail!("CUDA device unavailable: the driver reports {count} device(s); use --device cpu");
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| anyhow!("creating the CUDA context: {e:?}"))?;
+        // One stream and raw-pointer kernel arguments: cudarc's per-buffer event tracking is not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let compute_capability = ctx.compute_capability().map_err(|e| anyhow!("{e:?}"))?;
+        let pool = Arc::new(Pool::new(stream.clone(), ctx.clone()));
+        Ok(Gpu {
+            ctx,
+            stream,
+            functions: Mutex::new(HashMap::new()),
+            modules: Mutex::new(HashMap::new()),
+            pool,
+            name,
+            compute_capability,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| anyhow!("CUDA stream synchronize: {e:?}"))
+    }
+
+    /// The kernel `name` from an embedded PTX module (`ptx::ELEMENTWISE`, ...), loaded once and cached.
+    pub fn func(&self, module_ptx: &'static str, name: &str) -> Result<CudaFunction> {
+        let key = (module_ptx.as_ptr() as usize, name.to_string());
+        if let Some(f) = self.functions.lock().unwrap().get(&key) {
+            return Ok(f.clone());
+        }
+        let module = {
+            let mut modules = self.modules.lock().unwrap();
+            match modules.get(&key.0) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = self
+                        .ctx
+                        .load_module(cudarc::nvrtc::Ptx::from_src(module_ptx))
+                        .map_err(|e| anyhow!("loading a PTX module for kernel {name}: {e:?}"))?;
+                    modules.insert(key.0, m.clone());
+                    m
+                }
+            }
+        };
+        let f = module.load_function(name).map_err(|e| anyhow!("kernel {name} not found in its PTX module: {e:?}"))?;
+        self.functions.lock().unwrap().insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// Uninitialised device memory for `n` elements, from the caching allocator.
+    pub fn alloc<T: GpuElem>(&self, n: usize) -> Result<GpuBuf<T>> {
+        GpuBuf::new(&self.pool, n)
+    }
+    pub fn alloc_zeros<T: GpuElem>(&self, n: usize) -> Result<GpuBuf<T>> {
+        let mut b = self.alloc::<T>(n)?;
+        b.zero()?;
+        Ok(b)
+    }
+    pub fn upload<T: GpuElem>(&self, host: &[T]) -> Result<GpuBuf<T>> {
+        let mut b = self.alloc::<T>(host.len())?;
+        b.upload(host).context("copying host data to the GPU")?;
+        Ok(b)
+    }
+    pub fn download<T: GpuElem>(&self, buf: &GpuBuf<T>) -> Result<Vec<T>> {
+        buf.download()
+    }
+    /// A device-to-device copy of `buf`.
+    pub fn copy<T: GpuElem>(&self, buf: &GpuBuf<T>) -> Result<GpuBuf<T>> {
+        let mut out = self.alloc::<T>(buf.len())?;
+        out.copy_from(buf)?;
+        Ok(out)
+    }
+    pub fn alloc_stats(&self) -> AllocStats {
+        self.pool.stats()
+    }
+    /// Returns cached, unused blocks to the driver.
+    pub fn empty_cache(&self) {
+        self.pool.trim();
+    }
+    /// (free, total) device memory in bytes as the driver reports it.
+    pub fn mem_info(&self) -> Result<(usize, usize)> {
+        self.ctx.mem_get_info().map_err(|e| anyhow!("{e:?}"))
+    }
+}

@@ -1,0 +1,5 @@
+use crate::bench::BenchCase;
+
+pub fn cases() -> Vec<BenchCase> {
+    Vec::new()
+}

@@ -1,0 +1,41 @@
+//! Launchers for kernels/broadcast.cu.
+use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
+use crate::launch;
+use crate::ops::cuda_alloc;
+use anyhow::Result;
+
+const BLOCK: u32 = 256;
+
+/// `name` is add_along or mul_along.
+pub fn along(gpu: &Gpu, name: &str, x: &CudaStorage, s: &CudaStorage, outer: usize, mid: usize, inner: usize) -> Result<CudaStorage> {
+    let n = x.len();
+    let out = cuda_alloc(gpu, x.dtype(), n)?;
+    launch!(
+        gpu,
+        gpu.func(ptx::BROADCAST, &format!("{name}_fwd_{}", x.dtype().name()))?,
+        (blocks_for(n, BLOCK, 1).min(132 * 16), BLOCK, 0),
+        x.ptr(),
+        s.ptr(),
+        out.ptr(),
+        outer as i64,
+        mid as i64,
+        inner as i64
+    )?;
+    Ok(out)
+}
+
+pub fn expand(gpu: &Gpu, s: &CudaStorage, outer: usize, mid: usize, inner: usize) -> Result<CudaStorage> {
+    let n = outer * mid * inner;
+    let out = cuda_alloc(gpu, s.dtype(), n)?;
+    launch!(
+        gpu,
+        gpu.func(ptx::BROADCAST, &format!("expand_fwd_{}", s.dtype().name()))?,
+        (blocks_for(n, BLOCK, 1).min(132 * 16), BLOCK, 0),
+        s.ptr(),
+        out.ptr(),
+        outer as i64,
+        mid as i64,
+        inner as i64
+    )?;
+    Ok(out)
+}

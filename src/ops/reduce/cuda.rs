@@ -1,0 +1,38 @@
+//! Launchers for kernels/reduce.cu.
+use crate::backend::cuda::{ptx, CudaStorage, Gpu};
+use crate::launch;
+use crate::ops::cuda_alloc;
+use anyhow::Result;
+
+/// out[m] = sum over o, i of x[o, m, i], in two deterministic passes.
+pub fn sum_axis(gpu: &Gpu, x: &CudaStorage, outer: usize, mid: usize, inner: usize) -> Result<CudaStorage> {
+    const BLOCK: u32 = 256;
+    let count = outer * inner;
+    // Enough blocks per row to fill the GPU when there are few rows, one when rows are plenty.
+    let want = (132 * 8usize).div_ceil(mid.max(1));
+    let splits = want.min(count.div_ceil(BLOCK as usize)).clamp(1, 1024) as u32;
+    let partial: crate::backend::cuda::GpuBuf<f32> = gpu.alloc(mid * splits as usize)?;
+    let sfx = x.dtype().name();
+    launch!(
+        gpu,
+        gpu.func(ptx::REDUCE, &format!("sum_axis_partial_{sfx}"))?,
+        ((splits, mid as u32), BLOCK, 0),
+        x.ptr(),
+        partial.ptr(),
+        outer as i64,
+        mid as i64,
+        inner as i64
+    )?;
+    let out = cuda_alloc(gpu, x.dtype(), mid)?;
+    let warps_per_block = 8u32;
+    launch!(
+        gpu,
+        gpu.func(ptx::REDUCE, &format!("sum_axis_final_{sfx}"))?,
+        ((mid as u32).div_ceil(warps_per_block), 32 * warps_per_block, 0),
+        partial.ptr(),
+        out.ptr(),
+        mid as i64,
+        splits as i32
+    )?;
+    Ok(out)
+}

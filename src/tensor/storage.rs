@@ -1,0 +1,77 @@
+use crate::backend::cuda::CudaStorage;
+use crate::tensor::DType;
+
+/// Host memory of a tensor: the reference backend computes in f32, or in f64 for gradient checks.
+#[derive(Clone, Debug)]
+pub enum CpuStorage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl CpuStorage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn zeros(dtype: DType, n: usize) -> anyhow::Result<Self> {
+        match dtype {
+            DType::F32 => Ok(CpuStorage::F32(vec![0.0; n])),
+            DType::F64 => Ok(CpuStorage::F64(vec![0.0; n])),
+            DType::BF16 => anyhow::bail!("the CPU backend holds f32 and f64, not bf16; use f32 on the CPU"),
+        }
+    }
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuStorage::F64(v) => v.clone(),
+        }
+    }
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            CpuStorage::F32(v) => v.clone(),
+            CpuStorage::F64(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+    pub fn from_f64(dtype: DType, v: &[f64]) -> anyhow::Result<Self> {
+        match dtype {
+            DType::F32 => Ok(CpuStorage::F32(v.iter().map(|&x| x as f32).collect())),
+            DType::F64 => Ok(CpuStorage::F64(v.to_vec())),
+            DType::BF16 => anyhow::bail!("the CPU backend holds f32 and f64, not bf16; use f32 on the CPU"),
+        }
+    }
+}
+
+/// Where a tensor's elements live.
+pub enum Storage {
+    Cpu(CpuStorage),
+    Cuda(CudaStorage),
+}
+
+impl Storage {
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+            Storage::Cuda(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
