@@ -16,11 +16,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let nvcc = env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     let arch = env::var("GSURE_CUDA_ARCH").unwrap_or_else(|_| "sm_90a".into());
-    let have_nvcc = Command::new(&nvcc)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let have_nvcc = Command::new(&nvcc).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
 
     let mut sources: Vec<PathBuf> = fs::read_dir("kernels")
         .expect("kernels/ folder missing")

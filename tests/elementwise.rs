@@ -105,11 +105,28 @@ fn cuda_parity() {
                 parity(name, f, &[a.clone(), b.clone()], &[0, 1], dtype, None).unwrap();
             }
             let m = mask(shape, 0.3, &mut r);
-            parity("where", |x| ops::where_(&x[0], &x[1], &x[2]), &[m, a.clone(), b.clone()], &[1, 2], dtype, None).unwrap();
+            parity("where", |x| ops::where_(&x[0], &x[1], &x[2]), &[m, a.clone(), b.clone()], &[1, 2], dtype, None)
+                .unwrap();
             for axis in 0..shape.len() {
                 let s = randn(&[shape[axis]], &mut r);
-                parity("add_along", |t| ops::add_along(&t[0], &t[1], axis), &[a.clone(), s.clone()], &[0, 1], dtype, None).unwrap();
-                parity("mul_along", |t| ops::mul_along(&t[0], &t[1], axis), &[a.clone(), s.clone()], &[0, 1], dtype, None).unwrap();
+                parity(
+                    "add_along",
+                    |t| ops::add_along(&t[0], &t[1], axis),
+                    &[a.clone(), s.clone()],
+                    &[0, 1],
+                    dtype,
+                    None,
+                )
+                .unwrap();
+                parity(
+                    "mul_along",
+                    |t| ops::mul_along(&t[0], &t[1], axis),
+                    &[a.clone(), s.clone()],
+                    &[0, 1],
+                    dtype,
+                    None,
+                )
+                .unwrap();
                 parity("sum_except", |t| reduce::sum_except(&t[0], axis), &[a.clone()], &[0], dtype, None).unwrap();
             }
             parity("sum_all", |t| ops::sum_all(&t[0]), &[a.clone()], &[0], dtype, None).unwrap();

@@ -103,7 +103,12 @@ pub fn backward_with(out: &Tensor, grad: Tensor) -> Result<Grads> {
                     continue;
                 }
                 if ig.shape() != input.shape() {
-                    bail!("backward of {}: gradient of shape {} for an input of shape {}", node.op, ig.shape(), input.shape());
+                    bail!(
+                        "backward of {}: gradient of shape {} for an input of shape {}",
+                        node.op,
+                        ig.shape(),
+                        input.shape()
+                    );
                 }
                 let acc = match pending.remove(&input.id()) {
                     Some(prev) => crate::ops::add(&prev, &ig)?,

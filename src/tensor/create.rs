@@ -19,7 +19,9 @@ impl Tensor {
             Device::Cpu => Storage::Cpu(CpuStorage::from_f64(dtype, data)?),
             Device::Cuda(gpu) => Storage::Cuda(match dtype {
                 DType::F32 => CudaStorage::F32(gpu.upload(&data.iter().map(|&x| x as f32).collect::<Vec<_>>())?),
-                DType::BF16 => CudaStorage::BF16(gpu.upload(&data.iter().map(|&x| bf16::from_f64(x)).collect::<Vec<_>>())?),
+                DType::BF16 => {
+                    CudaStorage::BF16(gpu.upload(&data.iter().map(|&x| bf16::from_f64(x)).collect::<Vec<_>>())?)
+                }
                 DType::F64 => bail!("the CUDA backend holds f32 and bf16, not f64"),
             }),
         };

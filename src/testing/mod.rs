@@ -174,7 +174,9 @@ pub fn parity(
             .iter()
             .zip(&rounded)
             .enumerate()
-            .map(|(i, (t, v))| Ok(Tensor::from_f64(v, t.shape().clone(), dt, device)?.set_requires_grad(wrt.contains(&i))))
+            .map(|(i, (t, v))| {
+                Ok(Tensor::from_f64(v, t.shape().clone(), dt, device)?.set_requires_grad(wrt.contains(&i)))
+            })
             .collect::<Result<_>>()?;
         let out = f(&leaves).with_context(|| format!("{name} on {device}"))?;
         let mut r = rng(0x5eed);

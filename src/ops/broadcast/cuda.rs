@@ -7,7 +7,15 @@ use anyhow::Result;
 const BLOCK: u32 = 256;
 
 /// `name` is add_along or mul_along.
-pub fn along(gpu: &Gpu, name: &str, x: &CudaStorage, s: &CudaStorage, outer: usize, mid: usize, inner: usize) -> Result<CudaStorage> {
+pub fn along(
+    gpu: &Gpu,
+    name: &str,
+    x: &CudaStorage,
+    s: &CudaStorage,
+    outer: usize,
+    mid: usize,
+    inner: usize,
+) -> Result<CudaStorage> {
     let n = x.len();
     let out = cuda_alloc(gpu, x.dtype(), n)?;
     launch!(

@@ -15,7 +15,12 @@ fn check(op: &str, x: &Tensor, s: &Tensor, axis: usize) -> Result<(usize, usize,
         bail!("{op}: axis {axis} out of range for shape {}", x.shape());
     }
     if s.shape().rank() != 1 || s.numel() != x.dims()[axis] {
-        bail!("{op}: expected a vector of length {} (axis {axis} of {}), got shape {}", x.dims()[axis], x.shape(), s.shape());
+        bail!(
+            "{op}: expected a vector of length {} (axis {axis} of {}), got shape {}",
+            x.dims()[axis],
+            x.shape(),
+            s.shape()
+        );
     }
     Ok(x.shape().split_at_axis(axis))
 }

@@ -3,9 +3,9 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::autograd::Node;
+use crate::cpu_map;
 use crate::ops::{broadcast, compute, scale};
 use crate::tensor::{Shape, Tensor};
-use crate::cpu_map;
 use anyhow::{bail, Result};
 
 /// Sums x viewed as [outer, mid, inner] over outer and inner; the result has shape [mid].
@@ -27,9 +27,8 @@ pub fn sum_except(x: &Tensor, axis: usize) -> Result<Tensor> {
     let (outer, mid, inner) = x.shape().split_at_axis(axis);
     let out = sum_axis_raw(x, outer, mid, inner)?;
     let shape = x.shape().clone();
-    Ok(out.with_node(Node::record("sum_except", &[x], move |g| {
-        Ok(vec![Some(broadcast::expand_raw(g, &shape, axis)?)])
-    })))
+    Ok(out
+        .with_node(Node::record("sum_except", &[x], move |g| Ok(vec![Some(broadcast::expand_raw(g, &shape, axis)?)]))))
 }
 
 /// Sum of all elements, shape [1].
