@@ -6,6 +6,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod diffusion;
 pub mod ops;
 pub mod tensor;
 pub mod testing;
