@@ -10,6 +10,7 @@ pub mod diffusion;
 pub mod ops;
 pub mod tensor;
 pub mod testing;
+pub mod train;
 
 pub use autograd::{backward, no_grad, Grads, ParamStore};
 pub use backend::Device;

@@ -123,6 +123,28 @@ impl Tensor {
     pub fn detach(&self) -> Tensor {
         self.set_requires_grad(false)
     }
+    /// Raw device pointer of a CUDA tensor (for kernels that take tables of pointers).
+    pub fn storage_ptr(&self) -> Result<u64> {
+        match &*self.storage() {
+            Storage::Cuda(s) => Ok(s.ptr()),
+            Storage::Cpu(_) => bail!("storage_ptr: tensor of shape {} is on the CPU", self.shape()),
+        }
+    }
+    /// An independent copy of the values (new storage, no autograd history).
+    pub fn deep_copy(&self) -> Result<Tensor> {
+        let copy = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(s.clone()),
+            Storage::Cuda(crate::backend::cuda::CudaStorage::F32(b)) => {
+                let gpu = self.device().gpu().expect("CUDA tensor on a CUDA device");
+                Storage::Cuda(crate::backend::cuda::CudaStorage::F32(gpu.copy(b)?))
+            }
+            Storage::Cuda(crate::backend::cuda::CudaStorage::BF16(b)) => {
+                let gpu = self.device().gpu().expect("CUDA tensor on a CUDA device");
+                Storage::Cuda(crate::backend::cuda::CudaStorage::BF16(gpu.copy(b)?))
+            }
+        };
+        Tensor::from_storage(copy, self.shape().clone(), self.device().clone())
+    }
     /// Whether two tensors share storage (a reshape or detach of one another).
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)

@@ -47,19 +47,22 @@ impl CudaStorage {
     }
 }
 
-/// Element types a CUDA kernel can be instantiated for; `SUFFIX` completes the kernel name
-/// (`<op>_<direction>_<suffix>`).
+/// Element types of device buffers; `SUFFIX` completes a kernel name (`<op>_<direction>_<suffix>`) for the
+/// tensor dtypes, and u64/u32 buffers hold kernel side tables (pointers, offsets).
 pub trait GpuElem: cudarc::driver::DeviceRepr + Copy + Default + Send + Sync + 'static {
     const SUFFIX: &'static str;
-    const DTYPE: DType;
 }
 impl GpuElem for f32 {
     const SUFFIX: &'static str = "f32";
-    const DTYPE: DType = DType::F32;
 }
 impl GpuElem for bf16 {
     const SUFFIX: &'static str = "bf16";
-    const DTYPE: DType = DType::BF16;
+}
+impl GpuElem for u64 {
+    const SUFFIX: &'static str = "u64";
+}
+impl GpuElem for u32 {
+    const SUFFIX: &'static str = "u32";
 }
 
 /// Grid size for `n` elements with `block` threads per block, each thread handling `per_thread`.

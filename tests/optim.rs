@@ -1,0 +1,106 @@
+//! AdamW against its closed form, CPU/CUDA parity of the fused update, EMA and gradient clipping.
+use gsure::testing::{gpu_or_skip, randn, rng};
+use gsure::train::{clip_grad_norm, AdamConfig, AdamW, Ema};
+use gsure::{backward, ops, DType, Device, ParamStore, Tensor};
+
+/// Loss = Σ (w ⊙ p)² / 2 → gradient w² ⊙ p.
+fn quadratic_step(ps: &ParamStore, opt: &mut AdamW, w: &Tensor) {
+    let p = ps.get("p").unwrap();
+    let loss = ops::scale(&ops::sum_all(&ops::square(&ops::mul(p, w).unwrap()).unwrap()).unwrap(), 0.5).unwrap();
+    let g = backward(&loss).unwrap();
+    opt.step(ps, &g, opt.config.lr, 1.0).unwrap();
+}
+
+#[test]
+fn adamw_matches_its_closed_form() {
+    let cfg = AdamConfig { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.01 };
+    let p0 = [1.0, -2.0, 0.5];
+    let w = [1.0, 0.5, 3.0];
+    let mut ps = ParamStore::new();
+    ps.insert("p", &Tensor::from_f64(&p0, [3], DType::F64, &Device::Cpu).unwrap()).unwrap();
+    let wt = Tensor::from_f64(&w, [3], DType::F64, &Device::Cpu).unwrap();
+    let mut opt = AdamW::new(cfg, &ps).unwrap();
+    let (mut p, mut m, mut v) = (p0, [0.0; 3], [0.0; 3]);
+    for step in 1..=5 {
+        quadratic_step(&ps, &mut opt, &wt);
+        for i in 0..3 {
+            let g = w[i] * w[i] * p[i];
+            m[i] = 0.9 * m[i] + 0.1 * g;
+            v[i] = 0.99 * v[i] + 0.01 * g * g;
+            let (mh, vh) = (m[i] / (1.0 - 0.9f64.powi(step)), v[i] / (1.0 - 0.99f64.powi(step)));
+            p[i] = p[i] * (1.0 - 0.1 * 0.01) - 0.1 * mh / (vh.sqrt() + 1e-8);
+        }
+    }
+    let got = ps.get("p").unwrap().to_vec_f64().unwrap();
+    for i in 0..3 {
+        // The hyper-parameters pass through f32 (as on the GPU): agree to f32 precision.
+        assert!((got[i] - p[i]).abs() < 1e-6, "{got:?} vs {p:?}");
+    }
+}
+
+#[test]
+fn adamw_cuda_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("adamw_cuda_matches_cpu") else { return };
+    let mut r = rng(1);
+    let shapes: [&[usize]; 3] = [&[5000], &[3, 7], &[64, 32, 3, 3]];
+    let init: Vec<Tensor> = shapes.iter().map(|s| randn(s, &mut r).to_dtype(DType::F32).unwrap()).collect();
+    let weights: Vec<Tensor> = shapes.iter().map(|s| randn(s, &mut r).to_dtype(DType::F32).unwrap()).collect();
+    let run = |device: &Device| {
+        let mut ps = ParamStore::new();
+        for (i, t) in init.iter().enumerate() {
+            ps.insert(&format!("p{i}"), &t.to_device(device).unwrap()).unwrap();
+        }
+        let cfg = AdamConfig { lr: 0.01, weight_decay: 0.1, ..AdamConfig::default() };
+        let mut opt = AdamW::new(cfg, &ps).unwrap();
+        for _ in 0..3 {
+            let mut loss = None;
+            for (i, w) in weights.iter().enumerate() {
+                let p = ps.get(&format!("p{i}")).unwrap();
+                let l =
+                    ops::sum_all(&ops::square(&ops::mul(p, &w.to_device(device).unwrap()).unwrap()).unwrap()).unwrap();
+                loss = Some(match loss {
+                    None => l,
+                    Some(acc) => ops::add(&acc, &l).unwrap(),
+                });
+            }
+            let g = backward(&loss.unwrap()).unwrap();
+            opt.step(&ps, &g, 0.01, 0.5).unwrap();
+        }
+        (0..3).map(|i| ps.get(&format!("p{i}")).unwrap().to_vec_f64().unwrap()).collect::<Vec<_>>()
+    };
+    let (cpu, cuda) = (run(&Device::Cpu), run(&gpu));
+    for (a, b) in cpu.iter().zip(&cuda) {
+        let err = gsure::testing::rel_error(b, a);
+        assert!(err < 1e-5, "AdamW CUDA vs CPU: {err:.2e}");
+    }
+}
+
+#[test]
+fn ema_tracks_the_parameters() {
+    let mut ps = ParamStore::new();
+    let p = ps.insert("p", &Tensor::from_f64(&[0.0, 10.0], [2], DType::F64, &Device::Cpu).unwrap()).unwrap();
+    let mut ema = Ema::new(0.5, &ps).unwrap();
+    {
+        let mut s = p.storage_mut();
+        if let gsure::tensor::Storage::Cpu(gsure::tensor::CpuStorage::F64(v)) = &mut *s {
+            v.copy_from_slice(&[4.0, 2.0]);
+        }
+    }
+    ema.update(&ps).unwrap();
+    assert_eq!(ema.shadow[0].1.to_vec_f64().unwrap(), vec![2.0, 6.0]);
+    assert!(Ema::new(1.0, &ps).is_err());
+}
+
+#[test]
+fn clipping_scales_the_global_norm_down_only() {
+    let mut ps = ParamStore::new();
+    let a = ps.insert("a", &Tensor::from_f64(&[3.0], [1], DType::F64, &Device::Cpu).unwrap()).unwrap();
+    let b = ps.insert("b", &Tensor::from_f64(&[4.0], [1], DType::F64, &Device::Cpu).unwrap()).unwrap();
+    // loss = a² / 2 + b² / 2 → gradients (3, 4), norm 5.
+    let loss = ops::scale(&ops::add(&ops::square(&a).unwrap(), &ops::square(&b).unwrap()).unwrap(), 0.5).unwrap();
+    let loss = ops::sum_all(&loss).unwrap();
+    let g = backward(&loss).unwrap();
+    let (norm, scale) = clip_grad_norm(&ps, &g, 1.0).unwrap();
+    assert!((norm - 5.0).abs() < 1e-12 && (scale - 1.0 / 5.0).abs() < 1e-6);
+    assert_eq!(clip_grad_norm(&ps, &g, 10.0).unwrap().1, 1.0);
+}
