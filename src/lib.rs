@@ -7,6 +7,7 @@ pub mod autograd;
 pub mod backend;
 pub mod bench;
 pub mod diffusion;
+pub mod io;
 pub mod ops;
 pub mod tensor;
 pub mod testing;
