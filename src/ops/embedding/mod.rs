@@ -52,7 +52,7 @@ fn layout(t: &Tensor, dim: usize, kind: EmbeddingKind) -> Result<Layout> {
                 t.shape()
             )
         }
-        EmbeddingKind::Edm if dim < 2 || dim % 2 != 0 => {
+        EmbeddingKind::Edm if dim < 2 || !dim.is_multiple_of(2) => {
             bail!("sinusoidal_embedding: Edm needs an even dim >= 2, got dim {dim} for t {}", t.shape())
         }
         EmbeddingKind::Ddim => Ok(Layout { dim, half, denom: half - 1, cos_first: false }),

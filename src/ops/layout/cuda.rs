@@ -28,9 +28,9 @@ pub fn channel_copy(
     }
     let esize = src.dtype().size_in_bytes();
     let per16 = 16 / esize;
-    let vec16 = [run, src_row, src_off, dst_row, dst_off].iter().all(|v| v % per16 == 0)
-        && src.ptr() % 16 == 0
-        && dst.ptr() % 16 == 0;
+    let vec16 = [run, src_row, src_off, dst_row, dst_off].iter().all(|v| v.is_multiple_of(per16))
+        && src.ptr().is_multiple_of(16)
+        && dst.ptr().is_multiple_of(16);
     let (unit, name) = if vec16 {
         (per16, "channel_copy_fwd_u128")
     } else if esize == 4 {

@@ -85,8 +85,8 @@ fn concat_raw(xs: &[&Tensor]) -> Result<Tensor> {
 fn narrow_raw(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
     let (rows, inner) = around_channels("narrow_channels", x)?;
     let c = x.dims()[1];
-    if start + len > c {
-        bail!("narrow_channels: channels {start}..{} out of range for shape {}", start + len, x.shape());
+    if start.checked_add(len).is_none_or(|end| end > c) {
+        bail!("narrow_channels: channels {start}..{start}+{len} out of range for shape {}", x.shape());
     }
     let mut dims = x.dims().to_vec();
     dims[1] = len;
