@@ -1,0 +1,38 @@
+// dropout.cu: dropout with a counter-based mask, forward and backward, f32 and bf16.
+// defines: dropout_fwd_{f32,bf16}, dropout_bwd_{f32,bf16}.
+// Element i is kept iff (mix64(key + (i + 1) * GOLDEN) >> 40) >= threshold, where key = mix64(seed + GOLDEN)
+// and threshold = ceil(p * 2^24) are computed on the host (the i-th output of a splitmix64 stream seeded with
+// key). The CPU twin (src/ops/dropout/cpu.rs) evaluates the same integer expression, so both backends drop
+// exactly the same elements; the comparison is on integers, so no float rounding of p can split them.
+// Nothing is stored: backward regenerates the mask from (key, i) and applies the same scale to the gradient.
+#include "common.cuh"
+
+#define GOLDEN 0x9E3779B97F4A7C15ull
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// y = keep(i) ? x * scale : 0. Used for the forward (x = input) and the backward (x = output gradient).
+template <typename T>
+__device__ void dropout_apply(const T* __restrict__ x, T* __restrict__ y, int64_t n, uint64_t key,
+                              uint32_t threshold, float scale) {
+  GRID_STRIDE_LOOP(i, n) {
+    const uint32_t u24 = (uint32_t)(mix64(key + (uint64_t)(i + 1) * GOLDEN) >> 40);
+    y[i] = u24 >= threshold ? from_float<T>(to_float(x[i]) * scale) : from_float<T>(0.f);
+  }
+}
+
+#define DROPOUT(T, sfx)                                                                                   \
+  extern "C" __global__ void dropout_fwd_##sfx(const T* x, T* y, int64_t n, uint64_t key, uint32_t threshold, \
+                                               float scale) {                                               \
+    dropout_apply<T>(x, y, n, key, threshold, scale);                                                      \
+  }                                                                                                         \
+  extern "C" __global__ void dropout_bwd_##sfx(const T* dy, T* dx, int64_t n, uint64_t key,                \
+                                               uint32_t threshold, float scale) {                           \
+    dropout_apply<T>(dy, dx, n, key, threshold, scale);                                                    \
+  }
+DROPOUT(float, f32)
+DROPOUT(bf16, bf16)

@@ -1,0 +1,53 @@
+//! Launchers for kernels/embedding.cu.
+use super::Layout;
+use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
+use crate::launch;
+use crate::ops::cuda_alloc;
+use anyhow::Result;
+
+const BLOCK: u32 = 256;
+
+pub fn fwd(gpu: &Gpu, t: &CudaStorage, l: Layout) -> Result<CudaStorage> {
+    let n = t.len();
+    let out = cuda_alloc(gpu, t.dtype(), n * l.dim)?;
+    if n == 0 {
+        return Ok(out);
+    }
+    launch!(
+        gpu,
+        gpu.func(ptx::EMBEDDING, &format!("sinusoidal_embedding_fwd_{}", t.dtype().name()))?,
+        (blocks_for(n * l.dim, BLOCK, 1).min(132 * 16), BLOCK, 0),
+        t.ptr(),
+        out.ptr(),
+        n as i64,
+        l.dim as i32,
+        l.half as i32,
+        l.neg_log_scale(),
+        l.cos_first as i32
+    )?;
+    Ok(out)
+}
+
+pub fn bwd(gpu: &Gpu, t: &CudaStorage, g: &CudaStorage, l: Layout) -> Result<CudaStorage> {
+    let n = t.len();
+    let dt = cuda_alloc(gpu, t.dtype(), n)?;
+    if n == 0 {
+        return Ok(dt);
+    }
+    // One warp per example.
+    const WARPS: u32 = 8;
+    launch!(
+        gpu,
+        gpu.func(ptx::EMBEDDING, &format!("sinusoidal_embedding_bwd_{}", t.dtype().name()))?,
+        ((n as u32).div_ceil(WARPS), 32 * WARPS, 0),
+        t.ptr(),
+        g.ptr(),
+        dt.ptr(),
+        n as i64,
+        l.dim as i32,
+        l.half as i32,
+        l.neg_log_scale(),
+        l.cos_first as i32
+    )?;
+    Ok(dt)
+}

@@ -1,0 +1,92 @@
+//! Launchers for kernels/loss.cu.
+use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu, GpuBuf};
+use crate::launch;
+use crate::ops::cuda_alloc;
+use anyhow::Result;
+
+const BLOCK: u32 = 256;
+/// Blocks that keep an H100 (132 SMs) busy.
+const TARGET_BLOCKS: usize = 132 * 4;
+
+/// Blocks per example for the forward: enough to fill the GPU when there are few examples, but each thread
+/// still sums at least ~4 elements; 1 (the single-kernel path) for short rows or many examples.
+fn splits(rows: usize, m: usize) -> usize {
+    TARGET_BLOCKS.div_ceil(rows.max(1)).min(m.div_ceil(BLOCK as usize * 4)).clamp(1, 1024)
+}
+
+pub fn masked_mse_fwd(
+    gpu: &Gpu,
+    p: &CudaStorage,
+    t: &CudaStorage,
+    w: &CudaStorage,
+    rows: usize,
+    m: usize,
+) -> Result<CudaStorage> {
+    let loss = cuda_alloc(gpu, p.dtype(), rows)?;
+    let sfx = p.dtype().name();
+    let s = splits(rows, m);
+    let partial: Option<GpuBuf<f32>> = if s > 1 { Some(gpu.alloc(rows * s)?) } else { None };
+    let partial_ptr = partial.as_ref().map_or(0, |b| b.ptr());
+    let inv_m = 1.0 / m as f32;
+    launch!(
+        gpu,
+        gpu.func(ptx::LOSS, &format!("masked_mse_fwd_{sfx}"))?,
+        ((s as u32, rows.min(65535) as u32), BLOCK, 0),
+        p.ptr(),
+        t.ptr(),
+        w.ptr(),
+        partial_ptr,
+        loss.ptr(),
+        rows as i64,
+        m as i64,
+        inv_m
+    )?;
+    if s > 1 {
+        const WARPS: u32 = 8;
+        launch!(
+            gpu,
+            gpu.func(ptx::LOSS, &format!("masked_mse_fwd_final_{sfx}"))?,
+            ((rows as u32).div_ceil(WARPS), 32 * WARPS, 0),
+            partial_ptr,
+            loss.ptr(),
+            rows as i64,
+            s as i32,
+            inv_m
+        )?;
+    }
+    Ok(loss)
+}
+
+/// Writes dpred (and dtarget = -dpred) in one pass; either may be skipped.
+#[allow(clippy::too_many_arguments)]
+pub fn masked_mse_bwd(
+    gpu: &Gpu,
+    p: &CudaStorage,
+    t: &CudaStorage,
+    w: &CudaStorage,
+    g: &CudaStorage,
+    rows: usize,
+    m: usize,
+    want_pred: bool,
+    want_target: bool,
+) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
+    let dp = if want_pred { Some(cuda_alloc(gpu, p.dtype(), rows * m)?) } else { None };
+    let dt = if want_target { Some(cuda_alloc(gpu, p.dtype(), rows * m)?) } else { None };
+    let gy = rows.min(65535) as u32;
+    let gx = blocks_for(m, BLOCK, 1).min(((132 * 16) / gy).max(1));
+    launch!(
+        gpu,
+        gpu.func(ptx::LOSS, &format!("masked_mse_bwd_{}", p.dtype().name()))?,
+        ((gx, gy), BLOCK, 0),
+        p.ptr(),
+        t.ptr(),
+        w.ptr(),
+        g.ptr(),
+        dp.as_ref().map_or(0, |b| b.ptr()),
+        dt.as_ref().map_or(0, |b| b.ptr()),
+        rows as i64,
+        m as i64,
+        2.0 / m as f32
+    )?;
+    Ok((dp, dt))
+}
