@@ -39,3 +39,18 @@ impl ParamStore {
         self.params.values().map(|t| t.numel()).sum()
     }
 }
+
+impl ParamStore {
+    /// Overwrites every parameter's values with those of the same name in `values` (e.g. EMA weights
+    /// into a sampling copy of the model). Shapes must match.
+    pub fn copy_values_from(&self, values: &[(String, Tensor)]) -> Result<()> {
+        for (name, src) in values {
+            let Some(dst) = self.params.get(name) else { bail!("no parameter named {name:?} to copy into") };
+            if dst.shape() != src.shape() {
+                bail!("parameter {name}: shape {} cannot take values of shape {}", dst.shape(), src.shape());
+            }
+            dst.assign(src)?;
+        }
+        Ok(())
+    }
+}

@@ -145,6 +145,17 @@ impl Tensor {
         };
         Tensor::from_storage(copy, self.shape().clone(), self.device().clone())
     }
+    /// Replaces this tensor's values with `src`'s (same shape; converted to this dtype and device), in
+    /// place, so every view of this storage sees them. For loading checkpoints and swapping in EMA weights.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        if self.shape() != src.shape() {
+            bail!("assign: values of shape {} into a tensor of shape {}", src.shape(), self.shape());
+        }
+        let copy = crate::autograd::no_grad(|| src.to_device(self.device())?.to_dtype(self.dtype())?.deep_copy())?;
+        let values = std::mem::replace(&mut *copy.storage_mut(), Storage::Cpu(CpuStorage::F32(Vec::new())));
+        *self.storage_mut() = values;
+        Ok(())
+    }
     /// Whether two tensors share storage (a reshape or detach of one another).
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)

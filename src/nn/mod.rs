@@ -1,0 +1,54 @@
+//! Layers and models built from the ops, with parameters registered in a [`ParamStore`] under stable
+//! dotted names that mirror the reference implementations' state-dict keys.
+pub mod configs;
+pub mod ddim_unet;
+pub mod layers;
+
+pub use ddim_unet::{DdimUnet, DdimUnetConfig, Prediction};
+pub use layers::{AttnBlock, Conv2d, GroupNorm, Linear, ResnetBlock};
+
+use crate::{DType, Device, ParamStore, Tensor};
+use anyhow::Result;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// A network D(x_t, t) used by the trainer and the samplers.
+pub trait Denoiser {
+    /// x [N, C, H, W] in the compute dtype, t [N] f32 (integer timesteps or EDM's c_noise), dropout on
+    /// when `train_seed` is given.
+    fn forward(&self, x: &Tensor, t: &Tensor, train_seed: Option<u64>) -> Result<Tensor>;
+    /// Whether the output is an x0 or an ε estimate.
+    fn prediction(&self) -> Prediction;
+}
+
+/// Creates parameters: PyTorch's default initialisation (uniform in ±1/sqrt(fan_in), which is what
+/// kaiming_uniform(a = sqrt(5)) gives for weights and what torch uses for biases), on one device and dtype.
+pub struct Init<'a> {
+    pub store: &'a mut ParamStore,
+    pub rng: StdRng,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl<'a> Init<'a> {
+    pub fn new(store: &'a mut ParamStore, seed: u64, device: &Device, dtype: DType) -> Self {
+        Init { store, rng: StdRng::seed_from_u64(seed), device: device.clone(), dtype }
+    }
+    /// A parameter uniform in ±bound.
+    pub fn uniform(&mut self, name: &str, shape: &[usize], bound: f64) -> Result<Tensor> {
+        let t = Tensor::rand_uniform(shape.to_vec(), -bound, bound, self.dtype, &self.device, &mut self.rng)?;
+        self.store.insert(name, &t)
+    }
+    pub fn constant(&mut self, name: &str, shape: &[usize], value: f64) -> Result<Tensor> {
+        let t = Tensor::full(shape.to_vec(), value, self.dtype, &self.device)?;
+        self.store.insert(name, &t)
+    }
+}
+
+/// Derives a per-layer dropout seed from a per-step seed, so every layer drops different elements.
+pub fn layer_seed(step_seed: u64, layer: u64) -> u64 {
+    let mut z = step_seed ^ layer.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,328 @@
+//! The headless training loop: data → noising → network → loss → backward → clip → AdamW → EMA, with
+//! checkpoints (every N steps, at the end, and on request to stop), a JSON-lines log, sample grids and a
+//! loss curve. Every step draws its randomness from (seed, step), so a resumed run repeats exactly what an
+//! uninterrupted one would have done.
+use super::checkpoint;
+use super::optim::{clip_grad_norm, AdamConfig, AdamW, Ema};
+use crate::data::ImageSet;
+use crate::diffusion::schedule::VpSchedule;
+use crate::diffusion::{ddim_sample, DdimOptions};
+use crate::nn::{configs, DdimUnet, DdimUnetConfig, Denoiser, Prediction};
+use crate::{backward, no_grad, ops, DType, Device, ParamStore, Tensor};
+use anyhow::{bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The training objective (`--loss`). Only the supervised oracle exists so far; the corrupted-data
+/// objectives (gsure, ambient, tweedie) plug in here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    Supervised,
+}
+
+/// Everything that defines a run; stored in every checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub config: String,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: u64,
+    pub grad_clip: f64,
+    pub ema_decay: f64,
+    pub seed: u64,
+    pub checkpoint_every: u64,
+    pub sample_every: u64,
+    pub log_every: u64,
+    pub bf16: bool,
+    pub loss: LossKind,
+    pub beta_start: f64,
+    /// Number of built-in phantoms when no data file is given.
+    pub phantoms: usize,
+}
+
+impl TrainOptions {
+    /// Defaults for a configuration: the papers' settings for the big models, quick ones for `tiny`.
+    pub fn for_config(config: &str) -> Self {
+        let tiny = config == "tiny";
+        TrainOptions {
+            config: config.to_string(),
+            steps: if tiny { 600 } else { 180_000 },
+            batch: if tiny { 16 } else { 128 },
+            lr: if tiny { 1e-3 } else { 5e-5 },
+            warmup: if tiny { 50 } else { 1000 },
+            grad_clip: 1.0,
+            ema_decay: if tiny { 0.99 } else { 0.9999 },
+            seed: 0,
+            checkpoint_every: if tiny { 200 } else { 5000 },
+            sample_every: if tiny { 300 } else { 10_000 },
+            log_every: if tiny { 20 } else { 100 },
+            bf16: false,
+            loss: LossKind::Supervised,
+            beta_start: 1e-4,
+            phantoms: 512,
+        }
+    }
+}
+
+/// Paths inside a run directory.
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn checkpoint(&self) -> PathBuf {
+        self.0.join("checkpoint.safetensors")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.0.join("log.jsonl")
+    }
+    pub fn loss_plot(&self) -> PathBuf {
+        self.0.join("loss.png")
+    }
+    pub fn samples(&self, step: u64) -> PathBuf {
+        self.0.join(format!("samples_{step:07}.png"))
+    }
+}
+
+/// What happened to a run, for the CLI to report.
+#[derive(Debug)]
+pub struct TrainSummary {
+    pub steps_done: u64,
+    pub final_loss: f64,
+    pub stopped_early: bool,
+    pub images_per_second: f64,
+}
+
+pub struct Trainer {
+    pub options: TrainOptions,
+    pub model_config: DdimUnetConfig,
+    pub device: Device,
+    pub model: DdimUnet,
+    pub params: ParamStore,
+    pub opt: AdamW,
+    pub ema: Ema,
+    pub schedule: VpSchedule,
+    pub step: u64,
+    pub data: ImageSet,
+    pub run: RunDir,
+}
+
+fn mix(seed: u64, step: u64) -> u64 {
+    crate::nn::layer_seed(seed, step.wrapping_add(0x5151))
+}
+
+impl Trainer {
+    /// Starts a run in `out` (refused if `out` holds a previous run, unless `force`), or continues the run
+    /// there when `resume` (its stored options win; `steps` may be raised).
+    pub fn new(
+        mut options: TrainOptions,
+        data: ImageSet,
+        out: &Path,
+        device: &Device,
+        resume: bool,
+        force: bool,
+    ) -> Result<Trainer> {
+        let run = RunDir(out.to_path_buf());
+        let has_run = run.checkpoint().exists() || run.log().exists();
+        if resume {
+            if !run.checkpoint().exists() {
+                bail!("--resume: {} holds no checkpoint.safetensors to continue from", out.display());
+            }
+            let meta = checkpoint::read_meta(&run.checkpoint())?;
+            let stored: TrainOptions = serde_json::from_value(meta["options"].clone())
+                .with_context(|| format!("{}: metadata field \"options\" is unreadable", run.checkpoint().display()))?;
+            if stored.config != options.config {
+                bail!(
+                    "--resume: {} was trained with --config {}, not {}",
+                    out.display(),
+                    stored.config,
+                    options.config
+                );
+            }
+            let steps = options.steps.max(stored.steps);
+            options = TrainOptions { steps, ..stored };
+        } else if has_run && !force {
+            bail!("{} holds a previous run; pass --resume to continue it or --force to start over", out.display());
+        } else if has_run {
+            for p in [run.checkpoint(), run.log()] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+
+        let model_config = configs::by_name(&options.config)?;
+        let [_, c, h, w] = data.dims;
+        if c != model_config.in_channels || h != model_config.resolution || w != model_config.resolution {
+            bail!(
+                "data of {c}×{h}×{w} does not fit --config {} ({} channels at {r}×{r})",
+                options.config,
+                model_config.in_channels,
+                r = model_config.resolution
+            );
+        }
+        if data.is_empty() {
+            bail!("the dataset is empty");
+        }
+        let mut params = ParamStore::new();
+        let model = DdimUnet::new(&model_config, &mut params, options.seed, device, DType::F32)?;
+        let adam = AdamConfig { lr: options.lr, ..AdamConfig::default() };
+        let mut opt = AdamW::new(adam, &params)?;
+        let mut ema = Ema::new(options.ema_decay, &params)?;
+        let schedule = VpSchedule::linear(options.beta_start)?;
+        let mut step = 0;
+        if resume {
+            let meta = checkpoint::load(&run.checkpoint(), &params, Some(&mut ema), Some(&mut opt))?;
+            step = meta["step"].as_u64().context("checkpoint metadata lacks \"step\"")?;
+        }
+        Ok(Trainer { options, model_config, device: device.clone(), model, params, opt, ema, schedule, step, data, run })
+    }
+
+    fn meta(&self) -> serde_json::Value {
+        serde_json::json!({ "options": self.options, "model": self.model_config, "step": self.step })
+    }
+
+    pub fn save_checkpoint(&self) -> Result<()> {
+        checkpoint::save(&self.run.checkpoint(), &self.params, &self.ema, &self.opt, &self.meta())
+    }
+
+    /// One optimisation step; returns (loss, gradient norm).
+    pub fn train_step(&mut self) -> Result<(f64, f64)> {
+        let o = &self.options;
+        let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
+        let [_, c, h, w] = self.data.dims;
+        let b = o.batch;
+        let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.data.len())).collect();
+        let x0 = Tensor::from_f32(&self.data.gather(&idx), [b, c, h, w], &self.device)?;
+        let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.schedule.steps())).collect();
+        let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
+        let coef = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
+            let v: Vec<f32> = ts.iter().map(|&t| f(self.schedule.alpha_bar(t)) as f32).collect();
+            Tensor::from_f32(&v, [b], &self.device)
+        };
+        let x_t = ops::add(&ops::mul_along(&x0, &coef(&|a| a.sqrt())?, 0)?, &ops::mul_along(&eps, &coef(&|a| (1.0 - a).sqrt())?, 0)?)?;
+        let t = Tensor::from_f32(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b], &self.device)?;
+        let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
+        let pred = self.model.forward(&x_t.to_dtype(compute)?, &t, Some(mix(o.seed, self.step) ^ 1))?.to_dtype(DType::F32)?;
+        let target = match self.model.prediction() {
+            Prediction::X0 => x0,
+            Prediction::Eps => eps,
+        };
+        let loss = ops::mean_all(&ops::square(&ops::sub(&pred, &target)?)?)?;
+        let loss_value = loss.item()?;
+        if !loss_value.is_finite() {
+            bail!(
+                "the loss became {loss_value} at step {}; stopping. The last good checkpoint is {} (lower --lr or enable clipping)",
+                self.step,
+                self.run.checkpoint().display()
+            );
+        }
+        let grads = backward(&loss)?;
+        let (norm, scale) = clip_grad_norm(&self.params, &grads, o.grad_clip)?;
+        let lr = o.lr * ((self.step + 1) as f64 / o.warmup.max(1) as f64).min(1.0);
+        no_grad(|| -> Result<()> {
+            self.opt.step(&self.params, &grads, lr, scale)?;
+            self.ema.update(&self.params)
+        })?;
+        self.step += 1;
+        Ok((loss_value, norm))
+    }
+
+    /// Samples `n` images with the EMA weights (DDIM, 50 steps) as [n, C, H, W] f32 values.
+    pub fn sample_ema(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        let mut store = ParamStore::new();
+        let model = DdimUnet::new(&self.model_config, &mut store, 0, &self.device, DType::F32)?;
+        store.copy_values_from(&self.ema.shadow)?;
+        sample(&model, &self.schedule, n, seed, &self.device)
+    }
+
+    /// Trains until `options.steps` or until `stop` is raised; checkpoints on the way and at the end.
+    pub fn run(&mut self, stop: &AtomicBool, mut progress: impl FnMut(u64, u64, f64)) -> Result<TrainSummary> {
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run.log())
+            .with_context(|| format!("opening {}", self.run.log().display()))?;
+        let start = std::time::Instant::now();
+        let first = self.step;
+        let mut last_loss = f64::NAN;
+        let mut stopped_early = false;
+        while self.step < self.options.steps {
+            if stop.load(Ordering::Relaxed) {
+                stopped_early = true;
+                break;
+            }
+            let t0 = std::time::Instant::now();
+            let (loss, norm) = self.train_step()?;
+            last_loss = loss;
+            let step = self.step;
+            let line = serde_json::json!({
+                "step": step, "loss": loss, "grad_norm": norm,
+                "step_ms": t0.elapsed().as_secs_f64() * 1e3,
+            });
+            writeln!(log, "{line}")?;
+            progress(step, self.options.steps, loss);
+            if step % self.options.checkpoint_every == 0 {
+                self.save_checkpoint()?;
+            }
+            if self.options.sample_every > 0 && step % self.options.sample_every == 0 {
+                self.write_samples()?;
+            }
+        }
+        self.save_checkpoint()?;
+        if !stopped_early && self.step > first {
+            self.write_samples()?;
+        }
+        self.write_loss_plot()?;
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        Ok(TrainSummary {
+            steps_done: self.step - first,
+            final_loss: last_loss,
+            stopped_early,
+            images_per_second: (self.step - first) as f64 * self.options.batch as f64 / secs,
+        })
+    }
+
+    pub fn write_samples(&self) -> Result<PathBuf> {
+        let n = 16;
+        let imgs = self.sample_ema(n, self.options.seed ^ 0xabcd)?;
+        let [_, c, h, w] = self.data.dims;
+        let path = self.run.samples(self.step);
+        crate::io::image::grid_png(&path, &imgs, [n, c, h, w], -1.0, 1.0)?;
+        Ok(path)
+    }
+
+    pub fn write_loss_plot(&self) -> Result<()> {
+        let text = std::fs::read_to_string(self.run.log()).unwrap_or_default();
+        let pts: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
+            .collect();
+        if pts.len() >= 2 {
+            crate::io::image::plot_png(&self.run.loss_plot(), &[&pts], true)?;
+        }
+        Ok(())
+    }
+}
+
+/// DDIM samples (50 steps) from a trained network, [n, C, H, W] f32 values.
+pub fn sample(model: &DdimUnet, schedule: &VpSchedule, n: usize, seed: u64, device: &Device) -> Result<Vec<f32>> {
+    let c = &model.config;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let x = ddim_sample(schedule, DdimOptions::default(), [n, c.in_channels, c.resolution, c.resolution], DType::F32, device, &mut rng, |x, t| {
+        let tt = Tensor::full([n], t as f64, DType::F32, device)?;
+        let out = model.forward(x, &tt, None)?;
+        match c.prediction {
+            Prediction::X0 => Ok(out),
+            Prediction::Eps => {
+                let ab = schedule.alpha_bar(t);
+                crate::diffusion::samplers::lincomb(&[(1.0 / ab.sqrt(), x), (-(1.0 - ab).sqrt() / ab.sqrt(), &out)])
+            }
+        }
+    })?;
+    x.to_vec_f32()
+}
