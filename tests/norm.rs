@@ -7,6 +7,7 @@ use gsure::{DType, Device, Tensor};
 const EPS: f64 = 1e-5;
 
 /// Straightforward f64 group norm over x [N, C, S].
+#[allow(clippy::too_many_arguments)]
 fn reference(
     x: &[f64],
     gamma: &[f64],

@@ -65,7 +65,10 @@ pub fn matmul(
             // cp.async moves 16-byte chunks: every stored row (length = the operand's column count) must
             // be a multiple of 8 bf16 and the buffers 16-byte aligned; otherwise the scalar-load variant.
             let (a_cols, b_cols) = (if ta { m } else { k }, if tb { k } else { n });
-            let vec = a_cols % 8 == 0 && b_cols % 8 == 0 && a.ptr() % 16 == 0 && b.ptr() % 16 == 0;
+            let vec = a_cols.is_multiple_of(8)
+                && b_cols.is_multiple_of(8)
+                && a.ptr().is_multiple_of(16)
+                && b.ptr().is_multiple_of(16);
             let name = format!("matmul_{lay}_bf16_{tile}{}", if vec { "_vec" } else { "" });
             let grid = grid(m, n, tile)?;
             launch!(gpu, gpu.func(ptx::MATMUL, &name)?, (grid, threads, 0), params)?;

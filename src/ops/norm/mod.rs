@@ -69,7 +69,7 @@ fn check(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64) -> 
     if groups == 0 || c % groups != 0 {
         bail!("group_norm: {c} channels of x {} do not split into {groups} equal groups", x.shape());
     }
-    if !(eps > 0.0) || !eps.is_finite() {
+    if eps.is_nan() || eps <= 0.0 || eps.is_infinite() {
         bail!("group_norm: eps must be positive and finite, got {eps}");
     }
     Ok(Dims { n, c, groups, spatial: x.dims()[2..].iter().product() })
