@@ -1,1 +1,145 @@
-//! (in progress)
+//! Group normalisation with an optional fused SiLU (the U-Net's `GroupNorm -> SiLU` pair in one pass):
+//! x [N, C, ...spatial] (rank >= 2), gamma/beta [C];
+//! y = (x - mean_g) / sqrt(var_g + eps) * gamma + beta, then SiLU if asked, with PyTorch's GroupNorm semantics
+//! (statistics per example and group of C / groups channels, biased variance).
+//! The forward saves (mean, rstd) per (n, g) (f32 on CUDA); the backward recomputes the pre-activation from x
+//! and those statistics instead of storing it.
+pub mod cpu;
+pub mod cuda;
+
+use crate::autograd::Node;
+use crate::backend::cuda::{CudaStorage, Gpu};
+use crate::tensor::{CpuStorage, Shape, Storage, Tensor};
+use anyhow::{bail, Result};
+use cpu::Dims;
+
+/// Like `ops::compute` for a computation with several outputs (y and the saved statistics; dx, dgamma and
+/// dbeta): runs on the device of `inputs` and wraps each output with its shape, without autograd history.
+fn compute_multi(
+    inputs: &[&Tensor],
+    shapes: Vec<Shape>,
+    cpu: impl FnOnce(&[&CpuStorage]) -> Result<Vec<CpuStorage>>,
+    cuda: impl FnOnce(&Gpu, &[&CudaStorage]) -> Result<Vec<CudaStorage>>,
+) -> Result<Vec<Tensor>> {
+    let device = inputs[0].device().clone();
+    for t in &inputs[1..] {
+        if t.device() != &device {
+            bail!("group_norm: inputs on different devices ({} and {})", device, t.device());
+        }
+    }
+    let guards: Vec<_> = inputs.iter().map(|t| t.storage()).collect();
+    let outs: Vec<Storage> = match &device {
+        crate::Device::Cpu => {
+            let s: Vec<&CpuStorage> = guards
+                .iter()
+                .map(|g| match &**g {
+                    Storage::Cpu(s) => s,
+                    Storage::Cuda(_) => unreachable!("device checked"),
+                })
+                .collect();
+            cpu(&s)?.into_iter().map(Storage::Cpu).collect()
+        }
+        crate::Device::Cuda(gpu) => {
+            let s: Vec<&CudaStorage> = guards
+                .iter()
+                .map(|g| match &**g {
+                    Storage::Cuda(s) => s,
+                    Storage::Cpu(_) => unreachable!("device checked"),
+                })
+                .collect();
+            cuda(gpu, &s)?.into_iter().map(Storage::Cuda).collect()
+        }
+    };
+    drop(guards);
+    outs.into_iter().zip(shapes).map(|(s, shape)| Tensor::from_storage(s, shape, device.clone())).collect()
+}
+
+fn check(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64) -> Result<Dims> {
+    x.check_same_kind(gamma, "group_norm")?;
+    x.check_same_kind(beta, "group_norm")?;
+    if x.shape().rank() < 2 {
+        bail!("group_norm: expected x of shape [N, C, ...spatial] (rank >= 2), got {}", x.shape());
+    }
+    let (n, c) = (x.dims()[0], x.dims()[1]);
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if t.shape().rank() != 1 || t.numel() != c {
+            bail!("group_norm: {name} must have shape [{c}] for x {}, got {}", x.shape(), t.shape());
+        }
+    }
+    if groups == 0 || c % groups != 0 {
+        bail!("group_norm: {c} channels of x {} do not split into {groups} equal groups", x.shape());
+    }
+    if eps.is_nan() || eps <= 0.0 || eps.is_infinite() {
+        bail!("group_norm: eps must be positive and finite, got {eps}");
+    }
+    Ok(Dims { n, c, groups, spatial: x.dims()[2..].iter().product() })
+}
+
+/// Group norm of x [N, C, ...spatial] with per-channel gamma and beta [C], then SiLU if `silu`.
+/// Gradients flow to x, gamma and beta.
+pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64, silu: bool) -> Result<Tensor> {
+    let d = check(x, gamma, beta, groups, eps)?;
+    let mut outs = compute_multi(
+        &[x, gamma, beta],
+        vec![x.shape().clone(), Shape::new(&[d.n, d.groups, 2])],
+        |s| {
+            Ok(match (s[0], s[1], s[2]) {
+                (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
+                    let (y, st) = cpu::forward(x, g, b, d, eps, silu);
+                    vec![CpuStorage::F32(y), CpuStorage::F32(st)]
+                }
+                (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
+                    let (y, st) = cpu::forward(x, g, b, d, eps, silu);
+                    vec![CpuStorage::F64(y), CpuStorage::F64(st)]
+                }
+                _ => unreachable!("dtypes were checked"),
+            })
+        },
+        |gpu, s| {
+            let (y, st) = cuda::forward(gpu, s[0], s[1], s[2], d, eps, silu)?;
+            Ok(vec![y, st])
+        },
+    )?;
+    let stats = outs.pop().unwrap();
+    let y = outs.pop().unwrap();
+    let (xd, gd, bd) = (x.detach(), gamma.detach(), beta.detach());
+    let (need_g, need_b) = (gamma.tracks_grad(), beta.tracks_grad());
+    Ok(y.with_node(Node::record("group_norm", &[x, gamma, beta], move |dy| {
+        let grads = compute_multi(
+            &[&xd, &gd, &bd, &stats, dy],
+            vec![xd.shape().clone(), gd.shape().clone(), bd.shape().clone()],
+            |s| {
+                Ok(match (s[0], s[1], s[2], s[3], s[4]) {
+                    (
+                        CpuStorage::F32(x),
+                        CpuStorage::F32(g),
+                        CpuStorage::F32(b),
+                        CpuStorage::F32(st),
+                        CpuStorage::F32(dy),
+                    ) => {
+                        let (dx, dg, db) = cpu::backward(x, g, b, st, dy, d, silu);
+                        vec![CpuStorage::F32(dx), CpuStorage::F32(dg), CpuStorage::F32(db)]
+                    }
+                    (
+                        CpuStorage::F64(x),
+                        CpuStorage::F64(g),
+                        CpuStorage::F64(b),
+                        CpuStorage::F64(st),
+                        CpuStorage::F64(dy),
+                    ) => {
+                        let (dx, dg, db) = cpu::backward(x, g, b, st, dy, d, silu);
+                        vec![CpuStorage::F64(dx), CpuStorage::F64(dg), CpuStorage::F64(db)]
+                    }
+                    _ => unreachable!("dtypes were checked"),
+                })
+            },
+            |gpu, s| {
+                let (dx, dg, db) = cuda::backward(gpu, s[0], s[1], s[2], s[3], s[4], d, silu)?;
+                Ok(vec![dx, dg, db])
+            },
+        )?;
+        let mut it = grads.into_iter();
+        let (dx, dg, db) = (it.next(), it.next(), it.next());
+        Ok(vec![dx, if need_g { dg } else { None }, if need_b { db } else { None }])
+    })))
+}

@@ -1,0 +1,177 @@
+// norm.cu: group normalisation with an optional fused SiLU, forward and backward, f32 and bf16 storage
+// (all arithmetic in f32).
+// defines: group_norm_fwd_{f32,bf16}, group_norm_bwd_{f32,bf16}, group_norm_affine_grad_{f32,bf16}.
+//
+// x is [N, C, S] (S = flattened spatial size); group g of example n is the contiguous run of
+// M = (C / G) * S elements starting at (n * C + g * C/G) * S, so one block per (n, g) reads a dense slab.
+//   x̂ = (x - mean) * rstd,  pre = x̂ * gamma[c] + beta[c],  y = silu ? pre * sigmoid(pre) : pre
+// stats is f32 [N, G, 2] = (mean, rstd), written by the forward and read by the backward, which recomputes
+// x̂ and pre from x instead of storing them (one f32 pair per group instead of a tensor per activation).
+#include "common.cuh"
+
+struct GnParams {
+  const void* x;
+  const void* gamma;
+  const void* beta;
+  void* y;        // fwd: y; bwd: dx
+  float* stats;   // [N, G, 2]
+  const void* dy; // bwd only
+  float* partial; // bwd only: [2, N, C] per-(n, c) sums of dpre * x̂ and of dpre
+  int32_t n, c, groups;
+  int64_t spatial;
+  float eps;
+  int32_t silu;
+};
+
+__device__ __forceinline__ float sigmoidf(float v) { return 1.f / (1.f + expf(-v)); }
+
+// One block per (n, g): blockIdx.x = n * G + g. Two-pass statistics (mean, then the mean of squared
+// deviations, so large means do not cancel), then one pass that normalises, applies the affine map and the
+// optional SiLU. The group's slab is re-read three times; it is small (M elements) and stays in L1/L2.
+template <typename T>
+__device__ void gn_fwd(const GnParams p) {
+  __shared__ float scratch[32];
+  const T* x = static_cast<const T*>(p.x);
+  const T* gamma = static_cast<const T*>(p.gamma);
+  const T* beta = static_cast<const T*>(p.beta);
+  T* y = static_cast<T*>(p.y);
+  const int cpg = p.c / p.groups;
+  const int64_t ng = blockIdx.x, n = ng / p.groups, g = ng % p.groups;
+  const int64_t m = (int64_t)cpg * p.spatial;
+  const int64_t base = (n * p.c + g * cpg) * p.spatial;
+  const float inv_m = 1.f / (float)m;
+
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) s += to_float(x[base + i]);
+  const float mean = block_sum(s, scratch) * inv_m;
+  float v = 0.f;
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const float d = to_float(x[base + i]) - mean;
+    v += d * d;
+  }
+  const float var = block_sum(v, scratch) * inv_m;  // biased, as PyTorch's GroupNorm
+  const float rstd = rsqrtf(var + p.eps);
+  if (threadIdx.x == 0) {
+    p.stats[2 * ng] = mean;
+    p.stats[2 * ng + 1] = rstd;
+  }
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const int c = g * cpg + (int)(i / p.spatial);
+    const float pre = (to_float(x[base + i]) - mean) * rstd * to_float(gamma[c]) + to_float(beta[c]);
+    y[base + i] = from_float<T>(p.silu ? pre * sigmoidf(pre) : pre);
+  }
+}
+
+// Backward, one block per (n, g). With dpre = dy * silu'(pre) (or dy) and dx̂ = dpre * gamma[c]:
+//   dx = rstd * (dx̂ - mean_g(dx̂) - x̂ * mean_g(dx̂ * x̂))
+// and mean_g(dx̂ * x̂) = sum_c gamma[c] * P1[c] / M, mean_g(dx̂) = sum_c gamma[c] * P2[c] / M, where
+// P1[c] = sum_s dpre * x̂ and P2[c] = sum_s dpre are exactly the per-(n, c) partials of dgamma and dbeta.
+// So pass 1 computes P1, P2 per channel (written to `partial` for group_norm_affine_grad), the block combines
+// them into the two group sums, and pass 2 writes dx.
+// Pass 1 splits each channel's S elements into `segs` segments so that all warps have work even when a group
+// has fewer channels than the block has warps; warp w takes work items w, w + warps, ... (item = channel *
+// segs + segment) and writes its warp sum to its own shared slot, and the slots of a channel are added in a
+// fixed order afterwards: the result is deterministic (no atomics).
+// Dynamic shared memory: 2 * cpg * segs floats.
+template <typename T>
+__device__ void gn_bwd(const GnParams p) {
+  extern __shared__ float slots[];  // [2][cpg * segs]
+  __shared__ float scratch[32];
+  const T* x = static_cast<const T*>(p.x);
+  const T* gamma = static_cast<const T*>(p.gamma);
+  const T* beta = static_cast<const T*>(p.beta);
+  const T* dy = static_cast<const T*>(p.dy);
+  T* dx = static_cast<T*>(p.y);
+  const int cpg = p.c / p.groups;
+  const int64_t ng = blockIdx.x, n = ng / p.groups, g = ng % p.groups;
+  const int64_t m = (int64_t)cpg * p.spatial;
+  const int64_t base = (n * p.c + g * cpg) * p.spatial;
+  const float mean = p.stats[2 * ng], rstd = p.stats[2 * ng + 1];
+  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int segs = (cpg >= warps) ? 1 : (warps + cpg - 1) / cpg;
+  const int64_t seg_len = (p.spatial + segs - 1) / segs;
+  const int items = cpg * segs;
+
+  for (int item = warp; item < items; item += warps) {
+    const int cl = item / segs, sg = item % segs;
+    const int c = g * cpg + cl;
+    const float ga = to_float(gamma[c]), be = to_float(beta[c]);
+    const int64_t s0 = sg * seg_len, s1 = (s0 + seg_len < p.spatial) ? s0 + seg_len : p.spatial;
+    float p1 = 0.f, p2 = 0.f;
+    for (int64_t s = s0 + lane; s < s1; s += 32) {
+      const int64_t idx = base + (int64_t)cl * p.spatial + s;
+      const float xh = (to_float(x[idx]) - mean) * rstd;
+      float dpre = to_float(dy[idx]);
+      if (p.silu) {
+        // d/dpre [pre * sigmoid(pre)] = sig * (1 + pre * (1 - sig))
+        const float pre = xh * ga + be, sig = sigmoidf(pre);
+        dpre *= sig * (1.f + pre * (1.f - sig));
+      }
+      p1 += dpre * xh;
+      p2 += dpre;
+    }
+    p1 = warp_sum(p1);
+    p2 = warp_sum(p2);
+    if (lane == 0) {
+      slots[item] = p1;
+      slots[items + item] = p2;
+    }
+  }
+  __syncthreads();
+  // Per channel: fold the segments in order, publish the (n, c) partials, weight by gamma for the group sums.
+  float a = 0.f, b = 0.f;
+  for (int cl = threadIdx.x; cl < cpg; cl += blockDim.x) {
+    float p1 = 0.f, p2 = 0.f;
+    for (int sg = 0; sg < segs; ++sg) {
+      p1 += slots[cl * segs + sg];
+      p2 += slots[items + cl * segs + sg];
+    }
+    const int c = g * cpg + cl;
+    const int64_t nc = n * p.c + c;
+    p.partial[nc] = p1;
+    p.partial[(int64_t)p.n * p.c + nc] = p2;
+    const float ga = to_float(gamma[c]);
+    a += ga * p1;
+    b += ga * p2;
+  }
+  const float inv_m = 1.f / (float)m;
+  const float mean_dxh_xh = block_sum(a, scratch) * inv_m;
+  const float mean_dxh = block_sum(b, scratch) * inv_m;
+
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+    const int c = g * cpg + (int)(i / p.spatial);
+    const float ga = to_float(gamma[c]);
+    const float xh = (to_float(x[base + i]) - mean) * rstd;
+    float dpre = to_float(dy[base + i]);
+    if (p.silu) {
+      const float pre = xh * ga + to_float(beta[c]), sig = sigmoidf(pre);
+      dpre *= sig * (1.f + pre * (1.f - sig));
+    }
+    dx[base + i] = from_float<T>(rstd * (dpre * ga - mean_dxh - xh * mean_dxh_xh));
+  }
+}
+
+// dgamma[c] = sum_n P1[n, c], dbeta[c] = sum_n P2[n, c]: one thread per channel adds its column in order of
+// n (deterministic; consecutive threads read consecutive channels, so the loads coalesce).
+template <typename T>
+__device__ void gn_affine_grad(const float* partial, T* dgamma, T* dbeta, int n, int c) {
+  const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+  if (ch >= c) return;
+  float s1 = 0.f, s2 = 0.f;
+  for (int i = 0; i < n; ++i) {
+    s1 += partial[(int64_t)i * c + ch];
+    s2 += partial[(int64_t)(n + i) * c + ch];
+  }
+  dgamma[ch] = from_float<T>(s1);
+  dbeta[ch] = from_float<T>(s2);
+}
+
+#define GROUP_NORM(T, sfx)                                                                                    \
+  extern "C" __global__ void group_norm_fwd_##sfx(const GnParams p) { gn_fwd<T>(p); }                      \
+  extern "C" __global__ void group_norm_bwd_##sfx(const GnParams p) { gn_bwd<T>(p); }                      \
+  extern "C" __global__ void group_norm_affine_grad_##sfx(const float* partial, T* dgamma, T* dbeta, int n, \
+                                                          int c) {                                          \
+    gn_affine_grad<T>(partial, dgamma, dbeta, n, c);                                                        \
+  }
+GROUP_NORM(float, f32)
+GROUP_NORM(bf16, bf16)

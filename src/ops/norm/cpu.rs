@@ -1,0 +1,124 @@
+//! CPU twin of kernels/norm.cu: group normalisation with an optional fused SiLU. x is [N, C, S] with S the
+//! flattened spatial size; group g of example n is the contiguous slab of (C / G) * S elements at
+//! (n * C + g * C/G) * S. Every (n, g) slab is independent, so the work is split over slabs with rayon.
+use crate::backend::cpu::Real;
+use rayon::prelude::*;
+
+/// Shape of a group-norm problem.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub n: usize,
+    pub c: usize,
+    pub groups: usize,
+    pub spatial: usize,
+}
+
+impl Dims {
+    fn cpg(&self) -> usize {
+        self.c / self.groups
+    }
+    /// Elements of one (n, g) slab.
+    fn slab(&self) -> usize {
+        self.cpg() * self.spatial
+    }
+}
+
+fn sigmoid<T: Real>(v: T) -> T {
+    T::one() / (T::one() + (-v).exp())
+}
+
+/// Forward: (y, stats) with stats = [N, G, 2] (mean, rstd) per group, saved for the backward.
+pub fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], d: Dims, eps: f64, silu: bool) -> (Vec<T>, Vec<T>) {
+    let mut y = vec![T::zero(); x.len()];
+    let mut stats = vec![T::zero(); d.n * d.groups * 2];
+    let (cpg, slab) = (d.cpg(), d.slab());
+    if slab == 0 {
+        return (y, stats);
+    }
+    y.par_chunks_mut(slab).zip(stats.par_chunks_mut(2)).enumerate().for_each(|(ng, (ys, st))| {
+        let g = ng % d.groups;
+        let xs = &x[ng * slab..(ng + 1) * slab];
+        let m = T::of(slab as f64);
+        // two passes: the mean, then the mean of squared deviations (biased variance, as PyTorch)
+        let mean = xs.iter().copied().sum::<T>() / m;
+        let var = xs.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / m;
+        let rstd = T::one() / (var + T::of(eps)).sqrt();
+        st[0] = mean;
+        st[1] = rstd;
+        for (i, (yv, &xv)) in ys.iter_mut().zip(xs).enumerate() {
+            let c = g * cpg + i / d.spatial;
+            let pre = (xv - mean) * rstd * gamma[c] + beta[c];
+            *yv = if silu { pre * sigmoid(pre) } else { pre };
+        }
+    });
+    (y, stats)
+}
+
+/// Backward: (dx, dgamma, dbeta) from the forward's inputs, its saved stats and dy. With
+/// dpre = dy * silu'(pre) (or dy) and dx̂ = dpre * gamma[c], per group:
+/// dx = rstd * (dx̂ - mean(dx̂) - x̂ * mean(dx̂ * x̂)); dgamma[c] = sum dpre * x̂; dbeta[c] = sum dpre.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Real>(
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    stats: &[T],
+    dy: &[T],
+    d: Dims,
+    silu: bool,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (cpg, slab) = (d.cpg(), d.slab());
+    let mut dx = vec![T::zero(); x.len()];
+    // per-(n, c) partial sums of dpre * x̂ and dpre, reduced over n afterwards in a fixed order
+    let mut part = vec![T::zero(); d.n * d.c * 2];
+    if slab == 0 {
+        return (dx, vec![T::zero(); d.c], vec![T::zero(); d.c]);
+    }
+    dx.par_chunks_mut(slab).zip(part.par_chunks_mut(cpg * 2)).enumerate().for_each(|(ng, (dxs, pt))| {
+        let g = ng % d.groups;
+        let (mean, rstd) = (stats[2 * ng], stats[2 * ng + 1]);
+        let xs = &x[ng * slab..(ng + 1) * slab];
+        let dys = &dy[ng * slab..(ng + 1) * slab];
+        // x̂ and dpre of element i of the slab (pre is recomputed from x, as the kernel does)
+        let at = |i: usize| {
+            let c = g * cpg + i / d.spatial;
+            let xh = (xs[i] - mean) * rstd;
+            let mut dpre = dys[i];
+            if silu {
+                let pre = xh * gamma[c] + beta[c];
+                let s = sigmoid(pre);
+                dpre *= s * (T::one() + pre * (T::one() - s));
+            }
+            (c, xh, dpre)
+        };
+        let (mut a, mut b) = (T::zero(), T::zero());
+        for cl in 0..cpg {
+            let (mut p1, mut p2) = (T::zero(), T::zero());
+            for i in cl * d.spatial..(cl + 1) * d.spatial {
+                let (_, xh, dpre) = at(i);
+                p1 += dpre * xh;
+                p2 += dpre;
+            }
+            pt[2 * cl] = p1;
+            pt[2 * cl + 1] = p2;
+            let ga = gamma[g * cpg + cl];
+            a += ga * p1;
+            b += ga * p2;
+        }
+        let m = T::of(slab as f64);
+        let (mean_dxh_xh, mean_dxh) = (a / m, b / m);
+        for (i, v) in dxs.iter_mut().enumerate() {
+            let (c, xh, dpre) = at(i);
+            *v = rstd * (dpre * gamma[c] - mean_dxh - xh * mean_dxh_xh);
+        }
+    });
+    let mut dgamma = vec![T::zero(); d.c];
+    let mut dbeta = vec![T::zero(); d.c];
+    for n in 0..d.n {
+        for c in 0..d.c {
+            dgamma[c] += part[(n * d.c + c) * 2];
+            dbeta[c] += part[(n * d.c + c) * 2 + 1];
+        }
+    }
+    (dx, dgamma, dbeta)
+}

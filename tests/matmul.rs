@@ -1,0 +1,131 @@
+//! matmul and linear: f64 gradient checks and a naive-loop forward check on the CPU, CPU/CUDA parity for
+//! f32 and bf16 at shapes that are not multiples of the kernels' tiles, and bad-input errors.
+use gsure::ops::matmul::{linear, matmul};
+use gsure::testing::{gradcheck, parity, randn, rng};
+use gsure::{DType, Device, Tensor};
+
+/// (M, K, N) for matmul gradient checks: odd sizes, vectors, 1x1.
+const GRAD_SHAPES: &[(usize, usize, usize)] = &[(3, 5, 7), (1, 1, 1), (4, 1, 6), (2, 9, 1), (1, 6, 3)];
+
+fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    c
+}
+
+#[test]
+fn matmul_forward_matches_naive_loops() {
+    let mut r = rng(1);
+    for &(m, k, n) in GRAD_SHAPES.iter().chain(&[(17, 33, 9)]) {
+        let (a, b) = (randn(&[m, k], &mut r), randn(&[k, n], &mut r));
+        let got = matmul(&a, &b).unwrap().to_vec_f64().unwrap();
+        let want = naive(&a.to_vec_f64().unwrap(), &b.to_vec_f64().unwrap(), m, k, n);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{m}x{k}x{n}: {g} vs {w}");
+        }
+        // f32 storage goes through sgemm
+        let a32 = a.to_dtype(DType::F32).unwrap();
+        let b32 = b.to_dtype(DType::F32).unwrap();
+        let got32 = matmul(&a32, &b32).unwrap().to_vec_f64().unwrap();
+        for (g, w) in got32.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "f32 {m}x{k}x{n}: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn linear_forward_matches_naive_loops() {
+    let mut r = rng(2);
+    let (bsz, inf, outf) = (5, 7, 3);
+    let (x, w, bias) = (randn(&[bsz, inf], &mut r), randn(&[outf, inf], &mut r), randn(&[outf], &mut r));
+    let got = linear(&x, &w, Some(&bias)).unwrap().to_vec_f64().unwrap();
+    let (xv, wv, bv) = (x.to_vec_f64().unwrap(), w.to_vec_f64().unwrap(), bias.to_vec_f64().unwrap());
+    for i in 0..bsz {
+        for o in 0..outf {
+            let want: f64 = bv[o] + (0..inf).map(|p| xv[i * inf + p] * wv[o * inf + p]).sum::<f64>();
+            assert!((got[i * outf + o] - want).abs() < 1e-12);
+        }
+    }
+    // leading axes are flattened into rows
+    let x3 = x.reshape([1, bsz, inf]).unwrap();
+    let y3 = linear(&x3, &w, Some(&bias)).unwrap();
+    assert_eq!(y3.dims(), &[1, bsz, outf]);
+    assert_eq!(y3.to_vec_f64().unwrap(), got);
+}
+
+#[test]
+fn matmul_gradients() {
+    let mut r = rng(3);
+    for &(m, k, n) in GRAD_SHAPES {
+        let inputs = [randn(&[m, k], &mut r), randn(&[k, n], &mut r)];
+        gradcheck(|t| matmul(&t[0], &t[1]), &inputs, &[0, 1]).unwrap_or_else(|e| panic!("{m}x{k}x{n}: {e:#}"));
+        // one side at a time (the other one is not tracked)
+        gradcheck(|t| matmul(&t[0], &t[1]), &inputs, &[0]).unwrap();
+        gradcheck(|t| matmul(&t[0], &t[1]), &inputs, &[1]).unwrap();
+    }
+}
+
+#[test]
+fn linear_gradients() {
+    let mut r = rng(4);
+    for &(bsz, inf, outf) in &[(4, 5, 3), (1, 1, 1), (3, 7, 1), (2, 1, 6)] {
+        let inputs = [randn(&[bsz, inf], &mut r), randn(&[outf, inf], &mut r), randn(&[outf], &mut r)];
+        gradcheck(|t| linear(&t[0], &t[1], Some(&t[2])), &inputs, &[0, 1, 2])
+            .unwrap_or_else(|e| panic!("{bsz}x{inf}->{outf}: {e:#}"));
+        gradcheck(|t| linear(&t[0], &t[1], None), &inputs[..2], &[0, 1]).unwrap();
+    }
+    let inputs = [randn(&[2, 3, 4], &mut r), randn(&[5, 4], &mut r), randn(&[5], &mut r)];
+    gradcheck(|t| linear(&t[0], &t[1], Some(&t[2])), &inputs, &[0, 1, 2]).unwrap();
+}
+
+#[test]
+fn bad_inputs_are_errors_naming_op_and_shapes() {
+    let mut r = rng(5);
+    let err = matmul(&randn(&[3, 5], &mut r), &randn(&[4, 7], &mut r)).unwrap_err().to_string();
+    assert!(err.contains("matmul") && err.contains("[3, 5]") && err.contains("[4, 7]"), "{err}");
+    let err = matmul(&randn(&[3, 5, 2], &mut r), &randn(&[2, 7], &mut r)).unwrap_err().to_string();
+    assert!(err.contains("matmul") && err.contains("[3, 5, 2]") && err.contains("[2, 7]"), "{err}");
+    let f32a = Tensor::zeros([3, 5], DType::F32, &Device::Cpu).unwrap();
+    let err = matmul(&f32a, &randn(&[5, 7], &mut r)).unwrap_err().to_string();
+    assert!(err.contains("matmul") && err.contains("f32") && err.contains("f64"), "{err}");
+
+    let err = linear(&randn(&[4, 5], &mut r), &randn(&[3, 6], &mut r), None).unwrap_err().to_string();
+    assert!(err.contains("linear") && err.contains("[4, 5]") && err.contains("[3, 6]"), "{err}");
+    let err =
+        linear(&randn(&[4, 5], &mut r), &randn(&[3, 5], &mut r), Some(&randn(&[4], &mut r))).unwrap_err().to_string();
+    assert!(err.contains("linear") && err.contains("[3]") && err.contains("[4]"), "{err}");
+    let err = linear(&randn(&[5], &mut r), &randn(&[3, 5], &mut r), None).unwrap_err().to_string();
+    assert!(err.contains("linear") && err.contains("[5]") && err.contains("[3, 5]"), "{err}");
+}
+
+/// (M, K, N): 1x1x1, odd sizes, tile multiples, K odd, 16-byte-aligned rows with partial tiles (the
+/// cp.async path with zero-fill), and two large ones that select the 128x128 bf16 tile (aligned and not).
+const PARITY_SHAPES: &[(usize, usize, usize)] =
+    &[(1, 1, 1), (17, 33, 65), (128, 256, 512), (130, 70, 257), (130, 264, 72), (1540, 72, 1544), (1537, 33, 1539)];
+
+#[test]
+fn cuda_parity() {
+    let mut r = rng(6);
+    for dtype in [DType::F32, DType::BF16] {
+        for &(m, k, n) in PARITY_SHAPES {
+            let inputs = [randn(&[m, k], &mut r), randn(&[k, n], &mut r)];
+            parity(&format!("matmul {m}x{k}x{n}"), |t| matmul(&t[0], &t[1]), &inputs, &[0, 1], dtype, None).unwrap();
+        }
+        for &(bsz, inf, outf) in &[(128, 512, 2048), (3, 17, 5), (130, 72, 40)] {
+            let inputs = [randn(&[bsz, inf], &mut r), randn(&[outf, inf], &mut r), randn(&[outf], &mut r)];
+            parity(
+                &format!("linear {bsz}x{inf}->{outf}"),
+                |t| linear(&t[0], &t[1], Some(&t[2])),
+                &inputs,
+                &[0, 1, 2],
+                dtype,
+                None,
+            )
+            .unwrap();
+        }
+    }
+}
