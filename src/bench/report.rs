@@ -173,7 +173,13 @@ impl Report {
         // Three significant figures or more: a slow CPU op still shows a readable rate.
         let opt = |x: Option<f64>, prec: usize| {
             x.map_or("-".to_string(), |v| {
-                let prec = if v.abs() >= 100.0 { prec } else if v.abs() >= 1.0 { prec.max(2) } else { prec.max(3) };
+                let prec = if v.abs() >= 100.0 {
+                    prec
+                } else if v.abs() >= 1.0 {
+                    prec.max(2)
+                } else {
+                    prec.max(3)
+                };
                 format!("{v:.prec$}")
             })
         };
