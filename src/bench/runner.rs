@@ -117,7 +117,7 @@ fn run_case(
     rng: &mut rand::rngs::StdRng,
 ) -> Result<(Stats, std::result::Result<Stats, String>)> {
     let fwd = (case.build)(device, dtype)?;
-    let samples = timer.time(opts.warmup, opts.repeats, || no_grad(|| fwd()).map(drop))?;
+    let samples = timer.time(opts.warmup, opts.repeats, || no_grad(&fwd).map(drop))?;
     let fwd_stats = Stats::from_samples(&samples)?;
 
     // One recorded forward; its node's backward is what `autograd::backward_with` would call.
