@@ -129,7 +129,7 @@ def build_attention(p, dt, dev, torch):
 def build_group_norm(p, dt, dev, torch):
     F = torch.nn.functional
     shape = nchw(p)
-    groups = p_get(p, "groups", "g", default=32)
+    groups = p_get(p, "groups", "num_groups", "g")
     eps = p_get(p, "eps", default=1e-5)
     silu = bool(p.get("silu", False))
     x = torch.randn(*shape, device=dev, dtype=dt, requires_grad=True)

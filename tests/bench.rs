@@ -47,6 +47,7 @@ fn cpu_runner_times_forward_and_backward_and_writes_json() {
         assert!(j.get(key).is_some(), "missing {key} in {j}");
     }
     assert_eq!(j["dtype"], "f32");
+    assert_eq!(j["partial"], false);
     assert_eq!(j["device"]["kind"], "cpu");
     assert_eq!(j["gsure_version"], env!("CARGO_PKG_VERSION"));
     assert!(j["date"].as_str().unwrap().ends_with('Z'));

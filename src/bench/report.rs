@@ -147,8 +147,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report as JSON, marked complete (`"partial": false`; the CLI writes partial results while running).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("a report serialises")
+        let mut v = serde_json::to_value(self).expect("a report serialises");
+        v["partial"] = serde_json::Value::Bool(false);
+        v
     }
 
     /// The results as a fixed-width table, with the ceilings and any failed cases listed below it.

@@ -84,7 +84,21 @@ fn bench_ops(a: OpsArgs) -> Result<()> {
     if let Some(w) = a.warmup {
         opts.warmup = w;
     }
+    // After each case the results so far go to --out (marked partial), so a run stopped by a time limit
+    // still leaves what it measured; the complete report replaces them at the end.
+    let mut done = Vec::new();
+    let out = a.out.clone();
     let report = bench::run(bench::all_cases(), &device, dtype, &opts, |i, n, r| {
+        if let Some(path) = &out {
+            done.push(serde_json::to_value(r).unwrap_or_default());
+            let partial = serde_json::json!({
+                "partial": true, "gsure_version": env!("CARGO_PKG_VERSION"), "dtype": dtype.name(),
+                "device": bench::report::DeviceInfo::of(&device), "cases": done,
+            });
+            if let Err(e) = std::fs::write(path, partial.to_string()) {
+                eprintln!("could not write partial results to {}: {e}", path.display());
+            }
+        }
         let ms =
             |d: &Option<bench::Direction>| d.as_ref().map_or("-".into(), |d| format!("{:.4} ms", d.stats.median_ms));
         match &r.error {
