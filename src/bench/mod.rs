@@ -4,6 +4,13 @@
 //! training runs them. `--list-json` prints the cases for `benches/torch_ops.py`, which times the same ops
 //! and shapes in PyTorch.
 pub mod cases;
+pub mod report;
+pub mod runner;
+pub mod timer;
+
+pub use report::{CaseResult, Ceilings, Direction, Report};
+pub use runner::{run, Options};
+pub use timer::{Stats, Timer};
 
 use crate::{DType, Device, Tensor};
 use anyhow::Result;
@@ -40,4 +47,9 @@ impl BenchCase {
 /// Every registered case.
 pub fn all_cases() -> Vec<BenchCase> {
     cases::all()
+}
+
+/// The case list as `--list-json` prints it (what `benches/torch_ops.py` reads).
+pub fn list_json(cases: &[BenchCase]) -> serde_json::Value {
+    serde_json::Value::Array(cases.iter().map(BenchCase::to_json).collect())
 }
