@@ -15,6 +15,10 @@ struct Cli {
 enum Command {
     /// Says which devices this build can use.
     Info,
+    /// Trains a diffusion model (default: the `tiny` U-Net on built-in phantoms).
+    Train(TrainArgs),
+    /// Draws samples from a trained run: a PNG grid and a safetensors file.
+    Sample(SampleArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -56,6 +60,154 @@ struct OpsArgs {
     quick: bool,
 }
 
+#[derive(Args)]
+struct TrainArgs {
+    /// Model configuration: tiny, gsure-celeba32, gsure-mri320.
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    /// Total optimisation steps (default: the configuration's).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Run directory: checkpoint, log, sample grids, loss curve.
+    #[arg(long, default_value = "runs/tiny")]
+    out: std::path::PathBuf,
+    /// A safetensors dataset with a `clean` tensor [N, C, H, W] in [-1, 1] (default: built-in phantoms).
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
+    /// Training objective.
+    #[arg(long, value_enum, default_value = "supervised")]
+    loss: gsure::train::LossKind,
+    /// cpu or cuda (default: cuda when usable, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+    /// Batch size (default: the configuration's).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Learning rate (default: the configuration's).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Seed of every random choice in the run.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// bf16 activations with f32 master weights (CUDA).
+    #[arg(long)]
+    bf16: bool,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Start over in an --out that holds a previous run.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Run directory (holds checkpoint.safetensors).
+    #[arg(long, default_value = "runs/tiny")]
+    run: std::path::PathBuf,
+    /// Number of samples.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output file stem: writes STEM.png and STEM.safetensors (default: RUN/samples).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// cpu or cuda (default: cuda when usable, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+fn pick_device(name: Option<&str>) -> Result<Device> {
+    match name {
+        Some(d) => Device::parse(d),
+        None => {
+            let d = Device::best();
+            eprintln!("device: {d} (pass --device to choose)");
+            Ok(d)
+        }
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let device = pick_device(a.device.as_deref())?;
+    let model = gsure::nn::configs::by_name(&a.config)?;
+    let mut opts = gsure::train::TrainOptions::for_config(&a.config);
+    if let Some(s) = a.steps {
+        opts.steps = s;
+    }
+    if let Some(b) = a.batch {
+        opts.batch = b;
+    }
+    if let Some(lr) = a.lr {
+        opts.lr = lr;
+    }
+    if let Some(s) = a.seed {
+        opts.seed = s;
+    }
+    opts.bf16 = a.bf16;
+    opts.loss = a.loss;
+    let data = match &a.data {
+        Some(path) => gsure::data::load_clean(path)?,
+        None => gsure::data::phantoms(opts.phantoms, model.resolution, 1234),
+    };
+    let mut trainer = gsure::train::Trainer::new(opts, data, &a.out, &device, a.resume, a.force)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            eprintln!("\nstopping: saving a checkpoint (press Ctrl-C again to abort)");
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let total = trainer.options.steps;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_position(trainer.step);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}")
+            .expect("valid template"),
+    );
+    let log_every = trainer.options.log_every.max(1);
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !on_terminal {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let summary = trainer.run(&stop, |step, total, loss| {
+        bar.set_position(step);
+        bar.set_message(format!("loss {loss:.4}"));
+        if !on_terminal && (step % log_every == 0 || step == total) {
+            eprintln!("step {step}/{total} loss {loss:.5}");
+        }
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} {} steps ({:.1} images/s), last loss {:.5}; checkpoint, log.jsonl, loss.png and samples in {}",
+        if summary.stopped_early { "stopped after" } else { "trained" },
+        summary.steps_done,
+        summary.images_per_second,
+        summary.final_loss,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    let device = pick_device(a.device.as_deref())?;
+    let stem = a.out.clone().unwrap_or_else(|| a.run.join("samples"));
+    let (dims, values) = gsure::train::trainer::sample_run(&a.run, a.n, a.seed, &device)?;
+    let png = stem.with_extension("png");
+    gsure::io::image::grid_png(&png, &values, dims, -1.0, 1.0)?;
+    let st = stem.with_extension("safetensors");
+    let entry = gsure::io::safetensors::Entry { name: "samples".into(), shape: dims.to_vec(), data: &values };
+    gsure::io::safetensors::write(&st, &[entry], &serde_json::json!({"run": a.run, "seed": a.seed}))?;
+    eprintln!("wrote {} and {}", png.display(), st.display());
+    Ok(())
+}
+
 fn bench_ops(a: OpsArgs) -> Result<()> {
     if a.list_json {
         let cases: Vec<_> =
@@ -63,14 +215,7 @@ fn bench_ops(a: OpsArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&bench::list_json(&cases))?);
         return Ok(());
     }
-    let device = match a.device.as_deref() {
-        Some(d) => Device::parse(d)?,
-        None => {
-            let d = Device::best();
-            eprintln!("device: {d} (pass --device to choose)");
-            d
-        }
-    };
+    let device = pick_device(a.device.as_deref())?;
     let dtype = match a.dtype.as_deref() {
         Some(d) => bench::runner::parse_dtype(d)?,
         None if device.is_cuda() => gsure::DType::BF16,
@@ -133,6 +278,8 @@ fn main() -> Result<()> {
                 Err(e) => println!("cuda: unavailable ({e:#})"),
             }
         }
+        Command::Train(a) => train(a)?,
+        Command::Sample(a) => sample(a)?,
         Command::Bench { what: BenchCommand::Ops(a) } => bench_ops(a)?,
     }
     Ok(())

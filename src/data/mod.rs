@@ -30,3 +30,22 @@ impl ImageSet {
         out
     }
 }
+
+/// Loads the `clean` tensor [N, C, H, W] of a safetensors dataset file (values expected in [-1, 1]).
+pub fn load_clean(path: &std::path::Path) -> anyhow::Result<ImageSet> {
+    let file = crate::io::safetensors::File::open(path)?;
+    let (shape, images) = file.f32("clean").map_err(|e| {
+        anyhow::anyhow!("{e:#}; the supervised objective needs clean images [N, C, H, W] under \"clean\"")
+    })?;
+    let dims: [usize; 4] = shape.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!("{}: tensor \"clean\" has shape {shape:?}; expected [N, C, H, W]", path.display())
+    })?;
+    if let Some(bad) = images.iter().position(|v| !v.is_finite() || v.abs() > 1.0 + 1e-3) {
+        anyhow::bail!(
+            "{}: tensor \"clean\" holds {} at flat index {bad}; values must be finite and in [-1, 1] (rescale the data)",
+            path.display(),
+            images[bad]
+        );
+    }
+    Ok(ImageSet { images, dims })
+}

@@ -87,3 +87,12 @@ pub fn load(
     }
     Ok(file.meta().clone())
 }
+
+/// Loads only the weights stored under `prefix` ("params" or "ema") into `params`; returns the metadata.
+pub fn load_weights(path: &Path, params: &ParamStore, prefix: &str) -> Result<serde_json::Value> {
+    let file = safetensors::File::open(path)?;
+    for (name, p) in params.iter() {
+        load_into(&file, prefix, name, p)?;
+    }
+    Ok(file.meta().clone())
+}

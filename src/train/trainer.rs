@@ -326,3 +326,21 @@ pub fn sample(model: &DdimUnet, schedule: &VpSchedule, n: usize, seed: u64, devi
     })?;
     x.to_vec_f32()
 }
+
+/// Samples `n` images from the EMA weights of the run in `run_dir`: ([n, C, H, W], values).
+pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Result<([usize; 4], Vec<f32>)> {
+    let run = RunDir(run_dir.to_path_buf());
+    if !run.checkpoint().exists() {
+        bail!("{} holds no checkpoint.safetensors; train first (gsure train --out {})", run_dir.display(), run_dir.display());
+    }
+    let meta = checkpoint::read_meta(&run.checkpoint())?;
+    let options: TrainOptions = serde_json::from_value(meta["options"].clone())
+        .with_context(|| format!("{}: metadata field \"options\" is unreadable", run.checkpoint().display()))?;
+    let config = configs::by_name(&options.config)?;
+    let mut params = ParamStore::new();
+    let model = DdimUnet::new(&config, &mut params, 0, device, DType::F32)?;
+    checkpoint::load_weights(&run.checkpoint(), &params, "ema")?;
+    let schedule = VpSchedule::linear(options.beta_start)?;
+    let values = sample(&model, &schedule, n, seed, device)?;
+    Ok(([n, config.in_channels, config.resolution, config.resolution], values))
+}
