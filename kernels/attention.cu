@@ -3,7 +3,7 @@
 // fixed channel the tokens are contiguous and every tile load below reads contiguous tokens (coalesced).
 // defines:
 //   attention_fwd_d{32,64,128,256}_{f32,bf16}   CUDA-core flash forward (online softmax), any D <= DMAX
-//   attention_fwd_mma_d{32,64,128}_bf16          tensor-core flash forward (mma.m16n8k16, f32 accumulate)
+//   attention_fwd_mma_d{32,64,128,256}_bf16         tensor-core flash forward (mma.m16n8k16, f32 accumulate)
 //   attention_delta_{f32,bf16}                   delta[b,h,i] = sum_d dO[d,i] * O[d,i]
 //   attention_bwd_dkdv_d{..}_{f32,bf16}          dK, dV, one block per key tile (loops over query tiles)
 //   attention_bwd_dq_d{..}_{f32,bf16}            dQ, one block per query tile (loops over key tiles)
@@ -129,8 +129,9 @@ __device__ void fwd_generic(const AttnParams& p) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Tensor-core forward (bf16, D in {32, 64, 128}). Block: BQ = 64 queries of one (b, h), 4 warps, warp w owns
-// query rows 16w..16w+15. KV tiles of BK keys (64, or 32 at D = 128 to stay within 48 KiB static smem).
+// Tensor-core forward (bf16, D in {32, 64, 128, 256}). Block: BQ = 64 queries of one (b, h), 4 warps, warp w
+// owns query rows 16w..16w+15. KV tiles of BK keys (64, or 32 at D >= 128 to bound shared memory and the
+// S registers; the O accumulators take D/2 registers per thread).
 //
 // Shared memory keeps the global channel-first layout: Qs [D][BQ], Ks [D][BK], Vs [D][BK] (bf16, rows padded by
 // 8 elements = 16 bytes so the 8 row addresses of an ldmatrix hit 8 distinct 4-bank groups). No transposes are
@@ -145,9 +146,12 @@ __device__ void fwd_generic(const AttnParams& p) {
 template <int D, int BK>
 __device__ void fwd_mma(const AttnParams& p) {
   constexpr int BQ = 64, LDQ = BQ + 8, LDK = BK + 8;
-  __shared__ __align__(16) bf16 Qs[D * LDQ];
-  __shared__ __align__(16) bf16 Ks[D * LDK];
-  __shared__ __align__(16) bf16 Vs[D * LDK];
+  // Dynamic: D = 256 needs 76 KiB (the launcher raises the limit). Every region starts at a multiple of
+  // 16 bytes (D * LDQ * 2 and D * LDK * 2 are multiples of 16), as cp.async and ldmatrix require.
+  extern __shared__ __align__(16) bf16 smem_bf16[];
+  bf16* Qs = smem_bf16;            // [D][LDQ]
+  bf16* Ks = Qs + D * LDQ;         // [D][LDK]
+  bf16* Vs = Ks + D * LDK;         // [D][LDK]
   const int Tn = p.T;
   const int64_t base = head_offset(p);
   const bf16* q = (const bf16*)p.q + base;
@@ -497,3 +501,4 @@ extern "C" __global__ void attention_delta_bf16(AttnParams p) { delta_kernel<bf1
 extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d32_bf16(AttnParams p) { fwd_mma<32, 64>(p); }
 extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d64_bf16(AttnParams p) { fwd_mma<64, 64>(p); }
 extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d128_bf16(AttnParams p) { fwd_mma<128, 32>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d256_bf16(AttnParams p) { fwd_mma<256, 32>(p); }

@@ -100,11 +100,12 @@ fn cuda_parity() {
 }
 
 #[test]
-fn cuda_parity_generic_head_dims() {
-    // Head dims off the tensor-core list (bf16 falls back to the CUDA-core kernels) and the largest one.
+fn cuda_parity_more_head_dims() {
+    // Head dims off the tensor-core list (bf16 falls back to the CUDA-core kernels: D = 48, 10), and the
+    // tensor-core head dims 128 and 256 with T a multiple of 8 (cp.async loads) and not (scalar loads).
     let mut r = rng(6);
     for dtype in [DType::F32, DType::BF16] {
-        for &(b, c, heads, t) in &[(1, 48, 1, 33), (2, 20, 2, 40), (1, 256, 1, 70)] {
+        for &(b, c, heads, t) in &[(1, 48, 1, 33), (2, 20, 2, 40), (2, 128, 1, 72), (1, 256, 1, 70), (1, 256, 1, 128)] {
             let shape = [b, c, t];
             let inputs = [randn(&shape, &mut r), randn(&shape, &mut r), randn(&shape, &mut r)];
             let name = format!("attention B{b} C{c} heads{heads} T{t}");

@@ -1,6 +1,6 @@
 //! Launchers for kernels/attention.cu (see the kernel file for the tiling and fragment layouts).
 //!
-//! Forward: bf16 with head dim 32/64/128 runs the tensor-core kernel (64 queries per block, 4 warps);
+//! Forward: bf16 with head dim 32/64/128/256 runs the tensor-core kernel (64 queries per block, 4 warps);
 //! everything else runs the CUDA-core flash kernel (32 queries per block, 128 threads) instantiated for a
 //! head-dim bound DMAX in {32, 64, 128, 256}. Backward: `attention_delta` (D_i = rowsum(dO ⊙ O)), then
 //! dK/dV parallel over key tiles and dQ parallel over query tiles (two deterministic passes, no atomics).
@@ -110,10 +110,12 @@ pub fn forward(
     let lse: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
     (p.q, p.k, p.v, p.o, p.lse) = (q.ptr(), k.ptr(), v.ptr(), out.ptr(), lse.ptr());
     let bh = (dims.batch * dims.heads) as u32;
-    if dt == DType::BF16 && matches!(d, 32 | 64 | 128) {
-        // Static shared memory only (<= 48 KiB), see the kernel.
+    if dt == DType::BF16 && matches!(d, 32 | 64 | 128 | 256) {
+        // bf16 Qs [D][BQ+8] + Ks, Vs [D][BK+8] with BK = 64 for D <= 64, else 32 (as in the kernel).
+        let bk = if d <= 64 { 64 } else { 32 };
+        let smem = 2 * d * (MMA_BQ + 8 + 2 * (bk + 8));
         let name = format!("attention_fwd_mma_d{d}_bf16");
-        launch!(gpu, gpu.func(ptx::ATTENTION, &name)?, ((t.div_ceil(MMA_BQ) as u32, bh), THREADS, 0), p)?;
+        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(MMA_BQ) as u32, bh), THREADS, smem), p)?;
     } else {
         let dm = dmax(d)?;
         // Qs [D][GQ] + Ks [D][GK] + Vs [D][GK+1] + Ps [GQ][GK+1], floats.
