@@ -135,3 +135,18 @@ fn bad_inputs_are_errors_naming_op_and_shapes() {
     let err = attention(&x, &x32, &x, 1).unwrap_err().to_string();
     assert!(err.contains("attention") && err.contains("f32") && err.contains("f64"), "{err}");
 }
+
+#[test]
+fn bench_cases_describe_the_unet_attention() {
+    let cases: Vec<_> = gsure::bench::all_cases().into_iter().filter(|c| c.op == "attention").collect();
+    assert!(cases.len() >= 3);
+    for c in &cases {
+        let p = &c.params;
+        let get = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{} lacks {k}", c.label)) as f64;
+        let t = get("h") * get("w");
+        assert_eq!(c.flops_fwd, 4.0 * get("n") * t * t * get("c"));
+        assert_eq!(c.flops_bwd, 2.5 * c.flops_fwd);
+        assert!(get("heads") >= 1.0);
+    }
+    assert!(cases.iter().any(|c| c.params["h"] == 16 && c.params["c"] == 256 && c.params["heads"] == 1));
+}
