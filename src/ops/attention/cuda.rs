@@ -1,0 +1,170 @@
+//! Launchers for kernels/attention.cu (see the kernel file for the tiling and fragment layouts).
+//!
+//! Forward: bf16 with head dim 32/64/128/256 runs the tensor-core kernel (64 queries per block, 4 warps);
+//! everything else runs the CUDA-core flash kernel (32 queries per block, 128 threads) instantiated for a
+//! head-dim bound DMAX in {32, 64, 128, 256}. Backward: `attention_delta` (D_i = rowsum(dO ⊙ O)), then
+//! dK/dV parallel over key tiles and dQ parallel over query tiles (two deterministic passes, no atomics).
+use super::Dims;
+use crate::backend::cuda::Gpu;
+use crate::backend::cuda::{ptx, CudaStorage, GpuBuf};
+use crate::launch;
+use crate::ops::cuda_alloc;
+use crate::DType;
+use anyhow::{bail, Result};
+use cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+
+/// Mirrors `AttnParams` in kernels/attention.cu (pointers as u64; unused ones are 0).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct AttnParams {
+    q: u64,
+    k: u64,
+    v: u64,
+    o: u64,
+    dout: u64,
+    lse: u64,
+    delta: u64,
+    dq: u64,
+    dk: u64,
+    dv: u64,
+    batch: i32,
+    channels: i32,
+    tokens: i32,
+    heads: i32,
+    head_dim: i32,
+    scale: f32,
+}
+// SAFETY: plain-old-data mirrored field for field by the C struct.
+unsafe impl cudarc::driver::DeviceRepr for AttnParams {}
+
+/// Tile sizes of the CUDA-core kernels (GQ queries x GK keys per step, 128 threads); keep in sync with the .cu.
+const GQ: usize = 32;
+const GK: usize = 32;
+const THREADS: u32 = 128;
+/// Tensor-core forward: queries per block.
+const MMA_BQ: usize = 64;
+
+/// The register-array bound the CUDA-core kernels are instantiated for.
+fn dmax(d: usize) -> Result<usize> {
+    Ok(match d {
+        0..=32 => 32,
+        33..=64 => 64,
+        65..=128 => 128,
+        129..=256 => 256,
+        _ => bail!("attention: head dim {d} > 256 is not supported on CUDA (use more heads)"),
+    })
+}
+
+fn params(dims: Dims) -> Result<AttnParams> {
+    let bh = dims.batch * dims.heads;
+    if bh > 65535 {
+        bail!("attention: batch x heads = {bh} exceeds the CUDA grid limit 65535");
+    }
+    if dims.batch * dims.channels * dims.tokens > i32::MAX as usize {
+        // Offsets inside the kernels are 64-bit, but sizes travel as i32.
+        bail!("attention: tensor of {} elements is too large", dims.batch * dims.channels * dims.tokens);
+    }
+    Ok(AttnParams {
+        batch: dims.batch as i32,
+        channels: dims.channels as i32,
+        tokens: dims.tokens as i32,
+        heads: dims.heads as i32,
+        head_dim: dims.head_dim() as i32,
+        scale: dims.scale() as f32,
+        ..Default::default()
+    })
+}
+
+/// Loads the kernel and raises its dynamic shared memory limit when it needs more than the default 48 KiB.
+fn func(gpu: &Gpu, name: &str, smem: usize) -> Result<cudarc::driver::CudaFunction> {
+    let f = gpu.func(ptx::ATTENTION, name)?;
+    if smem > 48 * 1024 {
+        f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+            .map_err(|e| anyhow::anyhow!("attention: {name} needs {smem} bytes of shared memory: {e:?}"))?;
+    }
+    Ok(f)
+}
+
+fn check_dtype(op: &str, xs: &[&CudaStorage]) -> Result<DType> {
+    let dt = xs[0].dtype();
+    for x in xs {
+        if x.dtype() != dt {
+            bail!("{op}: inputs of different dtypes ({} and {})", dt, x.dtype());
+        }
+    }
+    Ok(dt)
+}
+
+/// Returns (out [B, C, T] in the input dtype, lse [B, heads, T] in f32).
+pub fn forward(
+    gpu: &Gpu,
+    q: &CudaStorage,
+    k: &CudaStorage,
+    v: &CudaStorage,
+    dims: Dims,
+) -> Result<(CudaStorage, CudaStorage)> {
+    let dt = check_dtype("attention", &[q, k, v])?;
+    let mut p = params(dims)?;
+    let (d, t) = (dims.head_dim(), dims.tokens);
+    let out = cuda_alloc(gpu, dt, q.len())?;
+    let lse: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
+    (p.q, p.k, p.v, p.o, p.lse) = (q.ptr(), k.ptr(), v.ptr(), out.ptr(), lse.ptr());
+    let bh = (dims.batch * dims.heads) as u32;
+    if dt == DType::BF16 && matches!(d, 32 | 64 | 128 | 256) {
+        // bf16 Qs [D][BQ+8] + Ks, Vs [D][BK+8] with BK = 64 for D <= 64, else 32 (as in the kernel).
+        let bk = if d <= 64 { 64 } else { 32 };
+        let smem = 2 * d * (MMA_BQ + 8 + 2 * (bk + 8));
+        let name = format!("attention_fwd_mma_d{d}_bf16");
+        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(MMA_BQ) as u32, bh), THREADS, smem), p)?;
+    } else {
+        let dm = dmax(d)?;
+        // Qs [D][GQ] + Ks [D][GK] + Vs [D][GK+1] + Ps [GQ][GK+1], floats.
+        let smem = 4 * (d * (GQ + GK + GK + 1) + GQ * (GK + 1));
+        let name = format!("attention_fwd_d{dm}_{}", dt.name());
+        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(GQ) as u32, bh), THREADS, smem), p)?;
+    }
+    Ok((out, CudaStorage::F32(lse)))
+}
+
+/// Returns [dq, dk, dv] in the input dtype.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    gpu: &Gpu,
+    q: &CudaStorage,
+    k: &CudaStorage,
+    v: &CudaStorage,
+    o: &CudaStorage,
+    dout: &CudaStorage,
+    lse: &CudaStorage,
+    dims: Dims,
+) -> Result<[CudaStorage; 3]> {
+    let dt = check_dtype("attention backward", &[q, k, v, o, dout])?;
+    if lse.dtype() != DType::F32 {
+        bail!("attention backward: the saved log-sum-exp must be f32, got {}", lse.dtype());
+    }
+    let mut p = params(dims)?;
+    let (d, t) = (dims.head_dim(), dims.tokens);
+    let dm = dmax(d)?;
+    let sfx = dt.name();
+    let delta: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
+    let (dq, dk, dv) = (cuda_alloc(gpu, dt, q.len())?, cuda_alloc(gpu, dt, q.len())?, cuda_alloc(gpu, dt, q.len())?);
+    (p.q, p.k, p.v, p.o, p.dout, p.lse, p.delta) =
+        (q.ptr(), k.ptr(), v.ptr(), o.ptr(), dout.ptr(), lse.ptr(), delta.ptr());
+    (p.dq, p.dk, p.dv) = (dq.ptr(), dk.ptr(), dv.ptr());
+    let bh = (dims.batch * dims.heads) as u32;
+
+    let delta_block = 128u32;
+    let name = format!("attention_delta_{sfx}");
+    launch!(gpu, gpu.func(ptx::ATTENTION, &name)?, (((t as u32).div_ceil(delta_block), bh), delta_block, 0), p)?;
+
+    // Ks [D][GK] + Vs [D][GK] + Qs [D][GQ+1] + dOs [D][GQ+1] + Ps, dSs [GK][GQ+1] + lse, delta [GQ], floats.
+    let smem = 4 * (d * (GK + GK + 2 * (GQ + 1)) + 2 * GK * (GQ + 1) + 2 * GQ);
+    let name = format!("attention_bwd_dkdv_d{dm}_{sfx}");
+    launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(GK) as u32, bh), THREADS, smem), p)?;
+
+    // Qs [D][GQ] + dOs [D][GQ] + Ks [D][GK+1] + Vs [D][GK] + dSs [GQ][GK+1], floats.
+    let smem = 4 * (d * (GQ + GQ + GK + 1 + GK) + GQ * (GK + 1));
+    let name = format!("attention_bwd_dq_d{dm}_{sfx}");
+    launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(GQ) as u32, bh), THREADS, smem), p)?;
+    Ok([dq, dk, dv])
+}
