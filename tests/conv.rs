@@ -50,6 +50,7 @@ const GRAD_CASES: &[Case] = &[
     (2, 3, 5, 6, 4, 1, 1, 0),
     (2, 2, 9, 7, 3, 3, 2, 0),
     (1, 2, 4, 4, 2, 5, 1, 2),
+    (5, 2, 5, 4, 3, 3, 1, 1), // several images: dW sums over the batch
 ];
 
 #[test]
@@ -118,6 +119,7 @@ const PARITY_CASES: &[Case] = &[
     (2, 48, 9, 9, 40, 3, 2, 0),
     (2, 96, 8, 8, 130, 1, 1, 0),
     (1, 3, 4, 5, 2, 5, 1, 2),
+    (8, 16, 16, 16, 24, 3, 1, 1), // long wgrad reduction: split-K over several blocks
 ];
 
 #[test]
