@@ -165,6 +165,8 @@ fn bad_input_is_refused_with_shapes() {
     assert!(e.contains("conv2d") && e.contains("square"), "{e}");
     let e = err_of(&[2, 3, 2, 8], &[4, 3, 5, 5], None, 1, 1);
     assert!(e.contains("conv2d") && e.contains("larger than the padded input"), "{e}");
+    let e = err_of(&[2, 3, 8, 8], &[4, 3, 3, 3], None, 1, usize::MAX);
+    assert!(e.contains("conv2d") && e.contains("padding"), "{e}");
     let e = err_of(&[0, 3, 8, 8], &[4, 3, 3, 3], None, 1, 1);
     assert!(e.contains("conv2d") && e.contains("zero-sized"), "{e}");
     let e = err_of(&[2, 3, 8, 8], &[4, 3, 3, 3], None, 0, 1);

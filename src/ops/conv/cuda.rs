@@ -50,6 +50,15 @@ fn check_i32(g: &Geom, what: &str) -> Result<()> {
             g.w_dims()
         );
     }
+    // Coordinates like oh*stride - pad + kh are int32 in the kernels too.
+    if g.h + 2 * g.pad >= 1 << 30 || g.w + 2 * g.pad >= 1 << 30 || g.stride >= 1 << 30 {
+        bail!(
+            "{what}: padding {} / stride {} too large for the CUDA kernels (input {:?})",
+            g.pad,
+            g.stride,
+            g.x_dims()
+        );
+    }
     Ok(())
 }
 

@@ -47,17 +47,22 @@ impl Geom {
         if stride == 0 {
             bail!("conv2d: stride must be at least 1 (input {}, weights {})", fmt(x), fmt(w));
         }
-        if h + 2 * padding < kh || wd + 2 * padding < kh {
+        // Checked: an absurd padding must be an error, not an overflow panic.
+        let padded = |d: usize| padding.checked_mul(2).and_then(|p| p.checked_add(d));
+        let (Some(hp), Some(wp)) = (padded(h), padded(wd)) else {
+            bail!("conv2d: padding {padding} is too large (input {}, weights {})", fmt(x), fmt(w));
+        };
+        if hp < kh || wp < kh {
             bail!(
                 "conv2d: kernel {kh}x{kh} is larger than the padded input {}x{} (input {}, weights {}, padding {padding})",
-                h + 2 * padding,
-                wd + 2 * padding,
+                hp,
+                wp,
                 fmt(x),
                 fmt(w)
             );
         }
-        let ho = (h + 2 * padding - kh) / stride + 1;
-        let wo = (wd + 2 * padding - kh) / stride + 1;
+        let ho = (hp - kh) / stride + 1;
+        let wo = (wp - kh) / stride + 1;
         Ok(Geom { n, c, h, w: wd, co, k: kh, stride, pad: padding, ho, wo })
     }
     /// Reduction length of the forward GEMM: C_in * K * K.
