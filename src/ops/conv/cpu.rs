@@ -1,0 +1,183 @@
+//! CPU twin of kernels/conv.cu: im2col per image + GEMM (matrixmultiply), parallel over the batch.
+//!
+//! Per image n, with col = im2col(x[n]) of shape [C_in*K*K, H_out*W_out] (row r = (c, kh, kw), column
+//! q = (oh, ow), zero where the window reads padding):
+//!   forward  y[n]  = W · col + b            (W viewed as [C_out, C_in*K*K])
+//!   dgrad    dx[n] = col2im(W^T · dy[n])    (col2im sums every column entry back onto its input pixel)
+//!   wgrad    dW    = sum_n dy[n] · col^T
+use super::Geom;
+use crate::backend::cpu::Real;
+use rayon::prelude::*;
+
+/// Dispatches a row/column-strided GEMM to matrixmultiply's sgemm or dgemm.
+pub trait Gemm: Real {
+    /// c = alpha * a · b + beta * c with a: [m, k], b: [k, n], c: [m, n], each given by (row, col) strides.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: (&[Self], isize, isize),
+        b: (&[Self], isize, isize),
+        beta: Self,
+        c: (&mut [Self], isize, isize),
+    );
+}
+
+macro_rules! impl_gemm {
+    ($t:ty, $f:path) => {
+        impl Gemm for $t {
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: (&[Self], isize, isize),
+                b: (&[Self], isize, isize),
+                beta: Self,
+                c: (&mut [Self], isize, isize),
+            ) {
+                // The strided views must stay inside their slices (checked here once; the kernel trusts them).
+                let extent = |rows: usize, cols: usize, rs: isize, cs: isize| {
+                    if rows == 0 || cols == 0 {
+                        0
+                    } else {
+                        (rows as isize - 1) * rs + (cols as isize - 1) * cs + 1
+                    }
+                };
+                assert!(extent(m, k, a.1, a.2) as usize <= a.0.len());
+                assert!(extent(k, n, b.1, b.2) as usize <= b.0.len());
+                assert!(extent(m, n, c.1, c.2) as usize <= c.0.len());
+                // SAFETY: the extents of the three strided views were checked against their slices above.
+                unsafe {
+                    $f(m, k, n, 1.0, a.0.as_ptr(), a.1, a.2, b.0.as_ptr(), b.1, b.2, beta, c.0.as_mut_ptr(), c.1, c.2)
+                }
+            }
+        }
+    };
+}
+impl_gemm!(f32, matrixmultiply::sgemm);
+impl_gemm!(f64, matrixmultiply::dgemm);
+
+/// col[(c*K + kh)*K + kw][oh*W_out + ow] = x[c, oh*s - p + kh, ow*s - p + kw] (0 outside the image).
+fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
+    let (q, k) = (g.ho * g.wo, g.k);
+    for c in 0..g.c {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = &mut col[((c * k + kh) * k + kw) * q..][..q];
+                for oh in 0..g.ho {
+                    let ih = (oh * g.stride + kh) as isize - g.pad as isize;
+                    let out = &mut row[oh * g.wo..(oh + 1) * g.wo];
+                    if ih < 0 || ih >= g.h as isize {
+                        out.fill(T::zero());
+                        continue;
+                    }
+                    let line = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                    for (ow, o) in out.iter_mut().enumerate() {
+                        let iw = (ow * g.stride + kw) as isize - g.pad as isize;
+                        *o = if iw < 0 || iw >= g.w as isize { T::zero() } else { line[iw as usize] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of im2col: dx[c, ih, iw] += dcol[row][q] for every (row, q) that read pixel (ih, iw).
+fn col2im<T: Real>(g: &Geom, dcol: &[T], dx: &mut [T]) {
+    let (q, k) = (g.ho * g.wo, g.k);
+    dx.fill(T::zero());
+    for c in 0..g.c {
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = &dcol[((c * k + kh) * k + kw) * q..][..q];
+                for oh in 0..g.ho {
+                    let ih = (oh * g.stride + kh) as isize - g.pad as isize;
+                    if ih < 0 || ih >= g.h as isize {
+                        continue;
+                    }
+                    let line = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                    for (ow, &v) in row[oh * g.wo..(oh + 1) * g.wo].iter().enumerate() {
+                        let iw = (ow * g.stride + kw) as isize - g.pad as isize;
+                        if iw >= 0 && iw < g.w as isize {
+                            line[iw as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// y = conv(x, w) + b, shape [N, C_out, H_out, W_out].
+pub fn fwd<T: Gemm>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+    let (q, kd) = (g.ho * g.wo, g.kdim());
+    let mut y = vec![T::zero(); g.n * g.co * q];
+    if y.is_empty() {
+        return y;
+    }
+    y.par_chunks_mut(g.co * q).zip(x.par_chunks(g.c * g.h * g.w)).for_each_init(
+        || vec![T::zero(); kd * q],
+        |col, (yn, xn)| {
+            im2col(g, xn, col);
+            if let Some(b) = b {
+                for (row, &bv) in yn.chunks_mut(q).zip(b) {
+                    row.fill(bv);
+                }
+            }
+            let beta = if b.is_some() { T::one() } else { T::zero() };
+            // y[n] (C_out x Q) = W (C_out x Kd) · col (Kd x Q) [+ bias already in y[n]]
+            T::gemm(g.co, kd, q, (w, kd as isize, 1), (col, q as isize, 1), beta, (yn, q as isize, 1));
+        },
+    );
+    y
+}
+
+/// dx = conv^T(dy, w), shape [N, C_in, H, W].
+pub fn dgrad<T: Gemm>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+    let (q, kd) = (g.ho * g.wo, g.kdim());
+    let mut dx = vec![T::zero(); g.n * g.c * g.h * g.w];
+    if dx.is_empty() {
+        return dx;
+    }
+    dx.par_chunks_mut(g.c * g.h * g.w).zip(dy.par_chunks(g.co * q)).for_each_init(
+        || vec![T::zero(); kd * q],
+        |dcol, (dxn, dyn_)| {
+            // dcol (Kd x Q) = W^T (Kd x C_out; W read with swapped strides) · dy[n] (C_out x Q)
+            T::gemm(kd, g.co, q, (w, 1, kd as isize), (dyn_, q as isize, 1), T::zero(), (dcol, q as isize, 1));
+            col2im(g, dcol, dxn);
+        },
+    );
+    dx
+}
+
+/// dW = sum_n dy[n] · im2col(x[n])^T, shape [C_out, C_in, K, K]. Each rayon task sums a run of images into
+/// its own buffer; the partial sums are added at the end.
+pub fn wgrad<T: Gemm>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let (q, kd) = (g.ho * g.wo, g.kdim());
+    let zero = || vec![T::zero(); g.co * kd];
+    if g.co * kd == 0 || g.n == 0 {
+        return zero();
+    }
+    (0..g.n)
+        .into_par_iter()
+        .fold(
+            || (zero(), vec![T::zero(); kd * q]),
+            |(mut dw, mut col), n| {
+                im2col(g, &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w], &mut col);
+                let dyn_ = &dy[n * g.co * q..(n + 1) * g.co * q];
+                // dW (C_out x Kd) += dy[n] (C_out x Q) · col^T (Q x Kd; col read with swapped strides)
+                T::gemm(g.co, q, kd, (dyn_, q as isize, 1), (&col, 1, q as isize), T::one(), (&mut dw, kd as isize, 1));
+                (dw, col)
+            },
+        )
+        .map(|(dw, _)| dw)
+        .reduce(zero, |mut a, b| {
+            for (p, v) in a.iter_mut().zip(b) {
+                *p += v;
+            }
+            a
+        })
+}

@@ -1,0 +1,156 @@
+//! Launchers for kernels/conv.cu (implicit-GEMM convolution; see the header comment of the .cu file for
+//! the GEMM each direction computes).
+use super::Geom;
+use crate::backend::cuda::{ptx, CudaStorage, Gpu};
+use crate::launch;
+use crate::ops::elementwise::cuda::cast;
+use crate::ops::{cuda_alloc, cuda_zeros};
+use crate::DType;
+use anyhow::{bail, Result};
+
+/// Mirrors `struct ConvParams` in kernels/conv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConvParams {
+    n: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    co: i32,
+    k: i32,
+    stride: i32,
+    pad: i32,
+    ho: i32,
+    wo: i32,
+    gm: i32,
+    gn: i32,
+    gk: i32,
+    k_split: i32,
+}
+// SAFETY: plain #[repr(C)] struct of i32, identical in layout to the C struct.
+unsafe impl cudarc::driver::DeviceRepr for ConvParams {}
+
+/// Block tile (m, n, k) of the kernel family for a dtype (F_* / H_* constants in conv.cu).
+fn tile(dtype: DType) -> (usize, usize, usize) {
+    match dtype {
+        DType::BF16 => (128, 128, 32),
+        _ => (64, 64, 32),
+    }
+}
+
+/// Kernels index with i32: refuse anything whose element count does not fit.
+fn check_i32(g: &Geom, what: &str) -> Result<()> {
+    let limit = i32::MAX as usize;
+    let biggest = [g.n * g.c * g.h * g.w, g.n * g.co * g.ho * g.wo, g.co * g.kdim()].into_iter().max().unwrap_or(0);
+    if biggest >= limit {
+        bail!(
+            "{what}: a tensor of {biggest} elements (input {:?}, weights {:?}) exceeds the CUDA kernels' 32-bit indexing; \
+             split the batch",
+            g.x_dims(),
+            g.w_dims()
+        );
+    }
+    // Coordinates like oh*stride - pad + kh are int32 in the kernels too.
+    if g.h + 2 * g.pad >= 1 << 30 || g.w + 2 * g.pad >= 1 << 30 || g.stride >= 1 << 30 {
+        bail!(
+            "{what}: padding {} / stride {} too large for the CUDA kernels (input {:?})",
+            g.pad,
+            g.stride,
+            g.x_dims()
+        );
+    }
+    Ok(())
+}
+
+fn params(g: &Geom, gm: usize, gn: usize, gk: usize, k_split: usize) -> ConvParams {
+    let i = |v: usize| v as i32;
+    ConvParams {
+        n: i(g.n),
+        c: i(g.c),
+        h: i(g.h),
+        w: i(g.w),
+        co: i(g.co),
+        k: i(g.k),
+        stride: i(g.stride),
+        pad: i(g.pad),
+        ho: i(g.ho),
+        wo: i(g.wo),
+        gm: i(gm),
+        gn: i(gn),
+        gk: i(gk),
+        k_split: i(k_split),
+    }
+}
+
+fn kernel(gpu: &Gpu, dir: &str, dtype: DType) -> Result<cudarc::driver::CudaFunction> {
+    gpu.func(ptx::CONV, &format!("conv2d_{dir}_{}", dtype.name()))
+}
+
+/// Launches one direction as a GEMM of gm x gn over gk, with `splits` slices of the reduction on grid z.
+fn run_gemm(
+    gpu: &Gpu,
+    dir: &str,
+    dtype: DType,
+    g: &Geom,
+    (gm, gn, gk): (usize, usize, usize),
+    splits: usize,
+    ptrs: &[u64],
+) -> Result<()> {
+    let (bm, bn, bk) = tile(dtype);
+    // Each split covers a whole number of k tiles, so no tile straddles two splits.
+    let k_tiles = gk.div_ceil(bk);
+    let per_split = k_tiles.div_ceil(splits.max(1)) * bk;
+    let splits = gk.div_ceil(per_split);
+    let p = params(g, gm, gn, gk, per_split);
+    let grid = (gm.div_ceil(bm) as u32, gn.div_ceil(bn) as u32, splits as u32);
+    if grid.1 > 65535 || grid.2 > 65535 {
+        bail!("conv2d: grid {grid:?} too large for input {:?}, weights {:?}", g.x_dims(), g.w_dims());
+    }
+    let f = kernel(gpu, dir, dtype)?;
+    match ptrs {
+        [a, b, c] => launch!(gpu, f, (grid, 256u32, 0), p, *a, *b, *c),
+        [a, b, c, d] => launch!(gpu, f, (grid, 256u32, 0), p, *a, *b, *c, *d),
+        _ => unreachable!("conv kernels take 3 or 4 pointers"),
+    }
+}
+
+/// y = conv(x, w) + bias.
+pub fn fwd(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: Option<&CudaStorage>) -> Result<CudaStorage> {
+    check_i32(g, "conv2d")?;
+    let y = cuda_alloc(gpu, x.dtype(), g.n * g.co * g.ho * g.wo)?;
+    let gemm = (g.n * g.ho * g.wo, g.co, g.kdim());
+    let b = bias.map_or(0, |b| b.ptr());
+    run_gemm(gpu, "fwd", x.dtype(), g, gemm, 1, &[x.ptr(), w.ptr(), b, y.ptr()])?;
+    Ok(y)
+}
+
+/// dx from dy and w.
+pub fn dgrad(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage) -> Result<CudaStorage> {
+    check_i32(g, "conv2d backward")?;
+    let dx = cuda_alloc(gpu, dy.dtype(), g.n * g.c * g.h * g.w)?;
+    let gemm = (g.n * g.h * g.w, g.c, g.co * g.k * g.k);
+    run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, 1, &[dy.ptr(), w.ptr(), dx.ptr()])?;
+    Ok(dx)
+}
+
+/// Blocks that keep an H100 (132 SMs) busy: two waves of one-block-per-SM kernels.
+const TARGET_BLOCKS: usize = 264;
+/// Fewest k tiles a split should cover, so the atomic adds stay a small part of the work.
+const MIN_TILES_PER_SPLIT: usize = 8;
+
+/// dw from x and dy: the reduction over N*H_out*W_out is split across blocks (split-K) and accumulated
+/// with f32 atomics into a zeroed f32 buffer, converted to bf16 at the end for bf16 tensors.
+pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<CudaStorage> {
+    check_i32(g, "conv2d backward")?;
+    let dtype = x.dtype();
+    let (gm, gn, gk) = (g.co, g.kdim(), g.n * g.ho * g.wo);
+    let (bm, bn, bk) = tile(dtype);
+    let tiles = gm.div_ceil(bm) * gn.div_ceil(bn);
+    let splits = TARGET_BLOCKS.div_ceil(tiles).min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT)).max(1);
+    let dw = cuda_zeros(gpu, DType::F32, g.co * g.kdim())?;
+    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), splits, &[x.ptr(), dy.ptr(), dw.ptr()])?;
+    match dtype {
+        DType::F32 => Ok(dw),
+        _ => cast(gpu, &dw, dtype),
+    }
+}

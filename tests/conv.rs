@@ -1,0 +1,181 @@
+//! conv2d: f64 gradient checks and a naive-loop reference on the CPU, CPU/CUDA parity in f32 and bf16, and
+//! refusal of bad input.
+use gsure::ops::conv::conv2d;
+use gsure::testing::{gradcheck, parity, randn, rng, uniform};
+use gsure::{DType, Device, Tensor};
+
+/// (n, c_in, h, w, c_out, k, stride, pad)
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+fn inputs(case: Case, seed: u64) -> Vec<Tensor> {
+    let (n, ci, h, w, co, k, _, _) = case;
+    let mut r = rng(seed);
+    vec![randn(&[n, ci, h, w], &mut r), randn(&[co, ci, k, k], &mut r), randn(&[co], &mut r)]
+}
+
+/// The seven-loop definition, in f64, with the bias added.
+fn naive(x: &[f64], w: &[f64], b: &[f64], case: Case) -> Vec<f64> {
+    let (n, ci, h, wd, co, k, s, p) = case;
+    let ho = (h + 2 * p - k) / s + 1;
+    let wo = (wd + 2 * p - k) / s + 1;
+    let mut y = vec![0.0; n * co * ho * wo];
+    for img in 0..n {
+        for o in 0..co {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let mut acc = b[o];
+                    for c in 0..ci {
+                        for kh in 0..k {
+                            for kw in 0..k {
+                                let ih = (oh * s + kh) as isize - p as isize;
+                                let iw = (ow * s + kw) as isize - p as isize;
+                                if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
+                                    acc += x[((img * ci + c) * h + ih as usize) * wd + iw as usize]
+                                        * w[((o * ci + c) * k + kh) * k + kw];
+                                }
+                            }
+                        }
+                    }
+                    y[((img * co + o) * ho + oh) * wo + ow] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+const GRAD_CASES: &[Case] = &[
+    (2, 3, 7, 5, 4, 3, 1, 1),
+    (2, 3, 7, 9, 4, 3, 2, 1),
+    (2, 3, 5, 6, 4, 1, 1, 0),
+    (2, 2, 9, 7, 3, 3, 2, 0),
+    (1, 2, 4, 4, 2, 5, 1, 2),
+    (5, 2, 5, 4, 3, 3, 1, 1), // several images: dW sums over the batch
+];
+
+#[test]
+fn gradients_for_input_weights_and_bias() {
+    for (i, &case) in GRAD_CASES.iter().enumerate() {
+        let (_, _, _, _, _, _, s, p) = case;
+        gradcheck(|t| conv2d(&t[0], &t[1], Some(&t[2]), s, p), &inputs(case, 10 + i as u64), &[0, 1, 2])
+            .unwrap_or_else(|e| panic!("{case:?}: {e:#}"));
+    }
+}
+
+#[test]
+fn gradients_without_bias() {
+    let case = (2, 3, 6, 5, 2, 3, 2, 1);
+    let t = inputs(case, 7);
+    gradcheck(|t| conv2d(&t[0], &t[1], None, 2, 1), &t[..2], &[0, 1]).unwrap();
+    // Only one input tracked: the other gradient is skipped without harm.
+    gradcheck(|t| conv2d(&t[0], &t[1], None, 2, 1), &t[..2], &[1]).unwrap();
+}
+
+#[test]
+fn forward_matches_naive_loops() {
+    let cases: &[Case] = &[
+        (2, 3, 7, 5, 4, 3, 1, 1),
+        (3, 5, 13, 11, 7, 3, 2, 1),
+        (2, 4, 6, 6, 3, 1, 1, 0),
+        (1, 2, 8, 7, 3, 3, 2, 0),
+        (2, 3, 5, 4, 2, 3, 1, 3), // padding wider than the kernel reach
+    ];
+    for (i, &case) in cases.iter().enumerate() {
+        let t = inputs(case, 100 + i as u64);
+        let (s, p) = (case.6, case.7);
+        let y = conv2d(&t[0], &t[1], Some(&t[2]), s, p).unwrap();
+        let v: Vec<Vec<f64>> = t.iter().map(|t| t.to_vec_f64().unwrap()).collect();
+        let want = naive(&v[0], &v[1], &v[2], case);
+        let got = y.to_vec_f64().unwrap();
+        assert_eq!(got.len(), want.len(), "{case:?}");
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-12, "{case:?}: max error {err:e}");
+        // f32 CPU path (sgemm) agrees to f32 precision.
+        let t32: Vec<Tensor> = t.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+        let got32 = conv2d(&t32[0], &t32[1], Some(&t32[2]), s, p).unwrap().to_vec_f64().unwrap();
+        let err32 = got32.iter().zip(&want).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0, f64::max);
+        assert!(err32 < 1e-4, "{case:?} f32: max error {err32:e}");
+    }
+}
+
+#[test]
+fn output_shapes() {
+    let x = Tensor::zeros([2, 3, 9, 8], DType::F64, &Device::Cpu).unwrap();
+    for (k, s, p, want) in
+        [(3, 1, 1, [9, 8]), (3, 2, 1, [5, 4]), (1, 1, 0, [9, 8]), (3, 2, 0, [4, 3]), (1, 2, 0, [5, 4])]
+    {
+        let w = Tensor::zeros([4, 3, k, k], DType::F64, &Device::Cpu).unwrap();
+        let y = conv2d(&x, &w, None, s, p).unwrap();
+        assert_eq!(y.dims(), &[2, 4, want[0], want[1]], "k {k} s {s} p {p}");
+    }
+}
+
+/// Parity shapes: odd and not tile multiples, a U-Net-like layer, stride-2 downsampling, 1x1.
+const PARITY_CASES: &[Case] = &[
+    (3, 5, 13, 11, 7, 3, 1, 1),
+    (3, 5, 13, 11, 7, 3, 2, 1),
+    (2, 64, 16, 16, 128, 3, 1, 1),
+    (2, 32, 16, 16, 64, 3, 2, 1),
+    (2, 48, 9, 9, 40, 3, 2, 0),
+    (2, 96, 8, 8, 130, 1, 1, 0),
+    (1, 3, 4, 5, 2, 5, 1, 2),
+    (8, 16, 16, 16, 24, 3, 1, 1), // long wgrad reduction: split-K over several blocks
+];
+
+#[test]
+fn cuda_parity_f32_and_bf16() {
+    for (i, &case) in PARITY_CASES.iter().enumerate() {
+        let (s, p) = (case.6, case.7);
+        let mut r = rng(200 + i as u64);
+        let (n, ci, h, w, co, k, _, _) = case;
+        // Weights scaled like a fan-in init so outputs stay O(1) and bf16 errors comparable across shapes.
+        let scale = 1.0 / ((ci * k * k) as f64).sqrt();
+        let t =
+            vec![randn(&[n, ci, h, w], &mut r), uniform(&[co, ci, k, k], -scale, scale, &mut r), randn(&[co], &mut r)];
+        for dtype in [DType::F32, DType::BF16] {
+            let f = |t: &[Tensor]| conv2d(&t[0], &t[1], Some(&t[2]), s, p);
+            let res = parity(&format!("conv2d {case:?}"), f, &t, &[0, 1, 2], dtype, None).unwrap();
+            if res.is_none() {
+                return; // no GPU: parity printed "skipped"
+            }
+            let g = |t: &[Tensor]| conv2d(&t[0], &t[1], None, s, p);
+            parity(&format!("conv2d no bias {case:?}"), g, &t[..2], &[0, 1], dtype, None).unwrap();
+        }
+    }
+}
+
+fn err_of(x: &[usize], w: &[usize], b: Option<&[usize]>, s: usize, p: usize) -> String {
+    let z = |d: &[usize]| Tensor::zeros(d.to_vec(), DType::F64, &Device::Cpu).unwrap();
+    let b = b.map(z);
+    match conv2d(&z(x), &z(w), b.as_ref(), s, p) {
+        Ok(y) => panic!("conv2d accepted x {x:?} w {w:?} bias {b:?}: got {:?}", y.dims()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_shapes() {
+    let e = err_of(&[2, 3, 8], &[4, 3, 3, 3], None, 1, 1);
+    assert!(e.contains("conv2d") && e.contains("[2, 3, 8]"), "{e}");
+    let e = err_of(&[2, 3, 8, 8], &[4, 3, 3], None, 1, 1);
+    assert!(e.contains("conv2d") && e.contains("[4, 3, 3]"), "{e}");
+    let e = err_of(&[2, 3, 8, 8], &[4, 5, 3, 3], None, 1, 1);
+    assert!(e.contains("conv2d") && e.contains("[2, 3, 8, 8]") && e.contains("[4, 5, 3, 3]"), "{e}");
+    let e = err_of(&[2, 3, 8, 8], &[4, 3, 3, 2], None, 1, 1);
+    assert!(e.contains("conv2d") && e.contains("square"), "{e}");
+    let e = err_of(&[2, 3, 2, 8], &[4, 3, 5, 5], None, 1, 1);
+    assert!(e.contains("conv2d") && e.contains("larger than the padded input"), "{e}");
+    let e = err_of(&[2, 3, 8, 8], &[4, 3, 3, 3], None, 1, usize::MAX);
+    assert!(e.contains("conv2d") && e.contains("padding"), "{e}");
+    let e = err_of(&[0, 3, 8, 8], &[4, 3, 3, 3], None, 1, 1);
+    assert!(e.contains("conv2d") && e.contains("zero-sized"), "{e}");
+    let e = err_of(&[2, 3, 8, 8], &[4, 3, 3, 3], None, 0, 1);
+    assert!(e.contains("conv2d") && e.contains("stride"), "{e}");
+    let e = err_of(&[2, 3, 8, 8], &[4, 3, 3, 3], Some(&[3]), 1, 1);
+    assert!(e.contains("conv2d") && e.contains("bias") && e.contains("[3]"), "{e}");
+    // dtype mismatch
+    let x = Tensor::zeros([1, 2, 4, 4], DType::F64, &Device::Cpu).unwrap();
+    let w = Tensor::zeros([1, 2, 3, 3], DType::F32, &Device::Cpu).unwrap();
+    let e = format!("{:#}", conv2d(&x, &w, None, 1, 1).unwrap_err());
+    assert!(e.contains("conv2d") && e.contains("dtype"), "{e}");
+}
