@@ -9,6 +9,7 @@ pub mod bench;
 pub mod data;
 pub mod diffusion;
 pub mod io;
+pub mod nn;
 pub mod ops;
 pub mod tensor;
 pub mod testing;

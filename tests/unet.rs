@@ -71,11 +71,14 @@ fn a_tiny_unet_overfits_eight_images() {
     let x = Tensor::from_f32(&data.images, [8, 1, 16, 16], &Device::Cpu).unwrap();
     let t = Tensor::from_f32(&[100.0; 8], [8], &Device::Cpu).unwrap();
     let mut r = rng(2);
-    let noisy = ops::add(&x, &ops::scale(&randn(&[8, 1, 16, 16], &mut r).to_dtype(DType::F32).unwrap(), 0.3).unwrap()).unwrap();
+    let noisy =
+        ops::add(&x, &ops::scale(&randn(&[8, 1, 16, 16], &mut r).to_dtype(DType::F32).unwrap(), 0.3).unwrap()).unwrap();
     let mut opt = gsure::train::AdamW::new(gsure::train::AdamConfig { lr: 2e-3, ..Default::default() }, &ps).unwrap();
     let mut losses = Vec::new();
     for _ in 0..60 {
-        let loss = ops::mean_all(&ops::square(&ops::sub(&net.forward(&noisy, &t, None).unwrap(), &x).unwrap()).unwrap()).unwrap();
+        let loss =
+            ops::mean_all(&ops::square(&ops::sub(&net.forward(&noisy, &t, None).unwrap(), &x).unwrap()).unwrap())
+                .unwrap();
         losses.push(loss.item().unwrap());
         let g = backward(&loss).unwrap();
         opt.step(&ps, &g, 2e-3, 1.0).unwrap();

@@ -133,13 +133,20 @@ pub struct DdimUnet {
 
 impl DdimUnet {
     /// Builds the network, registering its parameters in `store` (seeded initialisation).
-    pub fn new(config: &DdimUnetConfig, store: &mut ParamStore, seed: u64, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn new(
+        config: &DdimUnetConfig,
+        store: &mut ParamStore,
+        seed: u64,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         config.validate()?;
         let c = config;
         let mut init = Init::new(store, seed, device, dtype);
         let init = &mut init;
         let temb = 4 * c.ch;
-        let temb_dense = [Linear::new(init, "temb.dense.0", c.ch, temb)?, Linear::new(init, "temb.dense.1", temb, temb)?];
+        let temb_dense =
+            [Linear::new(init, "temb.dense.0", c.ch, temb)?, Linear::new(init, "temb.dense.1", temb, temb)?];
         let conv_in = Conv2d::new(init, "conv_in", c.in_channels, c.ch, 3, 1)?;
         let in_mult: Vec<usize> = std::iter::once(1).chain(c.ch_mult.iter().copied()).collect();
         let levels = c.ch_mult.len();
@@ -158,14 +165,24 @@ impl DdimUnet {
             block_in = c.ch * in_mult[l];
             for b in 0..c.num_res_blocks {
                 let name = format!("down.{l}.block.{b}");
-                level.blocks.push(ResnetBlock::new(init, &name, block_in, block_out, temb, c.groups, c.dropout, next())?);
+                level.blocks.push(ResnetBlock::new(
+                    init,
+                    &name,
+                    block_in,
+                    block_out,
+                    temb,
+                    c.groups,
+                    c.dropout,
+                    next(),
+                )?);
                 block_in = block_out;
                 if c.attn_resolutions.contains(&res) {
                     level.attns.push(AttnBlock::new(init, &format!("down.{l}.attn.{b}"), block_in, c.groups, c.heads)?);
                 }
             }
             if l + 1 != levels {
-                level.resample = Some(Conv2d::new(init, &format!("down.{l}.downsample.conv"), block_in, block_in, 3, 2)?);
+                level.resample =
+                    Some(Conv2d::new(init, &format!("down.{l}.downsample.conv"), block_in, block_in, 3, 2)?);
                 res /= 2;
             }
             down.push(level);

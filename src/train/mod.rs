@@ -1,5 +1,7 @@
 //! Training machinery: the optimiser, EMA, gradient clipping, checkpoints and the trainer loop.
 pub mod checkpoint;
 pub mod optim;
+pub mod trainer;
 
 pub use optim::{clip_grad_norm, AdamConfig, AdamW, Ema};
+pub use trainer::{LossKind, TrainOptions, TrainSummary, Trainer};

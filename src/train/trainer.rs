@@ -178,7 +178,19 @@ impl Trainer {
             let meta = checkpoint::load(&run.checkpoint(), &params, Some(&mut ema), Some(&mut opt))?;
             step = meta["step"].as_u64().context("checkpoint metadata lacks \"step\"")?;
         }
-        Ok(Trainer { options, model_config, device: device.clone(), model, params, opt, ema, schedule, step, data, run })
+        Ok(Trainer {
+            options,
+            model_config,
+            device: device.clone(),
+            model,
+            params,
+            opt,
+            ema,
+            schedule,
+            step,
+            data,
+            run,
+        })
     }
 
     fn meta(&self) -> serde_json::Value {
@@ -203,10 +215,14 @@ impl Trainer {
             let v: Vec<f32> = ts.iter().map(|&t| f(self.schedule.alpha_bar(t)) as f32).collect();
             Tensor::from_f32(&v, [b], &self.device)
         };
-        let x_t = ops::add(&ops::mul_along(&x0, &coef(&|a| a.sqrt())?, 0)?, &ops::mul_along(&eps, &coef(&|a| (1.0 - a).sqrt())?, 0)?)?;
+        let x_t = ops::add(
+            &ops::mul_along(&x0, &coef(&|a| a.sqrt())?, 0)?,
+            &ops::mul_along(&eps, &coef(&|a| (1.0 - a).sqrt())?, 0)?,
+        )?;
         let t = Tensor::from_f32(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b], &self.device)?;
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
-        let pred = self.model.forward(&x_t.to_dtype(compute)?, &t, Some(mix(o.seed, self.step) ^ 1))?.to_dtype(DType::F32)?;
+        let pred =
+            self.model.forward(&x_t.to_dtype(compute)?, &t, Some(mix(o.seed, self.step) ^ 1))?.to_dtype(DType::F32)?;
         let target = match self.model.prediction() {
             Prediction::X0 => x0,
             Prediction::Eps => eps,
@@ -313,17 +329,25 @@ impl Trainer {
 pub fn sample(model: &DdimUnet, schedule: &VpSchedule, n: usize, seed: u64, device: &Device) -> Result<Vec<f32>> {
     let c = &model.config;
     let mut rng = StdRng::seed_from_u64(seed);
-    let x = ddim_sample(schedule, DdimOptions::default(), [n, c.in_channels, c.resolution, c.resolution], DType::F32, device, &mut rng, |x, t| {
-        let tt = Tensor::full([n], t as f64, DType::F32, device)?;
-        let out = model.forward(x, &tt, None)?;
-        match c.prediction {
-            Prediction::X0 => Ok(out),
-            Prediction::Eps => {
-                let ab = schedule.alpha_bar(t);
-                crate::diffusion::samplers::lincomb(&[(1.0 / ab.sqrt(), x), (-(1.0 - ab).sqrt() / ab.sqrt(), &out)])
+    let x = ddim_sample(
+        schedule,
+        DdimOptions::default(),
+        [n, c.in_channels, c.resolution, c.resolution],
+        DType::F32,
+        device,
+        &mut rng,
+        |x, t| {
+            let tt = Tensor::full([n], t as f64, DType::F32, device)?;
+            let out = model.forward(x, &tt, None)?;
+            match c.prediction {
+                Prediction::X0 => Ok(out),
+                Prediction::Eps => {
+                    let ab = schedule.alpha_bar(t);
+                    crate::diffusion::samplers::lincomb(&[(1.0 / ab.sqrt(), x), (-(1.0 - ab).sqrt() / ab.sqrt(), &out)])
+                }
             }
-        }
-    })?;
+        },
+    )?;
     x.to_vec_f32()
 }
 
@@ -331,7 +355,11 @@ pub fn sample(model: &DdimUnet, schedule: &VpSchedule, n: usize, seed: u64, devi
 pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Result<([usize; 4], Vec<f32>)> {
     let run = RunDir(run_dir.to_path_buf());
     if !run.checkpoint().exists() {
-        bail!("{} holds no checkpoint.safetensors; train first (gsure train --out {})", run_dir.display(), run_dir.display());
+        bail!(
+            "{} holds no checkpoint.safetensors; train first (gsure train --out {})",
+            run_dir.display(),
+            run_dir.display()
+        );
     }
     let meta = checkpoint::read_meta(&run.checkpoint())?;
     let options: TrainOptions = serde_json::from_value(meta["options"].clone())
