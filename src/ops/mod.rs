@@ -13,9 +13,17 @@ pub mod matmul;
 pub mod norm;
 pub mod reduce;
 
+pub use attention::attention;
 pub use broadcast::{add_along, mul_along};
+pub use conv::conv2d;
+pub use dropout::dropout;
 pub use elementwise::{add, affine, exp, mul, scale, sigmoid, silu, square, sub, where_};
-pub use reduce::{mean_all, sum_all, sum_per_example};
+pub use embedding::{sinusoidal_embedding, EmbeddingKind};
+pub use layout::{avg_pool2x, concat_channels, narrow_channels, split_channels, upsample_nearest2x};
+pub use loss::masked_mse;
+pub use matmul::{linear, matmul};
+pub use norm::group_norm;
+pub use reduce::{mean_all, sum_all, sum_except, sum_per_example};
 
 use crate::backend::cuda::{CudaStorage, Gpu};
 use crate::tensor::{CpuStorage, Shape, Storage, Tensor};
@@ -30,6 +38,20 @@ pub(crate) fn compute(
     cpu: impl FnOnce(&[&CpuStorage]) -> Result<CpuStorage>,
     cuda: impl FnOnce(&Gpu, &[&CudaStorage]) -> Result<CudaStorage>,
 ) -> Result<Tensor> {
+    let mut outs =
+        compute_many(op, inputs, vec![shape.into()], |s| Ok(vec![cpu(s)?]), |gpu, s| Ok(vec![cuda(gpu, s)?]))?;
+    Ok(outs.remove(0))
+}
+
+/// Like [`compute`] for a computation with several outputs (a forward and the statistics its backward
+/// needs; the gradients of several inputs): one output per entry of `shapes`, in order.
+pub(crate) fn compute_many(
+    op: &str,
+    inputs: &[&Tensor],
+    shapes: Vec<Shape>,
+    cpu: impl FnOnce(&[&CpuStorage]) -> Result<Vec<CpuStorage>>,
+    cuda: impl FnOnce(&Gpu, &[&CudaStorage]) -> Result<Vec<CudaStorage>>,
+) -> Result<Vec<Tensor>> {
     let device = inputs[0].device().clone();
     for t in &inputs[1..] {
         if t.device() != &device {
@@ -37,7 +59,7 @@ pub(crate) fn compute(
         }
     }
     let guards: Vec<_> = inputs.iter().map(|t| t.storage()).collect();
-    let out = match &device {
+    let outs: Vec<Storage> = match &device {
         crate::Device::Cpu => {
             let s: Vec<&CpuStorage> = guards
                 .iter()
@@ -46,7 +68,7 @@ pub(crate) fn compute(
                     Storage::Cuda(_) => unreachable!("device checked"),
                 })
                 .collect();
-            Storage::Cpu(cpu(&s)?)
+            cpu(&s)?.into_iter().map(Storage::Cpu).collect()
         }
         crate::Device::Cuda(gpu) => {
             let s: Vec<&CudaStorage> = guards
@@ -56,11 +78,14 @@ pub(crate) fn compute(
                     Storage::Cpu(_) => unreachable!("device checked"),
                 })
                 .collect();
-            Storage::Cuda(cuda(gpu, &s)?)
+            cuda(gpu, &s)?.into_iter().map(Storage::Cuda).collect()
         }
     };
     drop(guards);
-    Tensor::from_storage(out, shape, device)
+    if outs.len() != shapes.len() {
+        bail!("{op}: computed {} outputs for {} shapes", outs.len(), shapes.len());
+    }
+    outs.into_iter().zip(shapes).map(|(s, shape)| Tensor::from_storage(s, shape, device.clone())).collect()
 }
 
 /// A fresh CUDA buffer of `n` elements in `dtype` (uninitialised).

@@ -11,10 +11,10 @@ pub mod cuda;
 pub use cpu::Dims;
 
 use crate::autograd::Node;
-use crate::ops::compute;
-use crate::tensor::{CpuStorage, Storage, Tensor};
+use crate::ops::compute_many;
+use crate::tensor::{CpuStorage, Tensor};
+use crate::Shape;
 use anyhow::{bail, Result};
-use std::cell::RefCell;
 
 /// CPU element types, for pulling typed slices out of several storages at once.
 trait CpuElem: crate::backend::cpu::Real {
@@ -86,28 +86,25 @@ fn validate(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Dims> {
 /// Multi-head self-attention, see the module docs. Gradients flow to q, k and v.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = validate(q, k, v, heads)?;
-    // `compute` returns one tensor; the log-sum-exp rides along in this cell.
-    let lse_cell: RefCell<Option<Storage>> = RefCell::new(None);
-    let out = compute(
+    let lse_shape = Shape::new(&[dims.batch, dims.heads, dims.tokens]);
+    let mut outs = compute_many(
         "attention",
         &[q, k, v],
-        q.shape().clone(),
+        vec![q.shape().clone(), lse_shape],
         |s| {
             let (o, l) = match s[0] {
                 CpuStorage::F32(_) => cpu_forward::<f32>(s, dims)?,
                 CpuStorage::F64(_) => cpu_forward::<f64>(s, dims)?,
             };
-            *lse_cell.borrow_mut() = Some(Storage::Cpu(l));
-            Ok(o)
+            Ok(vec![o, l])
         },
         |gpu, s| {
             let (o, l) = cuda::forward(gpu, s[0], s[1], s[2], dims)?;
-            *lse_cell.borrow_mut() = Some(Storage::Cuda(l));
-            Ok(o)
+            Ok(vec![o, l])
         },
     )?;
-    let lse_storage = lse_cell.into_inner().expect("the forward stores the log-sum-exp");
-    let lse = Tensor::from_storage(lse_storage, [dims.batch, dims.heads, dims.tokens], q.device().clone())?;
+    let lse = outs.pop().expect("two outputs");
+    let out = outs.pop().expect("two outputs");
 
     let (qd, kd, vd, od) = (q.detach(), k.detach(), v.detach(), out.detach());
     Ok(out.with_node(Node::record("attention", &[q, k, v], move |g| {
@@ -127,27 +124,21 @@ fn backward_raw(
     dims: Dims,
 ) -> Result<[Tensor; 3]> {
     o.check_same(g, "attention backward")?;
-    let rest: RefCell<Option<[Storage; 2]>> = RefCell::new(None);
-    let dq = compute(
+    let shape = q.shape().clone();
+    let grads = compute_many(
         "attention backward",
         &[q, k, v, o, g, lse],
-        q.shape().clone(),
+        vec![shape.clone(), shape.clone(), shape],
         |s| {
             let [dq, dk, dv] = match s[0] {
                 CpuStorage::F32(_) => cpu_backward::<f32>(s, dims)?,
                 CpuStorage::F64(_) => cpu_backward::<f64>(s, dims)?,
             };
-            *rest.borrow_mut() = Some([Storage::Cpu(dk), Storage::Cpu(dv)]);
-            Ok(dq)
+            Ok(vec![dq, dk, dv])
         },
-        |gpu, s| {
-            let [dq, dk, dv] = cuda::backward(gpu, s[0], s[1], s[2], s[3], s[4], s[5], dims)?;
-            *rest.borrow_mut() = Some([Storage::Cuda(dk), Storage::Cuda(dv)]);
-            Ok(dq)
-        },
+        |gpu, s| Ok(cuda::backward(gpu, s[0], s[1], s[2], s[3], s[4], s[5], dims)?.into()),
     )?;
-    let [dk, dv] = rest.into_inner().expect("the backward stores dk and dv");
-    let dk = Tensor::from_storage(dk, q.shape().clone(), q.device().clone())?;
-    let dv = Tensor::from_storage(dv, q.shape().clone(), q.device().clone())?;
+    let [dq, dk, dv]: [Tensor; 3] =
+        grads.try_into().map_err(|_| anyhow::anyhow!("attention backward: three gradients"))?;
     Ok([dq, dk, dv])
 }

@@ -153,31 +153,35 @@ pub fn dgrad<T: Gemm>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     dx
 }
 
-/// dW = sum_n dy[n] · im2col(x[n])^T, shape [C_out, C_in, K, K]. Each rayon task sums a run of images into
-/// its own buffer; the partial sums are added at the end.
+/// dW = sum_n dy[n] · im2col(x[n])^T, shape [C_out, C_in, K, K]. The batch is cut into a fixed number of
+/// runs (independent of the thread count), each summed into its own buffer in parallel, and the partial
+/// sums are added in run order: the result is bit-identical from run to run, which resumable training needs.
 pub fn wgrad<T: Gemm>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    const RUNS: usize = 8;
     let (q, kd) = (g.ho * g.wo, g.kdim());
     let zero = || vec![T::zero(); g.co * kd];
     if g.co * kd == 0 || g.n == 0 {
         return zero();
     }
-    (0..g.n)
+    let per_run = g.n.div_ceil(RUNS);
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per_run))
         .into_par_iter()
-        .fold(
-            || (zero(), vec![T::zero(); kd * q]),
-            |(mut dw, mut col), n| {
+        .map(|r| {
+            let (mut dw, mut col) = (zero(), vec![T::zero(); kd * q]);
+            for n in r * per_run..((r + 1) * per_run).min(g.n) {
                 im2col(g, &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w], &mut col);
                 let dyn_ = &dy[n * g.co * q..(n + 1) * g.co * q];
                 // dW (C_out x Kd) += dy[n] (C_out x Q) · col^T (Q x Kd; col read with swapped strides)
                 T::gemm(g.co, q, kd, (dyn_, q as isize, 1), (&col, 1, q as isize), T::one(), (&mut dw, kd as isize, 1));
-                (dw, col)
-            },
-        )
-        .map(|(dw, _)| dw)
-        .reduce(zero, |mut a, b| {
-            for (p, v) in a.iter_mut().zip(b) {
-                *p += v;
             }
-            a
+            dw
         })
+        .collect();
+    let mut dw = zero();
+    for p in partials {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    dw
 }

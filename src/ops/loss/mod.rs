@@ -4,11 +4,10 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::autograd::Node;
-use crate::ops::compute;
-use crate::tensor::{CpuStorage, Storage, Tensor};
+use crate::ops::{compute, compute_many};
+use crate::tensor::{CpuStorage, Tensor};
 use crate::{cpu_map, cpu_map3};
 use anyhow::{bail, Result};
-use std::cell::RefCell;
 
 /// (rows, elements per row) after checking that the three tensors agree.
 fn check(pred: &Tensor, target: &Tensor, weight: &Tensor) -> Result<(usize, usize)> {
@@ -57,12 +56,11 @@ fn backward_raw(
     if !need_p && !need_t {
         return Ok((None, None));
     }
-    // Filled by whichever backend closure runs (only one does).
-    let second: RefCell<Option<Storage>> = RefCell::new(None);
-    let first = compute(
+    let wanted = need_p as usize + need_t as usize;
+    let mut grads = compute_many(
         "masked_mse",
         &[p, t, w, g],
-        p.shape().clone(),
+        vec![p.shape().clone(); wanted],
         |s| {
             let dp = match (s[0], s[1], s[2], s[3]) {
                 (CpuStorage::F32(p), CpuStorage::F32(t), CpuStorage::F32(w), CpuStorage::F32(g)) => {
@@ -78,29 +76,18 @@ fn backward_raw(
                 ),
             };
             let neg = |d: &CpuStorage| cpu_map!(d, |v| v.iter().map(|&x| -x).collect());
-            if !need_p {
-                return Ok(neg(&dp));
-            }
-            if need_t {
-                *second.borrow_mut() = Some(Storage::Cpu(neg(&dp)));
-            }
-            Ok(dp)
+            Ok(match (need_p, need_t) {
+                (true, true) => vec![neg(&dp), dp].into_iter().rev().collect(),
+                (true, false) => vec![dp],
+                _ => vec![neg(&dp)],
+            })
         },
         |gpu, s| {
             let (dp, dt) = cuda::masked_mse_bwd(gpu, s[0], s[1], s[2], s[3], rows, m, need_p, need_t)?;
-            Ok(match (dp, dt) {
-                (Some(dp), Some(dt)) => {
-                    *second.borrow_mut() = Some(Storage::Cuda(dt));
-                    dp
-                }
-                (Some(d), None) | (None, Some(d)) => d,
-                (None, None) => unreachable!("one gradient is needed"),
-            })
+            Ok(dp.into_iter().chain(dt).collect())
         },
     )?;
-    let second = match second.into_inner() {
-        Some(s) => Some(Tensor::from_storage(s, p.shape().clone(), p.device().clone())?),
-        None => None,
-    };
+    let second = if wanted == 2 { grads.pop() } else { None };
+    let first = grads.pop().expect("one gradient is needed");
     Ok(if need_p { (Some(first), second) } else { (None, Some(first)) })
 }

@@ -8,51 +8,10 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::autograd::Node;
-use crate::backend::cuda::{CudaStorage, Gpu};
-use crate::tensor::{CpuStorage, Shape, Storage, Tensor};
+use crate::ops::compute_many;
+use crate::tensor::{CpuStorage, Shape, Tensor};
 use anyhow::{bail, Result};
 use cpu::Dims;
-
-/// Like `ops::compute` for a computation with several outputs (y and the saved statistics; dx, dgamma and
-/// dbeta): runs on the device of `inputs` and wraps each output with its shape, without autograd history.
-fn compute_multi(
-    inputs: &[&Tensor],
-    shapes: Vec<Shape>,
-    cpu: impl FnOnce(&[&CpuStorage]) -> Result<Vec<CpuStorage>>,
-    cuda: impl FnOnce(&Gpu, &[&CudaStorage]) -> Result<Vec<CudaStorage>>,
-) -> Result<Vec<Tensor>> {
-    let device = inputs[0].device().clone();
-    for t in &inputs[1..] {
-        if t.device() != &device {
-            bail!("group_norm: inputs on different devices ({} and {})", device, t.device());
-        }
-    }
-    let guards: Vec<_> = inputs.iter().map(|t| t.storage()).collect();
-    let outs: Vec<Storage> = match &device {
-        crate::Device::Cpu => {
-            let s: Vec<&CpuStorage> = guards
-                .iter()
-                .map(|g| match &**g {
-                    Storage::Cpu(s) => s,
-                    Storage::Cuda(_) => unreachable!("device checked"),
-                })
-                .collect();
-            cpu(&s)?.into_iter().map(Storage::Cpu).collect()
-        }
-        crate::Device::Cuda(gpu) => {
-            let s: Vec<&CudaStorage> = guards
-                .iter()
-                .map(|g| match &**g {
-                    Storage::Cuda(s) => s,
-                    Storage::Cpu(_) => unreachable!("device checked"),
-                })
-                .collect();
-            cuda(gpu, &s)?.into_iter().map(Storage::Cuda).collect()
-        }
-    };
-    drop(guards);
-    outs.into_iter().zip(shapes).map(|(s, shape)| Tensor::from_storage(s, shape, device.clone())).collect()
-}
 
 fn check(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64) -> Result<Dims> {
     x.check_same_kind(gamma, "group_norm")?;
@@ -79,7 +38,8 @@ fn check(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64) -> 
 /// Gradients flow to x, gamma and beta.
 pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64, silu: bool) -> Result<Tensor> {
     let d = check(x, gamma, beta, groups, eps)?;
-    let mut outs = compute_multi(
+    let mut outs = compute_many(
+        "group_norm",
         &[x, gamma, beta],
         vec![x.shape().clone(), Shape::new(&[d.n, d.groups, 2])],
         |s| {
@@ -105,7 +65,8 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps:
     let (xd, gd, bd) = (x.detach(), gamma.detach(), beta.detach());
     let (need_g, need_b) = (gamma.tracks_grad(), beta.tracks_grad());
     Ok(y.with_node(Node::record("group_norm", &[x, gamma, beta], move |dy| {
-        let grads = compute_multi(
+        let grads = compute_many(
+            "group_norm",
             &[&xd, &gd, &bd, &stats, dy],
             vec![xd.shape().clone(), gd.shape().clone(), bd.shape().clone()],
             |s| {
