@@ -212,6 +212,39 @@ def build_masked_mse(p, dt, dev, torch):
     return (lambda p_, t, w: (w * (p_ - t) ** 2).mean(dim=dims)), [pred, target, weight], [pred]
 
 
+def build_dropout(p, dt, dev, torch):
+    x = torch.randn(*p_get(p, "shape"), device=dev, dtype=dt, requires_grad=True)
+    prob = p_get(p, "p")
+    return (lambda x: torch.nn.functional.dropout(x, prob, training=True)), [x], [x]
+
+
+def build_where(p, dt, dev, torch):
+    shape = p_get(p, "shape")
+    m = torch.rand(*shape, device=dev) < 0.5
+    a, b = (torch.randn(*shape, device=dev, dtype=dt, requires_grad=True) for _ in range(2))
+    return (lambda a, b: torch.where(m, a, b)), [a, b], [a, b]
+
+
+def build_affine(p, dt, dev, torch):
+    x = torch.randn(*p_get(p, "shape"), device=dev, dtype=dt, requires_grad=True)
+    return (lambda x: 0.5 * x + 0.1), [x], [x]
+
+
+def build_embedding(p, dt, dev, torch):
+    import math
+
+    n, dim = p_get(p, "n"), p_get(p, "dim")
+    t = (torch.rand(n, device=dev) * 1000).requires_grad_(True)
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=dev, dtype=torch.float32) / (half - 1))
+
+    def fn(t):
+        a = t[:, None] * freqs[None, :]
+        return torch.cat([torch.sin(a), torch.cos(a)], dim=1)
+
+    return fn, [t], [t]
+
+
 BUILDERS = {
     "conv2d": build_conv2d,
     "attention": build_attention,
@@ -226,6 +259,10 @@ BUILDERS = {
     "upsample2x": build_upsample2x,
     "avg_pool2x": build_avg_pool2x,
     "masked_mse": build_masked_mse,
+    "dropout": build_dropout,
+    "where": build_where,
+    "affine": build_affine,
+    "embedding": build_embedding,
 }
 
 

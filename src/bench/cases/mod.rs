@@ -8,6 +8,7 @@ mod elementwise;
 mod layout;
 mod loss;
 mod matmul;
+mod misc;
 mod norm;
 
 pub fn all() -> Vec<BenchCase> {
@@ -19,5 +20,6 @@ pub fn all() -> Vec<BenchCase> {
     v.extend(elementwise::cases());
     v.extend(layout::cases());
     v.extend(loss::cases());
+    v.extend(misc::cases());
     v
 }
