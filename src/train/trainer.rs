@@ -289,7 +289,7 @@ impl Trainer {
             }
         }
         self.save_checkpoint()?;
-        if !stopped_early && self.step > first {
+        if !stopped_early && self.step > first && self.options.sample_every > 0 {
             self.write_samples()?;
         }
         self.write_loss_plot()?;

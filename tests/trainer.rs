@@ -1,0 +1,83 @@
+//! The trainer: resuming continues exactly; runs are never overwritten by accident; a checkpoint of another
+//! model is refused naming the tensor.
+use gsure::nn::{DdimUnet, DdimUnetConfig};
+use gsure::train::{checkpoint, TrainOptions, Trainer};
+use gsure::{DType, Device, ParamStore};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gsure-trainer-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn options(steps: u64) -> TrainOptions {
+    TrainOptions {
+        steps,
+        batch: 4,
+        warmup: 2,
+        checkpoint_every: 1000,
+        sample_every: 0,
+        phantoms: 16,
+        ..TrainOptions::for_config("tiny")
+    }
+}
+
+fn losses(run: &std::path::Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn train(opts: TrainOptions, out: &std::path::Path, resume: bool) -> Trainer {
+    let data = gsure::data::phantoms(opts.phantoms, 16, 1);
+    let mut t = Trainer::new(opts, data, out, &Device::Cpu, resume, false).unwrap();
+    t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap();
+    t
+}
+
+#[test]
+fn resume_equals_an_uninterrupted_run() {
+    let (a, b) = (dir("straight"), dir("resumed"));
+    let straight = train(options(6), &a, false);
+    train(options(3), &b, false);
+    let resumed = train(options(6), &b, true);
+    assert_eq!(losses(&a), losses(&b), "losses after resuming differ");
+    for ((name, p), (_, q)) in straight.params.iter().zip(resumed.params.iter()) {
+        assert_eq!(p.to_vec_f32().unwrap(), q.to_vec_f32().unwrap(), "parameter {name} differs");
+    }
+    for ((name, e), (_, f)) in straight.ema.shadow.iter().zip(&resumed.ema.shadow) {
+        assert_eq!(e.to_vec_f32().unwrap(), f.to_vec_f32().unwrap(), "EMA {name} differs");
+    }
+}
+
+#[test]
+fn a_previous_run_is_never_overwritten_without_resume_or_force() {
+    let out = dir("guard");
+    train(options(1), &out, false);
+    let data = gsure::data::phantoms(16, 16, 1);
+    let err = Trainer::new(options(2), data.clone(), &out, &Device::Cpu, false, false).err().unwrap().to_string();
+    assert!(err.contains("previous run") && err.contains("--resume") && err.contains("--force"), "{err}");
+    assert!(Trainer::new(options(2), data, &out, &Device::Cpu, false, true).is_ok(), "--force starts over");
+}
+
+#[test]
+fn a_checkpoint_of_another_model_is_refused_naming_the_tensor() {
+    let out = dir("other");
+    train(options(1), &out, false);
+    let other = DdimUnetConfig { ch: 16, ..DdimUnetConfig::tiny() };
+    let mut ps = ParamStore::new();
+    DdimUnet::new(&other, &mut ps, 0, &Device::Cpu, DType::F32).unwrap();
+    let err = checkpoint::load(&out.join("checkpoint.safetensors"), &ps, None, None).unwrap_err().to_string();
+    assert!(err.contains("another model") && err.contains("params/"), "{err}");
+}
+
+#[test]
+fn data_that_does_not_fit_the_model_is_refused() {
+    let data = gsure::data::phantoms(4, 32, 1);
+    let err = Trainer::new(options(1), data, &dir("misfit"), &Device::Cpu, false, false).err().unwrap().to_string();
+    assert!(err.contains("does not fit") && err.contains("tiny"), "{err}");
+}
