@@ -117,6 +117,40 @@ fn cuda_parity_more_head_dims() {
 }
 
 #[test]
+fn cuda_parity_tile_edges() {
+    // Tile edges of both kernel families: T = 1, T below one tile with T % 8 == 0 (cp.async chunks past T are
+    // zero-filled), a last key tile holding a single 8-token chunk (136 = 2 * 64 + 8), D = 128 with a partial
+    // second 32-key tile, head dim 1, and a tile-and-one at D = 256.
+    let mut r = rng(8);
+    let shapes =
+        [(2, 32, 1, 1), (1, 64, 1, 8), (2, 64, 2, 24), (1, 32, 1, 136), (1, 128, 1, 40), (1, 3, 3, 5), (1, 256, 1, 33)];
+    for dtype in [DType::F32, DType::BF16] {
+        for &(b, c, heads, t) in &shapes {
+            let shape = [b, c, t];
+            let inputs = [randn(&shape, &mut r), randn(&shape, &mut r), randn(&shape, &mut r)];
+            let name = format!("attention B{b} C{c} heads{heads} T{t}");
+            parity(&name, |x| attention(&x[0], &x[1], &x[2], heads), &inputs, &[0, 1, 2], dtype, None)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+    }
+}
+
+#[test]
+fn cuda_parity_peaked_softmax() {
+    // Scores with a standard deviation near 9: the running max jumps between key tiles, so the rescaling
+    // (alpha = exp(m_old - m_new)) is exercised with tiny factors; f32 only, where the tolerance is tight.
+    let mut r = rng(9);
+    for &(b, c, heads, t) in &[(1, 64, 1, 100), (2, 64, 2, 70)] {
+        let shape = [b, c, t];
+        let big = |x: Tensor| gsure::ops::scale(&x, 3.0).unwrap();
+        let inputs = [big(randn(&shape, &mut r)), big(randn(&shape, &mut r)), randn(&shape, &mut r)];
+        let name = format!("attention peaked B{b} C{c} heads{heads} T{t}");
+        parity(&name, |x| attention(&x[0], &x[1], &x[2], heads), &inputs, &[0, 1, 2], DType::F32, None)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+}
+
+#[test]
 fn bad_inputs_are_errors_naming_op_and_shapes() {
     let mut r = rng(7);
     let x = randn(&[2, 4, 5], &mut r);
