@@ -61,6 +61,6 @@ fn png_grid_and_plot_are_written() {
     assert_eq!(&data[1..4], b"PNG");
     let plot = tmp("plot.png");
     let s: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect();
-    gsure::io::image::plot_png(&plot, &[&s], true).unwrap();
+    gsure::io::image::plot_png(&plot, "loss (log scale)", "step", &[&s], true).unwrap();
     assert!(gsure::io::image::grid_png(&path, &imgs, [5, 2, 8, 8], -1.0, 1.0).is_err());
 }

@@ -1,4 +1,5 @@
 //! PNG output: grids of images (samples, reconstructions) and simple line plots (loss curves).
+use super::font::{draw_text, text_width};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -54,9 +55,10 @@ pub fn grid_png(path: &Path, images: &[f32], dims: [usize; 4], lo: f32, hi: f32)
     write_png(path, gw, gh, c, &px)
 }
 
-/// A line plot of one or more series (x, y) on a white background, log-scaled in y when `log_y`.
-pub fn plot_png(path: &Path, series: &[&[(f64, f64)]], log_y: bool) -> Result<()> {
-    let (w, h, margin) = (640usize, 360usize, 24usize);
+/// A line plot of one or more series (x, y) on a white background, log-scaled in y when `log_y`, with a
+/// title, axis labels and the extreme values printed at the axes' ends.
+pub fn plot_png(path: &Path, title: &str, x_label: &str, series: &[&[(f64, f64)]], log_y: bool) -> Result<()> {
+    let (w, h, margin) = (640usize, 360usize, 48usize);
     let tf = |y: f64| if log_y { y.max(1e-30).log10() } else { y };
     let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.iter().map(|&(x, y)| (x, tf(y)))).collect();
     if pts.is_empty() {
@@ -91,6 +93,24 @@ pub fn plot_png(path: &Path, series: &[&[(f64, f64)]], log_y: bool) -> Result<()
         let i = (y * w + margin) * 3;
         px[i..i + 3].copy_from_slice(&[0, 0, 0]);
     }
+    let ink = [0u8, 0, 0];
+    let fmt = |v: f64| {
+        if v.fract() == 0.0 && v.abs() < 1e7 {
+            format!("{v:.0}")
+        } else if v.abs() >= 1e4 || (v != 0.0 && v.abs() < 1e-2) {
+            format!("{v:.2e}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
+    let y_of = |v: f64| if log_y { 10f64.powf(v) } else { v };
+    draw_text(&mut px, w, (w - text_width(title)) / 2, 8, title, ink);
+    draw_text(&mut px, w, 2, margin - 4, &fmt(y_of(y1)), ink);
+    draw_text(&mut px, w, 2, h - margin - 4, &fmt(y_of(y0)), ink);
+    draw_text(&mut px, w, margin, h - margin + 6, &fmt(x0), ink);
+    let right = fmt(x1);
+    draw_text(&mut px, w, w - margin - text_width(&right), h - margin + 6, &right, ink);
+    draw_text(&mut px, w, (w - text_width(x_label)) / 2, h - margin + 18, x_label, ink);
     for (k, s) in series.iter().enumerate() {
         let col = colours[k % colours.len()];
         for pair in s.windows(2) {

@@ -319,7 +319,7 @@ impl Trainer {
             .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
             .collect();
         if pts.len() >= 2 {
-            crate::io::image::plot_png(&self.run.loss_plot(), &[&pts], true)?;
+            crate::io::image::plot_png(&self.run.loss_plot(), "training loss (log scale)", "step", &[&pts], true)?;
         }
         Ok(())
     }
