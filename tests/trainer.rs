@@ -81,3 +81,21 @@ fn data_that_does_not_fit_the_model_is_refused() {
     let err = Trainer::new(options(1), data, &dir("misfit"), &Device::Cpu, false, false).err().unwrap().to_string();
     assert!(err.contains("does not fit") && err.contains("tiny"), "{err}");
 }
+
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint() {
+    let out = dir("nan");
+    // A learning rate this large drives the weights to overflow within a few steps.
+    let opts = TrainOptions { lr: 1e30, warmup: 1, grad_clip: 0.0, checkpoint_every: 1, ..options(50) };
+    let data = gsure::data::phantoms(16, 16, 1);
+    let mut t = Trainer::new(opts, data, &out, &Device::Cpu, false, false).unwrap();
+    let err = t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap_err().to_string();
+    assert!(err.contains("at step") && err.contains("last good checkpoint"), "{err}");
+    let meta = checkpoint::read_meta(&out.join("checkpoint.safetensors")).unwrap();
+    let saved_step = meta["step"].as_u64().unwrap();
+    assert!(saved_step < 50 && saved_step == t.step, "checkpoint at step {saved_step}, trainer at {}", t.step);
+    let f = gsure::io::safetensors::File::open(&out.join("checkpoint.safetensors")).unwrap();
+    for name in f.names() {
+        assert!(f.f32(name).unwrap().1.iter().all(|v| v.is_finite()), "{name} holds non-finite values");
+    }
+}
