@@ -134,3 +134,16 @@ fn cuda_parity() {
         }
     }
 }
+
+/// sum_except over an axis longer than the 65535 limit of grid.y (the reduce kernel's row axis): the kernel
+/// must loop over the rows beyond the grid, for both a last axis (inner = 1) and a leading one.
+#[test]
+fn cuda_parity_reduce_rows_beyond_grid_y() {
+    let mut r = rng(8);
+    for dtype in [DType::F32, DType::BF16] {
+        for (shape, axis) in [(&[2usize, 70001][..], 1usize), (&[70001, 3][..], 0)] {
+            let a = randn(shape, &mut r);
+            parity("sum_except (long axis)", |t| reduce::sum_except(&t[0], axis), &[a], &[0], dtype, None).unwrap();
+        }
+    }
+}

@@ -112,6 +112,10 @@ impl AdamW {
                     if *grad_dtype.get_or_insert(g.dtype()) != g.dtype() {
                         bail!("AdamW: gradients mix f32 and bf16; convert them to one dtype first");
                     }
+                    if p.numel() == 0 {
+                        // No chunk to update; left out so the grid never has 0 blocks.
+                        continue;
+                    }
                     let first_chunk =
                         slots.last().map_or(0, |s: &AdamSlot| s.first_chunk + (s.n as usize).div_ceil(CHUNK) as i64);
                     slots.push(AdamSlot {

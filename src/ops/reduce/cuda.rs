@@ -7,6 +7,10 @@ use anyhow::Result;
 /// out[m] = sum over o, i of x[o, m, i], in two deterministic passes.
 pub fn sum_axis(gpu: &Gpu, x: &CudaStorage, outer: usize, mid: usize, inner: usize) -> Result<CudaStorage> {
     const BLOCK: u32 = 256;
+    if mid == 0 {
+        // Nothing to sum into; a grid dimension of 0 would be an invalid launch.
+        return cuda_alloc(gpu, x.dtype(), 0);
+    }
     let count = outer * inner;
     // Enough blocks per row to fill the GPU when there are few rows, one when rows are plenty.
     let want = (132 * 8usize).div_ceil(mid.max(1));
@@ -16,7 +20,8 @@ pub fn sum_axis(gpu: &Gpu, x: &CudaStorage, outer: usize, mid: usize, inner: usi
     launch!(
         gpu,
         gpu.func(ptx::REDUCE, &format!("sum_axis_partial_{sfx}"))?,
-        ((splits, mid as u32), BLOCK, 0),
+        // grid.y is limited to 65535; the kernel loops over the rows beyond it.
+        ((splits, mid.min(65535) as u32), BLOCK, 0),
         x.ptr(),
         partial.ptr(),
         outer as i64,
