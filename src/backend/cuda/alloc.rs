@@ -68,8 +68,10 @@ impl Pool {
         let block = match unsafe { self.stream.alloc::<u8>(class) } {
             Ok(b) => b,
             Err(_) => {
-                // Give cached blocks back to the driver and try once more before reporting.
+                // Give cached blocks back to the driver (their frees are queued on the stream, so wait for
+                // them) and try once more before reporting.
                 self.trim();
+                let _ = self.stream.synchronize();
                 unsafe { self.stream.alloc::<u8>(class) }.map_err(|e| {
                     let (free, total) = self.ctx.mem_get_info().unwrap_or((0, 0));
                     let st = self.state.lock().unwrap();
