@@ -29,7 +29,10 @@ struct GemmParams {
 // ---------------------------------------------------------------------------------------------------------
 namespace f32gemm {
 constexpr int BM = 64, BN = 64, BK = 16, THREADS = 256;
-constexpr int PAD = 4;  // keeps the k-major tiles' rows off the same banks when filled along k
+// Row pitch BM + 2 = 66 words: when a tile is filled along k (A not transposed, B transposed) lanes 0-15 of
+// a warp write k = 0..15 of one column and lanes 16-31 the next column; 66k mod 32 = 2k puts the first half
+// on even banks and the second (column + 1) on odd banks: conflict-free (a pitch of 68 was 2-way).
+constexpr int PAD = 2;
 
 // Element (i, kk) of op(A): A stored [M,K] (lda = K) or, transposed, [K,M] (lda = M).
 template <bool TA>

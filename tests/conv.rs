@@ -51,6 +51,7 @@ const GRAD_CASES: &[Case] = &[
     (2, 2, 9, 7, 3, 3, 2, 0),
     (1, 2, 4, 4, 2, 5, 1, 2),
     (5, 2, 5, 4, 3, 3, 1, 1), // several images: dW sums over the batch
+    (1, 2, 6, 7, 2, 1, 2, 0), // 1x1 stride 2: odd rows/cols never reached, their dx is 0
 ];
 
 #[test]
@@ -120,6 +121,8 @@ const PARITY_CASES: &[Case] = &[
     (2, 96, 8, 8, 130, 1, 1, 0),
     (1, 3, 4, 5, 2, 5, 1, 2),
     (8, 16, 16, 16, 24, 3, 1, 1), // long wgrad reduction: split-K over several blocks
+    (2, 6, 8, 10, 5, 3, 2, 0),    // stride 2: the last input row and column are never reached (dx = 0)
+    (2, 8, 7, 7, 12, 1, 2, 0),    // 1x1 stride-2 shortcut: three in four input pixels get no gradient
 ];
 
 #[test]

@@ -103,9 +103,18 @@ fn bad_inputs_are_errors_naming_op_and_shapes() {
 }
 
 /// (M, K, N): 1x1x1, odd sizes, tile multiples, K odd, 16-byte-aligned rows with partial tiles (the
-/// cp.async path with zero-fill), and two large ones that select the 128x128 bf16 tile (aligned and not).
-const PARITY_SHAPES: &[(usize, usize, usize)] =
-    &[(1, 1, 1), (17, 33, 65), (128, 256, 512), (130, 70, 257), (130, 264, 72), (1540, 72, 1544), (1537, 33, 1539)];
+/// cp.async path with zero-fill), and large ones that select the 128x128 bf16 tile: the forward "nn"
+/// (aligned and not) and, through dB = A^T · dC of M=72 K=1540 N=1544, "tn" with unaligned A rows.
+const PARITY_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (17, 33, 65),
+    (128, 256, 512),
+    (130, 70, 257),
+    (130, 264, 72),
+    (1540, 72, 1544),
+    (1537, 33, 1539),
+    (72, 1540, 1544),
+];
 
 #[test]
 fn cuda_parity() {
@@ -115,7 +124,8 @@ fn cuda_parity() {
             let inputs = [randn(&[m, k], &mut r), randn(&[k, n], &mut r)];
             parity(&format!("matmul {m}x{k}x{n}"), |t| matmul(&t[0], &t[1]), &inputs, &[0, 1], dtype, None).unwrap();
         }
-        for &(bsz, inf, outf) in &[(128, 512, 2048), (3, 17, 5), (130, 72, 40)] {
+        // (1540, 72, 1544): the forward x · W^T is a 128x128-tile "nt" GEMM with aligned rows.
+        for &(bsz, inf, outf) in &[(128, 512, 2048), (3, 17, 5), (130, 72, 40), (1540, 72, 1544)] {
             let inputs = [randn(&[bsz, inf], &mut r), randn(&[outf, inf], &mut r), randn(&[outf], &mut r)];
             parity(
                 &format!("linear {bsz}x{inf}->{outf}"),
