@@ -57,6 +57,9 @@ BUILTIN = {
         lr_warmup=50,
         adam=dict(_TRAINER["adam"], lr=1e-3),
         ema_decay=0.99,
+        params=701_345,
+        flops_fwd_per_image=132_169_728.0,
+        flops_train_per_image=3 * 132_169_728.0,
         model={
             "in_channels": 1, "out_channels": 1, "resolution": 16, "ch": 32, "ch_mult": [1, 2],
             "num_res_blocks": 1, "attn_resolutions": [8], "heads": 1, "dropout": 0.0, "groups": 8,

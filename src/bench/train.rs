@@ -322,7 +322,7 @@ impl TrainReport {
                 f(r.step.as_ref().map(|x| x.median_ms), 3),
                 f(r.step.as_ref().map(|x| x.p90_ms), 3),
                 f(r.images_per_s, 1),
-                f(r.model_tflops, 2),
+                f(r.model_tflops, 3),
                 r.step_ms.len(),
                 f(r.peak_memory_bytes.map(|b| b as f64 / 1048576.0), 1),
                 f(r.last_loss, 5),
