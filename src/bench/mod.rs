@@ -2,11 +2,13 @@
 //! builds its inputs once and returns the forward closure. The runner times the forward under no-grad and
 //! the backward by calling the recorded node's backward closure, so both directions are timed exactly as
 //! training runs them. `--list-json` prints the cases for `benches/torch_ops.py`, which times the same ops
-//! and shapes in PyTorch.
+//! and shapes in PyTorch. `gsure bench train` (train.rs) times whole training steps of the real trainer;
+//! `benches/torch_train.py` is its PyTorch twin.
 pub mod cases;
 pub mod report;
 pub mod runner;
 pub mod timer;
+pub mod train;
 
 pub use report::{CaseResult, Ceilings, Direction, Report};
 pub use runner::{run, Options};

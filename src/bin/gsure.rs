@@ -30,6 +30,39 @@ enum Command {
 enum BenchCommand {
     /// Times every op's forward and backward at U-Net shapes against the device's ceilings.
     Ops(OpsArgs),
+    /// Times whole training steps (data, noising, forward, loss, backward, clip, AdamW, EMA) per model.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args)]
+struct BenchTrainArgs {
+    /// Model configurations, comma-separated (default: tiny on cpu; tiny,gsure-celeba32 on cuda).
+    #[arg(long, value_delimiter = ',')]
+    config: Vec<String>,
+    /// cpu or cuda (default: cuda when usable, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+    /// bf16 activations with f32 master weights (CUDA), as `gsure train --bf16`.
+    #[arg(long)]
+    bf16: bool,
+    /// Batch size for every configuration (default: each configuration's training batch).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Timed steps per configuration (default: 20 on cuda, 3 on cpu).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Untimed steps first (default: 3 on cuda, 1 on cpu).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Stops a configuration's timed steps after this many seconds, one at least (default: 60 on cuda).
+    #[arg(long)]
+    max_seconds: Option<f64>,
+    /// Writes the results as JSON to this file (what benches/torch_train.py --gsure-json reads).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Prints the configurations' settings as JSON (for benches/torch_train.py) and exits.
+    #[arg(long)]
+    list_json: bool,
 }
 
 #[derive(Args)]
@@ -268,6 +301,49 @@ fn bench_ops(a: OpsArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench_train(a: BenchTrainArgs) -> Result<()> {
+    let device = if a.list_json { Device::Cpu } else { pick_device(a.device.as_deref())? };
+    let mut opts = bench::train::TrainBenchOptions::defaults(&device);
+    if a.list_json && a.config.is_empty() {
+        opts.configs = vec!["tiny".into(), "gsure-celeba32".into()];
+    }
+    if !a.config.is_empty() {
+        opts.configs = a.config;
+    }
+    opts.bf16 = a.bf16;
+    opts.batch = a.batch;
+    opts.steps = a.steps.unwrap_or(opts.steps);
+    opts.warmup = a.warmup.unwrap_or(opts.warmup);
+    opts.max_seconds = a.max_seconds.or(opts.max_seconds);
+    if a.list_json {
+        let settings = bench::train::settings(&opts.configs, opts.batch)?;
+        println!("{}", serde_json::to_string_pretty(&bench::train::list_json(&settings))?);
+        return Ok(());
+    }
+    let report = bench::train::run(&opts, &device, |i, n, r| match &r.error {
+        Some(e) => eprintln!("[{i}/{n}] {}: FAILED ({e})", r.config),
+        None => eprintln!(
+            "[{i}/{n}] {} batch {}: median {:.3} ms over {} steps ({:.1} s)",
+            r.config,
+            r.setting.batch,
+            r.step.as_ref().map_or(f64::NAN, |s| s.median_ms),
+            r.step_ms.len(),
+            r.seconds
+        ),
+    })?;
+    print!("{}", report.table());
+    if let Some(path) = a.out {
+        let text = serde_json::to_string_pretty(&report.to_json())?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("writing the bench results to {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(r) = report.results.iter().find(|r| r.error.is_some()) {
+        anyhow::bail!("bench train: {} failed", r.config);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Info => {
@@ -281,6 +357,7 @@ fn main() -> Result<()> {
         Command::Train(a) => train(a)?,
         Command::Sample(a) => sample(a)?,
         Command::Bench { what: BenchCommand::Ops(a) } => bench_ops(a)?,
+        Command::Bench { what: BenchCommand::Train(a) } => bench_train(a)?,
     }
     Ok(())
 }

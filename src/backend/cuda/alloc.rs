@@ -113,6 +113,12 @@ impl Pool {
     pub(crate) fn stats(&self) -> AllocStats {
         self.state.lock().unwrap().stats
     }
+
+    /// Restarts the high-water mark from the bytes in use now (to measure one phase's peak).
+    pub(crate) fn reset_peak(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.stats.peak_in_use_bytes = st.stats.in_use_bytes;
+    }
 }
 
 /// `len` elements of `T` in a pooled device block. Dropping it returns the block to the pool.

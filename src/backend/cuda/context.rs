@@ -135,6 +135,11 @@ impl Gpu {
     pub fn alloc_stats(&self) -> AllocStats {
         self.pool.stats()
     }
+    /// Restarts `alloc_stats().peak_in_use_bytes` from the bytes in use now, so the next reading is the
+    /// peak of what ran in between (`gsure bench train` measures its timed steps this way).
+    pub fn reset_peak_alloc_stats(&self) {
+        self.pool.reset_peak();
+    }
     /// Returns cached, unused blocks to the driver.
     pub fn empty_cache(&self) {
         self.pool.trim();
