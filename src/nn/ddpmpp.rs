@@ -183,7 +183,9 @@ impl DdpmppConfig {
 fn group_norm(init: &mut Init, name: &str, c: usize) -> Result<GroupNorm> {
     let groups = (c / 4).min(32);
     if groups == 0 || c % groups != 0 {
-        bail!("DDPM++: {name} has {c} channels, which EDM's GroupNorm cannot split into min(32, C/4) = {groups} groups");
+        bail!(
+            "DDPM++: {name} has {c} channels, which EDM's GroupNorm cannot split into min(32, C/4) = {groups} groups"
+        );
     }
     GroupNorm::new(init, name, groups, c)
 }
@@ -392,8 +394,15 @@ impl DdpmppUnet {
         };
 
         let top = c.resolution;
-        let enc_conv =
-            GatedConv2d::new(init, &format!("enc.{top}x{top}_conv"), c.net_in_channels(), ch, 3, 1.0, c.gate_for(false))?;
+        let enc_conv = GatedConv2d::new(
+            init,
+            &format!("enc.{top}x{top}_conv"),
+            c.net_in_channels(),
+            ch,
+            3,
+            1.0,
+            c.gate_for(false),
+        )?;
         let mut enc = Vec::new();
         let mut skips = vec![ch];
         let mut cout = ch;
@@ -435,8 +444,15 @@ impl DdpmppUnet {
         }
         debug_assert!(skips.is_empty());
         let aux_norm = group_norm(init, &format!("dec.{top}x{top}_aux_norm"), cout)?;
-        let aux_conv =
-            GatedConv2d::new(init, &format!("dec.{top}x{top}_aux_conv"), cout, c.out_channels, 3, 1e-5, c.gate_for(false))?;
+        let aux_conv = GatedConv2d::new(
+            init,
+            &format!("dec.{top}x{top}_aux_conv"),
+            cout,
+            c.out_channels,
+            3,
+            1e-5,
+            c.gate_for(false),
+        )?;
         Ok(DdpmppUnet { config: c.clone(), map_layer0, map_layer1, enc_conv, enc, dec, aux_norm, aux_conv })
     }
 
