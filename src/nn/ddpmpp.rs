@@ -143,7 +143,7 @@ impl DdpmppConfig {
         if c.channel_mult.is_empty() || c.num_blocks == 0 || c.in_channels == 0 || c.out_channels == 0 {
             bail!("DDPM++ config: channel_mult, num_blocks, in_channels and out_channels must be non-empty/positive");
         }
-        if c.model_channels < 4 || c.model_channels % 2 != 0 || c.channel_mult_emb == 0 {
+        if c.model_channels < 4 || !c.model_channels.is_multiple_of(2) || c.channel_mult_emb == 0 {
             bail!(
                 "DDPM++ config: model_channels must be even and >= 4 (it sizes the sinusoidal embedding), got {}",
                 c.model_channels
@@ -153,7 +153,7 @@ impl DdpmppConfig {
             bail!("DDPM++ config: channel_mult {:?} has a zero", c.channel_mult);
         }
         let levels = c.channel_mult.len() as u32;
-        if c.resolution == 0 || c.resolution % (1usize << (levels - 1)) != 0 {
+        if c.resolution == 0 || !c.resolution.is_multiple_of(1usize << (levels - 1)) {
             bail!(
                 "DDPM++ config: resolution {} cannot be halved {} times (channel_mult has {levels} levels)",
                 c.resolution,
@@ -167,7 +167,7 @@ impl DdpmppConfig {
             bail!("DDPM++ config: attn_heads must be positive");
         }
         for m in &c.channel_mult {
-            if (c.model_channels * m) % c.attn_heads != 0 {
+            if !(c.model_channels * m).is_multiple_of(c.attn_heads) {
                 bail!(
                     "DDPM++ config: {} channels are not divisible into {} attention heads",
                     c.model_channels * m,
@@ -182,7 +182,7 @@ impl DdpmppConfig {
 /// EDM's GroupNorm: min(32, C/4) groups (eps 1e-6, which is what `layers::GroupNorm` uses).
 fn group_norm(init: &mut Init, name: &str, c: usize) -> Result<GroupNorm> {
     let groups = (c / 4).min(32);
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         bail!(
             "DDPM++: {name} has {c} channels, which EDM's GroupNorm cannot split into min(32, C/4) = {groups} groups"
         );
