@@ -1,5 +1,5 @@
 //! Named model configurations: the papers' settings plus `tiny`, which trains on a CPU in minutes.
-use super::DdimUnetConfig;
+use super::{DdimUnetConfig, DdpmppConfig};
 use anyhow::{bail, Result};
 
 /// Every known configuration name.
@@ -12,5 +12,18 @@ pub fn by_name(name: &str) -> Result<DdimUnetConfig> {
         "gsure-celeba32" => DdimUnetConfig::gsure_celeba32(),
         "gsure-mri320" => DdimUnetConfig::gsure_mri320(),
         other => bail!("unknown model configuration {other:?}; known: {}", NAMES.join(", ")),
+    })
+}
+
+/// Every known EDM (DDPM++) configuration name.
+pub const EDM_NAMES: &[&str] = &["tiny-edm", "edm-ddpmpp-cifar10", "ambient-celeba64"];
+
+/// The DDPM++ configuration called `name`; unknown names list the known ones.
+pub fn edm_by_name(name: &str) -> Result<DdpmppConfig> {
+    Ok(match name {
+        "tiny-edm" => DdpmppConfig::tiny(),
+        "edm-ddpmpp-cifar10" => DdpmppConfig::edm_ddpmpp_cifar10(),
+        "ambient-celeba64" => DdpmppConfig::ambient_celeba64(),
+        other => bail!("unknown EDM model configuration {other:?}; known: {}", EDM_NAMES.join(", ")),
     })
 }

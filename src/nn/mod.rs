@@ -2,9 +2,15 @@
 //! dotted names that mirror the reference implementations' state-dict keys.
 pub mod configs;
 pub mod ddim_unet;
+pub mod ddpmpp;
+pub mod edm;
+pub mod gated;
 pub mod layers;
 
 pub use ddim_unet::{DdimUnet, DdimUnetConfig, Prediction};
+pub use ddpmpp::{DdpmppConfig, DdpmppUnet, GateScope};
+pub use edm::EdmDenoiser;
+pub use gated::{Gate, GatedConv2d};
 pub use layers::{AttnBlock, Conv2d, GroupNorm, Linear, ResnetBlock};
 
 use crate::{DType, Device, ParamStore, Tensor};
