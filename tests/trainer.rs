@@ -99,3 +99,18 @@ fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint
         assert!(f.f32(name).unwrap().1.iter().all(|v| v.is_finite()), "{name} holds non-finite values");
     }
 }
+
+#[test]
+fn the_edm_family_trains_resumes_and_samples() {
+    let opts = |steps| TrainOptions { config: "tiny-edm".into(), ..options(steps) };
+    let (a, b) = (dir("edm-straight"), dir("edm-resumed"));
+    train(opts(4), &a, false);
+    train(opts(2), &b, false);
+    train(opts(4), &b, true);
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la, lb, "EDM losses after resuming differ");
+    assert!(la.iter().all(|l| l.is_finite()));
+    let (dims, values) = gsure::train::trainer::sample_run(&a, 2, 0, &Device::Cpu).unwrap();
+    assert_eq!(dims, [2, 1, 16, 16]);
+    assert!(values.iter().all(|v| v.is_finite()));
+}

@@ -95,7 +95,8 @@ struct OpsArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Model configuration: tiny, gsure-celeba32, gsure-mri320.
+    /// Model configuration: tiny, gsure-celeba32, gsure-mri320 (DDIM U-Net, VP) or tiny-edm,
+    /// edm-ddpmpp-cifar10, ambient-celeba64 (DDPM++ U-Net, EDM).
     #[arg(long, default_value = "tiny")]
     config: String,
     /// Total optimisation steps (default: the configuration's).
@@ -165,7 +166,7 @@ fn pick_device(name: Option<&str>) -> Result<Device> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let device = pick_device(a.device.as_deref())?;
-    let model = gsure::nn::configs::by_name(&a.config)?;
+    let model = gsure::nn::ModelConfig::by_name(&a.config)?;
     let mut opts = gsure::train::TrainOptions::for_config(&a.config);
     if let Some(s) = a.steps {
         opts.steps = s;
@@ -183,7 +184,7 @@ fn train(a: TrainArgs) -> Result<()> {
     opts.loss = a.loss;
     let data = match &a.data {
         Some(path) => gsure::data::load_clean(path)?,
-        None => gsure::data::phantoms(opts.phantoms, model.resolution, 1234),
+        None => gsure::data::phantoms(opts.phantoms, model.resolution(), 1234),
     };
     let mut trainer = gsure::train::Trainer::new(opts, data, &a.out, &device, a.resume, a.force)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

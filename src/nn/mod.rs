@@ -6,12 +6,14 @@ pub mod ddpmpp;
 pub mod edm;
 pub mod gated;
 pub mod layers;
+pub mod model;
 
 pub use ddim_unet::{DdimUnet, DdimUnetConfig, Prediction};
 pub use ddpmpp::{DdpmppConfig, DdpmppUnet, GateScope};
 pub use edm::EdmDenoiser;
 pub use gated::{Gate, GatedConv2d};
 pub use layers::{AttnBlock, Conv2d, GroupNorm, Linear, ResnetBlock};
+pub use model::{Model, ModelConfig};
 
 use crate::{DType, Device, ParamStore, Tensor};
 use anyhow::Result;

@@ -7,7 +7,8 @@ use super::optim::{clip_grad_norm, AdamConfig, AdamW, Ema};
 use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{ddim_sample, DdimOptions};
-use crate::nn::{configs, DdimUnet, DdimUnetConfig, Denoiser, Prediction};
+use crate::diffusion::{edm_heun_sample, EdmOptions};
+use crate::nn::{Model, ModelConfig, Prediction};
 use crate::{backward, no_grad, ops, DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
@@ -47,14 +48,22 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
-    /// Defaults for a configuration: the papers' settings for the big models, quick ones for `tiny`.
+    /// Defaults for a configuration: the papers' settings (METHODS.md §8) for the big models, quick ones
+    /// for the `tiny` models.
     pub fn for_config(config: &str) -> Self {
-        let tiny = config == "tiny";
+        let tiny = config.starts_with("tiny");
+        let (batch, lr) = match config {
+            c if c.starts_with("tiny") => (16, 1e-3),
+            "ambient-celeba64" => (256, 2e-4),
+            "edm-ddpmpp-cifar10" => (512, 1e-3),
+            "gsure-mri320" => (32, 1e-5),
+            _ => (128, 5e-5),
+        };
         TrainOptions {
             config: config.to_string(),
             steps: if tiny { 600 } else { 180_000 },
-            batch: if tiny { 16 } else { 128 },
-            lr: if tiny { 1e-3 } else { 5e-5 },
+            batch,
+            lr,
             warmup: if tiny { 50 } else { 1000 },
             grad_clip: 1.0,
             ema_decay: if tiny { 0.99 } else { 0.9999 },
@@ -99,9 +108,9 @@ pub struct TrainSummary {
 
 pub struct Trainer {
     pub options: TrainOptions,
-    pub model_config: DdimUnetConfig,
+    pub model_config: ModelConfig,
     pub device: Device,
-    pub model: DdimUnet,
+    pub model: Model,
     pub params: ParamStore,
     pub opt: AdamW,
     pub ema: Ema,
@@ -154,21 +163,21 @@ impl Trainer {
         }
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
-        let model_config = configs::by_name(&options.config)?;
+        let model_config = ModelConfig::by_name(&options.config)?;
         let [_, c, h, w] = data.dims;
-        if c != model_config.in_channels || h != model_config.resolution || w != model_config.resolution {
+        let r = model_config.resolution();
+        if c != model_config.image_channels() || h != r || w != r {
             bail!(
                 "data of {c}×{h}×{w} does not fit --config {} ({} channels at {r}×{r})",
                 options.config,
-                model_config.in_channels,
-                r = model_config.resolution
+                model_config.image_channels()
             );
         }
         if data.is_empty() {
             bail!("the dataset is empty");
         }
         let mut params = ParamStore::new();
-        let model = DdimUnet::new(&model_config, &mut params, options.seed, device, DType::F32)?;
+        let model = Model::new(&model_config, &mut params, options.seed, device)?;
         let adam = AdamConfig { lr: options.lr, ..AdamConfig::default() };
         let mut opt = AdamW::new(adam, &params)?;
         let mut ema = Ema::new(options.ema_decay, &params)?;
@@ -209,25 +218,47 @@ impl Trainer {
         let b = o.batch;
         let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.data.len())).collect();
         let x0 = Tensor::from_f32(&self.data.gather(&idx), [b, c, h, w], &self.device)?;
-        let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.schedule.steps())).collect();
         let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
-        let coef = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-            let v: Vec<f32> = ts.iter().map(|&t| f(self.schedule.alpha_bar(t)) as f32).collect();
-            Tensor::from_f32(&v, [b], &self.device)
-        };
-        let x_t = ops::add(
-            &ops::mul_along(&x0, &coef(&|a| a.sqrt())?, 0)?,
-            &ops::mul_along(&eps, &coef(&|a| (1.0 - a).sqrt())?, 0)?,
-        )?;
-        let t = Tensor::from_f32(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b], &self.device)?;
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
-        let pred =
-            self.model.forward(&x_t.to_dtype(compute)?, &t, Some(mix(o.seed, self.step) ^ 1))?.to_dtype(DType::F32)?;
-        let target = match self.model.prediction() {
-            Prediction::X0 => x0,
-            Prediction::Eps => eps,
+        let dropout_seed = Some(mix(o.seed, self.step) ^ 1);
+        let loss = match &self.model {
+            // VP: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, plain MSE against x0 or ε.
+            Model::Ddim(net) => {
+                let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.schedule.steps())).collect();
+                let coef = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
+                    let v: Vec<f32> = ts.iter().map(|&t| f(self.schedule.alpha_bar(t)) as f32).collect();
+                    Tensor::from_f32(&v, [b], &self.device)
+                };
+                let x_t = ops::add(
+                    &ops::mul_along(&x0, &coef(&|a| a.sqrt())?, 0)?,
+                    &ops::mul_along(&eps, &coef(&|a| (1.0 - a).sqrt())?, 0)?,
+                )?;
+                let t = Tensor::from_f32(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b], &self.device)?;
+                let pred = net.forward(&x_t.to_dtype(compute)?, &t, dropout_seed)?.to_dtype(DType::F32)?;
+                let target = match net.config.prediction {
+                    Prediction::X0 => &x0,
+                    Prediction::Eps => &eps,
+                };
+                ops::mean_all(&ops::square(&ops::sub(&pred, target)?)?)?
+            }
+            // EDM: x_t = x0 + σ n with ln σ ~ N(P_mean, P_std²); loss λ(σ) · mean over pixels of (D − x0)²,
+            // averaged over the batch (EDM sums over pixels; the constant factor does not matter to Adam).
+            Model::Edm(den) => {
+                let sigma: Vec<f64> = (0..b).map(|_| den.edm.sample_sigma(&mut rng)).collect();
+                let per_example = |v: Vec<f64>| Tensor::from_f64(&v, [b], DType::F32, &self.device);
+                let x_t = ops::add(&x0, &ops::mul_along(&eps, &per_example(sigma.clone())?, 0)?)?;
+                let extra = den.net.config.extra_in_channels;
+                // Clean data is fully observed: the mask channels (if any) are all ones.
+                let mask =
+                    if extra > 0 { Some(Tensor::full([b, extra, h, w], 1.0, compute, &self.device)?) } else { None };
+                let d =
+                    den.denoise(&x_t.to_dtype(compute)?, &sigma, mask.as_ref(), dropout_seed)?.to_dtype(DType::F32)?;
+                let sq = ops::sum_per_example(&ops::square(&ops::sub(&d, &x0)?)?)?;
+                let m = (c * h * w) as f64;
+                let weights = per_example(sigma.iter().map(|&s| den.edm.loss_weight(s) / (m * b as f64)).collect())?;
+                ops::sum_all(&ops::mul(&sq, &weights)?)?
+            }
         };
-        let loss = ops::mean_all(&ops::square(&ops::sub(&pred, &target)?)?)?;
         let loss_value = loss.item()?;
         if !loss_value.is_finite() {
             bail!(
@@ -247,10 +278,10 @@ impl Trainer {
         Ok((loss_value, norm))
     }
 
-    /// Samples `n` images with the EMA weights (DDIM, 50 steps) as [n, C, H, W] f32 values.
+    /// Samples `n` images with the EMA weights (DDIM 50 steps, or EDM Heun 18 steps) as [n, C, H, W] values.
     pub fn sample_ema(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
         let mut store = ParamStore::new();
-        let model = DdimUnet::new(&self.model_config, &mut store, 0, &self.device, DType::F32)?;
+        let model = Model::new(&self.model_config, &mut store, 0, &self.device)?;
         store.copy_values_from(&self.ema.shadow)?;
         sample(&model, &self.schedule, n, seed, &self.device)
     }
@@ -325,29 +356,42 @@ impl Trainer {
     }
 }
 
-/// DDIM samples (50 steps) from a trained network, [n, C, H, W] f32 values.
-pub fn sample(model: &DdimUnet, schedule: &VpSchedule, n: usize, seed: u64, device: &Device) -> Result<Vec<f32>> {
-    let c = &model.config;
+/// Samples from a trained network: DDIM (50 steps) for the VP family, EDM Heun (18 steps) for EDM.
+/// Returns [n, C, H, W] f32 values.
+pub fn sample(model: &Model, schedule: &VpSchedule, n: usize, seed: u64, device: &Device) -> Result<Vec<f32>> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let x = ddim_sample(
-        schedule,
-        DdimOptions::default(),
-        [n, c.in_channels, c.resolution, c.resolution],
-        DType::F32,
-        device,
-        &mut rng,
-        |x, t| {
-            let tt = Tensor::full([n], t as f64, DType::F32, device)?;
-            let out = model.forward(x, &tt, None)?;
-            match c.prediction {
-                Prediction::X0 => Ok(out),
-                Prediction::Eps => {
-                    let ab = schedule.alpha_bar(t);
-                    crate::diffusion::samplers::lincomb(&[(1.0 / ab.sqrt(), x), (-(1.0 - ab).sqrt() / ab.sqrt(), &out)])
+    let x = match model {
+        Model::Ddim(net) => {
+            let c = &net.config;
+            let shape = [n, c.in_channels, c.resolution, c.resolution];
+            ddim_sample(schedule, DdimOptions::default(), shape, DType::F32, device, &mut rng, |x, t| {
+                let tt = Tensor::full([n], t as f64, DType::F32, device)?;
+                let out = net.forward(x, &tt, None)?;
+                match c.prediction {
+                    Prediction::X0 => Ok(out),
+                    Prediction::Eps => {
+                        let ab = schedule.alpha_bar(t);
+                        crate::diffusion::samplers::lincomb(&[
+                            (1.0 / ab.sqrt(), x),
+                            (-(1.0 - ab).sqrt() / ab.sqrt(), &out),
+                        ])
+                    }
                 }
-            }
-        },
-    )?;
+            })?
+        }
+        Model::Edm(den) => {
+            let c = &den.net.config;
+            let shape = [n, c.in_channels, c.resolution, c.resolution];
+            let mask = if c.extra_in_channels > 0 {
+                Some(Tensor::full([n, c.extra_in_channels, c.resolution, c.resolution], 1.0, DType::F32, device)?)
+            } else {
+                None
+            };
+            edm_heun_sample(&den.edm, EdmOptions::default(), shape, DType::F32, device, &mut rng, |x, sigma| {
+                den.denoise(x, &vec![sigma; n], mask.as_ref(), None)
+            })?
+        }
+    };
     x.to_vec_f32()
 }
 
@@ -364,11 +408,12 @@ pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Resul
     let meta = checkpoint::read_meta(&run.checkpoint())?;
     let options: TrainOptions = serde_json::from_value(meta["options"].clone())
         .with_context(|| format!("{}: metadata field \"options\" is unreadable", run.checkpoint().display()))?;
-    let config = configs::by_name(&options.config)?;
+    let config = ModelConfig::by_name(&options.config)?;
     let mut params = ParamStore::new();
-    let model = DdimUnet::new(&config, &mut params, 0, device, DType::F32)?;
+    let model = Model::new(&config, &mut params, 0, device)?;
     checkpoint::load_weights(&run.checkpoint(), &params, "ema")?;
     let schedule = VpSchedule::linear(options.beta_start)?;
     let values = sample(&model, &schedule, n, seed, device)?;
-    Ok(([n, config.in_channels, config.resolution, config.resolution], values))
+    let r = config.resolution();
+    Ok(([n, config.image_channels(), r, r], values))
 }
