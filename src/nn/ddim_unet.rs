@@ -111,15 +111,6 @@ struct Level {
     resample: Option<Conv2d>,
 }
 
-impl super::Denoiser for DdimUnet {
-    fn forward(&self, x: &Tensor, t: &Tensor, train_seed: Option<u64>) -> Result<Tensor> {
-        DdimUnet::forward(self, x, t, train_seed)
-    }
-    fn prediction(&self) -> Prediction {
-        self.config.prediction
-    }
-}
-
 pub struct DdimUnet {
     pub config: DdimUnetConfig,
     temb_dense: [Linear; 2],

@@ -2,7 +2,6 @@
 //! D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ)), with per-example σ, and Ambient Diffusion's
 //! mask channels (§4.3) appended to the network input.
 use super::ddpmpp::DdpmppUnet;
-use super::{Denoiser, Prediction};
 use crate::diffusion::schedule::Edm;
 use crate::ops::{self, layout};
 use crate::{DType, Tensor};
@@ -82,17 +81,5 @@ impl EdmDenoiser {
         }
         let f = self.net.forward(&input, &c_noise, train_seed)?;
         ops::add(&ops::mul_along(x, &c_skip, 0)?, &ops::mul_along(&f, &c_out, 0)?)
-    }
-}
-
-/// D(x; σ) for nets without mask channels, with `t` holding σ per example (not c_noise: the
-/// preconditioning derives c_noise itself).
-impl Denoiser for EdmDenoiser {
-    fn forward(&self, x: &Tensor, t: &Tensor, train_seed: Option<u64>) -> Result<Tensor> {
-        let sigma = t.to_vec_f64()?;
-        self.denoise(x, &sigma, None, train_seed)
-    }
-    fn prediction(&self) -> Prediction {
-        Prediction::X0
     }
 }

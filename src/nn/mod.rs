@@ -20,15 +20,6 @@ use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-/// A network D(x_t, t) used by the trainer and the samplers.
-pub trait Denoiser {
-    /// x [N, C, H, W] in the compute dtype, t [N] f32 (integer timesteps or EDM's c_noise), dropout on
-    /// when `train_seed` is given.
-    fn forward(&self, x: &Tensor, t: &Tensor, train_seed: Option<u64>) -> Result<Tensor>;
-    /// Whether the output is an x0 or an ε estimate.
-    fn prediction(&self) -> Prediction;
-}
-
 /// Creates parameters: PyTorch's default initialisation (uniform in ±1/sqrt(fan_in), which is what
 /// kaiming_uniform(a = sqrt(5)) gives for weights and what torch uses for biases), on one device and dtype.
 pub struct Init<'a> {
