@@ -8,7 +8,7 @@ fn cuda_device_errors_instead_of_panicking_when_unusable() {
     if Gpu::available() {
         return;
     }
-    let err = Device::cuda().err().expect("no GPU here").to_string();
+    let err = Device::cuda().expect_err("no GPU here").to_string();
     assert!(err.contains("CUDA device unavailable"), "{err}");
     assert!(err.contains("nvcc") || err.contains("driver") || err.contains("device"), "{err}");
     assert!(Device::parse("tpu").is_err());

@@ -85,7 +85,7 @@ impl DdimUnetConfig {
             bail!("U-Net config: ch, ch_mult and num_res_blocks must be non-empty and positive");
         }
         let levels = self.ch_mult.len() as u32;
-        if self.resolution % (1usize << (levels - 1)) != 0 {
+        if !self.resolution.is_multiple_of(1usize << (levels - 1)) {
             bail!(
                 "U-Net config: resolution {} cannot be halved {} times (ch_mult has {} levels)",
                 self.resolution,
@@ -94,10 +94,10 @@ impl DdimUnetConfig {
             );
         }
         for m in std::iter::once(1).chain(self.ch_mult.iter().copied()) {
-            if (self.ch * m) % self.groups != 0 {
+            if !(self.ch * m).is_multiple_of(self.groups) {
                 bail!("U-Net config: {} channels are not divisible into {} groups", self.ch * m, self.groups);
             }
-            if (self.ch * m) % self.heads != 0 {
+            if !(self.ch * m).is_multiple_of(self.heads) {
                 bail!("U-Net config: {} channels are not divisible into {} attention heads", self.ch * m, self.heads);
             }
         }

@@ -1,8 +1,11 @@
 //! Test harnesses shared by every op: a finite-difference gradient check in f64 on the CPU, and a
 //! CPU/CUDA parity check (forward and backward) that skips, saying so, when no GPU is present.
 //!
+//! Comparisons are written `!(err <= tol)` on purpose: a NaN error must fail.
+//!
 //! Both treat an op as `f(inputs) -> output` and differentiate the scalar `sum(output ⊙ w)` for a fixed
 //! random `w`, so every output element's gradient path is exercised.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 use crate::autograd::{backward, no_grad};
 use crate::backend::cuda::Gpu;
 use crate::ops::{mul, sum_all};

@@ -312,10 +312,10 @@ impl Trainer {
             });
             writeln!(log, "{line}")?;
             progress(step, self.options.steps, loss);
-            if step % self.options.checkpoint_every == 0 {
+            if step.is_multiple_of(self.options.checkpoint_every) {
                 self.save_checkpoint()?;
             }
-            if self.options.sample_every > 0 && step % self.options.sample_every == 0 {
+            if self.options.sample_every > 0 && step.is_multiple_of(self.options.sample_every) {
                 self.write_samples()?;
             }
         }
