@@ -6,6 +6,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod bench;
+pub mod corruption;
 pub mod data;
 pub mod diffusion;
 pub mod io;
