@@ -165,7 +165,8 @@ pub fn butterfly<T: Real>(p: usize, a: &mut [C<T>; 5], sigma: T) {
             // With c_k = cos(2πk/5), s_k = sin(2πk/5), t1 = a1 + a4, t2 = a2 + a3, d1 = a1 - a4, d2 = a2 - a3:
             // b1,4 = a0 + c1 t1 + c2 t2 ± σi (s1 d1 + s2 d2), b2,3 = a0 + c2 t1 + c1 t2 ± σi (s2 d1 - s1 d2).
             let tau = 2.0 * std::f64::consts::PI / 5.0;
-            let (c1, c2, s1, s2) = (T::of(tau.cos()), T::of((2.0 * tau).cos()), T::of(tau.sin()), T::of((2.0 * tau).sin()));
+            let (c1, c2, s1, s2) =
+                (T::of(tau.cos()), T::of((2.0 * tau).cos()), T::of(tau.sin()), T::of((2.0 * tau).sin()));
             let a0 = a[0];
             let (t1, t2, d1, d2) = (a[1].add(a[4]), a[2].add(a[3]), a[1].sub(a[4]), a[2].sub(a[3]));
             let m1 = a0.add(t1.scale(c1)).add(t2.scale(c2));

@@ -41,7 +41,11 @@ fn check(op: &str, x: &Tensor, mask: Option<&Tensor>) -> Result<(usize, usize, u
     }
     if let Some(m) = mask {
         if m.dims() != [n, 1, h, w] {
-            bail!("{op}: mask shape {} does not match the input shape {}: expected [{n}, 1, {h}, {w}]", m.shape(), x.shape());
+            bail!(
+                "{op}: mask shape {} does not match the input shape {}: expected [{n}, 1, {h}, {w}]",
+                m.shape(),
+                x.shape()
+            );
         }
         x.check_same_kind(m, &format!("{op} (input against mask)"))?;
     }
