@@ -190,10 +190,10 @@ impl OperatorBatch {
         self.per_channel(|m, _| m)
     }
     /// W² = 1/π on O and 0 elsewhere, [N, C_s, H, W].
-    pub fn w2_host(&self) -> Vec<f32> {
-        self.per_channel(|m, i| if m != 0.0 { (1.0 / self.pi[i]) as f32 } else { 0.0 })
+    pub fn w2_host(&self) -> Vec<f64> {
+        self.per_channel(|m, i| if m != 0.0 { 1.0 / self.pi[i] } else { 0.0 })
     }
-    fn per_channel(&self, f: impl Fn(f32, usize) -> f32) -> Vec<f32> {
+    fn per_channel<T>(&self, f: impl Fn(f32, usize) -> T) -> Vec<T> {
         let hw = self.image_chw[1] * self.image_chw[2];
         let mut out = Vec::with_capacity(self.masks.len() * self.spectral_channels);
         for mask in self.masks.chunks_exact(hw) {
@@ -332,7 +332,7 @@ impl OperatorBatch {
             ybar,
             observed: to(&observed)?,
             nu: Tensor::from_f64(&nu, dims, dtype, device)?,
-            w2: to(&self.w2_host())?,
+            w2: Tensor::from_f64(&self.w2_host(), dims, dtype, device)?,
         })
     }
 }
