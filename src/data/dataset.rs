@@ -148,9 +148,8 @@ impl CleanDataset {
     pub fn write(path: &Path, clean: Array4, labels: Option<&[f32]>, meta: &CleanMeta) -> Result<()> {
         let mut tensors = HashMap::new();
         tensors.insert("clean", view_f32(clean.data, &clean.dims));
-        let n = [clean.dims[0]];
         if let Some(l) = labels {
-            tensors.insert("labels", view_f32(l, &n));
+            tensors.insert("labels", view_f32(l, &[l.len()]));
         }
         let meta_json = meta.to_json();
         validate_clean(path, &meta_json, &tensors)?;
@@ -365,6 +364,10 @@ fn check_tensor(path: &Path, name: &str, v: &View, rank: usize, range: Range, fi
     if v.shape.len() != rank {
         let want = if rank == 4 { "[N, C, H, W]" } else { "[N]" };
         bail!("{p}: tensor \"{name}\" has shape {:?}; expected {want}. Fix: {fix}", v.shape);
+    }
+    let numel: usize = v.shape.iter().product();
+    if v.bytes.len() != numel * size {
+        bail!("{p}: tensor \"{name}\" has {} values for shape {:?}. Fix: {fix}", v.bytes.len() / size, v.shape);
     }
     if v.shape.contains(&0) {
         bail!("{p}: tensor \"{name}\" has shape {:?}, which holds no values. Fix: {fix}", v.shape);

@@ -35,6 +35,14 @@ pub fn read_png(path: &Path) -> Result<Image> {
         anyhow::anyhow!("{p}: not a readable PNG ({e}); the file is truncated or corrupt. Fix: re-save or remove it")
     };
     let mut reader = dec.read_info().map_err(broken)?;
+    // The header's size is checked before allocating: a corrupt width or height must not allocate gigabytes.
+    let (iw, ih) = (reader.info().width as usize, reader.info().height as usize);
+    if iw.saturating_mul(ih).saturating_mul(8) > MAX_IMAGE_BYTES {
+        bail!(
+            "{p}: PNG header says {iw}×{ih} pixels; gsure reads images of at most {} MiB. Fix: resize it first",
+            MAX_IMAGE_BYTES >> 20
+        );
+    }
     let mut buf = vec![0u8; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).map_err(broken)?;
     let (w, h) = (info.width as usize, info.height as usize);
