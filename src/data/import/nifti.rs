@@ -193,7 +193,8 @@ pub fn slices(path: &Path, vol: &Volume, opts: &ImportOptions) -> Result<(Vec<Im
     if hi <= lo {
         bail!("{p}: intensities between percentiles {qlo} and {qhi} are constant ({lo}); there is nothing to normalise. Fix: check the volume, or widen the clip percentiles");
     }
-    let scale = 2.0 / (hi - lo);
+    // In f64: hi - lo may overflow f32 for extreme (but finite) voxel values.
+    let (lo64, scale) = (lo as f64, 2.0 / (hi as f64 - lo as f64));
     let n = vol.dims[opts.axis];
     let range = match opts.slices {
         Some(r) if r.end > n => {
@@ -212,7 +213,7 @@ pub fn slices(path: &Path, vol: &Volume, opts: &ImportOptions) -> Result<(Vec<Im
     for s in range {
         let mut img = slice(vol, opts.axis, s);
         for v in img.data.iter_mut() {
-            *v = ((v.clamp(lo, hi) - lo) * scale - 1.0).clamp(-1.0, 1.0);
+            *v = ((v.clamp(lo, hi) as f64 - lo64) * scale - 1.0).clamp(-1.0, 1.0) as f32;
         }
         let frac = img.data.iter().filter(|&&v| v > fg).count() as f64 / img.data.len() as f64;
         if frac < opts.min_foreground {
