@@ -44,6 +44,9 @@ impl Batch {
 /// Something batches can be drawn from: N items, each a set of named arrays.
 pub trait Source: Send + Sync + 'static {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// The arrays of the items at `indices`.
     fn gather(&self, indices: &[usize]) -> Vec<HostTensor>;
 }
@@ -194,7 +197,18 @@ impl Loader {
 impl Iterator for Loader {
     type Item = Batch;
     fn next(&mut self) -> Option<Batch> {
-        self.rx.as_ref()?.recv().ok()
+        match self.rx.as_ref()?.recv() {
+            Ok(b) => Some(b),
+            Err(_) => {
+                // The thread has ended: after its last epoch, or by a panic, which is re-raised here rather
+                // than passed off as the end of the data.
+                self.rx.take();
+                if let Some(Err(panic)) = self.handle.take().map(|h| h.join()) {
+                    std::panic::resume_unwind(panic);
+                }
+                None
+            }
+        }
     }
 }
 

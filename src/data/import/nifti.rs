@@ -184,7 +184,7 @@ pub fn slices(path: &Path, vol: &Volume, opts: &ImportOptions) -> Result<(Vec<Im
         bail!("--axis {}: a volume has axes 0, 1, 2 (x, y, z)", opts.axis);
     }
     let (qlo, qhi) = opts.clip_percentiles;
-    if !(0.0..100.0).contains(&qlo) || !(qlo < qhi && qhi <= 100.0) {
+    if !((0.0..100.0).contains(&qlo) && qlo < qhi && qhi <= 100.0) {
         bail!("clip percentiles {qlo}/{qhi}: they must satisfy 0 <= low < high <= 100");
     }
     let mut tmp = vol.data.clone();
