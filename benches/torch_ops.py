@@ -245,6 +245,32 @@ def build_embedding(p, dt, dev, torch):
     return fn, [t], [t]
 
 
+def build_masked_fft2c(p, dt, dev, torch, inverse=False):
+    # What a PyTorch user writes: complex64 from the 2-channel input, the centred orthonormal FFT (cuFFT)
+    # between ifftshift and fftshift, then the mask multiply (forward: on the output; adjoint: on the input),
+    # back to 2 channels. cuFFT has no bf16 transform, so the complex math is complex64 in either dtype.
+    n, h, w = p_get(p, "n"), p_get(p, "h"), p_get(p, "w")
+    x = torch.randn(n, 2, h, w, device=dev, dtype=dt, requires_grad=True)
+    mask = torch.rand(n, 1, h, w, device=dev, dtype=dt)
+    fft = torch.fft
+    dims = (-2, -1)
+
+    def fn(x, mask):
+        z = torch.complex(x[:, 0].float(), x[:, 1].float())
+        m = mask[:, 0].float()
+        if inverse:
+            out = fft.fftshift(fft.ifft2(fft.ifftshift(z * m, dim=dims), norm="ortho"), dim=dims)
+        else:
+            out = fft.fftshift(fft.fft2(fft.ifftshift(z, dim=dims), norm="ortho"), dim=dims) * m
+        return torch.stack([out.real, out.imag], dim=1).to(dt)
+
+    return fn, [x, mask], [x]
+
+
+def build_masked_ifft2c(p, dt, dev, torch):
+    return build_masked_fft2c(p, dt, dev, torch, inverse=True)
+
+
 BUILDERS = {
     "conv2d": build_conv2d,
     "attention": build_attention,
@@ -263,6 +289,8 @@ BUILDERS = {
     "where": build_where,
     "affine": build_affine,
     "embedding": build_embedding,
+    "masked_fft2c": build_masked_fft2c,
+    "masked_ifft2c": build_masked_ifft2c,
 }
 
 

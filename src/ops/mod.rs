@@ -7,6 +7,7 @@ pub mod conv;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
+pub mod fft;
 pub mod gsure_loss;
 pub mod layout;
 pub mod loss;

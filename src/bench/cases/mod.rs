@@ -5,6 +5,7 @@ use super::BenchCase;
 mod attention;
 mod conv;
 mod elementwise;
+mod fft;
 mod layout;
 mod loss;
 mod matmul;
@@ -21,5 +22,6 @@ pub fn all() -> Vec<BenchCase> {
     v.extend(layout::cases());
     v.extend(loss::cases());
     v.extend(misc::cases());
+    v.extend(fft::cases());
     v
 }
