@@ -11,6 +11,9 @@
 //!   Σ_i c_i ∂_iD_i ≈ Σ_i c_i b_i (D_i(x̄_t + ε b) − D_i(x̄_t)) / ε, the perturbed pass batched with the
 //!   clean one (2N examples through the network in one forward).
 //!
+//! The same formulas hold in the Fourier basis (MRI): there x̄ = F x lives in k-space and the network is
+//! wrapped as F ∘ U-Net ∘ F⁻¹ (`ops::fft`).
+//!
 //! The fused op [`crate::ops::gsure_loss::gsure_loss`] turns both outputs into the per-example losses and,
 //! in backward, both output gradients.
 //!
@@ -117,12 +120,6 @@ impl GsureObjective {
         t: &[usize],
         rng: &mut impl Rng,
     ) -> Result<Noised> {
-        if batch.basis == Basis::Fourier {
-            bail!(
-                "gsure: the Fourier basis (MRI) is not yet supported: it needs the FFT op (crate::ops::fft) to \
-                 wrap the network as F ∘ U-Net ∘ F⁻¹; only the pixel basis is implemented"
-            );
-        }
         let shape = batch.ybar.shape().clone();
         for (name, x) in [("observed", &batch.observed), ("nu", &batch.nu), ("w2", &batch.w2)] {
             batch.ybar.check_same(x, &format!("gsure (ybar against {name})"))?;
@@ -208,7 +205,15 @@ impl GsureObjective {
         rng: &mut impl Rng,
     ) -> Result<Tensor> {
         let p = self.prepare(batch, schedule, t, rng)?;
-        let (d, d_eps) = self.both_outputs(net, &p)?;
+        let (d, d_eps) = match batch.basis {
+            Basis::Pixel => self.both_outputs(net, &p)?,
+            // The diffusion state lives in k-space; the network runs in image space: F ∘ U-Net ∘ F⁻¹ (F unitary,
+            // so the white top-up noise in k-space is white in image space too).
+            Basis::Fourier => {
+                let wrapped = |x: &Tensor, tt: &Tensor| ops::fft::fft2c(&net(&ops::fft::ifft2c(x)?, tt)?);
+                self.both_outputs(&wrapped, &p)?
+            }
+        };
         let dtype = batch.ybar.dtype();
         let nu = if self.uses_nu() { Some(&batch.nu) } else { None };
         gsure_loss(
