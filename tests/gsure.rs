@@ -64,7 +64,9 @@ fn op_values_match_the_definition() {
             let direct: f64 = (n * 10..(n + 1) * 10)
                 .map(|i| {
                     let nu = if with_nu { v[6][i] } else { 1.0 };
-                    v[3][i] * v[4][i] * (c.c_fid[n] * (v[0][i] - v[2][i]).powi(2) + c.c_div[n] * nu * v[5][i] * (v[1][i] - v[0][i]))
+                    v[3][i]
+                        * v[4][i]
+                        * (c.c_fid[n] * (v[0][i] - v[2][i]).powi(2) + c.c_div[n] * nu * v[5][i] * (v[1][i] - v[0][i]))
                 })
                 .sum::<f64>()
                 / 10.0;
@@ -73,7 +75,8 @@ fn op_values_match_the_definition() {
     }
     // f32 on the CPU agrees with f64.
     let x32: Vec<Tensor> = x.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
-    let (a, b) = (call(&x, &c, true).unwrap().to_vec_f64().unwrap(), call(&x32, &c, true).unwrap().to_vec_f64().unwrap());
+    let (a, b) =
+        (call(&x, &c, true).unwrap().to_vec_f64().unwrap(), call(&x32, &c, true).unwrap().to_vec_f64().unwrap());
     assert!(gsure::testing::rel_error(&b, &a) < 1e-5);
 }
 
@@ -220,7 +223,8 @@ fn top_up_noising_has_the_stated_distribution() {
         assert!((var - (1.0 - ab)).abs() < 5.0 * se_var, "coordinate {i}: var {var} vs {}", 1.0 - ab);
     }
     // The xt mode's target is x̄_t/√ᾱ; the probe lives on O only.
-    let pxt = GsureObjective::for_dtype(GsureMode::Xt, DType::F64).prepare(&batch, &sched, &vec![t; n], &mut r).unwrap();
+    let pxt =
+        GsureObjective::for_dtype(GsureMode::Xt, DType::F64).prepare(&batch, &sched, &vec![t; n], &mut r).unwrap();
     let (xv, tv) = (pxt.xt.to_vec_f64().unwrap(), pxt.target.to_vec_f64().unwrap());
     assert!(xv.iter().zip(&tv).all(|(a, b)| (a / ab.sqrt() - b).abs() < 1e-12));
     let (b, o) = (pxt.probe.to_vec_f64().unwrap(), batch.observed.to_vec_f64().unwrap());
@@ -269,7 +273,10 @@ fn linear_gaussian_diffs(obj: &GsureObjective, a: &[f64], seed: u64) -> (Vec<f64
     let alpha = obj.alpha(sched.alpha_bar(t));
     // Fidelity term through the op (de = d: no divergence), exact divergence Σ c_i A_ii added on the host.
     let nuo = if obj.uses_nu() { Some(&batch.nu) } else { None };
-    let fid = gsure_loss(&d, &d, &p.target, &batch.observed, &batch.w2, nuo, &p.probe, &p.coefs).unwrap().to_vec_f64().unwrap();
+    let fid = gsure_loss(&d, &d, &p.target, &batch.observed, &batch.w2, nuo, &p.probe, &p.coefs)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
     let fd = obj.loss_per_example(&net, &batch, &sched, &ts, &mut draws.clone()).unwrap().to_vec_f64().unwrap();
     let (mut exact, mut approx) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for row in 0..n {
@@ -295,9 +302,7 @@ fn gsure_is_unbiased_on_a_linear_gaussian_model_and_reference_drifts() {
     // Denoisers A = a I + 0.3 G for several a (different traces) and random G.
     let thetas: Vec<Vec<f64>> = [0.0, 0.5, 1.0]
         .iter()
-        .map(|&s| {
-            (0..16).map(|k| if k % 5 == 0 { s } else { 0.0 } + 0.3 * gauss(&mut r)).collect()
-        })
+        .map(|&s| (0..16).map(|k| if k % 5 == 0 { s } else { 0.0 } + 0.3 * gauss(&mut r)).collect())
         .collect();
     for (mode, constant) in [(GsureMode::Ybar, sigma0_2), (GsureMode::Xt, s2)] {
         let mut obj = GsureObjective::for_dtype(mode, DType::F64);
@@ -313,10 +318,14 @@ fn gsure_is_unbiased_on_a_linear_gaussian_model_and_reference_drifts() {
     }
     // reference: the difference moves with θ by more than the Monte Carlo bound.
     let obj = GsureObjective::for_dtype(GsureMode::Reference, DType::F64);
-    let stats: Vec<(f64, f64)> = thetas.iter().enumerate().map(|(k, a)| mean_se(&linear_gaussian_diffs(&obj, a, 200 + k as u64).0)).collect();
+    let stats: Vec<(f64, f64)> =
+        thetas.iter().enumerate().map(|(k, a)| mean_se(&linear_gaussian_diffs(&obj, a, 200 + k as u64).0)).collect();
     println!("reference: {stats:?}");
     let (lo, hi) = (stats[0], stats[2]);
-    assert!((lo.0 - hi.0).abs() > 5.0 * (lo.1 * lo.1 + hi.1 * hi.1).sqrt(), "reference mode should drift with θ: {stats:?}");
+    assert!(
+        (lo.0 - hi.0).abs() > 5.0 * (lo.1 * lo.1 + hi.1 * hi.1).sqrt(),
+        "reference mode should drift with θ: {stats:?}"
+    );
 }
 
 /// A tiny U-Net (1 channel, 8×8) with its output layer scaled up so the Jacobian is not dominated by the
@@ -370,11 +379,25 @@ fn divergence_run(eps: f64, probes: usize, dtype: DType, kind: ProbeKind, seed: 
         Tensor::from_f64(&flat, vec![rows.len(), 1, 8, 8], dt, &Device::Cpu).unwrap()
     };
     let tt = |k: usize| Tensor::from_f64(&vec![t; k], vec![k], DType::F64, &Device::Cpu).unwrap();
-    let fwd64 = |rows: &[Vec<f64>]| no_grad(|| net64.forward(&batch(rows, DType::F64), &tt(rows.len()), None)).unwrap().to_vec_f64().unwrap();
+    let fwd64 = |rows: &[Vec<f64>]| {
+        no_grad(|| net64.forward(&batch(rows, DType::F64), &tt(rows.len()), None)).unwrap().to_vec_f64().unwrap()
+    };
     // Exact weighted trace by central differences along each axis, in f64.
     let h = 1e-5;
-    let plus: Vec<Vec<f64>> = (0..n).map(|j| { let mut v = x.clone(); v[j] += h; v }).collect();
-    let minus: Vec<Vec<f64>> = (0..n).map(|j| { let mut v = x.clone(); v[j] -= h; v }).collect();
+    let plus: Vec<Vec<f64>> = (0..n)
+        .map(|j| {
+            let mut v = x.clone();
+            v[j] += h;
+            v
+        })
+        .collect();
+    let minus: Vec<Vec<f64>> = (0..n)
+        .map(|j| {
+            let mut v = x.clone();
+            v[j] -= h;
+            v
+        })
+        .collect();
     let (dp, dm) = (fwd64(&plus), fwd64(&minus));
     let exact_trace = (0..n).map(|j| c[j] * (dp[j * n + j] - dm[j * n + j]) / (2.0 * h)).sum::<f64>() / n as f64;
     // Probes on O.
@@ -384,13 +407,20 @@ fn divergence_run(eps: f64, probes: usize, dtype: DType, kind: ProbeKind, seed: 
                 .map(|i| {
                     o[i] * match kind {
                         ProbeKind::Gaussian => StandardNormal.sample(&mut r),
-                        ProbeKind::Rademacher => if r.random::<bool>() { 1.0 } else { -1.0 },
+                        ProbeKind::Rademacher => {
+                            if r.random::<bool>() {
+                                1.0
+                            } else {
+                                -1.0
+                            }
+                        }
                     }
                 })
                 .collect()
         })
         .collect();
-    let shift = |s: f64| -> Vec<Vec<f64>> { bs.iter().map(|b| x.iter().zip(b).map(|(x, b)| x + s * b).collect()).collect() };
+    let shift =
+        |s: f64| -> Vec<Vec<f64>> { bs.iter().map(|b| x.iter().zip(b).map(|(x, b)| x + s * b).collect()).collect() };
     let hq = 1e-6;
     let (qp, qm) = (fwd64(&shift(hq)), fwd64(&shift(-hq)));
     let q: Vec<f64> = (0..probes)
@@ -399,12 +429,19 @@ fn divergence_run(eps: f64, probes: usize, dtype: DType, kind: ProbeKind, seed: 
     // The estimator as the objective computes it: both passes in one 2K batch of `dtype`, then the fused op.
     let clean = batch(&vec![x.clone(); probes], dtype);
     let pert = batch(&shift(eps), dtype);
-    let ttd = Tensor::from_f64(&vec![t; 2 * probes], vec![2 * probes], if dtype == DType::F64 { DType::F64 } else { DType::F32 }, &Device::Cpu).unwrap();
+    let ttd = Tensor::from_f64(
+        &vec![t; 2 * probes],
+        vec![2 * probes],
+        if dtype == DType::F64 { DType::F64 } else { DType::F32 },
+        &Device::Cpu,
+    )
+    .unwrap();
     let out = no_grad(|| netd.forward(&cat_batch(&clean, &pert).unwrap(), &ttd, None)).unwrap();
     let (d, de) = split_batch(&out, probes).unwrap();
     let rep = |v: &[f64]| batch(&vec![v.to_vec(); probes], dtype);
     let coef = GsureCoefs { c_fid: vec![0.0; probes], c_div: vec![1.0 / eps; probes] };
-    let est = gsure_loss(&d, &de, &d, &rep(&o), &rep(&c), None, &batch(&bs, dtype), &coef).unwrap().to_vec_f64().unwrap();
+    let est =
+        gsure_loss(&d, &de, &d, &rep(&o), &rep(&c), None, &batch(&bs, dtype), &coef).unwrap().to_vec_f64().unwrap();
     DivRun { exact_trace, q, est }
 }
 
@@ -447,7 +484,11 @@ fn divergence_sweep() {
             let err: Vec<f64> = run.est.iter().zip(&run.q).map(|(e, q)| e - q).collect();
             let (bias, se) = mean_se(&err);
             let hutch = mean_se(&run.q).1 * 16.0;
-            println!("| {dtype} | {eps0:.0e} | {eps:.2e} | {bias:.2e} ± {se:.1e} | {:.2e} | {hutch:.2e} | {:.4} |", se * 16.0, run.exact_trace);
+            println!(
+                "| {dtype} | {eps0:.0e} | {eps:.2e} | {bias:.2e} ± {se:.1e} | {:.2e} | {hutch:.2e} | {:.4} |",
+                se * 16.0,
+                run.exact_trace
+            );
         }
     }
 }
@@ -461,7 +502,13 @@ fn step_loss_trains_a_tiny_unet_in_pixel_and_fourier_bases() {
     let x: Vec<Vec<f64>> = (0..n).map(|_| (0..64).map(|_| 0.5 * gauss(&mut r)).collect()).collect();
     let mut b = pixel_batch(&x, &[0.8; 64], 0.02, &mut r);
     let f32b = |t: &Tensor| t.to_dtype(DType::F32).unwrap().reshape(vec![n, 1, 8, 8]).unwrap();
-    b = SpectralBatch { basis: Basis::Pixel, ybar: f32b(&b.ybar), observed: f32b(&b.observed), nu: f32b(&b.nu), w2: f32b(&b.w2) };
+    b = SpectralBatch {
+        basis: Basis::Pixel,
+        ybar: f32b(&b.ybar),
+        observed: f32b(&b.observed),
+        nu: f32b(&b.nu),
+        w2: f32b(&b.w2),
+    };
     check_config(&sched, 0.02 * 0.02, 0).unwrap();
     for mode in [GsureMode::Ybar, GsureMode::Xt, GsureMode::Reference] {
         let obj = GsureObjective::for_dtype(mode, DType::F32);
@@ -499,4 +546,15 @@ fn bf16_divergence_on_gpu() {
     let Some(dev) = gpu_or_skip("bf16_divergence_on_gpu") else { return };
     let _ = dev;
     println!("bf16 divergence measurement: see docs/gsure-divergence.md (run on a GPU)");
+}
+
+#[test]
+fn bench_cases_build_and_run_on_the_cpu() {
+    let cases: Vec<_> = gsure::bench::all_cases().into_iter().filter(|c| c.op == "gsure_loss").collect();
+    assert_eq!(cases.len(), 3);
+    // The small case end to end (forward and backward) on the CPU in f32.
+    let f = (cases[0].build)(&Device::Cpu, DType::F32).unwrap();
+    let loss = f().unwrap();
+    assert_eq!(loss.dims(), &[128]);
+    backward(&sum_all(&loss).unwrap()).unwrap();
 }
