@@ -271,6 +271,29 @@ def build_masked_ifft2c(p, dt, dev, torch):
     return build_masked_fft2c(p, dt, dev, torch, inverse=True)
 
 
+def build_gsure_loss(p, dt, dev, torch):
+    shape = list(p_get(p, "shape"))
+    with_nu = bool(p_get(p, "nu"))
+    d = torch.randn(*shape, device=dev, dtype=dt, requires_grad=True)
+    de = torch.randn(*shape, device=dev, dtype=dt, requires_grad=True)
+    r = torch.randn(*shape, device=dev, dtype=dt)
+    obs = torch.ones(*shape, device=dev, dtype=dt)
+    w2 = torch.rand(*shape, device=dev, dtype=dt) + 1
+    b = torch.randn(*shape, device=dev, dtype=dt)
+    nu = torch.full(shape, 1e-4, device=dev, dtype=dt)
+    c_div = torch.full([shape[0]] + [1] * (len(shape) - 1), 2.0 / 1e-2, device=dev, dtype=dt)
+    dims = tuple(range(1, len(shape)))
+
+    # The natural unfused expression: per example, the mean of O W² [(D − r)² + c_div ν b (D_ε − D)].
+    def f(d_, de_, r_, o_, w_, b_, nu_):
+        div = c_div * b_ * (de_ - d_)
+        if with_nu:
+            div = div * nu_
+        return (o_ * w_ * ((d_ - r_) ** 2 + div)).mean(dim=dims)
+
+    return f, [d, de, r, obs, w2, b, nu], [d, de]
+
+
 BUILDERS = {
     "conv2d": build_conv2d,
     "attention": build_attention,
@@ -291,6 +314,7 @@ BUILDERS = {
     "embedding": build_embedding,
     "masked_fft2c": build_masked_fft2c,
     "masked_ifft2c": build_masked_ifft2c,
+    "gsure_loss": build_gsure_loss,
 }
 
 

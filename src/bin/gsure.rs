@@ -19,11 +19,113 @@ enum Command {
     Train(TrainArgs),
     /// Draws samples from a trained run: a PNG grid and a safetensors file.
     Sample(SampleArgs),
+    /// Datasets: import real data as clean dataset files.
+    Data {
+        #[command(subcommand)]
+        what: DataCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Converts IDX (MNIST), NIfTI-1 volumes (sliced) or a folder of PNGs to a clean dataset file.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Input format.
+    #[arg(long, value_enum)]
+    format: gsure::data::import::Format,
+    /// IDX images file, NIfTI file or folder of them, or a folder of PNGs (or of class sub-folders).
+    #[arg(long)]
+    input: std::path::PathBuf,
+    /// IDX labels file (class ids stored as `labels`).
+    #[arg(long)]
+    labels: Option<std::path::PathBuf>,
+    /// Output side S: images become S×S (see --resize); default: keep the input size.
+    #[arg(long)]
+    size: Option<usize>,
+    /// How --size is reached.
+    #[arg(long, value_enum, default_value = "auto")]
+    resize: gsure::data::transforms::Resize,
+    /// Convert RGB to greyscale.
+    #[arg(long)]
+    grey: bool,
+    /// A split name for the whole set (train, test, all), or test=F: a seeded split into --out (train) and
+    /// --out with "-test" before the extension.
+    #[arg(long, default_value = "all")]
+    split: gsure::data::import::Split,
+    /// Seed of the train/test split.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// NIfTI: volume axis (0, 1, 2 = x, y, z) across which slices are cut.
+    #[arg(long, default_value_t = 2)]
+    axis: usize,
+    /// NIfTI: slice range a..b (b excluded); default: the central --central fraction.
+    #[arg(long)]
+    slices: Option<gsure::data::import::SliceRange>,
+    /// NIfTI: central fraction of slices kept when no --slices range is given.
+    #[arg(long, default_value_t = 0.8)]
+    central: f64,
+    /// NIfTI: skip slices with less than this fraction of foreground pixels.
+    #[arg(long, default_value_t = 0.1)]
+    min_foreground: f64,
+    /// NIfTI: intensity percentiles clipped to -1 and 1, as LOW,HIGH.
+    #[arg(long, default_value = "0.5,99.5")]
+    clip: String,
+    /// Output dataset file (.safetensors).
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Also write a PNG grid of the first 64 images of each written file here (FILE-<split>.png).
+    #[arg(long)]
+    preview: Option<std::path::PathBuf>,
+}
+
+fn data_import(a: ImportArgs) -> Result<()> {
+    use gsure::data::import;
+    let clip = a
+        .clip
+        .split_once(',')
+        .and_then(|(l, h)| Some((l.trim().parse().ok()?, h.trim().parse().ok()?)))
+        .with_context(|| format!("--clip {}: expected LOW,HIGH percentiles such as 0.5,99.5", a.clip))?;
+    let mut o = import::ImportOptions::new(a.format, a.input);
+    o.labels = a.labels;
+    o.size = a.size;
+    o.resize = a.resize;
+    o.grey = a.grey;
+    o.split = a.split;
+    o.seed = a.seed;
+    o.limit = a.limit;
+    o.axis = a.axis;
+    o.slices = a.slices;
+    o.central_fraction = a.central;
+    o.min_foreground = a.min_foreground;
+    o.clip_percentiles = clip;
+    let t = std::time::Instant::now();
+    for w in import::import(&o, &a.out)? {
+        let [n, c, h, wd] = w.dims;
+        let labels = if w.labels { " with labels" } else { "" };
+        eprintln!("wrote {} ({}: {n} images {c}×{h}×{wd}{labels})", w.path.display(), w.split);
+        if let Some(p) = &a.preview {
+            let ds = gsure::data::dataset::CleanDataset::open(&w.path)?;
+            let k = n.min(64);
+            let idx: Vec<usize> = (0..k).collect();
+            let png = gsure::data::dataset::sibling_path(&p.with_extension("png"), &w.split);
+            gsure::io::image::grid_png(&png, &ds.gather(&idx), [k, c, h, wd], -1.0, 1.0)?;
+            eprintln!("wrote {}", png.display());
+        }
+    }
+    eprintln!("import took {:.1} s", t.elapsed().as_secs_f64());
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -357,6 +459,7 @@ fn main() -> Result<()> {
         }
         Command::Train(a) => train(a)?,
         Command::Sample(a) => sample(a)?,
+        Command::Data { what: DataCommand::Import(a) } => data_import(a)?,
         Command::Bench { what: BenchCommand::Ops(a) } => bench_ops(a)?,
         Command::Bench { what: BenchCommand::Train(a) } => bench_train(a)?,
     }

@@ -1,5 +1,10 @@
-//! Data: the built-in synthetic phantoms (the default dataset; no downloads) and in-memory image sets.
+//! Data: the built-in synthetic phantoms (the default dataset; no downloads), in-memory image sets, dataset
+//! files (clean and corrupted, see `dataset`), the batch loader, importers and image transforms.
+pub mod dataset;
+pub mod import;
+pub mod loader;
 pub mod phantoms;
+pub mod transforms;
 
 pub use phantoms::phantoms;
 
@@ -31,21 +36,12 @@ impl ImageSet {
     }
 }
 
-/// Loads the `clean` tensor [N, C, H, W] of a safetensors dataset file (values expected in [-1, 1]).
+/// Loads the clean images [N, C, H, W] (values in [-1, 1]) of a dataset file, validated: a clean dataset
+/// (`gsure data import`), or the evaluation-only `clean` tensor of a corrupted dataset (the supervised oracle
+/// on the same images).
 pub fn load_clean(path: &std::path::Path) -> anyhow::Result<ImageSet> {
-    let file = crate::io::safetensors::File::open(path)?;
-    let (shape, images) = file.f32("clean").map_err(|e| {
-        anyhow::anyhow!("{e:#}; the supervised objective needs clean images [N, C, H, W] under \"clean\"")
-    })?;
-    let dims: [usize; 4] = shape.as_slice().try_into().map_err(|_| {
-        anyhow::anyhow!("{}: tensor \"clean\" has shape {shape:?}; expected [N, C, H, W]", path.display())
-    })?;
-    if let Some(bad) = images.iter().position(|v| !v.is_finite() || v.abs() > 1.0 + 1e-3) {
-        anyhow::bail!(
-            "{}: tensor \"clean\" holds {} at flat index {bad}; values must be finite and in [-1, 1] (rescale the data)",
-            path.display(),
-            images[bad]
-        );
+    match dataset::kind_of(path)?.as_deref() {
+        Some("corrupted") => dataset::CorruptedDataset::open(path)?.clean_images(),
+        _ => Ok(dataset::CleanDataset::open(path)?.images()),
     }
-    Ok(ImageSet { images, dims })
 }

@@ -96,6 +96,12 @@ impl File {
     fn entry(&self, name: &str) -> Result<&(Dtype, Vec<usize>, usize, usize)> {
         self.header.get(name).with_context(|| format!("{}: no tensor named {name:?}", self.path.display()))
     }
+    /// The stored bytes of tensor `name` (little-endian, no copy), with its dtype and shape: for readers that
+    /// stream through a large tensor or pick rows out of it without converting all of it.
+    pub fn raw(&self, name: &str) -> Result<(Dtype, &[usize], &[u8])> {
+        let (dtype, shape, start, len) = self.entry(name)?;
+        Ok((*dtype, shape, &self.mmap[*start..*start + *len]))
+    }
     /// The values of tensor `name` as f32 (stored as F32, or F64/BF16/F16/U8 converted), with its shape.
     pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let (dtype, shape, start, len) = self.entry(name)?;

@@ -8,6 +8,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod fft;
+pub mod gsure_loss;
 pub mod layout;
 pub mod loss;
 pub mod matmul;

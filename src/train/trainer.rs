@@ -4,6 +4,7 @@
 //! uninterrupted one would have done.
 use super::checkpoint;
 use super::optim::{clip_grad_norm, AdamConfig, AdamW, Ema};
+use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{ddim_sample, DdimOptions};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The training objective (`--loss`). Only the supervised oracle exists so far; the corrupted-data
 /// objectives (gsure, ambient, tweedie) plug in here.
@@ -116,7 +118,10 @@ pub struct Trainer {
     pub ema: Ema,
     pub schedule: VpSchedule,
     pub step: u64,
-    pub data: ImageSet,
+    pub data: Arc<ImageSet>,
+    /// Batches in a per-epoch shuffled order that depends only on (seed, epoch), prepared on a background
+    /// thread; a resumed run starts at the epoch and batch where the step count puts it.
+    loader: Loader,
     pub run: RunDir,
 }
 
@@ -187,6 +192,20 @@ impl Trainer {
             let meta = checkpoint::load(&run.checkpoint(), &params, Some(&mut ema), Some(&mut opt))?;
             step = meta["step"].as_u64().context("checkpoint metadata lacks \"step\"")?;
         }
+        if options.batch > data.len() {
+            bail!("--batch {} is larger than the dataset ({} images); lower --batch", options.batch, data.len());
+        }
+        let data = Arc::new(data);
+        let per_epoch = (data.len() / options.batch) as u64;
+        let loader = Loader::new(
+            data.clone(),
+            LoaderOptions {
+                drop_last: true, // every batch has the same shape, so the allocator reuses every block
+                start_epoch: step / per_epoch,
+                start_batch: (step % per_epoch) as usize,
+                ..LoaderOptions::new(options.batch, options.seed)
+            },
+        )?;
         Ok(Trainer {
             options,
             model_config,
@@ -198,6 +217,7 @@ impl Trainer {
             schedule,
             step,
             data,
+            loader,
             run,
         })
     }
@@ -216,8 +236,8 @@ impl Trainer {
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
         let [_, c, h, w] = self.data.dims;
         let b = o.batch;
-        let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.data.len())).collect();
-        let x0 = Tensor::from_f32(&self.data.gather(&idx), [b, c, h, w], &self.device)?;
+        let batch = self.loader.next().context("the data loader stopped")?;
+        let x0 = Tensor::from_f32(&batch.tensors[0].data, [b, c, h, w], &self.device)?;
         let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
         let dropout_seed = Some(mix(o.seed, self.step) ^ 1);

@@ -12,9 +12,57 @@ pub trait Real:
     fn of(x: f64) -> Self {
         Self::from_f64(x).unwrap()
     }
+
+    /// c = a · b + beta c with a: [m, k], b: [k, n], c: [m, n], each given as (slice, row stride, column
+    /// stride): matrixmultiply's sgemm/dgemm, so a transposed operand is just swapped strides (no copy).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: (&[Self], isize, isize),
+        b: (&[Self], isize, isize),
+        beta: Self,
+        c: (&mut [Self], isize, isize),
+    );
 }
-impl Real for f32 {}
-impl Real for f64 {}
+
+macro_rules! impl_real {
+    ($t:ty, $f:path) => {
+        impl Real for $t {
+            fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: (&[Self], isize, isize),
+                b: (&[Self], isize, isize),
+                beta: Self,
+                c: (&mut [Self], isize, isize),
+            ) {
+                if m == 0 || n == 0 {
+                    return;
+                }
+                // The strided views must stay inside their slices (checked here once; the kernel trusts them).
+                let extent = |rows: usize, cols: usize, rs: isize, cs: isize| {
+                    if rows == 0 || cols == 0 {
+                        0
+                    } else {
+                        (rows as isize - 1) * rs + (cols as isize - 1) * cs + 1
+                    }
+                };
+                assert!(extent(m, k, a.1, a.2) as usize <= a.0.len());
+                assert!(extent(k, n, b.1, b.2) as usize <= b.0.len());
+                assert!(extent(m, n, c.1, c.2) as usize <= c.0.len());
+                // SAFETY: the extents of the three strided views were checked against their slices above.
+                unsafe {
+                    $f(m, k, n, 1.0, a.0.as_ptr(), a.1, a.2, b.0.as_ptr(), b.1, b.2, beta, c.0.as_mut_ptr(), c.1, c.2)
+                }
+            }
+        }
+    };
+}
+impl_real!(f32, matrixmultiply::sgemm);
+impl_real!(f64, matrixmultiply::dgemm);
 
 /// Applies a generic expression to a `CpuStorage`, keeping its dtype:
 /// `cpu_map!(storage, |v| some_generic_fn(v))` where `v: &Vec<T>` and the body returns `Vec<T>`.

@@ -6,6 +6,7 @@ mod attention;
 mod conv;
 mod elementwise;
 mod fft;
+mod gsure;
 mod layout;
 mod loss;
 mod matmul;
@@ -21,6 +22,7 @@ pub fn all() -> Vec<BenchCase> {
     v.extend(elementwise::cases());
     v.extend(layout::cases());
     v.extend(loss::cases());
+    v.extend(gsure::cases());
     v.extend(misc::cases());
     v.extend(fft::cases());
     v

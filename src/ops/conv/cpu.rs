@@ -9,55 +9,6 @@ use super::Geom;
 use crate::backend::cpu::Real;
 use rayon::prelude::*;
 
-/// Dispatches a row/column-strided GEMM to matrixmultiply's sgemm or dgemm.
-pub trait Gemm: Real {
-    /// c = alpha * a · b + beta * c with a: [m, k], b: [k, n], c: [m, n], each given by (row, col) strides.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: (&[Self], isize, isize),
-        b: (&[Self], isize, isize),
-        beta: Self,
-        c: (&mut [Self], isize, isize),
-    );
-}
-
-macro_rules! impl_gemm {
-    ($t:ty, $f:path) => {
-        impl Gemm for $t {
-            fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                a: (&[Self], isize, isize),
-                b: (&[Self], isize, isize),
-                beta: Self,
-                c: (&mut [Self], isize, isize),
-            ) {
-                // The strided views must stay inside their slices (checked here once; the kernel trusts them).
-                let extent = |rows: usize, cols: usize, rs: isize, cs: isize| {
-                    if rows == 0 || cols == 0 {
-                        0
-                    } else {
-                        (rows as isize - 1) * rs + (cols as isize - 1) * cs + 1
-                    }
-                };
-                assert!(extent(m, k, a.1, a.2) as usize <= a.0.len());
-                assert!(extent(k, n, b.1, b.2) as usize <= b.0.len());
-                assert!(extent(m, n, c.1, c.2) as usize <= c.0.len());
-                // SAFETY: the extents of the three strided views were checked against their slices above.
-                unsafe {
-                    $f(m, k, n, 1.0, a.0.as_ptr(), a.1, a.2, b.0.as_ptr(), b.1, b.2, beta, c.0.as_mut_ptr(), c.1, c.2)
-                }
-            }
-        }
-    };
-}
-impl_gemm!(f32, matrixmultiply::sgemm);
-impl_gemm!(f64, matrixmultiply::dgemm);
-
 /// col[(c*K + kh)*K + kw][oh*W_out + ow] = x[c, oh*s - p + kh, ow*s - p + kw] (0 outside the image).
 fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
     let (q, k) = (g.ho * g.wo, g.k);
@@ -112,7 +63,7 @@ fn col2im<T: Real>(g: &Geom, dcol: &[T], dx: &mut [T]) {
 }
 
 /// y = conv(x, w) + b, shape [N, C_out, H_out, W_out].
-pub fn fwd<T: Gemm>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
     let (q, kd) = (g.ho * g.wo, g.kdim());
     let mut y = vec![T::zero(); g.n * g.co * q];
     if y.is_empty() {
@@ -136,7 +87,7 @@ pub fn fwd<T: Gemm>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
 }
 
 /// dx = conv^T(dy, w), shape [N, C_in, H, W].
-pub fn dgrad<T: Gemm>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
+pub fn dgrad<T: Real>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     let (q, kd) = (g.ho * g.wo, g.kdim());
     let mut dx = vec![T::zero(); g.n * g.c * g.h * g.w];
     if dx.is_empty() {
@@ -156,7 +107,7 @@ pub fn dgrad<T: Gemm>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// dW = sum_n dy[n] · im2col(x[n])^T, shape [C_out, C_in, K, K]. The batch is cut into a fixed number of
 /// runs (independent of the thread count), each summed into its own buffer in parallel, and the partial
 /// sums are added in run order: the result is bit-identical from run to run, which resumable training needs.
-pub fn wgrad<T: Gemm>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+pub fn wgrad<T: Real>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     const RUNS: usize = 8;
     let (q, kd) = (g.ho * g.wo, g.kdim());
     let zero = || vec![T::zero(); g.co * kd];

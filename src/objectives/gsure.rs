@@ -1,0 +1,377 @@
+//! GSURE training from corrupted data (Kawar, Elata, Michaeli, Elad; METHODS.md §4.2).
+//!
+//! Per example, with ᾱ = ᾱ_t, s² = (1−ᾱ)/ᾱ and the spectral view (ȳ, O, ν, W²) of its observation:
+//!
+//! * top-up noising: x̄_t,i = √ᾱ (ȳ_i + √(s² − ν_i) ε_i) on O and √(1−ᾱ) ε_i off O, so that
+//!   x̄_t | x̄ ~ N(√ᾱ P x̄, (1−ᾱ) I) exactly as if clean data had been noised and then projected;
+//! * loss L = (1/n) Σ_{i∈O} W²_i (D_i − r_i)² + (1/n) Σ_{i∈O} c_i ∂_iD_i with, for the three modes,
+//!   `ybar`: r = ȳ, c_i = 2√ᾱ W²_i ν_i; `xt`: r = x̄_t/√ᾱ, c_i = 2(1−ᾱ)/√ᾱ W²_i;
+//!   `reference`: r = ȳ, c_i = 2(1−ᾱ) Λ W²_i (Λ = 1e-4; the official code, biased);
+//! * divergence by Hutchinson's estimator with a probe b supported on O and a forward finite difference,
+//!   Σ_i c_i ∂_iD_i ≈ Σ_i c_i b_i (D_i(x̄_t + ε b) − D_i(x̄_t)) / ε, the perturbed pass batched with the
+//!   clean one (2N examples through the network in one forward).
+//!
+//! The same formulas hold in the Fourier basis (MRI): there x̄ = F x lives in k-space and the network is
+//! wrapped as F ∘ U-Net ∘ F⁻¹ (`ops::fft`).
+//!
+//! The fused op [`crate::ops::gsure_loss::gsure_loss`] turns both outputs into the per-example losses and,
+//! in backward, both output gradients.
+//!
+//! **Choice of ε.** ε_n = max(ε0 · √(1−ᾱ_t), ε_min). The network's input noise has standard deviation
+//! √(1−ᾱ_t) per coordinate and a denoiser's Jacobian changes on that scale, so a step proportional to it
+//! keeps the relative truncation error of the difference the same at every t. For a symmetric probe
+//! (Gaussian or Rademacher) the third moments E[b_i b_j b_k] vanish, so the forward difference's O(ε) term
+//! has mean zero: the bias is O(ε²) and the O(ε) term only adds variance. The lower bound on ε comes from
+//! the working precision: D(x̄+εb) − D(x̄) carries the rounding of two network evaluations (≈ 1e-7 relative
+//! in f32, ≈ 4e-3 in bf16, and the input x̄_t + εb is itself rounded to the working dtype before the
+//! network sees it), divided by ε. Measured numbers: docs/gsure-divergence.md.
+use crate::corruption::{Basis, SpectralBatch};
+use crate::diffusion::schedule::VpSchedule;
+use crate::nn::{DdimUnet, Prediction};
+use crate::ops::gsure_loss::{gsure_loss, GsureCoefs};
+use crate::ops::{self, layout};
+use crate::{DType, Tensor};
+use anyhow::{bail, Result};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+/// Which unbiased (or reference) form of the GSURE loss (`--gsure-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GsureMode {
+    /// r = ȳ, c_i = 2√ᾱ_t W²_i ν_i: unbiased, lowest variance, no divergence at σ0 = 0.
+    #[default]
+    Ybar,
+    /// r = x̄_t/√ᾱ_t, c_i = 2(1−ᾱ_t)/√ᾱ_t · W²_i: the paper's equation, unbiased.
+    Xt,
+    /// r = ȳ, c_i = 2(1−ᾱ_t) Λ W²_i: the official code, biased; for comparison only.
+    Reference,
+}
+
+/// The distribution of the Hutchinson probe on O (zero off O).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// b_i = ±1: the lower-variance choice (no Σ_i J_ii² b_i⁴ term).
+    #[default]
+    Rademacher,
+    Gaussian,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GsureObjective {
+    pub mode: GsureMode,
+    pub probe: ProbeKind,
+    /// ε_n = max(eps0 · √(1−ᾱ_t), eps_min).
+    pub eps0: f64,
+    pub eps_min: f64,
+    /// Λ of the `reference` mode.
+    pub lambda_ref: f64,
+    /// One 2N-example forward for the clean and perturbed inputs (true), or two N-example forwards (false:
+    /// needed when the network is stochastic per batch position, e.g. dropout masks hashed from the flat
+    /// element index, which would differ between the two halves of a 2N batch).
+    pub batched: bool,
+}
+
+impl Default for GsureObjective {
+    fn default() -> Self {
+        GsureObjective::for_dtype(GsureMode::Ybar, DType::F32)
+    }
+}
+
+impl GsureObjective {
+    /// The defaults for a network computing in `dtype` (see the module doc and docs/gsure-divergence.md):
+    /// f32/f64: ε = 1e-2 · √(1−ᾱ_t), at least 1e-4; bf16: ε = 0.1 · √(1−ᾱ_t), at least 2e-2 (bf16 keeps 8
+    /// significant bits, so a smaller step drowns in the rounding of the input and output).
+    pub fn for_dtype(mode: GsureMode, dtype: DType) -> Self {
+        let (eps0, eps_min) = match dtype {
+            DType::BF16 => (0.1, 2e-2),
+            _ => (1e-2, 1e-4),
+        };
+        GsureObjective { mode, probe: ProbeKind::Rademacher, eps0, eps_min, lambda_ref: 1e-4, batched: true }
+    }
+
+    /// The finite-difference step at ᾱ_t.
+    pub fn eps(&self, alpha_bar: f64) -> f64 {
+        (self.eps0 * (1.0 - alpha_bar).sqrt()).max(self.eps_min)
+    }
+
+    /// α_n of c_i = α_n · W²_i · (ν_i in `ybar` mode, 1 otherwise).
+    pub fn alpha(&self, alpha_bar: f64) -> f64 {
+        match self.mode {
+            GsureMode::Ybar => 2.0 * alpha_bar.sqrt(),
+            GsureMode::Xt => 2.0 * (1.0 - alpha_bar) / alpha_bar.sqrt(),
+            GsureMode::Reference => 2.0 * (1.0 - alpha_bar) * self.lambda_ref,
+        }
+    }
+
+    /// Whether ν enters the divergence coefficient (the `ybar` mode).
+    pub fn uses_nu(&self) -> bool {
+        self.mode == GsureMode::Ybar
+    }
+
+    /// Everything the loss needs besides the network: the top-up noised input, its perturbation, the target,
+    /// the probe and the per-example coefficients. Refuses (never a NaN) an example with s_t² < ν_i.
+    pub fn prepare(
+        &self,
+        batch: &SpectralBatch,
+        schedule: &VpSchedule,
+        t: &[usize],
+        rng: &mut impl Rng,
+    ) -> Result<Noised> {
+        let shape = batch.ybar.shape().clone();
+        for (name, x) in [("observed", &batch.observed), ("nu", &batch.nu), ("w2", &batch.w2)] {
+            batch.ybar.check_same(x, &format!("gsure (ybar against {name})"))?;
+        }
+        if shape.rank() == 0 || shape.numel() == 0 {
+            bail!("gsure: expected a non-empty batch [N, ...], got shape {shape}");
+        }
+        let n = shape.dim(0);
+        let m = shape.numel() / n;
+        if t.len() != n {
+            bail!("gsure: {} timesteps for a batch of {n} (shape {shape})", t.len());
+        }
+        if let Some(&bad) = t.iter().find(|&&t| t >= schedule.steps()) {
+            bail!("gsure: timestep {bad} out of range for a schedule of {} steps", schedule.steps());
+        }
+        let (dtype, device) = (batch.ybar.dtype(), batch.ybar.device().clone());
+        let ybar = batch.ybar.to_vec_f64()?;
+        let obs = batch.observed.to_vec_f64()?;
+        let nu = batch.nu.to_vec_f64()?;
+        let (mut xt, mut xe, mut probe) = (vec![0.0; n * m], vec![0.0; n * m], vec![0.0; n * m]);
+        let mut target = if self.mode == GsureMode::Xt { vec![0.0; n * m] } else { Vec::new() };
+        let (mut alpha, mut eps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (row, &tn) in t.iter().enumerate() {
+            let ab = schedule.alpha_bar(tn);
+            let s2 = schedule.snr_inverse(tn);
+            let (sab, s1ab) = (ab.sqrt(), (1.0 - ab).sqrt());
+            let e = self.eps(ab);
+            for i in row * m..(row + 1) * m {
+                let z: f64 = StandardNormal.sample(rng);
+                if obs[i] > 0.5 {
+                    if s2 < nu[i] {
+                        bail!(
+                            "gsure: at t = {tn}, s_t² = (1−ᾱ_t)/ᾱ_t = {s2:.4e} is below the observation noise \
+                             variance ν = {:.4e}, so the top-up noise √(s_t² − ν) does not exist; set β_start ≥ σ0² \
+                             (check_config refuses this before training)",
+                            nu[i]
+                        );
+                    }
+                    xt[i] = sab * (ybar[i] + (s2 - nu[i]).sqrt() * z);
+                    probe[i] = match self.probe {
+                        ProbeKind::Gaussian => StandardNormal.sample(rng),
+                        ProbeKind::Rademacher => {
+                            if rng.random::<bool>() {
+                                1.0
+                            } else {
+                                -1.0
+                            }
+                        }
+                    };
+                } else {
+                    xt[i] = s1ab * z;
+                }
+                xe[i] = xt[i] + e * probe[i];
+                if self.mode == GsureMode::Xt {
+                    target[i] = xt[i] / sab;
+                }
+            }
+            alpha.push(self.alpha(ab));
+            eps.push(e);
+        }
+        let up = |v: &[f64]| Tensor::from_f64(v, shape.clone(), dtype, &device);
+        let tv: Vec<f64> = t.iter().map(|&t| t as f64).collect();
+        Ok(Noised {
+            xt: up(&xt)?,
+            xt_eps: up(&xe)?,
+            target: if self.mode == GsureMode::Xt { up(&target)? } else { batch.ybar.clone() },
+            probe: up(&probe)?,
+            // Timesteps stay f32 (bf16 cannot hold 999), as the U-Net expects.
+            t: Tensor::from_f64(&tv, [n], if dtype == DType::F64 { DType::F64 } else { DType::F32 }, &device)?,
+            coefs: GsureCoefs::new(&alpha, &eps)?,
+            eps,
+        })
+    }
+
+    /// The per-example GSURE losses [N] of `net` (x0 prediction: `net(x, t)` with t as [N] floats) on `batch`
+    /// at timesteps `t`.
+    pub fn loss_per_example(
+        &self,
+        net: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+        batch: &SpectralBatch,
+        schedule: &VpSchedule,
+        t: &[usize],
+        rng: &mut impl Rng,
+    ) -> Result<Tensor> {
+        let p = self.prepare(batch, schedule, t, rng)?;
+        let (d, d_eps) = match batch.basis {
+            Basis::Pixel => self.both_outputs(net, &p)?,
+            // The diffusion state lives in k-space; the network runs in image space: F ∘ U-Net ∘ F⁻¹ (F unitary,
+            // so the white top-up noise in k-space is white in image space too).
+            Basis::Fourier => {
+                let wrapped = |x: &Tensor, tt: &Tensor| ops::fft::fft2c(&net(&ops::fft::ifft2c(x)?, tt)?);
+                self.both_outputs(&wrapped, &p)?
+            }
+        };
+        let dtype = batch.ybar.dtype();
+        let nu = if self.uses_nu() { Some(&batch.nu) } else { None };
+        gsure_loss(
+            &d.to_dtype(dtype)?,
+            &d_eps.to_dtype(dtype)?,
+            &p.target,
+            &batch.observed,
+            &batch.w2,
+            nu,
+            &p.probe,
+            &p.coefs,
+        )
+    }
+
+    /// The batch mean of [`Self::loss_per_example`], shape [1].
+    pub fn loss(
+        &self,
+        net: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+        batch: &SpectralBatch,
+        schedule: &VpSchedule,
+        t: &[usize],
+        rng: &mut impl Rng,
+    ) -> Result<Tensor> {
+        ops::mean_all(&self.loss_per_example(net, batch, schedule, t, rng)?)
+    }
+
+    /// (D(x̄_t), D(x̄_t + ε b)): one forward of the 2N concatenation, or two forwards when not `batched`.
+    pub fn both_outputs(
+        &self,
+        net: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+        p: &Noised,
+    ) -> Result<(Tensor, Tensor)> {
+        if !self.batched {
+            return Ok((net(&p.xt, &p.t)?, net(&p.xt_eps, &p.t)?));
+        }
+        let n = p.xt.dims()[0];
+        let out = net(&cat_batch(&p.xt, &p.xt_eps)?, &cat_batch(&p.t, &p.t)?)?;
+        split_batch(&out, n)
+    }
+}
+
+/// What [`GsureObjective::prepare`] draws for one step (all [N, ...] in the batch's dtype and device, except
+/// `t`: [N] in f32, or f64 for an f64 batch).
+pub struct Noised {
+    /// x̄_t (top-up noised observations).
+    pub xt: Tensor,
+    /// x̄_t + ε_n b.
+    pub xt_eps: Tensor,
+    /// r: ȳ (`ybar`, `reference`) or x̄_t/√ᾱ_t (`xt`).
+    pub target: Tensor,
+    /// b, zero off O.
+    pub probe: Tensor,
+    pub t: Tensor,
+    pub coefs: GsureCoefs,
+    /// ε_n per example.
+    pub eps: Vec<f64>,
+}
+
+/// Concatenation along the batch axis: [N, ...] and [N', ...] viewed as [1, N, M] and [1, N', M], joined on
+/// axis 1 by `concat_channels` (whose row count is then 1) and viewed back as [N + N', ...].
+pub fn cat_batch(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (na, nb) = (a.dims().first().copied().unwrap_or(0), b.dims().first().copied().unwrap_or(0));
+    if a.dims().get(1..) != b.dims().get(1..) || na == 0 || nb == 0 {
+        bail!("cat_batch: shapes {} and {} do not agree beyond the batch axis", a.shape(), b.shape());
+    }
+    let m = a.numel() / na;
+    let joined = layout::concat_channels(&[&a.reshape(vec![1, na, m])?, &b.reshape(vec![1, nb, m])?])?;
+    let mut dims = a.dims().to_vec();
+    dims[0] = na + nb;
+    joined.reshape(dims)
+}
+
+/// The inverse of [`cat_batch`] for two halves: x [2N, ...] → ([N, ...], [N, ...]) (gradients flow back).
+pub fn split_batch(x: &Tensor, n: usize) -> Result<(Tensor, Tensor)> {
+    if x.shape().rank() == 0 || x.dims()[0] != 2 * n || n == 0 {
+        bail!("split_batch: shape {} is not two halves of {n} examples", x.shape());
+    }
+    let m = x.numel() / (2 * n);
+    let flat = x.reshape(vec![1, 2 * n, m])?;
+    let mut dims = x.dims().to_vec();
+    dims[0] = n;
+    let a = layout::narrow_channels(&flat, 0, n)?.reshape(dims.clone())?;
+    let b = layout::narrow_channels(&flat, n, n)?.reshape(dims)?;
+    Ok((a, b))
+}
+
+/// Refuses a schedule under which the top-up noise would not exist: s_t² = (1−ᾱ_t)/ᾱ_t must be at least
+/// the largest observation noise variance `max_nu` (= σ0² / min s_i²; σ0² for inpainting and denoising) at
+/// every trained t ≥ `t_min`. Call before training starts.
+pub fn check_config(schedule: &VpSchedule, max_nu: f64, t_min: usize) -> Result<()> {
+    if !(max_nu.is_finite() && max_nu >= 0.0) {
+        bail!("gsure: the observation noise variance must be finite and non-negative, got ν = {max_nu}");
+    }
+    if t_min >= schedule.steps() {
+        bail!("gsure: t_min = {t_min} leaves no timestep of a {}-step schedule to train", schedule.steps());
+    }
+    if let Some(t) = (t_min..schedule.steps()).find(|&t| schedule.snr_inverse(t) < max_nu) {
+        let first_ok = (t..schedule.steps()).find(|&t| schedule.snr_inverse(t) >= max_nu);
+        bail!(
+            "gsure: configuration error: at t = {t} the diffusion noise s_t² = (1−ᾱ_t)/ᾱ_t = {:.4e} is below the \
+             observation noise variance ν = {max_nu:.4e} (β_start = {:.4e} < σ0² = {max_nu:.4e}), so the top-up \
+             noise √(s_t² − ν) does not exist. Fix: set --beta-start to at least σ0² (the GSURE paper sets \
+             β_start = σ0²){}",
+            schedule.snr_inverse(t),
+            schedule.betas[0],
+            match first_ok {
+                Some(ok) => format!(", or train only at t ≥ {ok}"),
+                None => String::new(),
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The scalar GSURE loss of one training step of a DDIM U-Net, for the trainer's `--loss gsure`:
+/// t_n uniform in [t_min, T), one top-up noising and probe per example drawn from `rng` (the step's
+/// generator), the network run in `compute` (f32 or bf16; its output is taken back to the batch's dtype),
+/// ε-prediction networks turned into x0 predictions x̂0 = (x̄_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, and the batch mean
+/// of the per-example losses. `dropout_seed` turns dropout on; since the dropout mask is hashed from the flat
+/// element index, the clean and perturbed passes then run as two N-example forwards with the same seed
+/// (identical masks) instead of one 2N forward. Call [`check_config`] once before training.
+#[allow(clippy::too_many_arguments)]
+pub fn gsure_step_loss(
+    net: &DdimUnet,
+    objective: &GsureObjective,
+    batch: &SpectralBatch,
+    schedule: &VpSchedule,
+    t_min: usize,
+    rng: &mut impl Rng,
+    dropout_seed: Option<u64>,
+    compute: DType,
+) -> Result<Tensor> {
+    let n = batch.ybar.dims().first().copied().unwrap_or(0);
+    if t_min >= schedule.steps() {
+        bail!("gsure: t_min = {t_min} leaves no timestep of a {}-step schedule to train", schedule.steps());
+    }
+    let t: Vec<usize> = (0..n).map(|_| rng.random_range(t_min..schedule.steps())).collect();
+    let mut obj = objective.clone();
+    if dropout_seed.is_some() && net.config.dropout > 0.0 {
+        obj.batched = false;
+    }
+    let out_dtype = batch.ybar.dtype();
+    let device = batch.ybar.device().clone();
+    let forward = |x: &Tensor, tt: &Tensor| -> Result<Tensor> {
+        let out = net.forward(&x.to_dtype(compute)?, tt, dropout_seed)?.to_dtype(out_dtype)?;
+        match net.config.prediction {
+            Prediction::X0 => Ok(out),
+            Prediction::Eps => {
+                // The timesteps of this call ([N] or [2N]) give ᾱ per example.
+                let ts = tt.to_vec_f64()?;
+                let ab: Vec<f64> = ts.iter().map(|&t| schedule.alpha_bar(t as usize)).collect();
+                let per = |f: &dyn Fn(f64) -> f64| {
+                    Tensor::from_f64(&ab.iter().map(|&a| f(a)).collect::<Vec<_>>(), [ab.len()], out_dtype, &device)
+                };
+                let x0 = ops::sub(x, &ops::mul_along(&out, &per(&|a| (1.0 - a).sqrt())?, 0)?)?;
+                ops::mul_along(&x0, &per(&|a| 1.0 / a.sqrt())?, 0)
+            }
+        }
+    };
+    obj.loss(&forward, batch, schedule, &t, rng)
+}

@@ -1,0 +1,105 @@
+//! Launchers for kernels/gsure.cu.
+use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu, GpuBuf};
+use crate::launch;
+use crate::ops::cuda_alloc;
+use anyhow::Result;
+
+const BLOCK: u32 = 256;
+/// Blocks that keep an H100 (132 SMs) busy.
+const TARGET_BLOCKS: usize = 132 * 4;
+
+/// Blocks per example for the forward: enough to fill the GPU when there are few examples (fastMRI: 32
+/// examples of 204,800 coordinates), but each thread still sums at least ~4 elements; 1 (one kernel, no
+/// partials) for short rows or many examples (128 × 1024).
+fn splits(rows: usize, m: usize) -> usize {
+    TARGET_BLOCKS.div_ceil(rows.max(1)).min(m.div_ceil(BLOCK as usize * 4)).clamp(1, 1024)
+}
+
+/// The element inputs in kernel order: d, de, r, obs, w2, nu (None: null), b.
+pub struct Args<'a> {
+    pub d: &'a CudaStorage,
+    pub de: &'a CudaStorage,
+    pub r: &'a CudaStorage,
+    pub obs: &'a CudaStorage,
+    pub w2: &'a CudaStorage,
+    pub nu: Option<&'a CudaStorage>,
+    pub b: &'a CudaStorage,
+}
+
+pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: &[f64], rows: usize, m: usize) -> Result<CudaStorage> {
+    let coef_dev: GpuBuf<f32> = gpu.upload(&coef.iter().map(|&c| c as f32).collect::<Vec<_>>())?;
+    let loss = cuda_alloc(gpu, x.d.dtype(), rows)?;
+    let sfx = x.d.dtype().name();
+    let s = splits(rows, m);
+    let partial: Option<GpuBuf<f32>> = if s > 1 { Some(gpu.alloc(rows * s)?) } else { None };
+    let partial_ptr = partial.as_ref().map_or(0, |b| b.ptr());
+    let inv_m = 1.0 / m as f32;
+    launch!(
+        gpu,
+        gpu.func(ptx::GSURE, &format!("gsure_loss_fwd_{sfx}"))?,
+        ((s as u32, rows.min(65535) as u32), BLOCK, 0),
+        x.d.ptr(),
+        x.de.ptr(),
+        x.r.ptr(),
+        x.obs.ptr(),
+        x.w2.ptr(),
+        x.nu.map_or(0, |n| n.ptr()),
+        x.b.ptr(),
+        coef_dev.ptr(),
+        partial_ptr,
+        loss.ptr(),
+        rows as i64,
+        m as i64,
+        inv_m
+    )?;
+    if s > 1 {
+        const WARPS: u32 = 8;
+        launch!(
+            gpu,
+            gpu.func(ptx::GSURE, &format!("gsure_loss_fwd_final_{sfx}"))?,
+            ((rows as u32).div_ceil(WARPS), 32 * WARPS, 0),
+            partial_ptr,
+            loss.ptr(),
+            rows as i64,
+            s as i32,
+            inv_m
+        )?;
+    }
+    Ok(loss)
+}
+
+/// Writes dd and dde in one pass; either may be skipped (de itself is never read: the loss is linear in it).
+pub fn gsure_bwd(
+    gpu: &Gpu,
+    x: &Args,
+    coef: &[f64],
+    g: &CudaStorage,
+    rows: usize,
+    m: usize,
+    want: (bool, bool),
+) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
+    let coef_dev: GpuBuf<f32> = gpu.upload(&coef.iter().map(|&c| c as f32).collect::<Vec<_>>())?;
+    let dd = if want.0 { Some(cuda_alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
+    let dde = if want.1 { Some(cuda_alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
+    let gy = rows.min(65535) as u32;
+    let gx = blocks_for(m, BLOCK, 1).min(((132 * 16) / gy).max(1));
+    launch!(
+        gpu,
+        gpu.func(ptx::GSURE, &format!("gsure_loss_bwd_{}", x.d.dtype().name()))?,
+        ((gx, gy), BLOCK, 0),
+        x.d.ptr(),
+        x.r.ptr(),
+        x.obs.ptr(),
+        x.w2.ptr(),
+        x.nu.map_or(0, |n| n.ptr()),
+        x.b.ptr(),
+        coef_dev.ptr(),
+        g.ptr(),
+        dd.as_ref().map_or(0, |b| b.ptr()),
+        dde.as_ref().map_or(0, |b| b.ptr()),
+        rows as i64,
+        m as i64,
+        1.0 / m as f32
+    )?;
+    Ok((dd, dde))
+}
