@@ -401,7 +401,7 @@ fn corrupted_dataset_files_are_validated() {
     use gsure::io::safetensors::{write, Entry};
     let src = gsure::data::phantoms(2, 8, 1);
     let d = make_dataset(&src, &pixel(0.5), 1, "phantoms").unwrap();
-    let meta = d.meta().unwrap();
+    let meta = d.meta().unwrap().to_json();
     let path = tmp("bad.safetensors");
     let put = |y: &[f32], mask: &[f32], meta: &serde_json::Value| {
         let dims = vec![2, 1, 8, 8];

@@ -12,14 +12,17 @@
 //!   resolved (so the file rebuilds its operator, hence π and W², without the command line), null where it
 //!   does not apply. ν = σ0² on O is derived from "sigma0" and not stored.
 //!
+//! The file format and its generic validation are [`crate::data::dataset::CorruptedDataset`]'s; this module
+//! adds what needs the operator (channels, the mask shared over channels, y zero off O, π > 0).
+//!
 //! Example i's mask and noise depend only on (seed, i) ([`super::example_rng`]).
 use super::{check_observable, example_rng, OpKind, OpSpec, Operator, OperatorBatch, SpectralBatch};
+use crate::data::dataset::{Array4, CorruptedDataset, CorruptedMeta};
 use crate::data::ImageSet;
-use crate::io::safetensors::{self as st, Entry};
 use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand_distr::{Distribution, StandardNormal};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 
 /// A corrupted dataset in host memory.
@@ -101,86 +104,74 @@ impl CorruptedData {
         let [_, cs, h, w] = self.dims;
         self.spec.build(op_chw(self.spec.kind, [cs, h, w]))
     }
-    /// The metadata JSON written to the file.
-    pub fn meta(&self) -> Result<Value> {
+    /// The metadata written to the file: [`CorruptedMeta`]'s fields plus, in `extra`, every other operator
+    /// parameter with its default resolved, and "count", "basis", "image_channels", "pi".
+    pub fn meta(&self) -> Result<CorruptedMeta> {
         let op = self.operator()?;
-        let mut m = self.spec.to_json();
-        let o = m.as_object_mut().expect("to_json gives an object");
-        o.insert("kind".into(), json!("corrupted"));
-        o.insert("seed".into(), json!(self.seed));
-        o.insert("source".into(), json!(self.source));
-        o.insert("count".into(), json!(self.dims[0]));
-        o.insert("basis".into(), json!(op.basis().name()));
-        o.insert("image_channels".into(), json!(self.clean.as_ref().map(|c| c.1[1])));
-        o.insert("pi".into(), op.pi_description());
-        Ok(m)
-    }
-    /// Writes the dataset to `path` atomically.
-    pub fn write(&self, path: &Path) -> Result<()> {
-        let mut entries = vec![
-            Entry { name: "y".into(), shape: self.dims.to_vec(), data: &self.y },
-            Entry { name: "mask".into(), shape: self.dims.to_vec(), data: &self.mask },
-        ];
-        if let Some((clean, dims)) = &self.clean {
-            entries.push(Entry { name: "clean".into(), shape: dims.to_vec(), data: clean });
+        let mut extra = serde_json::Map::new();
+        let spec = self.spec.to_json();
+        for key in ["patch", "box", "acs", "equispaced"] {
+            extra.insert(key.into(), spec[key].clone());
         }
-        st::write(path, &entries, &self.meta()?)
+        extra.insert("count".into(), json!(self.dims[0]));
+        extra.insert("basis".into(), json!(op.basis().name()));
+        extra.insert("image_channels".into(), json!(self.clean.as_ref().map(|c| c.1[1])));
+        extra.insert("pi".into(), op.pi_description());
+        Ok(CorruptedMeta {
+            operator: self.spec.kind.name().into(),
+            sigma0: self.spec.sigma0,
+            p: self.spec.p,
+            r: self.spec.r,
+            seed: self.seed,
+            source: self.source.clone(),
+            extra,
+        })
+    }
+    /// Writes the dataset to `path` atomically (through [`CorruptedDataset::write`], which validates it).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let y = Array4 { data: &self.y, dims: self.dims };
+        let mask = Array4 { data: &self.mask, dims: self.dims };
+        let clean = self.clean.as_ref().map(|(data, dims)| Array4 { data, dims: *dims });
+        CorruptedDataset::write(path, y, mask, clean, &self.meta()?)
     }
 
-    /// Reads and validates a corrupted dataset: metadata kind and operator parameters (rebuilding the
-    /// operator, refusing one with π = 0 somewhere), `y` and `mask` of one shape [N, C_s, H, W] with the
-    /// operator's channels, `mask` 0/1 and the same over channels, `y` finite and zero off the mask, and the
-    /// optional `clean` sharing N, H and W. Errors name the file, the field and the fix.
+    /// Reads and validates a corrupted dataset: what [`CorruptedDataset::open`] checks (metadata kind and
+    /// fields, `y` finite, `mask` 0/1 of shape [N, 1, H, W] or y's, `clean` sharing N, H, W, "count"), then
+    /// the operator: its parameters rebuild it (refusing one with π = 0 somewhere), `y` has its spectral
+    /// channels, the mask is shared over channels and `y` is zero off it. Errors name the file, the field
+    /// and the fix. A mask stored as [N, 1, H, W] is repeated over y's channels.
     pub fn open(path: &Path) -> Result<CorruptedData> {
         let p = path.display();
         const FIX: &str = "re-create the file with `gsure data make`";
-        let file = st::File::open(path)?;
-        let meta = file.meta();
-        match meta.get("kind").and_then(|k| k.as_str()) {
-            Some("corrupted") => {}
-            Some(k) => bail!("{p}: metadata field \"kind\" is \"{k}\" but a corrupted dataset was expected. Fix: pass a file written by `gsure data make`"),
-            None => bail!("{p}: metadata field \"kind\" is missing (no gsure metadata). Fix: {FIX}"),
-        }
-        let spec = OpSpec::from_json(&p.to_string(), meta)?;
-        let seed = meta.get("seed").and_then(|v| v.as_u64()).ok_or_else(|| {
-            anyhow::anyhow!("{p}: metadata field \"seed\" is missing or not a non-negative integer. Fix: {FIX}")
-        })?;
-        let source = meta.get("source").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let (yd, y) = file.f32("y")?;
-        let (md, mask) = file.f32("mask")?;
-        let dims: [usize; 4] = yd
-            .as_slice()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("{p}: tensor \"y\" has shape {yd:?}; expected [N, C, H, W]. Fix: {FIX}"))?;
-        if md != yd {
-            bail!("{p}: tensor \"mask\" has shape {md:?} but \"y\" has {yd:?}; they must match. Fix: {FIX}");
-        }
-        let data = CorruptedData { spec, seed, source, dims, y, mask, clean: None };
+        let ds = CorruptedDataset::open(path)?;
+        let spec = OpSpec::from_json(&p.to_string(), &ds.meta.to_json())?;
+        let dims = ds.y_dims();
+        let [n, cs, h, w] = dims;
+        let all: Vec<usize> = (0..n).collect();
+        let y = ds.gather_y(&all);
+        let stored = ds.gather_mask(&all);
+        let hw = h * w;
+        let mask: Vec<f32> = if ds.mask_dims()[1] == 1 && cs > 1 {
+            stored.chunks_exact(hw).flat_map(|m| std::iter::repeat_n(m, cs).flatten().copied()).collect()
+        } else {
+            stored
+        };
+        let clean = match ds.clean_dims() {
+            Some(cd) => Some((ds.clean_images()?.images, cd)),
+            None => None,
+        };
+        let data = CorruptedData { spec, seed: ds.meta.seed, source: ds.meta.source.clone(), dims, y, mask, clean };
         let op = data.operator().map_err(|e| anyhow::anyhow!("{p}: {e:#}"))?;
         check_observable(op.as_ref()).map_err(|e| anyhow::anyhow!("{p}: {e:#}"))?;
-        if op.spectral_channels() != dims[1] {
+        if op.spectral_channels() != cs {
             bail!(
-                "{p}: tensor \"y\" has {} channels but the {} operator's spectral coordinates have {}. Fix: {FIX}",
-                dims[1],
+                "{p}: tensor \"y\" has {cs} channels but the {} operator's spectral coordinates have {}. Fix: {FIX}",
                 op.name(),
                 op.spectral_channels()
             );
         }
-        if let Some(c) = data.meta_count(meta) {
-            if c != dims[0] {
-                bail!("{p}: metadata field \"count\" is {c} but \"y\" holds {} observations. Fix: {FIX}", dims[0]);
-            }
-        }
-        let [n, cs, h, w] = dims;
-        let hw = h * w;
         for i in 0..n * cs * hw {
             let (m, v) = (data.mask[i], data.y[i]);
-            if m != 0.0 && m != 1.0 {
-                bail!("{p}: tensor \"mask\" holds {m} at flat index {i}; it must be 0 or 1. Fix: {FIX}");
-            }
-            if !v.is_finite() {
-                bail!("{p}: tensor \"y\" holds {v} at flat index {i}; observations must be finite. Fix: {FIX}");
-            }
             if m == 0.0 && v != 0.0 {
                 bail!("{p}: tensor \"y\" is {v} at flat index {i}, off the observed set; y must be zero where mask is 0. Fix: {FIX}");
             }
@@ -189,22 +180,7 @@ impl CorruptedData {
                 bail!("{p}: tensor \"mask\" differs between channels at flat index {i}; the observed set is shared by all channels. Fix: {FIX}");
             }
         }
-        let clean = if file.contains("clean") {
-            let (cd, c) = file.f32("clean")?;
-            let cd: [usize; 4] = cd.as_slice().try_into().map_err(|_| {
-                anyhow::anyhow!("{p}: tensor \"clean\" has shape {cd:?}; expected [N, C, H, W]. Fix: {FIX}")
-            })?;
-            if cd[0] != n || cd[2] != h || cd[3] != w {
-                bail!("{p}: tensor \"clean\" has shape {cd:?} and \"y\" has {dims:?}; they must share N, H and W. Fix: {FIX}");
-            }
-            Some((c, cd))
-        } else {
-            None
-        };
-        Ok(CorruptedData { clean, ..data })
-    }
-    fn meta_count(&self, meta: &Value) -> Option<usize> {
-        meta.get("count").and_then(|v| v.as_u64()).map(|c| c as usize)
+        Ok(data)
     }
 
     /// The operators of examples `indices`, with the masks stored in the file.
