@@ -205,3 +205,40 @@ impl CorruptedData {
         batch.spectral_from_host(Some(&ybar), device, dtype)
     }
 }
+
+impl CorruptedData {
+    /// A picture of the first `k` examples for a person: pairs (clean image, zero-filled reconstruction
+    /// H† y), [2k, C, H, W] with C = 1 or 3 (MRI and other channel counts: the real part / first channel).
+    /// Values in [-1, 1] (the reconstruction is clamped).
+    pub fn preview(&self, k: usize) -> Result<(Vec<f32>, [usize; 4])> {
+        let k = k.min(self.len());
+        let idx: Vec<usize> = (0..k).collect();
+        let batch = self.batch(&idx)?;
+        let [_, cs, h, w] = self.dims;
+        let per = cs * h * w;
+        let y: Vec<f64> = self.y[..k * per].iter().map(|&v| v as f64).collect();
+        let y = Tensor::from_f64(&y, [k, cs, h, w], DType::F64, &Device::Cpu)?;
+        let recon = crate::no_grad(|| batch.pinv(&y))?.to_vec_f64()?;
+        let rc = batch.image_chw[0];
+        let c = if rc == 1 || rc == 3 { rc } else { 1 };
+        let hw = h * w;
+        let mut out = Vec::with_capacity(2 * k * c * hw);
+        for i in 0..k {
+            match &self.clean {
+                Some((clean, cd)) => {
+                    let cc = cd[1];
+                    for ch in 0..c {
+                        let src = (i * cc + ch.min(cc - 1)) * hw;
+                        out.extend_from_slice(&clean[src..src + hw]);
+                    }
+                }
+                None => out.extend(std::iter::repeat_n(-1.0f32, c * hw)),
+            }
+            for ch in 0..c {
+                let src = (i * rc + ch) * hw;
+                out.extend(recon[src..src + hw].iter().map(|&v| (v as f32).clamp(-1.0, 1.0)));
+            }
+        }
+        Ok((out, [2 * k, c, h, w]))
+    }
+}
