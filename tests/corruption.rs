@@ -441,3 +441,22 @@ fn corrupted_dataset_files_are_validated() {
     let e = err_of(make_dataset(&src, &boxed(6), 1, "phantoms"));
     assert!(e.contains("never observed") && e.contains("--box"), "{e}");
 }
+
+#[test]
+fn a_mask_stored_once_per_example_is_shared_over_channels() {
+    use gsure::data::dataset::{Array4, CorruptedDataset};
+    let src = gsure::data::phantoms(3, 8, 1);
+    let d = make_dataset(&src, &OpSpec { sigma0: 0.1, ..mri(2.0, 2, false) }, 4, "phantoms").unwrap();
+    let hw = 64;
+    let single: Vec<f32> = d.mask.chunks_exact(2 * hw).flat_map(|m| m[..hw].to_vec()).collect();
+    let path = tmp("mask1.safetensors");
+    let y = Array4 { data: &d.y, dims: d.dims };
+    let mask = Array4 { data: &single, dims: [3, 1, 8, 8] };
+    CorruptedDataset::write(&path, y, mask, None, &d.meta().unwrap()).unwrap();
+    let back = CorruptedData::open(&path).unwrap();
+    assert_eq!(back.mask, d.mask);
+    assert!(back.clean.is_none());
+    let sb = back.spectral(&[2, 0], &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(sb.observed.dims(), [2, 2, 8, 8]);
+    assert!(err_of(back.spectral(&[3], &Device::Cpu, DType::F32)).contains("out of range"));
+}
