@@ -255,12 +255,12 @@ fn mri_masks_have_the_centre_lines_and_reach_r() {
         }
         // W² = 1 on the centre lines and #outer / #sampled outer elsewhere.
         let pi = op.pi();
-        for c in 0..w {
+        for (c, &pc) in pi.iter().enumerate().take(w) {
             let want = if centre.contains(&c) { 1.0 } else { (w - acs) as f64 / mri.sampled_outer() as f64 };
             assert!(
-                (1.0 / pi[c] - want).abs() < 1e-12,
+                (1.0 / pc - want).abs() < 1e-12,
                 "W={w} R={r} acs={acs}: W^2 of column {c} is {} not {want}",
-                1.0 / pi[c]
+                1.0 / pc
             );
         }
     }
