@@ -460,3 +460,28 @@ fn a_mask_stored_once_per_example_is_shared_over_channels() {
     assert_eq!(sb.observed.dims(), [2, 2, 8, 8]);
     assert!(err_of(back.spectral(&[3], &Device::Cpu, DType::F32)).contains("out of range"));
 }
+
+#[test]
+fn operators_on_cuda_match_the_cpu() {
+    let Some(gpu) = gsure::testing::gpu_or_skip("operators_on_cuda_match_the_cpu") else { return };
+    let mut r = rng(6);
+    for (s, chw, n) in [
+        (pixel(0.3), [3, 7, 9], 2),
+        (boxed(3), [1, 8, 8], 2),
+        (mri(2.5, 2, false), [2, 8, 10], 3),
+        (mri(4.0, 26, true), [2, 320, 320], 1),
+    ] {
+        let (_, b) = batch_of(&OpSpec { sigma0: 0.1, ..s }, chw, n, 21);
+        let x = randn(&b.image_dims(), &mut r).to_dtype(DType::F32).unwrap();
+        let y = randn(&b.spectral_dims(), &mut r).to_dtype(DType::F32).unwrap();
+        let (xg, yg) = (x.to_device(&gpu).unwrap(), y.to_device(&gpu).unwrap());
+        let back = |t: Tensor| t.to_device(&Device::Cpu).unwrap();
+        assert!(max_diff(&back(b.forward(&xg).unwrap()), &b.forward(&x).unwrap()) < 1e-4, "{:?} forward", s.kind);
+        assert!(max_diff(&back(b.adjoint(&yg).unwrap()), &b.adjoint(&y).unwrap()) < 1e-4, "{:?} adjoint", s.kind);
+        let (sg, sc) = (b.spectral(&yg, &gpu, DType::F32).unwrap(), b.spectral(&y, &Device::Cpu, DType::F32).unwrap());
+        assert!(sg.ybar.device().is_cuda() && sg.w2.device().is_cuda());
+        for (g, c) in [(sg.ybar, sc.ybar), (sg.observed, sc.observed), (sg.nu, sc.nu), (sg.w2, sc.w2)] {
+            assert!(max_diff(&back(g), &c) < 1e-5, "{:?} spectral view", s.kind);
+        }
+    }
+}
