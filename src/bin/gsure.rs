@@ -314,9 +314,20 @@ struct TrainArgs {
     /// A safetensors dataset with a `clean` tensor [N, C, H, W] in [-1, 1] (default: built-in phantoms).
     #[arg(long)]
     data: Option<std::path::PathBuf>,
-    /// Training objective.
+    /// Training objective: supervised (the oracle, on clean images) or gsure (on corrupted observations:
+    /// --data FILE from `gsure data make`, or the built-in phantoms with 4×4 patches dropped at p = 0.4).
     #[arg(long, value_enum, default_value = "supervised")]
     loss: gsure::train::LossKind,
+    /// GSURE loss mode: ybar (default, unbiased, lowest variance), xt (the paper's equation), reference
+    /// (the official code's, biased; for comparison).
+    #[arg(long, value_enum, default_value = "ybar")]
+    gsure_mode: gsure::objectives::gsure::GsureMode,
+    /// Smallest timestep GSURE trains.
+    #[arg(long, default_value_t = 0)]
+    t_min: usize,
+    /// β_start of the linear VP schedule (default 1e-4, or σ0² of a corrupted dataset when larger).
+    #[arg(long)]
+    beta_start: Option<f64>,
     /// cpu or cuda (default: cuda when usable, else cpu).
     #[arg(long)]
     device: Option<String>,
@@ -388,9 +399,14 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     opts.bf16 = a.bf16;
     opts.loss = a.loss;
-    let data = match &a.data {
-        Some(path) => gsure::data::load_clean(path)?,
-        None => gsure::data::phantoms(opts.phantoms, model.resolution(), 1234),
+    opts.gsure_mode = a.gsure_mode;
+    opts.t_min = a.t_min;
+    let data = gsure::train::trainer::load_train_data(a.data.as_deref(), &opts, &model)?;
+    opts.beta_start = match (a.beta_start, &data) {
+        (Some(b), _) => b,
+        // The GSURE paper's choice, β_start = σ0², which the top-up noising needs at every t.
+        (None, gsure::train::trainer::TrainData::Corrupted(d)) => (d.spec.sigma0 * d.spec.sigma0).max(opts.beta_start),
+        (None, _) => opts.beta_start,
     };
     let mut trainer = gsure::train::Trainer::new(opts, data, &a.out, &device, a.resume, a.force)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -4,12 +4,14 @@
 //! uninterrupted one would have done.
 use super::checkpoint;
 use super::optim::{clip_grad_norm, AdamConfig, AdamW, Ema};
+use crate::corruption::make::CorruptedData;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{ddim_sample, DdimOptions};
 use crate::diffusion::{edm_heun_sample, EdmOptions};
 use crate::nn::{Model, ModelConfig, Prediction};
+use crate::objectives::gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective};
 use crate::{backward, no_grad, ops, DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
@@ -20,12 +22,114 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// The training objective (`--loss`). Only the supervised oracle exists so far; the corrupted-data
-/// objectives (gsure, ambient, tweedie) plug in here.
+/// The training objective (`--loss`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LossKind {
+    /// Plain denoising on clean images (the oracle baseline; with a corrupted dataset it uses the file's
+    /// clean images, which only the oracle may see).
     Supervised,
+    /// GSURE on the corrupted observations (DDIM U-Net, VP schedule).
+    Gsure,
+}
+
+/// What a run trains on: clean images, or a corrupted dataset (observations, masks and, for evaluation
+/// and the oracle only, the clean images).
+pub enum TrainData {
+    Clean(ImageSet),
+    Corrupted(CorruptedData),
+}
+
+impl From<ImageSet> for TrainData {
+    fn from(d: ImageSet) -> Self {
+        TrainData::Clean(d)
+    }
+}
+
+impl TrainData {
+    pub fn len(&self) -> usize {
+        match self {
+            TrainData::Clean(d) => d.len(),
+            TrainData::Corrupted(d) => d.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// [N, C, H, W] of what the network sees (spectral channels for corrupted data).
+    pub fn dims(&self) -> [usize; 4] {
+        match self {
+            TrainData::Clean(d) => d.dims,
+            TrainData::Corrupted(d) => d.dims,
+        }
+    }
+    /// The clean images of `indices`, for the supervised objective.
+    fn clean(&self, indices: &[usize]) -> Result<Vec<f32>> {
+        match self {
+            TrainData::Clean(d) => Ok(d.gather(indices)),
+            TrainData::Corrupted(d) => {
+                let Some((values, dims)) = &d.clean else {
+                    bail!("--loss supervised needs clean images, and this corrupted dataset has none");
+                };
+                if dims[1..] != d.dims[1..] {
+                    bail!("--loss supervised: the clean images {dims:?} do not match the observations {:?}", d.dims);
+                }
+                let m = dims[1] * dims[2] * dims[3];
+                Ok(indices.iter().flat_map(|&i| values[i * m..(i + 1) * m].iter().copied()).collect())
+            }
+        }
+    }
+}
+
+/// The data a run trains on: the dataset at `path` (clean or corrupted, by its metadata), or else the
+/// built-in phantoms at the model's resolution, corrupted for a corrupted-data loss by the GSURE paper's
+/// operator (4×4 patches dropped with p = 0.4, σ0 = 0.02).
+pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &ModelConfig) -> Result<TrainData> {
+    let wants_corrupted = options.loss != LossKind::Supervised;
+    match path {
+        Some(p) => {
+            let kind = crate::data::dataset::kind_of(p)?;
+            if kind.as_deref() == Some("corrupted") {
+                Ok(TrainData::Corrupted(CorruptedData::open(p)?))
+            } else if wants_corrupted {
+                bail!(
+                    "{}: --loss {:?} trains on corrupted observations, and this is a clean dataset; make one with \
+                     `gsure data make --source {} --op ... --out FILE`",
+                    p.display(),
+                    options.loss,
+                    p.display()
+                )
+            } else {
+                Ok(TrainData::Clean(crate::data::load_clean(p)?))
+            }
+        }
+        None => {
+            let clean = crate::data::phantoms(options.phantoms, model.resolution(), 1234);
+            if !wants_corrupted {
+                return Ok(TrainData::Clean(clean));
+            }
+            let spec = crate::corruption::OpSpec {
+                sigma0: 0.02,
+                p: Some(0.4),
+                patch: Some(4),
+                ..crate::corruption::OpSpec::new(crate::corruption::OpKind::Patch)
+            };
+            let name = format!("phantoms(n={}, size={}, seed=1234)", options.phantoms, model.resolution());
+            Ok(TrainData::Corrupted(crate::corruption::make::make_dataset(&clean, &spec, options.seed, &name)?))
+        }
+    }
+}
+
+/// Batches of indices only: the training thread reads what it needs for them.
+struct IndexSource(usize);
+
+impl crate::data::loader::Source for IndexSource {
+    fn len(&self) -> usize {
+        self.0
+    }
+    fn gather(&self, _: &[usize]) -> Vec<crate::data::loader::HostTensor> {
+        Vec::new()
+    }
 }
 
 /// Everything that defines a run; stored in every checkpoint.
@@ -44,6 +148,12 @@ pub struct TrainOptions {
     pub log_every: u64,
     pub bf16: bool,
     pub loss: LossKind,
+    /// GSURE's loss mode (`ybar`, `xt`, `reference`).
+    #[serde(default)]
+    pub gsure_mode: GsureMode,
+    /// Smallest timestep GSURE trains (0: all).
+    #[serde(default)]
+    pub t_min: usize,
     pub beta_start: f64,
     /// Number of built-in phantoms when no data file is given.
     pub phantoms: usize,
@@ -75,6 +185,8 @@ impl TrainOptions {
             log_every: if tiny { 20 } else { 100 },
             bf16: false,
             loss: LossKind::Supervised,
+            gsure_mode: GsureMode::default(),
+            t_min: 0,
             beta_start: 1e-4,
             phantoms: 512,
         }
@@ -118,7 +230,8 @@ pub struct Trainer {
     pub ema: Ema,
     pub schedule: VpSchedule,
     pub step: u64,
-    pub data: Arc<ImageSet>,
+    pub data: Arc<TrainData>,
+    gsure: Option<GsureObjective>,
     /// Batches in a per-epoch shuffled order that depends only on (seed, epoch), prepared on a background
     /// thread; a resumed run starts at the epoch and batch where the step count puts it.
     loader: Loader,
@@ -134,7 +247,7 @@ impl Trainer {
     /// there when `resume` (its stored options win; `steps` may be raised).
     pub fn new(
         mut options: TrainOptions,
-        data: ImageSet,
+        data: impl Into<TrainData>,
         out: &Path,
         device: &Device,
         resume: bool,
@@ -168,8 +281,9 @@ impl Trainer {
         }
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
+        let data: TrainData = data.into();
         let model_config = ModelConfig::by_name(&options.config)?;
-        let [_, c, h, w] = data.dims;
+        let [_, c, h, w] = data.dims();
         let r = model_config.resolution();
         if c != model_config.image_channels() || h != r || w != r {
             bail!(
@@ -195,10 +309,28 @@ impl Trainer {
         if options.batch > data.len() {
             bail!("--batch {} is larger than the dataset ({} images); lower --batch", options.batch, data.len());
         }
-        let data = Arc::new(data);
+        let compute = if options.bf16 { DType::BF16 } else { DType::F32 };
+        let gsure = match (&data, options.loss, &model) {
+            (_, LossKind::Supervised, _) => None,
+            (TrainData::Corrupted(d), LossKind::Gsure, Model::Ddim(_)) => {
+                check_config(&schedule, d.spec.sigma0 * d.spec.sigma0, options.t_min)?;
+                Some(GsureObjective::for_dtype(options.gsure_mode, compute))
+            }
+            (TrainData::Clean(_), LossKind::Gsure, _) => {
+                bail!("--loss gsure trains on corrupted observations: pass --data FILE made by `gsure data make`")
+            }
+            (_, LossKind::Gsure, Model::Edm(_)) => bail!(
+                "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, gsure-celeba32 or gsure-mri320"
+            ),
+        };
         let per_epoch = (data.len() / options.batch) as u64;
+        let source: Arc<dyn crate::data::loader::Source> = match &data {
+            TrainData::Clean(d) => Arc::new(d.clone()),
+            TrainData::Corrupted(d) => Arc::new(IndexSource(d.len())),
+        };
+        let data = Arc::new(data);
         let loader = Loader::new(
-            data.clone(),
+            source,
             LoaderOptions {
                 drop_last: true, // every batch has the same shape, so the allocator reuses every block
                 start_epoch: step / per_epoch,
@@ -217,6 +349,7 @@ impl Trainer {
             schedule,
             step,
             data,
+            gsure,
             loader,
             run,
         })
@@ -234,13 +367,19 @@ impl Trainer {
     pub fn train_step(&mut self) -> Result<(f64, f64)> {
         let o = &self.options;
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
-        let [_, c, h, w] = self.data.dims;
+        let [_, c, h, w] = self.data.dims();
         let b = o.batch;
         let batch = self.loader.next().context("the data loader stopped")?;
-        let x0 = Tensor::from_f32(&batch.tensors[0].data, [b, c, h, w], &self.device)?;
-        let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
         let dropout_seed = Some(mix(o.seed, self.step) ^ 1);
+        if let (Some(objective), TrainData::Corrupted(d), Model::Ddim(net)) = (&self.gsure, &*self.data, &self.model) {
+            let spectral = d.spectral(&batch.indices, &self.device, DType::F32)?;
+            let loss =
+                gsure_step_loss(net, objective, &spectral, &self.schedule, o.t_min, &mut rng, dropout_seed, compute)?;
+            return self.finish_step(loss);
+        }
+        let x0 = Tensor::from_f32(&self.data.clean(&batch.indices)?, [b, c, h, w], &self.device)?;
+        let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
         let loss = match &self.model {
             // VP: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, plain MSE against x0 or ε.
             Model::Ddim(net) => {
@@ -279,6 +418,12 @@ impl Trainer {
                 ops::sum_all(&ops::mul(&sq, &weights)?)?
             }
         };
+        self.finish_step(loss)
+    }
+
+    /// Checks the loss, back-propagates, clips, updates the weights and their average; (loss, grad norm).
+    fn finish_step(&mut self, loss: Tensor) -> Result<(f64, f64)> {
+        let o = &self.options;
         let loss_value = loss.item()?;
         if !loss_value.is_finite() {
             bail!(
@@ -356,7 +501,9 @@ impl Trainer {
     pub fn write_samples(&self) -> Result<PathBuf> {
         let n = 16;
         let imgs = self.sample_ema(n, self.options.seed ^ 0xabcd)?;
-        let [_, c, h, w] = self.data.dims;
+        let r = self.model_config.resolution();
+        let c = self.model_config.image_channels();
+        let (h, w) = (r, r);
         let path = self.run.samples(self.step);
         crate::io::image::grid_png(&path, &imgs, [n, c, h, w], -1.0, 1.0)?;
         Ok(path)
