@@ -314,8 +314,9 @@ struct TrainArgs {
     /// A safetensors dataset with a `clean` tensor [N, C, H, W] in [-1, 1] (default: built-in phantoms).
     #[arg(long)]
     data: Option<std::path::PathBuf>,
-    /// Training objective: supervised (the oracle, on clean images) or gsure (on corrupted observations:
-    /// --data FILE from `gsure data make`, or the built-in phantoms with 4×4 patches dropped at p = 0.4).
+    /// Training objective: supervised (the oracle, on clean images), gsure (on corrupted observations:
+    /// --data FILE from `gsure data make`, or the built-in phantoms with 4×4 patches dropped at p = 0.4) or
+    /// naive (the baseline that treats the zero-filled observations as clean images).
     #[arg(long, value_enum, default_value = "supervised")]
     loss: gsure::train::LossKind,
     /// GSURE loss mode: ybar (default, unbiased, lowest variance), xt (the paper's equation), reference

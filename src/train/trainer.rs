@@ -31,6 +31,8 @@ pub enum LossKind {
     Supervised,
     /// GSURE on the corrupted observations (DDIM U-Net, VP schedule).
     Gsure,
+    /// The naive baseline: plain denoising on the zero-filled observations as if they were clean images.
+    Naive,
 }
 
 /// What a run trains on: clean images, or a corrupted dataset (observations, masks and, for evaluation
@@ -61,6 +63,17 @@ impl TrainData {
         match self {
             TrainData::Clean(d) => d.dims,
             TrainData::Corrupted(d) => d.dims,
+        }
+    }
+    /// The zero-filled observations of `indices` (pixel basis), for the naive baseline.
+    fn observed(&self, indices: &[usize]) -> Result<Vec<f32>> {
+        match self {
+            TrainData::Corrupted(d) if d.spec.kind != crate::corruption::OpKind::Mri => {
+                let m = d.dims[1] * d.dims[2] * d.dims[3];
+                Ok(indices.iter().flat_map(|&i| d.y[i * m..(i + 1) * m].iter().copied()).collect())
+            }
+            TrainData::Corrupted(_) => bail!("--loss naive is defined for pixel-basis operators, not MRI k-space"),
+            TrainData::Clean(_) => bail!("--loss naive trains on corrupted observations: pass --data FILE"),
         }
     }
     /// The clean images of `indices`, for the supervised objective.
@@ -311,7 +324,7 @@ impl Trainer {
         }
         let compute = if options.bf16 { DType::BF16 } else { DType::F32 };
         let gsure = match (&data, options.loss, &model) {
-            (_, LossKind::Supervised, _) => None,
+            (_, LossKind::Supervised | LossKind::Naive, _) => None,
             (TrainData::Corrupted(d), LossKind::Gsure, Model::Ddim(_)) => {
                 check_config(&schedule, d.spec.sigma0 * d.spec.sigma0, options.t_min)?;
                 Some(GsureObjective::for_dtype(options.gsure_mode, compute))
@@ -378,7 +391,11 @@ impl Trainer {
                 gsure_step_loss(net, objective, &spectral, &self.schedule, o.t_min, &mut rng, dropout_seed, compute)?;
             return self.finish_step(loss);
         }
-        let x0 = Tensor::from_f32(&self.data.clean(&batch.indices)?, [b, c, h, w], &self.device)?;
+        let images = match o.loss {
+            LossKind::Naive => self.data.observed(&batch.indices)?,
+            _ => self.data.clean(&batch.indices)?,
+        };
+        let x0 = Tensor::from_f32(&images, [b, c, h, w], &self.device)?;
         let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
         let loss = match &self.model {
             // VP: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, plain MSE against x0 or ε.
