@@ -11,6 +11,7 @@ pub mod data;
 pub mod diffusion;
 pub mod io;
 pub mod nn;
+pub mod objectives;
 pub mod ops;
 pub mod tensor;
 pub mod testing;

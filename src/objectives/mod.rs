@@ -1,0 +1,2 @@
+pub mod ambient;
+pub mod tweedie;
