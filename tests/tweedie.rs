@@ -2,6 +2,7 @@
 //! a constant free of the network (linear-Gaussian model, Monte Carlo with 5-standard-error bounds), the
 //! pseudo-target identity, the consistency estimator's unbiasedness and its gradient path, the truncated
 //! σ sampler, and the samplers' determinism.
+#![allow(clippy::needless_range_loop)] // numeric tests index several parallel arrays
 use gsure::diffusion::schedule::Edm;
 use gsure::diffusion::EdmOptions;
 use gsure::nn::{DdpmppConfig, DdpmppUnet, EdmDenoiser};

@@ -346,7 +346,7 @@ pub fn tweedie_loss_with(
     let x_n = x_n.detach();
     let sigma_t: Vec<f64> = match opts.fixed_sigma {
         Some(s) => {
-            if let Some(bad) = sigma_n.iter().find(|&&sn| !(s > sn)) {
+            if let Some(bad) = sigma_n.iter().find(|&&sn| s.is_nan() || s <= sn) {
                 bail!("tweedie_loss: fixed σ_t = {s} must exceed σ_n = {bad}");
             }
             vec![s; n]
