@@ -359,3 +359,52 @@ fn sampler_keeps_one_mask_per_sample_and_is_seeded() {
     assert!(a.0.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)));
     assert_eq!(a.1.len(), 2 * 64);
 }
+
+/// The same loss on the CPU and on the GPU (f32): the objective is built from ops that each have a parity
+/// test, so this checks the glue (masks, dtypes, host round trips). Skips without a GPU.
+#[test]
+fn cpu_and_gpu_agree_in_f32() {
+    let Some(gpu) = gsure::testing::gpu_or_skip("ambient cpu_and_gpu_agree_in_f32") else { return };
+    let build = |device: &Device| {
+        let cfg = DdpmppConfig {
+            in_channels: 2,
+            out_channels: 2,
+            extra_in_channels: 2,
+            resolution: 8,
+            model_channels: 16,
+            attn_resolutions: vec![],
+            ..DdpmppConfig::tiny()
+        };
+        let mut ps = ParamStore::new();
+        let net = DdpmppUnet::new(&cfg, &mut ps, 0, device, DType::F32).unwrap();
+        let mut r = rng(77);
+        for (_, p) in ps.iter() {
+            let v = ops::scale(&randn(p.dims(), &mut r), 0.2).unwrap().to_dtype(DType::F32).unwrap();
+            p.assign(&v.to_device(device).unwrap()).unwrap();
+        }
+        EdmDenoiser::new(net, Edm::default())
+    };
+    let y = randn(&[3, 2, 8, 8], &mut rng(1)).to_dtype(DType::F32).unwrap();
+    let a = mask(&[3, 1, 8, 8], 0.6, &mut rng(2)).to_dtype(DType::F32).unwrap();
+    let run = |device: &Device| {
+        let den = build(device);
+        let (y, a) = (y.to_device(device).unwrap(), a.to_device(device).unwrap());
+        let l = ambient_loss(&den, &y, &a, &[0, 1, 2], &AmbientOptions::default(), &mut rng(3), None).unwrap();
+        let (x, _) = ambient_sample(
+            &den,
+            &AmbientSampleOptions { p: 0.3, ..Default::default() },
+            2,
+            DType::F32,
+            device,
+            &mut rng(4),
+        )
+        .unwrap();
+        (l.item().unwrap(), x.to_vec_f64().unwrap())
+    };
+    let (lc, xc) = run(&Device::Cpu);
+    let (lg, xg) = run(&gpu);
+    println!("ambient loss: CPU {lc}, GPU {lg}");
+    assert!((lc - lg).abs() < 1e-3 * lc.abs());
+    let err = xc.iter().zip(&xg).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(err < 1e-2, "samples differ by {err}");
+}

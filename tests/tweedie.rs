@@ -410,3 +410,36 @@ fn bad_input_is_refused_with_clear_errors() {
     let bad = TweedieOptions { margin: -0.5, ..o };
     assert!(e(tweedie_loss(&den, &x_n, &[0.1, 0.1], &bad, &mut rng(0), None)).contains("margin"));
 }
+
+/// The same loss (with consistency) on the CPU and on the GPU in f32. Skips without a GPU.
+#[test]
+fn cpu_and_gpu_agree_in_f32() {
+    let Some(gpu) = gsure::testing::gpu_or_skip("tweedie cpu_and_gpu_agree_in_f32") else { return };
+    let x_n = randn(&[3, 1, 8, 8], &mut rng(1)).to_dtype(DType::F32).unwrap();
+    let opts = TweedieOptions { consistency: Some(ConsistencyOptions::default()), ..Default::default() };
+    let run = |device: &Device| {
+        let cfg = DdpmppConfig { resolution: 8, model_channels: 16, attn_resolutions: vec![], ..DdpmppConfig::tiny() };
+        let mut ps = ParamStore::new();
+        let net = DdpmppUnet::new(&cfg, &mut ps, 0, device, DType::F32).unwrap();
+        let mut r = rng(77);
+        for (_, p) in ps.iter() {
+            let v = ops::scale(&randn(p.dims(), &mut r), 0.2).unwrap().to_dtype(DType::F32).unwrap();
+            p.assign(&v.to_device(device).unwrap()).unwrap();
+        }
+        let den = EdmDenoiser::new(net, Edm::default());
+        let parts =
+            tweedie_loss_parts(&den, &x_n.to_device(device).unwrap(), &[0.1, 0.2, 0.05], &opts, &mut rng(2), None)
+                .unwrap();
+        let lc = parts.consistency.unwrap().0.to_vec_f64().unwrap();
+        (parts.tweedie.to_vec_f64().unwrap(), lc)
+    };
+    let (tc, cc) = run(&Device::Cpu);
+    let (tg, cg) = run(&gpu);
+    println!("tweedie per example: CPU {tc:?}, GPU {tg:?}; consistency CPU {cc:?}, GPU {cg:?}");
+    for (a, b) in tc.iter().zip(&tg) {
+        assert!((a - b).abs() < 1e-3 * a.abs());
+    }
+    for (a, b) in cc.iter().zip(&cg) {
+        assert!((a - b).abs() < 1e-2 * a.abs().max(1e-4));
+    }
+}
