@@ -1,6 +1,9 @@
-//! Training objectives for corrupted data (METHODS.md §4). Each turns a batch of observations (a
-//! [`crate::corruption::SpectralBatch`]) and a network into a scalar loss; the trainer owns the rest of the
-//! step (optimiser, EMA, logging).
+//! Training objectives for corrupted data (METHODS.md §4): GSURE (observations in spectral coordinates,
+//! DDIM U-Net), Ambient Diffusion (masked images, further corruption, EDM) and Ambient-Tweedie (noisy
+//! images, double Tweedie plus consistency, EDM). Each turns a batch and a network into a loss; the
+//! trainer owns the rest of the step (optimiser, EMA, logging).
+pub mod ambient;
 pub mod gsure;
+pub mod tweedie;
 
 pub use gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective, Noised, ProbeKind};
