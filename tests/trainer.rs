@@ -153,3 +153,37 @@ fn gsure_refuses_clean_data_edm_models_and_a_too_small_beta_start() {
         Trainer::new(edm.clone(), corrupted(&edm), &dir("g3"), &Device::Cpu, false, false).err().unwrap().to_string();
     assert!(err.contains("DDIM"), "{err}");
 }
+
+#[test]
+fn ambient_and_tweedie_train_resume_and_sample() {
+    use gsure::train::LossKind;
+    for (loss, config, consistency) in [(LossKind::Ambient, "tiny-ambient", 0.0), (LossKind::Tweedie, "tiny-edm", 0.01)]
+    {
+        let opts = |steps| TrainOptions { loss, config: config.into(), consistency, ..options(steps) };
+        let (a, b) = (dir(&format!("{loss:?}-a")), dir(&format!("{loss:?}-b")));
+        let run = |o: TrainOptions, out: &std::path::Path, resume: bool| {
+            let data = corrupted(&o);
+            let mut t = Trainer::new(o, data, out, &Device::Cpu, resume, false).unwrap();
+            t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap();
+        };
+        run(opts(3), &a, false);
+        run(opts(1), &b, false);
+        run(opts(3), &b, true);
+        assert_eq!(losses(&a), losses(&b), "{loss:?}: resumed losses differ");
+        let (_, values) = gsure::train::trainer::sample_run(&a, 2, 0, &Device::Cpu).unwrap();
+        assert!(values.iter().all(|v| v.is_finite()), "{loss:?}: samples");
+    }
+}
+
+#[test]
+fn ambient_and_tweedie_refuse_mismatched_models_and_data() {
+    use gsure::train::LossKind;
+    let amb = TrainOptions { loss: LossKind::Ambient, config: "tiny-edm".into(), ..options(1) };
+    let err =
+        Trainer::new(amb.clone(), corrupted(&amb), &dir("a1"), &Device::Cpu, false, false).err().unwrap().to_string();
+    assert!(err.contains("mask") && err.contains("tiny-ambient"), "{err}");
+    let tw = TrainOptions { loss: LossKind::Tweedie, config: "tiny-edm".into(), ..options(1) };
+    let wrong = corrupted(&TrainOptions { config: "tiny-ambient".into(), ..amb });
+    let err = Trainer::new(tw, wrong, &dir("t1"), &Device::Cpu, false, false).err().unwrap().to_string();
+    assert!(err.contains("noise"), "{err}");
+}

@@ -316,7 +316,8 @@ struct TrainArgs {
     data: Option<std::path::PathBuf>,
     /// Training objective: supervised (the oracle, on clean images), gsure (on corrupted observations:
     /// --data FILE from `gsure data make`, or the built-in phantoms with 4×4 patches dropped at p = 0.4) or
-    /// naive (the baseline that treats the zero-filled observations as clean images).
+    /// naive (the baseline that treats the zero-filled observations as clean images), ambient (masked
+    /// images; --config tiny-ambient or ambient-celeba64) or tweedie (noisy images; --config tiny-edm, ...).
     #[arg(long, value_enum, default_value = "supervised")]
     loss: gsure::train::LossKind,
     /// GSURE loss mode: ybar (default, unbiased, lowest variance), xt (the paper's equation), reference
@@ -326,6 +327,9 @@ struct TrainArgs {
     /// Smallest timestep GSURE trains.
     #[arg(long, default_value_t = 0)]
     t_min: usize,
+    /// Weight of the Ambient-Tweedie consistency loss below σ_n (0: off; the paper uses about 0.01).
+    #[arg(long, default_value_t = 0.0)]
+    consistency: f64,
     /// β_start of the linear VP schedule (default 1e-4, or σ0² of a corrupted dataset when larger).
     #[arg(long)]
     beta_start: Option<f64>,
@@ -402,6 +406,7 @@ fn train(a: TrainArgs) -> Result<()> {
     opts.loss = a.loss;
     opts.gsure_mode = a.gsure_mode;
     opts.t_min = a.t_min;
+    opts.consistency = a.consistency;
     let data = gsure::train::trainer::load_train_data(a.data.as_deref(), &opts, &model)?;
     opts.beta_start = match (a.beta_start, &data) {
         (Some(b), _) => b,

@@ -16,12 +16,14 @@ pub fn by_name(name: &str) -> Result<DdimUnetConfig> {
 }
 
 /// Every known EDM (DDPM++) configuration name.
-pub const EDM_NAMES: &[&str] = &["tiny-edm", "edm-ddpmpp-cifar10", "ambient-celeba64"];
+pub const EDM_NAMES: &[&str] = &["tiny-edm", "tiny-ambient", "edm-ddpmpp-cifar10", "ambient-celeba64"];
 
 /// The DDPM++ configuration called `name`; unknown names list the known ones.
 pub fn edm_by_name(name: &str) -> Result<DdpmppConfig> {
     Ok(match name {
         "tiny-edm" => DdpmppConfig::tiny(),
+        // Ambient Diffusion's network shape at CPU scale: the mask enters as one extra input channel.
+        "tiny-ambient" => DdpmppConfig { extra_in_channels: 1, ..DdpmppConfig::tiny() },
         "edm-ddpmpp-cifar10" => DdpmppConfig::edm_ddpmpp_cifar10(),
         "ambient-celeba64" => DdpmppConfig::ambient_celeba64(),
         other => bail!("unknown EDM model configuration {other:?}; known: {}", EDM_NAMES.join(", ")),

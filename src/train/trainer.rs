@@ -11,7 +11,9 @@ use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{ddim_sample, DdimOptions};
 use crate::diffusion::{edm_heun_sample, EdmOptions};
 use crate::nn::{Model, ModelConfig, Prediction};
+use crate::objectives::ambient::{ambient_loss, ambient_sample, AmbientOptions, AmbientSampleOptions};
 use crate::objectives::gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective};
+use crate::objectives::tweedie::{tweedie_loss, tweedie_sample, ConsistencyOptions, TweedieOptions, TweedieSampling};
 use crate::{backward, no_grad, ops, DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
@@ -33,6 +35,23 @@ pub enum LossKind {
     Gsure,
     /// The naive baseline: plain denoising on the zero-filled observations as if they were clean images.
     Naive,
+    /// Ambient Diffusion on masked images (DDPM++ U-Net with mask channels, EDM).
+    Ambient,
+    /// Ambient-Tweedie on noisy images (DDPM++ U-Net, EDM), with `--consistency W` below σ_n.
+    Tweedie,
+}
+
+/// How a run's sample grids are drawn, fixed when the run starts.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Sampling {
+    /// DDIM (VP family) or EDM Heun with fully observed mask channels.
+    #[default]
+    Standard,
+    /// Ambient's fixed-mask sampler: masks keep a pixel with probability (1 − p)(1 − δ).
+    Ambient { p: f64 },
+    /// Truncated Tweedie sampling to σ_n (Full after consistency training).
+    Tweedie { sigma_n: f64, full: bool },
 }
 
 /// What a run trains on: clean images, or a corrupted dataset (observations, masks and, for evaluation
@@ -95,8 +114,7 @@ impl TrainData {
 }
 
 /// The data a run trains on: the dataset at `path` (clean or corrupted, by its metadata), or else the
-/// built-in phantoms at the model's resolution, corrupted for a corrupted-data loss by the GSURE paper's
-/// operator (4×4 patches dropped with p = 0.4, σ0 = 0.02).
+/// built-in phantoms at the model's resolution, corrupted for a corrupted-data loss by its paper's operator.
 pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &ModelConfig) -> Result<TrainData> {
     let wants_corrupted = options.loss != LossKind::Supervised;
     match path {
@@ -121,16 +139,56 @@ pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &Mode
             if !wants_corrupted {
                 return Ok(TrainData::Clean(clean));
             }
-            let spec = crate::corruption::OpSpec {
-                sigma0: 0.02,
-                p: Some(0.4),
-                patch: Some(4),
-                ..crate::corruption::OpSpec::new(crate::corruption::OpKind::Patch)
+            use crate::corruption::{OpKind, OpSpec};
+            let spec = match options.loss {
+                // Ambient Diffusion's setting: pixels dropped with p = 0.6, no noise.
+                LossKind::Ambient => OpSpec { p: Some(0.6), ..OpSpec::new(OpKind::Pixel) },
+                // Ambient-Tweedie's: Gaussian noise σ_n = 0.1 on [-1, 1] images.
+                LossKind::Tweedie => OpSpec { sigma0: 0.1, ..OpSpec::new(OpKind::Noise) },
+                // GSURE's: 4×4 patches dropped with p = 0.4, σ0 = 0.02.
+                _ => OpSpec { sigma0: 0.02, p: Some(0.4), patch: Some(4), ..OpSpec::new(OpKind::Patch) },
             };
             let name = format!("phantoms(n={}, size={}, seed=1234)", options.phantoms, model.resolution());
             Ok(TrainData::Corrupted(crate::corruption::make::make_dataset(&clean, &spec, options.seed, &name)?))
         }
     }
+}
+
+/// Ambient needs masked images and a mask-conditioned DDPM++; Tweedie noisy images and a plain DDPM++.
+fn check_edm_objective(loss: LossKind, data: &TrainData, model: &Model) -> Result<()> {
+    let TrainData::Corrupted(d) = data else {
+        bail!("--loss {loss:?} trains on corrupted observations: pass --data FILE made by `gsure data make`");
+    };
+    let Model::Edm(den) = model else {
+        bail!("--loss {loss:?} trains the DDPM++ U-Net with EDM; choose an EDM configuration (tiny-ambient, tiny-edm, ...)");
+    };
+    let (extra, c) = (den.net.config.extra_in_channels, d.dims[1]);
+    use crate::corruption::OpKind;
+    match loss {
+        LossKind::Ambient => {
+            if !matches!(d.spec.kind, OpKind::Pixel | OpKind::Patch | OpKind::Box) {
+                bail!("--loss ambient learns from masked images; this dataset was made with --op {:?}", d.spec.kind);
+            }
+            if extra != c {
+                bail!("--loss ambient feeds the mask as {c} extra input channels; this configuration has {extra} (use tiny-ambient or ambient-celeba64)");
+            }
+        }
+        _ => {
+            if d.spec.kind != OpKind::Noise {
+                bail!(
+                    "--loss tweedie learns from noisy images (--op noise); this dataset was made with --op {:?}",
+                    d.spec.kind
+                );
+            }
+            if d.spec.sigma0 <= 0.0 {
+                bail!("--loss tweedie needs noisy data: the dataset's sigma0 is 0");
+            }
+            if extra != 0 {
+                bail!("--loss tweedie uses a network without mask channels; this configuration has {extra} (use tiny-edm)");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Batches of indices only: the training thread reads what it needs for them.
@@ -167,6 +225,12 @@ pub struct TrainOptions {
     /// Smallest timestep GSURE trains (0: all).
     #[serde(default)]
     pub t_min: usize,
+    /// Weight of Ambient-Tweedie's consistency loss (0: off).
+    #[serde(default)]
+    pub consistency: f64,
+    /// How sample grids are drawn (set from the data when the run starts).
+    #[serde(default)]
+    pub sampling: Sampling,
     pub beta_start: f64,
     /// Number of built-in phantoms when no data file is given.
     pub phantoms: usize,
@@ -200,6 +264,8 @@ impl TrainOptions {
             loss: LossKind::Supervised,
             gsure_mode: GsureMode::default(),
             t_min: 0,
+            consistency: 0.0,
+            sampling: Sampling::Standard,
             beta_start: 1e-4,
             phantoms: 512,
         }
@@ -335,7 +401,20 @@ impl Trainer {
             (_, LossKind::Gsure, Model::Edm(_)) => bail!(
                 "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, gsure-celeba32 or gsure-mri320"
             ),
+            (data, LossKind::Ambient | LossKind::Tweedie, model) => {
+                check_edm_objective(options.loss, data, model)?;
+                None
+            }
         };
+        if !resume {
+            options.sampling = match (&data, options.loss) {
+                (TrainData::Corrupted(d), LossKind::Ambient) => Sampling::Ambient { p: d.spec.p.unwrap_or(0.0) },
+                (TrainData::Corrupted(d), LossKind::Tweedie) => {
+                    Sampling::Tweedie { sigma_n: d.spec.sigma0, full: options.consistency > 0.0 }
+                }
+                _ => Sampling::Standard,
+            };
+        }
         let per_epoch = (data.len() / options.batch) as u64;
         let source: Arc<dyn crate::data::loader::Source> = match &data {
             TrainData::Clean(d) => Arc::new(d.clone()),
@@ -389,6 +468,32 @@ impl Trainer {
             let spectral = d.spectral(&batch.indices, &self.device, DType::F32)?;
             let loss =
                 gsure_step_loss(net, objective, &spectral, &self.schedule, o.t_min, &mut rng, dropout_seed, compute)?;
+            return self.finish_step(loss);
+        }
+        if let (LossKind::Ambient | LossKind::Tweedie, TrainData::Corrupted(d), Model::Edm(den)) =
+            (o.loss, &*self.data, &self.model)
+        {
+            let m = d.dims[1] * d.dims[2] * d.dims[3];
+            let gather = |v: &[f32]| -> Vec<f32> {
+                batch.indices.iter().flat_map(|&i| v[i * m..(i + 1) * m].iter().copied()).collect()
+            };
+            let y = Tensor::from_f32(&gather(&d.y), [b, c, h, w], &self.device)?;
+            let loss = if o.loss == LossKind::Ambient {
+                let a = Tensor::from_f32(&gather(&d.mask), [b, c, h, w], &self.device)?;
+                let opts =
+                    AmbientOptions { compute: Some(compute), mean_over_pixels: true, ..AmbientOptions::default() };
+                ambient_loss(den, &y, &a, &batch.indices, &opts, &mut rng, dropout_seed)?
+            } else {
+                let consistency = (o.consistency > 0.0)
+                    .then(|| ConsistencyOptions { weight: o.consistency, ..ConsistencyOptions::default() });
+                let opts = TweedieOptions {
+                    compute: Some(compute),
+                    mean_over_pixels: true,
+                    consistency,
+                    ..TweedieOptions::default()
+                };
+                tweedie_loss(den, &y, &vec![d.spec.sigma0; b], &opts, &mut rng, dropout_seed)?
+            };
             return self.finish_step(loss);
         }
         let images = match o.loss {
@@ -465,7 +570,7 @@ impl Trainer {
         let mut store = ParamStore::new();
         let model = Model::new(&self.model_config, &mut store, 0, &self.device)?;
         store.copy_values_from(&self.ema.shadow)?;
-        sample(&model, &self.schedule, n, seed, &self.device)
+        sample(&model, &self.schedule, self.options.sampling, n, seed, &self.device)
     }
 
     /// Trains until `options.steps` or until `stop` is raised; checkpoints on the way and at the end.
@@ -542,13 +647,41 @@ impl Trainer {
 
 /// Samples from a trained network: DDIM (50 steps) for the VP family, EDM Heun (18 steps) for EDM.
 /// Returns [n, C, H, W] f32 values.
-pub fn sample(model: &Model, schedule: &VpSchedule, n: usize, seed: u64, device: &Device) -> Result<Vec<f32>> {
+pub fn sample(
+    model: &Model,
+    schedule: &VpSchedule,
+    sampling: Sampling,
+    n: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<f32>> {
     let mut rng = StdRng::seed_from_u64(seed);
+    let x = match (model, sampling) {
+        (Model::Edm(den), Sampling::Ambient { p }) => {
+            let opts = AmbientSampleOptions { p, ..AmbientSampleOptions::default() };
+            ambient_sample(den, &opts, n, DType::F32, device, &mut rng)?.0
+        }
+        (Model::Edm(den), Sampling::Tweedie { sigma_n, full }) => {
+            let mode = if full { TweedieSampling::Full } else { TweedieSampling::Truncated { sigma_n } };
+            tweedie_sample(den, EdmOptions::default(), mode, n, DType::F32, device, &mut rng)?
+        }
+        (model, _) => sample_standard(model, schedule, n, &mut rng, device)?,
+    };
+    x.to_vec_f32()
+}
+
+fn sample_standard(
+    model: &Model,
+    schedule: &VpSchedule,
+    n: usize,
+    rng: &mut StdRng,
+    device: &Device,
+) -> Result<Tensor> {
     let x = match model {
         Model::Ddim(net) => {
             let c = &net.config;
             let shape = [n, c.in_channels, c.resolution, c.resolution];
-            ddim_sample(schedule, DdimOptions::default(), shape, DType::F32, device, &mut rng, |x, t| {
+            ddim_sample(schedule, DdimOptions::default(), shape, DType::F32, device, rng, |x, t| {
                 let tt = Tensor::full([n], t as f64, DType::F32, device)?;
                 let out = net.forward(x, &tt, None)?;
                 match c.prediction {
@@ -571,12 +704,12 @@ pub fn sample(model: &Model, schedule: &VpSchedule, n: usize, seed: u64, device:
             } else {
                 None
             };
-            edm_heun_sample(&den.edm, EdmOptions::default(), shape, DType::F32, device, &mut rng, |x, sigma| {
+            edm_heun_sample(&den.edm, EdmOptions::default(), shape, DType::F32, device, rng, |x, sigma| {
                 den.denoise(x, &vec![sigma; n], mask.as_ref(), None)
             })?
         }
     };
-    x.to_vec_f32()
+    Ok(x)
 }
 
 /// Samples `n` images from the EMA weights of the run in `run_dir`: ([n, C, H, W], values).
@@ -597,7 +730,7 @@ pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Resul
     let model = Model::new(&config, &mut params, 0, device)?;
     checkpoint::load_weights(&run.checkpoint(), &params, "ema")?;
     let schedule = VpSchedule::linear(options.beta_start)?;
-    let values = sample(&model, &schedule, n, seed, device)?;
+    let values = sample(&model, &schedule, options.sampling, n, seed, device)?;
     let r = config.resolution();
     Ok(([n, config.image_channels(), r, r], values))
 }
