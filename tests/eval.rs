@@ -386,6 +386,12 @@ fn classifier_learns_a_trivial_task_and_is_cached() {
     // Other options: retrained.
     let other = ClassifierOptions { steps: 2, ..opts };
     assert!(classifier::load_or_train(&path, &other, &Device::Cpu, |_, _| {}).unwrap().1);
+    // A re-imported training set of the same size (labels swapped): the fingerprint differs, so retrained.
+    let swapped: Vec<f32> = y.iter().map(|l| 1.0 - l).collect();
+    let meta = CleanMeta::new("toy", "train", 64);
+    CleanDataset::write(&path, Array4 { data: &x, dims: [64, 1, 8, 8] }, Some(&swapped), &meta).unwrap();
+    assert!(classifier::load_or_train(&path, &other, &Device::Cpu, |_, _| {}).unwrap().1);
+    assert!(!classifier::load_or_train(&path, &other, &Device::Cpu, |_, _| {}).unwrap().1);
     assert!(Classifier::new([1, 10, 10], 2, 0, &Device::Cpu).is_err(), "sides must be multiples of 4");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -238,12 +238,34 @@ pub fn cache_path(train_file: &Path) -> PathBuf {
     train_file.with_file_name(format!("{stem}.classifier.safetensors"))
 }
 
+/// FNV-1a over the labels and 64 evenly spaced images: tells a re-imported training set from the one a
+/// cached classifier learned, without reading the whole file.
+fn fingerprint(ds: &crate::data::dataset::CleanDataset, labels: &[f32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |v: f32| {
+        for b in v.to_le_bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    labels.iter().for_each(|&v| eat(v));
+    let n = ds.len();
+    let picks: Vec<usize> = (0..64.min(n)).map(|k| k * n / 64.min(n)).collect();
+    ds.gather(&picks).into_iter().for_each(&mut eat);
+    format!("{h:016x}")
+}
+
 /// What identifies a cached classifier: architecture, recipe, and the training set it came from.
-fn cache_key(train_file: &Path, dims: [usize; 4], classes: usize, opts: &ClassifierOptions) -> serde_json::Value {
+fn cache_key(
+    train_file: &Path,
+    dims: [usize; 4],
+    classes: usize,
+    opts: &ClassifierOptions,
+    fingerprint: &str,
+) -> serde_json::Value {
     let bytes = std::fs::metadata(train_file).map(|m| m.len()).unwrap_or(0);
     serde_json::json!({
         "kind": "classifier", "arch": ARCH, "input": &dims[1..], "classes": classes,
-        "train_count": dims[0], "train_bytes": bytes, "options": opts,
+        "train_count": dims[0], "train_bytes": bytes, "fingerprint": fingerprint, "options": opts,
     })
 }
 
@@ -265,11 +287,11 @@ pub fn load_or_train(
     })?;
     let (ids, classes) = class_ids(&labels).with_context(|| format!("{}", train_file.display()))?;
     let dims = ds.dims();
-    let key = cache_key(train_file, dims, classes, opts);
+    let key = cache_key(train_file, dims, classes, opts, &fingerprint(&ds, &labels));
     let cache = cache_path(train_file);
     if cache.exists() {
         if let Ok(file) = st::File::open(&cache) {
-            let matches = ["kind", "arch", "input", "classes", "train_count", "train_bytes", "options"]
+            let matches = ["kind", "arch", "input", "classes", "train_count", "train_bytes", "fingerprint", "options"]
                 .iter()
                 .all(|k| file.meta().get(*k) == key.get(*k));
             if matches {
