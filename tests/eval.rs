@@ -539,5 +539,15 @@ fn evaluate_a_tiny_run_end_to_end() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     assert_eq!(json["config"], "tiny");
+    // A second evaluation drawn beside the first (the paper's comparison figure).
+    let mut again = eo.clone();
+    again.what = vec![gsure::eval::Metric::Denoise];
+    again.heldout = 2;
+    again.out = Some(dir.join("again"));
+    again.compare_with = vec![out.join("eval.json")];
+    let r2 = gsure::eval::evaluate(&again, &Device::Cpu, |_| {}).unwrap();
+    assert!(dir.join("again/denoise_compare.png").exists());
+    assert_eq!(r2.denoise.unwrap().compare_legend.len(), 2);
+    assert!(r2.swd.is_none() && r2.fid.is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }

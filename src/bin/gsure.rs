@@ -296,6 +296,9 @@ struct EvalArgs {
     /// Output folder (default: RUN/eval).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// eval.json files of other runs to draw beside this run's denoising curve (denoise_compare.png).
+    #[arg(long, value_delimiter = ',')]
+    compare_with: Vec<std::path::PathBuf>,
     /// cpu or cuda (default: cuda when usable, else cpu).
     #[arg(long)]
     device: Option<String>,
@@ -320,6 +323,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     o.projections = a.projections;
     o.classifier.steps = a.classifier_steps;
     o.out = a.out;
+    o.compare_with = a.compare_with;
     gsure::eval::evaluate(&o, &device, |line| eprintln!("{line}"))?;
     Ok(())
 }

@@ -49,6 +49,9 @@ pub struct EvalOptions {
     pub projections: usize,
     pub classifier: ClassifierOptions,
     pub out: Option<PathBuf>,
+    /// eval.json files of other runs whose denoising curves are drawn beside this run's
+    /// (denoise_compare.png: the paper's figure, e.g. a corrupted-data model against the oracle).
+    pub compare_with: Vec<PathBuf>,
 }
 
 impl EvalOptions {
@@ -66,6 +69,7 @@ impl EvalOptions {
             projections: 512,
             classifier: ClassifierOptions::default(),
             out: None,
+            compare_with: Vec::new(),
         }
     }
     pub fn out_dir(&self) -> PathBuf {
@@ -79,6 +83,9 @@ pub struct DenoiseReport {
     pub heldout: usize,
     pub seed: u64,
     pub plot: PathBuf,
+    /// Series of denoise_compare.png in colour order (empty without --compare-with).
+    #[serde(default)]
+    pub compare_legend: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -179,6 +186,29 @@ fn memorisation_png(
     crate::io::image::grid_png(path, &px, [2 * k, dims[1], dims[2], dims[3]], -1.0, 1.0)
 }
 
+/// (label, points) of the denoising curve stored in an eval.json (label: its run's configuration and folder).
+pub fn read_denoise_curve(path: &Path) -> Result<(String, Vec<DenoisePoint>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let report: EvalReport =
+        serde_json::from_str(&text).with_context(|| format!("{}: not an eval.json of gsure eval", path.display()))?;
+    let den = report
+        .denoise
+        .with_context(|| format!("{}: holds no denoising curve (run gsure eval --what denoise)", path.display()))?;
+    let name = report.run.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((format!("{} ({name})", report.config), den.points))
+}
+
+/// Several denoising curves on one log-scale plot. The plot font has no capitals, so the legend is
+/// returned instead ("blue: NAME", "orange: NAME", … in series order) for eval.json and the log.
+pub fn plot_denoise_comparison(path: &Path, curves: &[(String, Vec<DenoisePoint>)]) -> Result<Vec<String>> {
+    let series: Vec<Vec<(f64, f64)>> =
+        curves.iter().map(|(_, p)| p.iter().map(|q| (q.t as f64, q.mse)).collect()).collect();
+    let refs: Vec<&[(f64, f64)]> = series.iter().map(|s| s.as_slice()).collect();
+    crate::io::image::plot_png(path, "denoising error (log scale)", "t", &refs, true)?;
+    let colours = ["blue", "orange", "green", "red"];
+    Ok(curves.iter().enumerate().map(|(i, (n, _))| format!("{}: {n}", colours[i % colours.len()])).collect())
+}
+
 /// Runs the evaluation and writes eval.json and the plots; `log` receives progress lines.
 pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) -> Result<EvalReport> {
     let start = std::time::Instant::now();
@@ -237,14 +267,18 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
         }
         let plot = out.join("denoise_mse.png");
         let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.t as f64, p.mse)).collect();
-        crate::io::image::plot_png(
-            &plot,
-            &format!("denoising MSE vs t ({}, log scale)", train_opts.config),
-            "t",
-            &[&pts],
-            true,
-        )?;
-        report.denoise = Some(DenoiseReport { points, heldout: n_held, seed: opts.seed, plot });
+        crate::io::image::plot_png(&plot, "denoising error (log scale)", "t", &[&pts], true)?;
+        let mut compare_legend = Vec::new();
+        if !opts.compare_with.is_empty() {
+            let mut curves = vec![(train_opts.config.clone(), points.clone())];
+            for p in &opts.compare_with {
+                curves.push(read_denoise_curve(p)?);
+            }
+            let path = out.join("denoise_compare.png");
+            compare_legend = plot_denoise_comparison(&path, &curves)?;
+            log(&format!("wrote {} ({})", path.display(), compare_legend.join(", ")));
+        }
+        report.denoise = Some(DenoiseReport { points, heldout: n_held, seed: opts.seed, plot, compare_legend });
     }
 
     let needs_samples = opts.what.iter().any(|w| *w != Metric::Denoise);
