@@ -9,6 +9,7 @@ pub mod bench;
 pub mod corruption;
 pub mod data;
 pub mod diffusion;
+pub mod eval;
 pub mod io;
 pub mod nn;
 pub mod objectives;

@@ -19,6 +19,9 @@ enum Command {
     Train(TrainArgs),
     /// Draws samples from a trained run: a PNG grid and a safetensors file.
     Sample(SampleArgs),
+    /// Evaluates a trained run: denoising MSE vs t, sliced Wasserstein, classifier Fréchet distance,
+    /// memorisation; writes eval.json and PNG plots.
+    Eval(EvalArgs),
     /// Datasets: import real data as clean dataset files; corrupt clean data with a random operator.
     Data {
         #[command(subcommand)]
@@ -375,6 +378,76 @@ struct SampleArgs {
     device: Option<String>,
 }
 
+#[derive(Args)]
+struct EvalArgs {
+    /// Run directory (holds checkpoint.safetensors; the EMA weights are evaluated).
+    #[arg(long)]
+    run: std::path::PathBuf,
+    /// Clean held-out images (a clean dataset file, or a corrupted one with its `clean` tensor).
+    #[arg(long)]
+    data: std::path::PathBuf,
+    /// Clean training set: reference of memorisation; its labels train the classifier of `fid`.
+    #[arg(long)]
+    train: Option<std::path::PathBuf>,
+    /// Generated samples for swd, fid and memorisation (default: 1000 on cuda, 200 on cpu).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Read the samples from this file (a `samples` tensor, as `gsure sample` writes) instead of sampling.
+    #[arg(long)]
+    samples_from: Option<std::path::PathBuf>,
+    /// Metrics, comma-separated (default: all; fid and memorisation need --train).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    what: Vec<gsure::eval::Metric>,
+    /// Number of held-out images used (the first N of --data).
+    #[arg(long, default_value_t = 1000)]
+    heldout: usize,
+    /// Batch size of the network passes.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Seed of the noise, the samples and the projections.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Random directions of the sliced Wasserstein distance.
+    #[arg(long, default_value_t = 512)]
+    projections: usize,
+    /// Training steps of the feature classifier (when it is not cached yet).
+    #[arg(long, default_value_t = 600)]
+    classifier_steps: usize,
+    /// Output folder (default: RUN/eval).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// eval.json files of other runs to draw beside this run's denoising curve (denoise_compare.png).
+    #[arg(long, value_delimiter = ',')]
+    compare_with: Vec<std::path::PathBuf>,
+    /// cpu or cuda (default: cuda when usable, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    use gsure::eval::{EvalOptions, Metric};
+    let device = pick_device(a.device.as_deref())?;
+    let mut o = EvalOptions::new(a.run, a.data);
+    o.train = a.train;
+    o.samples = a.samples.unwrap_or(if device.is_cuda() { 1000 } else { 200 });
+    o.samples_from = a.samples_from;
+    if !a.what.is_empty() {
+        o.what = a.what;
+    } else if o.train.is_none() {
+        o.what = vec![Metric::Denoise, Metric::Swd];
+        eprintln!("no --train: computing denoise and swd only (fid and memorisation need the training set)");
+    }
+    o.heldout = a.heldout;
+    o.batch = a.batch;
+    o.seed = a.seed;
+    o.projections = a.projections;
+    o.classifier.steps = a.classifier_steps;
+    o.out = a.out;
+    o.compare_with = a.compare_with;
+    gsure::eval::evaluate(&o, &device, |line| eprintln!("{line}"))?;
+    Ok(())
+}
+
 fn pick_device(name: Option<&str>) -> Result<Device> {
     match name {
         Some(d) => Device::parse(d),
@@ -585,6 +658,7 @@ fn main() -> Result<()> {
         }
         Command::Train(a) => train(a)?,
         Command::Sample(a) => sample(a)?,
+        Command::Eval(a) => eval(a)?,
         Command::Data { what: DataCommand::Import(a) } => data_import(a)?,
         Command::Data { what: DataCommand::Make(a) } => data_make(a)?,
         Command::Bench { what: BenchCommand::Ops(a) } => bench_ops(a)?,

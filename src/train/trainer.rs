@@ -712,8 +712,12 @@ fn sample_standard(
     Ok(x)
 }
 
-/// Samples `n` images from the EMA weights of the run in `run_dir`: ([n, C, H, W], values).
-pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Result<([usize; 4], Vec<f32>)> {
+/// The run in `run_dir` with its EMA weights loaded: (options, model configuration, model, VP schedule,
+/// step of the checkpoint).
+pub fn load_run(
+    run_dir: &Path,
+    device: &Device,
+) -> Result<(TrainOptions, ModelConfig, Model, VpSchedule, Option<u64>)> {
     let run = RunDir(run_dir.to_path_buf());
     if !run.checkpoint().exists() {
         bail!(
@@ -730,6 +734,12 @@ pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Resul
     let model = Model::new(&config, &mut params, 0, device)?;
     checkpoint::load_weights(&run.checkpoint(), &params, "ema")?;
     let schedule = VpSchedule::linear(options.beta_start)?;
+    Ok((options, config, model, schedule, meta["step"].as_u64()))
+}
+
+/// Samples `n` images from the EMA weights of the run in `run_dir`: ([n, C, H, W], values).
+pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Result<([usize; 4], Vec<f32>)> {
+    let (options, config, model, schedule, _) = load_run(run_dir, device)?;
     let values = sample(&model, &schedule, options.sampling, n, seed, device)?;
     let r = config.resolution();
     Ok(([n, config.image_channels(), r, r], values))

@@ -1,7 +1,9 @@
 //! The fused GSURE loss (METHODS.md §4.2): from the network's two outputs on the clean and the perturbed
 //! input, the per-example loss
 //!
-//!     L_n = (1/m) Σ_i O_i W²_i [ c_fid,n (D_i − r_i)²  +  c_div,n ν_i b_i (D^ε_i − D_i) ]
+//! ```text
+//! L_n = (1/m) Σ_i O_i W²_i [ c_fid,n (D_i − r_i)²  +  c_div,n ν_i b_i (D^ε_i − D_i) ]
+//! ```
 //!
 //! with m the coordinates per example, c_div,n = α_n / ε_n (the mode's divergence scale over the example's
 //! finite-difference step) and ν_i replaced by 1 when `nu` is None. One kernel reads every input once and

@@ -1,0 +1,373 @@
+//! `gsure eval`: loads a run's EMA weights, computes the requested metrics against clean held-out data,
+//! and writes eval.json with PNG plots (denoising MSE vs t, a sample grid, the most memorised samples
+//! beside their nearest training images) into the output folder (default RUN/eval).
+use super::classifier::{self, ClassifierOptions};
+use super::denoise::{denoise_mse, model_denoiser, DenoiseOptions, DenoisePoint};
+use super::frechet::{frechet_between, Gaussian};
+use super::memorisation::{memorisation, MemorisationOptions};
+use super::swd::{sliced_wasserstein, SwdOptions, SwdResult};
+use crate::data::dataset::{kind_of, CleanDataset};
+use crate::nn::Model;
+use crate::Device;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Denoising MSE against clean held-out images at t ∈ {10, 50, 100, …, 900}.
+    Denoise,
+    /// Sliced Wasserstein distance of samples to held-out images (pixel space).
+    Swd,
+    /// Fréchet distance in the features of a classifier trained on the clean training labels.
+    Fid,
+    /// Max cosine similarity of each sample to the training set.
+    Memorisation,
+}
+
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub run: PathBuf,
+    /// Clean held-out images (a clean dataset, or a corrupted one with its evaluation-only `clean`).
+    pub data: PathBuf,
+    /// Clean training set: memorisation's reference, and the labelled set the classifier learns (fid).
+    pub train: Option<PathBuf>,
+    pub what: Vec<Metric>,
+    /// Number of generated samples (swd, fid, memorisation).
+    pub samples: usize,
+    /// Samples read from this file (a `samples` tensor [N, C, H, W], as `gsure sample` writes) instead of
+    /// being generated.
+    pub samples_from: Option<PathBuf>,
+    /// Held-out images used (the first N of --data).
+    pub heldout: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub projections: usize,
+    pub classifier: ClassifierOptions,
+    pub out: Option<PathBuf>,
+    /// eval.json files of other runs whose denoising curves are drawn beside this run's
+    /// (denoise_compare.png: the paper's figure, e.g. a corrupted-data model against the oracle).
+    pub compare_with: Vec<PathBuf>,
+}
+
+impl EvalOptions {
+    pub fn new(run: PathBuf, data: PathBuf) -> Self {
+        EvalOptions {
+            run,
+            data,
+            train: None,
+            what: vec![Metric::Denoise, Metric::Swd, Metric::Fid, Metric::Memorisation],
+            samples: 1000,
+            samples_from: None,
+            heldout: 1000,
+            batch: 128,
+            seed: 0,
+            projections: 512,
+            classifier: ClassifierOptions::default(),
+            out: None,
+            compare_with: Vec::new(),
+        }
+    }
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| self.run.join("eval"))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DenoiseReport {
+    pub points: Vec<DenoisePoint>,
+    pub heldout: usize,
+    pub seed: u64,
+    pub plot: PathBuf,
+    /// Series of denoise_compare.png in colour order (empty without --compare-with).
+    #[serde(default)]
+    pub compare_legend: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FidReport {
+    /// Squared Fréchet distance (the FID convention) between the Gaussian fits of the 128-d features.
+    pub fd: f64,
+    pub samples: usize,
+    pub reference: usize,
+    /// Accuracy of the classifier on the held-out images (when they have labels).
+    pub classifier_test_accuracy: Option<f64>,
+    pub classifier_cache: PathBuf,
+    pub classifier_trained_now: bool,
+    /// How many samples the classifier assigns to each class.
+    pub sample_class_counts: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemorisationReport {
+    pub share_above: f64,
+    pub threshold: f64,
+    pub mean_max_cosine: f64,
+    pub centred: bool,
+    pub train_count: usize,
+    pub max_cosine: Vec<f64>,
+    pub nearest: Vec<usize>,
+    pub plot: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub run: PathBuf,
+    pub config: String,
+    pub family: String,
+    pub step: Option<u64>,
+    pub data: PathBuf,
+    pub train: Option<PathBuf>,
+    pub dims: [usize; 4],
+    pub denoise: Option<DenoiseReport>,
+    pub swd: Option<SwdResult>,
+    pub fid: Option<FidReport>,
+    pub memorisation: Option<MemorisationReport>,
+    pub samples_png: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+pub use crate::train::trainer::load_run;
+
+fn read_samples(path: &Path, dims: [usize; 4], n: usize) -> Result<Vec<f32>> {
+    let file = crate::io::safetensors::File::open(path)?;
+    let (shape, values) =
+        file.f32("samples").with_context(|| format!("{}: expected a tensor named \"samples\"", path.display()))?;
+    if shape.len() != 4 || shape[1..] != dims[1..] {
+        bail!("{}: samples of shape {shape:?} for a model of images {:?}", path.display(), &dims[1..]);
+    }
+    let k = n.min(shape[0]);
+    Ok(values[..k * dims[1] * dims[2] * dims[3]].to_vec())
+}
+
+/// Sample/nearest-training-image pairs, the most similar first.
+fn memorisation_png(
+    path: &Path,
+    samples: &[f32],
+    train: &CleanDataset,
+    result: &MemorisationReport,
+    dims: [usize; 4],
+) -> Result<()> {
+    let m = dims[1] * dims[2] * dims[3];
+    let mut order: Vec<usize> = (0..result.max_cosine.len()).collect();
+    order.sort_by(|&a, &b| result.max_cosine[b].total_cmp(&result.max_cosine[a]));
+    let k = order.len().min(16);
+    let mut px = Vec::with_capacity(2 * k * m);
+    for &i in &order[..k] {
+        px.extend_from_slice(&samples[i * m..(i + 1) * m]);
+        px.extend(train.gather(&[result.nearest[i]]));
+    }
+    crate::io::image::grid_png(path, &px, [2 * k, dims[1], dims[2], dims[3]], -1.0, 1.0)
+}
+
+/// (label, points) of the denoising curve stored in an eval.json (label: its run's configuration and folder).
+pub fn read_denoise_curve(path: &Path) -> Result<(String, Vec<DenoisePoint>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let report: EvalReport =
+        serde_json::from_str(&text).with_context(|| format!("{}: not an eval.json of gsure eval", path.display()))?;
+    let den = report
+        .denoise
+        .with_context(|| format!("{}: holds no denoising curve (run gsure eval --what denoise)", path.display()))?;
+    let name = report.run.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((format!("{} ({name})", report.config), den.points))
+}
+
+/// Several denoising curves on one log-scale plot. The plot font has no capitals, so the legend is
+/// returned instead ("blue: NAME", "orange: NAME", … in series order) for eval.json and the log.
+pub fn plot_denoise_comparison(path: &Path, curves: &[(String, Vec<DenoisePoint>)]) -> Result<Vec<String>> {
+    let series: Vec<Vec<(f64, f64)>> =
+        curves.iter().map(|(_, p)| p.iter().map(|q| (q.t as f64, q.mse)).collect()).collect();
+    let refs: Vec<&[(f64, f64)]> = series.iter().map(|s| s.as_slice()).collect();
+    crate::io::image::plot_png(path, "denoising error (log scale)", "t", &refs, true)?;
+    let colours = ["blue", "orange", "green", "red"];
+    Ok(curves.iter().enumerate().map(|(i, (n, _))| format!("{}: {n}", colours[i % colours.len()])).collect())
+}
+
+/// Runs the evaluation and writes eval.json and the plots; `log` receives progress lines.
+pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) -> Result<EvalReport> {
+    let start = std::time::Instant::now();
+    if opts.what.is_empty() {
+        bail!("eval: nothing to compute; pass --what with some of denoise, swd, fid, memorisation");
+    }
+    let out = opts.out_dir();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let (train_opts, config, model, schedule, step) = load_run(&opts.run, device)?;
+    let r = config.resolution();
+    let c = config.image_channels();
+    let family = match model {
+        Model::Ddim(_) => "vp",
+        Model::Edm(_) => "edm",
+    };
+    // Held-out clean images.
+    let heldout = crate::data::load_clean(&opts.data)?;
+    let [_, hc, hh, hw] = heldout.dims;
+    if (hc, hh, hw) != (c, r, r) {
+        bail!(
+            "{}: images of {hc}×{hh}×{hw}, but the run's model ({}) makes {c}×{r}×{r}",
+            opts.data.display(),
+            train_opts.config
+        );
+    }
+    let n_held = opts.heldout.min(heldout.len()).max(1).min(heldout.len());
+    if n_held == 0 {
+        bail!("{}: no images", opts.data.display());
+    }
+    let m = c * r * r;
+    let held = &heldout.images[..n_held * m];
+    let held_dims = [n_held, c, r, r];
+    let mut report = EvalReport {
+        run: opts.run.clone(),
+        config: train_opts.config.clone(),
+        family: family.into(),
+        step,
+        data: opts.data.clone(),
+        train: opts.train.clone(),
+        dims: [0, c, r, r],
+        denoise: None,
+        swd: None,
+        fid: None,
+        memorisation: None,
+        samples_png: None,
+        seconds: 0.0,
+    };
+
+    if opts.what.contains(&Metric::Denoise) {
+        log(&format!("denoising MSE on {n_held} held-out images at {} times", super::denoise::default_times().len()));
+        let dopts = DenoiseOptions { batch: opts.batch, seed: opts.seed, ..DenoiseOptions::default() };
+        let points =
+            denoise_mse(held, held_dims, &schedule, &dopts, device, model_denoiser(&model, &schedule, device))?;
+        for p in &points {
+            log(&format!("  t = {:3}  σ = {:8.4}  MSE = {:.6} ± {:.6}", p.t, p.sigma, p.mse, p.std_error));
+        }
+        let plot = out.join("denoise_mse.png");
+        let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.t as f64, p.mse)).collect();
+        crate::io::image::plot_png(&plot, "denoising error (log scale)", "t", &[&pts], true)?;
+        let mut compare_legend = Vec::new();
+        if !opts.compare_with.is_empty() {
+            let mut curves = vec![(train_opts.config.clone(), points.clone())];
+            for p in &opts.compare_with {
+                curves.push(read_denoise_curve(p)?);
+            }
+            let path = out.join("denoise_compare.png");
+            compare_legend = plot_denoise_comparison(&path, &curves)?;
+            log(&format!("wrote {} ({})", path.display(), compare_legend.join(", ")));
+        }
+        report.denoise = Some(DenoiseReport { points, heldout: n_held, seed: opts.seed, plot, compare_legend });
+    }
+
+    let needs_samples = opts.what.iter().any(|w| *w != Metric::Denoise);
+    if needs_samples {
+        let dims = [opts.samples, c, r, r];
+        let samples = match &opts.samples_from {
+            Some(p) => {
+                log(&format!("reading samples from {}", p.display()));
+                read_samples(p, dims, opts.samples)?
+            }
+            None => {
+                log(&format!("sampling {} images", opts.samples));
+                let mut v = Vec::with_capacity(opts.samples * m);
+                let chunk = opts.batch.max(1);
+                for (k, s) in (0..opts.samples).step_by(chunk).enumerate() {
+                    let b = chunk.min(opts.samples - s);
+                    let seed = crate::nn::layer_seed(opts.seed ^ 0x5a3b_1e55, k as u64);
+                    v.extend(crate::train::trainer::sample(&model, &schedule, train_opts.sampling, b, seed, device)?);
+                }
+                v
+            }
+        };
+        let n = samples.len() / m;
+        if n == 0 {
+            bail!("eval: no samples (--samples {})", opts.samples);
+        }
+        report.dims = [n, c, r, r];
+        let png = out.join("samples.png");
+        let k = n.min(64);
+        crate::io::image::grid_png(&png, &samples[..k * m], [k, c, r, r], -1.0, 1.0)?;
+        report.samples_png = Some(png);
+
+        if opts.what.contains(&Metric::Swd) {
+            let so = SwdOptions { projections: opts.projections, seed: opts.seed };
+            let s = sliced_wasserstein(&samples, n, held, n_held, m, so)?;
+            log(&format!("sliced Wasserstein: {:.5} ± {:.5} ({} directions)", s.swd, s.std_error, s.projections));
+            report.swd = Some(s);
+        }
+        if opts.what.contains(&Metric::Fid) {
+            let train = opts
+                .train
+                .as_ref()
+                .context("--what fid needs --train FILE: the labelled clean training set the classifier learns")?;
+            log(&format!("classifier: {} (trained once, cached)", classifier::cache_path(train).display()));
+            let (net, trained_now) = classifier::load_or_train(train, &opts.classifier, device, |s, l| {
+                if s % 100 == 0 {
+                    log(&format!("  classifier step {s}: loss {l:.4}"));
+                }
+            })?;
+            if net.input != [c, r, r] {
+                bail!("the classifier of {} sees {:?} images; the run makes {c}×{r}×{r}", train.display(), net.input);
+            }
+            let (f_held, p_held) = net.features(held, n_held, 256, device)?;
+            let accuracy = match kind_of(&opts.data)?.as_deref() {
+                Some("corrupted") => None,
+                _ => CleanDataset::open(&opts.data)?.labels().map(|l| {
+                    let hits = l[..n_held].iter().zip(&p_held).filter(|(a, b)| **a as usize == **b).count();
+                    hits as f64 / n_held as f64
+                }),
+            };
+            let (f_s, p_s) = net.features(&samples, n, 256, device)?;
+            let d = classifier::FEATURES;
+            let fd = frechet_between(&Gaussian::fit(&f_s, n, d)?, &Gaussian::fit(&f_held, n_held, d)?)?;
+            let mut counts = vec![0; net.classes];
+            p_s.iter().for_each(|&p| counts[p] += 1);
+            log(&format!(
+                "Fréchet distance (classifier features): {fd:.4}; classifier test accuracy {}",
+                accuracy.map_or("n/a".into(), |a| format!("{:.2}%", 100.0 * a))
+            ));
+            report.fid = Some(FidReport {
+                fd,
+                samples: n,
+                reference: n_held,
+                classifier_test_accuracy: accuracy,
+                classifier_cache: classifier::cache_path(train),
+                classifier_trained_now: trained_now,
+                sample_class_counts: counts,
+            });
+        }
+        if opts.what.contains(&Metric::Memorisation) {
+            let train =
+                opts.train.as_ref().context("--what memorisation needs --train FILE: the clean training set")?;
+            let ds = CleanDataset::open(train)?;
+            if ds.dims()[1..] != [c, r, r] {
+                bail!("{}: images of {:?}; the run makes {c}×{r}×{r}", train.display(), &ds.dims()[1..]);
+            }
+            let images = ds.images();
+            let mo = MemorisationOptions::default();
+            let res = memorisation(&samples, n, &images.images, images.len(), m, mo)?;
+            log(&format!(
+                "memorisation: {:.2}% of samples above cosine {} (mean max cosine {:.4}, centred)",
+                100.0 * res.share_above,
+                res.threshold,
+                res.mean_max_cosine
+            ));
+            let plot = out.join("memorisation.png");
+            let rep = MemorisationReport {
+                share_above: res.share_above,
+                threshold: res.threshold,
+                mean_max_cosine: res.mean_max_cosine,
+                centred: res.centred,
+                train_count: res.train_count,
+                max_cosine: res.max_cosine,
+                nearest: res.nearest,
+                plot: plot.clone(),
+            };
+            memorisation_png(&plot, &samples, &ds, &rep, [n, c, r, r])?;
+            report.memorisation = Some(rep);
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    let path = out.join("eval.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    log(&format!("wrote {}", path.display()));
+    Ok(report)
+}
