@@ -620,6 +620,35 @@ impl Trainer {
         })
     }
 
+    /// Denoising MSE of the EMA weights on `clean` images the run never trained on, at t ∈ {10, 50, 100,
+    /// 200, …, 900} (METHODS.md §7: the GSURE paper's measure), written to RUN/denoise_mse.json.
+    pub fn denoising_report(&self, clean: &ImageSet) -> Result<Vec<crate::eval::denoise::DenoisePoint>> {
+        use crate::eval::denoise::{denoise_mse, model_denoiser, DenoiseOptions};
+        if clean.dims[1] != self.model_config.image_channels() {
+            bail!(
+                "denoising report: {} image channels for a model of {}",
+                clean.dims[1],
+                self.model_config.image_channels()
+            );
+        }
+        let mut store = ParamStore::new();
+        let model = Model::new(&self.model_config, &mut store, 0, &self.device)?;
+        store.copy_values_from(&self.ema.shadow)?;
+        let opts = DenoiseOptions { batch: self.options.batch.max(16), ..DenoiseOptions::default() };
+        let points = denoise_mse(
+            &clean.images,
+            clean.dims,
+            &self.schedule,
+            &opts,
+            &self.device,
+            model_denoiser(&model, &self.schedule, &self.device),
+        )?;
+        let path = self.run.0.join("denoise_mse.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&points)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(points)
+    }
+
     pub fn write_samples(&self) -> Result<PathBuf> {
         let n = 16;
         let imgs = self.sample_ema(n, self.options.seed ^ 0xabcd)?;
