@@ -15,7 +15,7 @@ struct Cli {
 enum Command {
     /// Says which devices this build can use.
     Info,
-    /// Trains a diffusion model (default: the `tiny` U-Net on built-in phantoms).
+    /// Trains a diffusion model (default: the `tiny` U-Net with GSURE on corrupted built-in phantoms).
     Train(TrainArgs),
     /// Draws samples from a trained run: a PNG grid and a safetensors file.
     Sample(SampleArgs),
@@ -326,7 +326,7 @@ struct TrainArgs {
     /// --data FILE from `gsure data make`, or the built-in phantoms with 4×4 patches dropped at p = 0.4) or
     /// naive (the baseline that treats the zero-filled observations as clean images), ambient (masked
     /// images; --config tiny-ambient or ambient-celeba64) or tweedie (noisy images; --config tiny-edm, ...).
-    #[arg(long, value_enum, default_value = "supervised")]
+    #[arg(long, value_enum, default_value = "gsure")]
     loss: gsure::train::LossKind,
     /// GSURE loss mode: ybar (default, unbiased, lowest variance), xt (the paper's equation), reference
     /// (the official code's, biased; for comparison).
@@ -524,6 +524,14 @@ fn train(a: TrainArgs) -> Result<()> {
         }
     })?;
     bar.finish_and_clear();
+    eprintln!(
+        "{} {} steps ({:.1} images/s), last loss {:.5}; checkpoint, log.jsonl, loss.png and samples in {}",
+        if summary.stopped_early { "stopped after" } else { "trained" },
+        summary.steps_done,
+        summary.images_per_second,
+        summary.final_loss,
+        a.out.display()
+    );
     if a.data.is_none() && !summary.stopped_early {
         // Trained on built-in phantoms: measure denoising on phantoms it never saw, against the clean truth.
         let heldout = gsure::data::phantoms(256, model.resolution(), 4321);
@@ -533,14 +541,6 @@ fn train(a: TrainArgs) -> Result<()> {
             eprintln!("  t = {:>3}: {:.5} ± {:.5}", p.t, p.mse, p.std_error);
         }
     }
-    eprintln!(
-        "{} {} steps ({:.1} images/s), last loss {:.5}; checkpoint, log.jsonl, loss.png and samples in {}",
-        if summary.stopped_early { "stopped after" } else { "trained" },
-        summary.steps_done,
-        summary.images_per_second,
-        summary.final_loss,
-        a.out.display()
-    );
     Ok(())
 }
 
