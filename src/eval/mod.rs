@@ -6,12 +6,14 @@
 //!   trains on the clean labels (no Inception weights offline);
 //! - [`memorisation`]: max cosine similarity of each sample to the training set;
 //! - [`metrics`]: PSNR and SSIM for reconstructions (§6);
+//! - [`reconstruct`]: `gsure reconstruct` — posterior sampling with a run's prior for inverse problems (§6);
 //! - [`report`]: `gsure eval` — all of the above for a run, written as eval.json and PNG plots.
 pub mod classifier;
 pub mod denoise;
 pub mod frechet;
 pub mod memorisation;
 pub mod metrics;
+pub mod reconstruct;
 pub mod report;
 pub mod swd;
 
