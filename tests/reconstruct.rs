@@ -1,6 +1,6 @@
 //! Posterior sampling with data consistency (src/eval/reconstruct.rs): exact Gaussian priors plugged in as
 //! denoiser closures, the MRI path, and `reconstruct` end to end on a tiny run.
-use gsure::corruption::{OpKind, OpSpec, Operator};
+use gsure::corruption::{OpKind, OpSpec};
 use gsure::diffusion::schedule::VpSchedule;
 use gsure::eval::reconstruct::{
     consistency_weight, data_consistency, posterior_sample, reconstruct, zero_filled, PosteriorOptions,
@@ -112,7 +112,7 @@ fn gaussian_denoiser(
 fn gaussian_prior_inpainting_keeps_observations_and_beats_zero_filling() {
     let (side, n) = (4usize, 256usize);
     let d = side * side;
-    let sigma = covariance(side, 2.0);
+    let sigma = covariance(side, 8.0);
     let l = cholesky(&sigma, d);
     let mut rng = StdRng::seed_from_u64(3);
     let z = Tensor::randn([n, 1, side, side], DType::F64, &Device::Cpu, &mut rng).unwrap().to_vec_f64().unwrap();
@@ -164,8 +164,10 @@ fn gaussian_prior_inpainting_keeps_observations_and_beats_zero_filling() {
     eprintln!("MSE: posterior mean {mse_pm:.4}, reconstruction {mse_rec:.4}, zero-filled {mse_zf:.4}");
     assert!(mse_rec < mse_zf * 0.8, "reconstruction {mse_rec} not clearly below zero-filled {mse_zf}");
     assert!(mse_rec > mse_pm * 0.9, "reconstruction {mse_rec} below the posterior mean's {mse_pm}: impossible");
-    // A posterior sample has twice the posterior mean's error in expectation; allow Monte Carlo slack.
-    assert!(mse_rec < mse_pm * 3.0, "reconstruction {mse_rec} far from posterior sampling (2 x {mse_pm})");
+    // An exact posterior sample has twice the posterior mean's error in expectation (the zero-filled
+    // estimate, the prior mean, has the prior variance): allow sampler bias and Monte Carlo slack.
+    let ratio = mse_rec / (2.0 * mse_pm);
+    assert!((0.7..1.3).contains(&ratio), "reconstruction {mse_rec} vs posterior sampling's 2 x {mse_pm}: {ratio}");
 }
 
 #[test]

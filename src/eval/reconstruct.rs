@@ -404,9 +404,9 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
             log(&format!("  oracle prior:   {}", fmt(o)));
         }
         // Grid: one example per row, columns clean | zero-filled | reconstruction [| oracle].
-        let mut cols: Vec<&[f32]> = vec![&clean_all, &zf_all, &rec_all];
+        let mut cols: Vec<&[f32]> = vec![clean_all.as_slice(), zf_all.as_slice(), rec_all.as_slice()];
         if oracle.is_some() {
-            cols.push(&orc_all);
+            cols.push(orc_all.as_slice());
         }
         let rows = count.min(4);
         let (gh, gw) = (rows * h, cols.len() * w);
@@ -439,9 +439,9 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
         let rec = pts(&|s| Some(s.reconstruction.psnr.mean));
         let zf = pts(&|s| Some(s.zero_filled.psnr.mean));
         let orc = pts(&|s| s.oracle.map(|o| o.psnr.mean));
-        let mut series: Vec<&[(f64, f64)]> = vec![&rec, &zf];
+        let mut series: Vec<&[(f64, f64)]> = vec![rec.as_slice(), zf.as_slice()];
         if !orc.is_empty() {
-            series.push(&orc);
+            series.push(orc.as_slice());
         }
         let path = out.join("psnr_vs_R.png");
         crate::io::image::plot_png(
