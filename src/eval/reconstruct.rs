@@ -266,6 +266,8 @@ pub struct ReconstructReport {
     pub results: Vec<SettingResult>,
     /// PSNR vs R (when several accelerations were swept).
     pub plot: Option<PathBuf>,
+    /// The plot's series, in drawing order.
+    pub plot_series: Vec<String>,
 }
 
 struct Prior {
@@ -408,16 +410,21 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
         if oracle.is_some() {
             cols.push(orc_all.as_slice());
         }
+        // Tiles are enlarged by pixel repetition to at least 64 pixels a side (grid_png only zooms by the
+        // size of the whole mosaic).
         let rows = count.min(4);
-        let (gh, gw) = (rows * h, cols.len() * w);
+        let z = (64 / h.max(w)).max(1);
+        let (th, tw) = (h * z, w * z);
+        let (gh, gw) = (rows * th, cols.len() * tw);
         let mut mosaic = vec![0f32; gh * gw];
         for r in 0..rows {
             for (k, col) in cols.iter().enumerate() {
                 // Channel 0 only: the real part of complex images (grid_png draws 1 or 3 channels).
                 let img = &col[r * m..r * m + h * w];
-                for yy in 0..h {
-                    mosaic[(r * h + yy) * gw + k * w..(r * h + yy) * gw + (k + 1) * w]
-                        .copy_from_slice(&img[yy * w..(yy + 1) * w]);
+                for yy in 0..th {
+                    for xx in 0..tw {
+                        mosaic[(r * th + yy) * gw + k * tw + xx] = img[(yy / z) * w + xx / z];
+                    }
                 }
             }
         }
@@ -432,6 +439,7 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
             grid,
         });
     }
+    let mut plot_series = Vec::new();
     let plot = if results.len() >= 2 && opts.op.kind == OpKind::Mri {
         let pts = |f: &dyn Fn(&SettingResult) -> Option<f64>| -> Vec<(f64, f64)> {
             results.iter().zip(&opts.r_list).filter_map(|(s, &r)| f(s).map(|v| (r, v))).collect()
@@ -440,17 +448,13 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
         let zf = pts(&|s| Some(s.zero_filled.psnr.mean));
         let orc = pts(&|s| s.oracle.map(|o| o.psnr.mean));
         let mut series: Vec<&[(f64, f64)]> = vec![rec.as_slice(), zf.as_slice()];
+        plot_series = vec!["reconstruction psnr".to_string(), "zero-filled psnr".to_string()];
         if !orc.is_empty() {
             series.push(orc.as_slice());
+            plot_series.push("oracle-prior reconstruction psnr".into());
         }
         let path = out.join("psnr_vs_R.png");
-        crate::io::image::plot_png(
-            &path,
-            "PSNR (dB) vs R: reconstruction, zero-filled, oracle prior",
-            "acceleration R",
-            &series,
-            false,
-        )?;
+        crate::io::image::plot_png(&path, "psnr per acceleration", "r", &series, false)?;
         Some(path)
     } else {
         None
@@ -467,6 +471,7 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
             .into(),
         results,
         plot,
+        plot_series,
     };
     let path = out.join("reconstruct.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
