@@ -9,13 +9,16 @@
 # EDM σ), and the sliced Wasserstein distance of SAMPLES samples to the held-out phantoms, for every Tweedie run
 # both with truncated sampling (stop at σ_n, output D(x; σ_n)) and full sampling (down to σ_min), drawn by
 # examples/tweedie_sample.rs whatever the run's own setting; the oracle's samples are EDM Heun, 18 steps.
-# Usage: experiments/tweedie_phantoms.sh [OUT_DIR] [STEPS] [SAMPLES] [W]   (about 6 minutes on 2 CPU cores at 300)
+# β_start = 1e-4 for every run: EDM training does not use the VP schedule, but the denoising evaluation maps
+# t to σ through it, so all runs must share it for their curves to be compared at the same σ.
+# Usage: experiments/tweedie_phantoms.sh [OUT_DIR] [STEPS] [SAMPLES] [W] [ORACLE_RUN]   (about 6 minutes on 2 CPU cores at 300)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/exp-tweedie-phantoms}"
 steps="${2:-300}"
 samples="${3:-128}"
 w="${4:-0.01}"
+oracle_from="${5:-}" # an oracle run to reuse (tiny-edm, supervised, same STEPS, β_start 1e-4)
 gsure=target/release/gsure
 cargo build --release --quiet --bin gsure --example tweedie_sample
 sampler=target/release/examples/tweedie_sample
@@ -28,14 +31,18 @@ evalrun() { # name [extra eval args...]
   local name="$1"; shift
   "$gsure" eval --run "$out/$name" --data "$out/test.safetensors" --samples "$samples" "$@"
 }
-"$gsure" train --config tiny-edm --loss supervised --data "$out/train-s0.1.safetensors" --steps "$steps" \
-  --out "$out/oracle" --force
+if [ -n "$oracle_from" ]; then # the same oracle run as experiments/ambient_phantoms.sh (same phantoms, steps, β_start)
+  rm -rf "$out/oracle" && cp -r "$oracle_from" "$out/oracle" && rm -rf "$out/oracle/eval"
+else
+  "$gsure" train --config tiny-edm --loss supervised --data "$out/train-s0.1.safetensors" --steps "$steps" \
+    --beta-start 1e-4 --out "$out/oracle" --force
+fi
 evalrun oracle --what denoise,swd --out "$out/oracle/eval"
 for s in 0.1 0.2; do
   for c in 0 "$w"; do
     name="tweedie-s$s-c$c"
     "$gsure" train --config tiny-edm --loss tweedie --consistency "$c" --data "$out/train-s$s.safetensors" \
-      --steps "$steps" --out "$out/$name" --force
+      --beta-start 1e-4 --steps "$steps" --out "$out/$name" --force
     evalrun "$name" --what denoise --out "$out/$name/eval"
     for mode in truncated full; do
       "$sampler" "$out/$name" "$mode" "$samples" 7 "$out/$name/samples-$mode.safetensors"
