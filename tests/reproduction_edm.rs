@@ -33,7 +33,7 @@ fn high_noise(points: &[(usize, f64)]) -> f64 {
 
 #[test]
 fn ambient_pipeline_and_high_noise_ordering() {
-    let steps = 120;
+    let steps = 90;
     let spec = OpSpec { p: Some(0.6), ..OpSpec::new(OpKind::Pixel) };
     let oracle = heldout_mse("tiny-edm", LossKind::Supervised, &spec, 0.0, steps);
     let ambient = heldout_mse("tiny-ambient", LossKind::Ambient, &spec, 0.0, steps);
