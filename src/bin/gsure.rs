@@ -699,11 +699,16 @@ fn bench_ops(a: OpsArgs) -> Result<()> {
     })?;
     print!("{}", report.table());
     if let Some(path) = a.out {
-        let text = serde_json::to_string_pretty(&report.to_json())?;
-        std::fs::write(&path, text + "\n")
-            .with_context(|| format!("writing the bench results to {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        write_json(&path, &report.to_json())?;
     }
+    Ok(())
+}
+
+/// Writes a report as pretty JSON and says so.
+fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing the results to {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 
@@ -739,10 +744,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
     })?;
     print!("{}", report.table());
     if let Some(path) = a.out {
-        let text = serde_json::to_string_pretty(&report.to_json())?;
-        std::fs::write(&path, text + "\n")
-            .with_context(|| format!("writing the bench results to {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        write_json(&path, &report.to_json())?;
     }
     if let Some(r) = report.results.iter().find(|r| r.error.is_some()) {
         anyhow::bail!("bench train: {} failed", r.config);
