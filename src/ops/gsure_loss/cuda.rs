@@ -5,15 +5,8 @@ use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
-/// Blocks that keep an H100 (132 SMs) busy.
-const TARGET_BLOCKS: usize = 132 * 4;
 
-/// Blocks per example for the forward: enough to fill the GPU when there are few examples (fastMRI: 32
-/// examples of 204,800 coordinates), but each thread still sums at least ~4 elements; 1 (one kernel, no
-/// partials) for short rows or many examples (128 × 1024).
-fn splits(rows: usize, m: usize) -> usize {
-    TARGET_BLOCKS.div_ceil(rows.max(1)).min(m.div_ceil(BLOCK as usize * 4)).clamp(1, 1024)
-}
+use crate::ops::loss::cuda::{finish_rows, splits};
 
 /// The element inputs in kernel order: d, de, r, obs, w2, nu (None: null), b.
 pub struct Args<'a> {
@@ -52,19 +45,7 @@ pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: &[f64], rows: usize, m: usize) -> Re
         m as i64,
         inv_m
     )?;
-    if s > 1 {
-        const WARPS: u32 = 8;
-        launch!(
-            gpu,
-            gpu.func(ptx::GSURE, &format!("gsure_loss_fwd_final_{sfx}"))?,
-            ((rows as u32).div_ceil(WARPS), 32 * WARPS, 0),
-            partial_ptr,
-            loss.ptr(),
-            rows as i64,
-            s as i32,
-            inv_m
-        )?;
-    }
+    finish_rows(gpu, ptx::GSURE, &format!("gsure_loss_fwd_final_{sfx}"), partial_ptr, &loss, rows, s, inv_m)?;
     Ok(loss)
 }
 

@@ -8,10 +8,40 @@ const BLOCK: u32 = 256;
 /// Blocks that keep an H100 (132 SMs) busy.
 const TARGET_BLOCKS: usize = 132 * 4;
 
-/// Blocks per example for the forward: enough to fill the GPU when there are few examples, but each thread
-/// still sums at least ~4 elements; 1 (the single-kernel path) for short rows or many examples.
-fn splits(rows: usize, m: usize) -> usize {
+/// Blocks per example for a per-example reduction (here and in the fused GSURE loss): enough to fill the GPU
+/// when there are few examples, but each thread still sums at least ~4 elements; 1 (the single-kernel path,
+/// no partials) for short rows or many examples.
+pub(crate) fn splits(rows: usize, m: usize) -> usize {
     TARGET_BLOCKS.div_ceil(rows.max(1)).min(m.div_ceil(BLOCK as usize * 4)).clamp(1, 1024)
+}
+
+/// The second pass of a split per-example reduction: one warp per example adds its `s` f32 partials in a
+/// fixed order and writes `loss[row]` (scaled by `inv_m`). A no-op when `s == 1`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_rows(
+    gpu: &Gpu,
+    module: &'static str,
+    kernel: &str,
+    partial: u64,
+    loss: &CudaStorage,
+    rows: usize,
+    s: usize,
+    inv_m: f32,
+) -> Result<()> {
+    if s <= 1 {
+        return Ok(());
+    }
+    const WARPS: u32 = 8;
+    launch!(
+        gpu,
+        gpu.func(module, kernel)?,
+        ((rows as u32).div_ceil(WARPS), 32 * WARPS, 0),
+        partial,
+        loss.ptr(),
+        rows as i64,
+        s as i32,
+        inv_m
+    )
 }
 
 pub fn masked_mse_fwd(
@@ -41,19 +71,7 @@ pub fn masked_mse_fwd(
         m as i64,
         inv_m
     )?;
-    if s > 1 {
-        const WARPS: u32 = 8;
-        launch!(
-            gpu,
-            gpu.func(ptx::LOSS, &format!("masked_mse_fwd_final_{sfx}"))?,
-            ((rows as u32).div_ceil(WARPS), 32 * WARPS, 0),
-            partial_ptr,
-            loss.ptr(),
-            rows as i64,
-            s as i32,
-            inv_m
-        )?;
-    }
+    finish_rows(gpu, ptx::LOSS, &format!("masked_mse_fwd_final_{sfx}"), partial_ptr, &loss, rows, s, inv_m)?;
     Ok(loss)
 }
 
