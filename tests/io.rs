@@ -63,4 +63,20 @@ fn png_grid_and_plot_are_written() {
     let s: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect();
     gsure::io::image::plot_png(&plot, "loss (log scale)", "step", &[&s], true).unwrap();
     assert!(gsure::io::image::grid_png(&path, &imgs, [5, 2, 8, 8], -1.0, 1.0).is_err());
+    assert!(gsure::io::image::grid_png(&path, &imgs, [1, 5, 8, 8], -1.0, 1.0).is_err());
+}
+
+#[test]
+fn complex_grid_shows_the_real_part() {
+    let real: Vec<f32> = (0..3 * 8 * 8).map(|i| (i % 13) as f32 / 6.0 - 1.0).collect();
+    let complex: Vec<f32> = (0..3)
+        .flat_map(|i| {
+            let re = real[i * 64..(i + 1) * 64].iter().copied();
+            re.chain((0..64).map(move |j| ((i * 64 + j) % 7) as f32 / 3.0 - 1.0))
+        })
+        .collect();
+    let (a, b) = (tmp("grid_real.png"), tmp("grid_complex.png"));
+    gsure::io::image::grid_png(&a, &real, [3, 1, 8, 8], -1.0, 1.0).unwrap();
+    gsure::io::image::grid_png(&b, &complex, [3, 2, 8, 8], -1.0, 1.0).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }

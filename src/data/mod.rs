@@ -34,6 +34,30 @@ impl ImageSet {
         }
         out
     }
+    /// These images in a model's channel layout: unchanged when the channel counts agree, and real
+    /// 1-channel images as complex 2-channel ones (imaginary part 0) for a complex (MRI) model; anything
+    /// else is refused naming both counts.
+    pub fn for_model_channels(&self, model_channels: usize) -> anyhow::Result<ImageSet> {
+        let [n, c, h, w] = self.dims;
+        match (c, model_channels) {
+            (a, b) if a == b => Ok(self.clone()),
+            (1, 2) => Ok(ImageSet { images: real_to_complex(&self.images, h * w), dims: [n, 2, h, w] }),
+            _ => anyhow::bail!(
+                "images of {c} channels for a model of {model_channels} (only real 1-channel images can feed a \
+                 complex 2-channel model). Fix: use a run trained on {c}-channel data"
+            ),
+        }
+    }
+}
+
+/// Real images (planes of `plane` values, one per image) as complex images [re, im] with im = 0.
+pub fn real_to_complex(real: &[f32], plane: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(2 * real.len());
+    for img in real.chunks(plane) {
+        out.extend_from_slice(img);
+        out.resize(out.len() + img.len(), 0.0);
+    }
+    out
 }
 
 /// Loads the clean images [N, C, H, W] (values in [-1, 1]) of a dataset file, validated: a clean dataset

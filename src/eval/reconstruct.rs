@@ -21,7 +21,8 @@
 //! (V = centred unitary DFT) a 2-channel (complex) model keeps the complex image; a 1-channel (real) model
 //! is promoted to a complex image with zero imaginary part before Vᵀ and the real part is kept after V
 //! (so the sampled k-space lines are then matched only up to that projection). The zero-filled baseline
-//! for a real model is likewise the real part of H† y.
+//! for a real model is likewise the real part of H† y. Real clean images scored against a complex model's
+//! output are compared with its real part (PSNR/SSIM in the data's space, the same for every method).
 //!
 //! The library API is built around a denoiser closure `denoise(x_t, t) -> x̂0` ([`posterior_sample`]), so
 //! tests can plug in an exact Gaussian denoiser; [`reconstruct`] runs the whole evaluation for a run.
@@ -29,9 +30,10 @@ use crate::corruption::{Basis, OpKind, OpSpec, OperatorBatch};
 use crate::diffusion::samplers::lincomb;
 use crate::diffusion::schedule::VpSchedule;
 use crate::eval::metrics::{mean_and_se, psnr_batch, ssim_batch};
+use crate::data::ImageSet;
 use crate::nn::Model;
 use crate::ops;
-use crate::{DType, Device, Tensor};
+use crate::{Device, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -365,13 +367,8 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
             let x = Tensor::from_f32(&clean_set.gather(&idx), [nb, c_data, h, w], device)?;
             let mut obs_rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed_0b5e_0000_0000 ^ start as u64);
             let y = crate::no_grad(|| batch.observe(&x, &mut obs_rng))?;
-            let target = if promote {
-                let z = Tensor::zeros([nb, 1, h, w], DType::F32, device)?;
-                ops::layout::concat_channels(&[&x, &z])?
-            } else {
-                x.clone()
-            };
-            clean_all.extend(target.to_vec_f32()?);
+            let target = ImageSet { images: clean_set.gather(&idx), dims: [nb, c_data, h, w] };
+            clean_all.extend(target.for_model_channels(cm)?.images);
             zf_all.extend(crate::no_grad(|| zero_filled(&batch, &y, cm))?.to_vec_f32()?);
             let sampler_seed = opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (start as u64 + 1);
             let run_prior = |p: &Prior| -> Result<Vec<f32>> {
@@ -384,11 +381,22 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
                 orc_all.extend(run_prior(o)?);
             }
         }
-        let dims = [count, cm, h, w];
+        // Scored in the data's space: a complex model of real images is judged on its real part (its
+        // imaginary part is an artefact the clean image does not have, and is not what is displayed).
+        let in_data_space = |v: &[f32]| -> Vec<f32> {
+            if promote {
+                v.chunks(m).flat_map(|img| img[..h * w].iter().copied()).collect()
+            } else {
+                v.to_vec()
+            }
+        };
+        let dims = [count, c_data, h, w];
+        let clean_scored = in_data_space(&clean_all);
         let score = |est: &[f32]| -> Result<Scores> {
+            let est = in_data_space(est);
             Ok(Scores {
-                psnr: Stat::of(&psnr_batch(est, &clean_all, dims, 2.0)?),
-                ssim: Stat::of(&ssim_batch(est, &clean_all, dims, 2.0)?),
+                psnr: Stat::of(&psnr_batch(&est, &clean_scored, dims, 2.0)?),
+                ssim: Stat::of(&ssim_batch(&est, &clean_scored, dims, 2.0)?),
             })
         };
         let zero = score(&zf_all)?;

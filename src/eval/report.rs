@@ -200,7 +200,9 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
         Model::Edm(_) => "edm",
     };
     // Held-out clean images.
-    let heldout = crate::data::load_clean(&opts.data)?;
+    let loaded = crate::data::load_clean(&opts.data)?;
+    // Real held-out images of a complex (MRI) model are compared as complex images with imaginary part 0.
+    let heldout = loaded.for_model_channels(c).unwrap_or(loaded);
     let [_, hc, hh, hw] = heldout.dims;
     if (hc, hh, hw) != (c, r, r) {
         bail!(

@@ -22,17 +22,21 @@ pub fn write_png(path: &Path, width: usize, height: usize, channels: usize, pixe
     Ok(())
 }
 
-/// Tiles N images [N, C, H, W] (C = 1 or 3, values in [lo, hi]) into a near-square grid with 2-pixel gaps;
-/// images smaller than 64 pixels are enlarged by pixel repetition so that a person can see them.
+/// Tiles N images [N, C, H, W] (C = 1 or 3, values in [lo, hi]; C = 2 is a complex image, drawn by its
+/// real part: our MRI images are real images carried as complex ones, and a magnitude would fold the
+/// background at `lo` up to bright) into a near-square grid with 2-pixel gaps; images smaller than 64 pixels
+/// are enlarged by pixel repetition so that a person can see them.
 pub fn grid_png(path: &Path, images: &[f32], dims: [usize; 4], lo: f32, hi: f32) -> Result<()> {
-    let [n, c, h0, w0] = dims;
+    let [n, c_in, h0, w0] = dims;
     let zoom = (64 / h0.max(w0).max(1)).max(1);
     let (h, w) = (h0 * zoom, w0 * zoom);
-    if c != 1 && c != 3 {
-        bail!("image grid: {c} channels per image; expected 1 or 3 (complex MRI data: show magnitudes)");
-    }
-    if images.len() != n * c * h0 * w0 {
-        bail!("image grid: {} values for {n}×{c}×{h0}×{w0}", images.len());
+    let c = match c_in {
+        1 | 3 => c_in,
+        2 => 1,
+        _ => bail!("image grid: {c_in} channels per image; expected 1, 2 (complex) or 3"),
+    };
+    if images.len() != n * c_in * h0 * w0 {
+        bail!("image grid: {} values for {n}×{c_in}×{h0}×{w0}", images.len());
     }
     let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
     let rows = n.div_ceil(cols).max(1);
@@ -44,7 +48,7 @@ pub fn grid_png(path: &Path, images: &[f32], dims: [usize; 4], lo: f32, hi: f32)
         for ch in 0..c {
             for y in 0..h {
                 for x in 0..w {
-                    let v = images[((i * c + ch) * h0 + y / zoom) * w0 + x / zoom];
+                    let v = images[((i * c_in + ch) * h0 + y / zoom) * w0 + x / zoom];
                     let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
                     let (gy, gx) = (gap + r * (h + gap) + y, gap + q * (w + gap) + x);
                     px[(gy * gw + gx) * c + ch] = (t * 255.0).round() as u8;

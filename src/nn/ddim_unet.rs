@@ -79,6 +79,11 @@ impl DdimUnetConfig {
             prediction: Prediction::X0,
         }
     }
+    /// `tiny`'s blocks for MRI at CPU scale: complex (real, imaginary) 64×64 slices, three levels so that
+    /// attention still runs at 16×16, where a 64-pixel image has the structure `tiny` sees at 16.
+    pub fn tiny_mri64() -> Self {
+        DdimUnetConfig { in_channels: 2, out_channels: 2, resolution: 64, ch_mult: vec![1, 2, 2], attn_resolutions: vec![16], ..Self::tiny() }
+    }
 
     pub fn validate(&self) -> Result<()> {
         if self.ch_mult.is_empty() || self.ch == 0 || self.num_res_blocks == 0 {

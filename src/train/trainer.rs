@@ -84,14 +84,20 @@ impl TrainData {
             TrainData::Corrupted(d) => d.dims,
         }
     }
-    /// The zero-filled observations of `indices` (pixel basis), for the naive baseline.
+    /// The zero-filled observations H† y of `indices` in image space, for the naive baseline: the
+    /// observations themselves for pixel-basis operators, and the inverse FFT of the zero-filled k-space
+    /// (the aliased complex image) for MRI.
     fn observed(&self, indices: &[usize]) -> Result<Vec<f32>> {
         match self {
-            TrainData::Corrupted(d) if d.spec.kind != crate::corruption::OpKind::Mri => {
+            TrainData::Corrupted(d) => {
                 let m = d.dims[1] * d.dims[2] * d.dims[3];
-                Ok(indices.iter().flat_map(|&i| d.y[i * m..(i + 1) * m].iter().copied()).collect())
+                let y: Vec<f32> = indices.iter().flat_map(|&i| d.y[i * m..(i + 1) * m].iter().copied()).collect();
+                if d.spec.kind != crate::corruption::OpKind::Mri {
+                    return Ok(y);
+                }
+                let k = Tensor::from_f32(&y, [indices.len(), d.dims[1], d.dims[2], d.dims[3]], &Device::Cpu)?;
+                crate::no_grad(|| ops::fft::ifft2c(&k))?.to_vec_f32()
             }
-            TrainData::Corrupted(_) => bail!("--loss naive is defined for pixel-basis operators, not MRI k-space"),
             TrainData::Clean(_) => bail!("--loss naive trains on corrupted observations: pass --data FILE"),
         }
     }
@@ -103,11 +109,18 @@ impl TrainData {
                 let Some((values, dims)) = &d.clean else {
                     bail!("--loss supervised needs clean images, and this corrupted dataset has none");
                 };
-                if dims[1..] != d.dims[1..] {
+                let m = dims[1] * dims[2] * dims[3];
+                let picked: Vec<f32> =
+                    indices.iter().flat_map(|&i| values[i * m..(i + 1) * m].iter().copied()).collect();
+                // MRI observes real images through complex k-space: the oracle learns them as complex images.
+                let images = ImageSet { images: picked, dims: [indices.len(), dims[1], dims[2], dims[3]] };
+                let images = images.for_model_channels(d.dims[1]).with_context(|| {
+                    format!("--loss supervised: the clean images {dims:?} do not match the observations {:?}", d.dims)
+                })?;
+                if images.dims[2..] != d.dims[2..] {
                     bail!("--loss supervised: the clean images {dims:?} do not match the observations {:?}", d.dims);
                 }
-                let m = dims[1] * dims[2] * dims[3];
-                Ok(indices.iter().flat_map(|&i| values[i * m..(i + 1) * m].iter().copied()).collect())
+                Ok(images.images)
             }
         }
     }
@@ -399,7 +412,7 @@ impl Trainer {
                 bail!("--loss gsure trains on corrupted observations: pass --data FILE made by `gsure data make`")
             }
             (_, LossKind::Gsure, Model::Edm(_)) => bail!(
-                "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, gsure-celeba32 or gsure-mri320"
+                "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, tiny-mri64, gsure-celeba32 or gsure-mri320"
             ),
             (data, LossKind::Ambient | LossKind::Tweedie, model) => {
                 check_edm_objective(options.loss, data, model)?;
@@ -624,13 +637,7 @@ impl Trainer {
     /// 200, …, 900} (METHODS.md §7: the GSURE paper's measure), written to RUN/denoise_mse.json.
     pub fn denoising_report(&self, clean: &ImageSet) -> Result<Vec<crate::eval::denoise::DenoisePoint>> {
         use crate::eval::denoise::{denoise_mse, model_denoiser, DenoiseOptions};
-        if clean.dims[1] != self.model_config.image_channels() {
-            bail!(
-                "denoising report: {} image channels for a model of {}",
-                clean.dims[1],
-                self.model_config.image_channels()
-            );
-        }
+        let clean = &clean.for_model_channels(self.model_config.image_channels()).context("denoising report")?;
         let mut store = ParamStore::new();
         let model = Model::new(&self.model_config, &mut store, 0, &self.device)?;
         store.copy_values_from(&self.ema.shadow)?;

@@ -9,6 +9,15 @@ use super::Geom;
 use crate::backend::cpu::Real;
 use rayon::prelude::*;
 
+/// The output columns [lo, hi) whose tap `kw` reads inside the image (0 ≤ ow·s − p + kw < W), so that the
+/// copy loops below carry no per-pixel bounds test (hi ≤ lo when no column does).
+fn valid_columns(g: &Geom, kw: usize) -> (usize, usize) {
+    // ow·s ≥ p − kw  ⇔  ow ≥ ⌈(p − kw)/s⌉;  ow·s + kw − p ≤ W − 1  ⇔  ow ≤ ⌊(W − 1 + p − kw)/s⌋.
+    let lo = g.pad.saturating_sub(kw).div_ceil(g.stride);
+    let hi = if g.w + g.pad > kw { ((g.w - 1 + g.pad - kw) / g.stride + 1).min(g.wo) } else { 0 };
+    (lo.min(g.wo), hi)
+}
+
 /// col[(c*K + kh)*K + kw][oh*W_out + ow] = x[c, oh*s - p + kh, ow*s - p + kw] (0 outside the image).
 fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
     let (q, k) = (g.ho * g.wo, g.k);
@@ -25,9 +34,11 @@ fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
                         continue;
                     }
                     let line = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    for (ow, o) in out.iter_mut().enumerate() {
-                        let iw = (ow * g.stride + kw) as isize - g.pad as isize;
-                        *o = if iw < 0 || iw >= g.w as isize { T::zero() } else { line[iw as usize] };
+                    let (lo, hi) = valid_columns(g, kw);
+                    out[..lo].fill(T::zero());
+                    out[hi.max(lo)..].fill(T::zero());
+                    for (ow, o) in (lo..hi).zip(&mut out[lo..hi.max(lo)]) {
+                        *o = line[ow * g.stride + kw - g.pad];
                     }
                 }
             }
@@ -50,11 +61,9 @@ fn col2im<T: Real>(g: &Geom, dcol: &[T], dx: &mut [T]) {
                         continue;
                     }
                     let line = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    for (ow, &v) in row[oh * g.wo..(oh + 1) * g.wo].iter().enumerate() {
-                        let iw = (ow * g.stride + kw) as isize - g.pad as isize;
-                        if iw >= 0 && iw < g.w as isize {
-                            line[iw as usize] += v;
-                        }
+                    let (lo, hi) = valid_columns(g, kw);
+                    for ow in lo..hi {
+                        line[ow * g.stride + kw - g.pad] += row[oh * g.wo + ow];
                     }
                 }
             }
