@@ -27,10 +27,10 @@
 //! The library API is built around a denoiser closure `denoise(x_t, t) -> x̂0` ([`posterior_sample`]), so
 //! tests can plug in an exact Gaussian denoiser; [`reconstruct`] runs the whole evaluation for a run.
 use crate::corruption::{Basis, OpKind, OpSpec, OperatorBatch};
+use crate::data::ImageSet;
 use crate::diffusion::samplers::lincomb;
 use crate::diffusion::schedule::VpSchedule;
 use crate::eval::metrics::{mean_and_se, psnr_batch, ssim_batch};
-use crate::data::ImageSet;
 use crate::nn::Model;
 use crate::ops;
 use crate::{Device, Tensor};

@@ -79,10 +79,20 @@ impl DdimUnetConfig {
             prediction: Prediction::X0,
         }
     }
-    /// `tiny`'s blocks for MRI at CPU scale: complex (real, imaginary) 64×64 slices, three levels so that
-    /// attention still runs at 16×16, where a 64-pixel image has the structure `tiny` sees at 16.
-    pub fn tiny_mri64() -> Self {
-        DdimUnetConfig { in_channels: 2, out_channels: 2, resolution: 64, ch_mult: vec![1, 2, 2], attn_resolutions: vec![16], ..Self::tiny() }
+    /// `tiny`'s blocks for MRI at CPU scale: complex (real, imaginary) images of side `resolution` (32 or
+    /// more, a power of two), with levels added above 16×16 so that attention still runs at 16×16.
+    pub fn tiny_mri(resolution: usize) -> Self {
+        let extra_levels = (resolution / 16).max(1).ilog2() as usize;
+        let mut ch_mult = vec![1];
+        ch_mult.extend(std::iter::repeat_n(2, extra_levels));
+        DdimUnetConfig {
+            in_channels: 2,
+            out_channels: 2,
+            resolution,
+            ch_mult,
+            attn_resolutions: vec![16],
+            ..Self::tiny()
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
