@@ -462,6 +462,31 @@ fn model_denoiser_runs_both_families_on_the_same_inputs() {
     }
 }
 
+#[test]
+fn masked_view_is_fixed_per_image_whatever_the_batch() {
+    use gsure::eval::denoise::{model_denoiser_masked, MaskedView};
+    let schedule = VpSchedule::linear(1e-4).unwrap();
+    let mut r = rng(12);
+    let x0 = uniform_vec(5 * 16 * 16, -1.0, 1.0, &mut r);
+    let config = gsure::nn::ModelConfig::by_name("tiny-ambient").unwrap();
+    let mut store = gsure::ParamStore::new();
+    let model = gsure::nn::Model::new(&config, &mut store, 0, &Device::Cpu).unwrap();
+    let run = |batch: usize, view: MaskedView| -> Vec<f64> {
+        let opts = DenoiseOptions { times: vec![10, 300], batch, seed: 3 };
+        let den = model_denoiser_masked(&model, &schedule, &Device::Cpu, view);
+        let pts = denoise_mse(&x0, [5, 1, 16, 16], &schedule, &opts, &Device::Cpu, den).unwrap();
+        pts.iter().map(|p| p.mse).collect()
+    };
+    let half = MaskedView { keep: 0.5, seed: 7 };
+    let (a, b) = (run(2, half), run(5, half));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-6 * x.abs(), "batch 2 {a:?} vs batch 5 {b:?}");
+    }
+    let all = run(5, MaskedView::ALL);
+    assert!(a.iter().zip(&all).all(|(x, y)| (x - y).abs() > 1e-6), "a half mask changed nothing: {a:?} {all:?}");
+    assert_ne!(run(5, MaskedView { keep: 0.5, seed: 8 }), b, "the mask does not depend on its seed");
+}
+
 // ---------------------------------------------------------------- memorisation
 
 #[test]
@@ -549,5 +574,20 @@ fn evaluate_a_tiny_run_end_to_end() {
     assert!(dir.join("again/denoise_compare.png").exists());
     assert_eq!(r2.denoise.unwrap().compare_legend.len(), 2);
     assert!(r2.swd.is_none() && r2.fid.is_none());
+    // --mask-keep is for mask-channel models only, and a fraction in (0, 1].
+    for keep in [0.5, 0.0, 1.5] {
+        let mut masked = again.clone();
+        masked.mask_keep = keep;
+        let e = format!("{:#}", gsure::eval::evaluate(&masked, &Device::Cpu, |_| {}).unwrap_err());
+        assert!(e.contains("--mask-keep"), "{e}");
+    }
+    // The SWD floor: clean images of a dataset file as the samples.
+    let mut floor = eo.clone();
+    floor.what = vec![gsure::eval::Metric::Swd];
+    floor.samples_from = Some(dir.join("train.safetensors"));
+    floor.out = Some(dir.join("floor"));
+    let r3 = gsure::eval::evaluate(&floor, &Device::Cpu, |_| {}).unwrap();
+    assert_eq!(r3.dims[0], 4);
+    assert!(r3.swd.unwrap().swd.is_finite());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -401,9 +401,14 @@ struct EvalArgs {
     /// Generated samples for swd, fid and memorisation (default: 1000 on cuda, 200 on cpu).
     #[arg(long)]
     samples: Option<usize>,
-    /// Read the samples from this file (a `samples` tensor, as `gsure sample` writes) instead of sampling.
+    /// Read the samples from this file (a `samples` tensor, as `gsure sample` writes, or the clean images of
+    /// a dataset file: the metrics' floor) instead of sampling.
     #[arg(long)]
     samples_from: Option<std::path::PathBuf>,
+    /// denoise, for a model with mask channels (Ambient): the fraction of pixels it is shown (a random mask
+    /// per image; 1 = all-ones mask). Its training masks' fraction asks it the question it learned.
+    #[arg(long, default_value_t = 1.0)]
+    mask_keep: f64,
     /// Metrics, comma-separated (default: all; fid and memorisation need --train).
     #[arg(long, value_enum, value_delimiter = ',')]
     what: Vec<gsure::eval::Metric>,
@@ -526,6 +531,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     o.train = a.train;
     o.samples = a.samples.unwrap_or(if device.is_cuda() { 1000 } else { 200 });
     o.samples_from = a.samples_from;
+    o.mask_keep = a.mask_keep;
     if !a.what.is_empty() {
         o.what = a.what;
     } else if o.train.is_none() {

@@ -118,15 +118,47 @@ pub fn denoise_mse(
     Ok(points)
 }
 
-/// The trained network as a `denoise(x_t, t) -> x̂0` closure (f32, no dropout; see the module docs).
+/// The trained network as a `denoise(x_t, t) -> x̂0` closure (f32, no dropout; see the module docs). A model
+/// with mask channels (Ambient) is shown every pixel (an all-ones mask).
 pub fn model_denoiser<'a>(
     model: &'a Model,
     schedule: &'a VpSchedule,
     device: &'a Device,
 ) -> impl FnMut(&Tensor, usize) -> Result<Tensor> + 'a {
+    model_denoiser_masked(model, schedule, device, MaskedView::ALL)
+}
+
+/// What a model with mask channels (Ambient) is shown: each pixel kept with probability `keep`, the mask
+/// fixed per held-out image and t by `seed`, the input Ã ⊙ x_t with Ã in the mask channel. `keep` = 1 is the
+/// all-ones mask; a model trained on masks keeping a fraction q of the pixels answers, at `keep` = q, the
+/// question it was trained on, E[x0 | Ã x_t, Ã] (its error is still measured on every pixel).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MaskedView {
+    pub keep: f64,
+    pub seed: u64,
+}
+
+impl MaskedView {
+    pub const ALL: MaskedView = MaskedView { keep: 1.0, seed: 0 };
+}
+
+/// [`model_denoiser`] with a [`MaskedView`] for mask-channel models. The masks follow the order in which
+/// [`denoise_mse`] presents the images: the i-th image given at time t gets mask (seed, t, i).
+pub fn model_denoiser_masked<'a>(
+    model: &'a Model,
+    schedule: &'a VpSchedule,
+    device: &'a Device,
+    view: MaskedView,
+) -> impl FnMut(&Tensor, usize) -> Result<Tensor> + 'a {
+    let mut seen: (usize, usize) = (usize::MAX, 0); // (t, images already given at t)
     move |xt: &Tensor, t: usize| {
         let n = xt.dims()[0];
         let ab = schedule.alpha_bar(t);
+        if seen.0 != t {
+            seen = (t, 0);
+        }
+        let first = seen.1;
+        seen.1 += n;
         match model {
             Model::Ddim(net) => {
                 let tt = Tensor::full([n], t as f64, DType::F32, device)?;
@@ -144,12 +176,23 @@ pub fn model_denoiser<'a>(
                 let sigma = ((1.0 - ab) / ab).sqrt();
                 let x = ops::scale(xt, 1.0 / ab.sqrt())?;
                 let dims = xt.dims();
-                let mask = if cfg.extra_in_channels > 0 {
-                    Some(Tensor::full([n, cfg.extra_in_channels, dims[2], dims[3]], 1.0, DType::F32, device)?)
-                } else {
-                    None
-                };
-                den.denoise(&x, &vec![sigma; n], mask.as_ref(), None)
+                let k = cfg.extra_in_channels;
+                if k == 0 {
+                    return den.denoise(&x, &vec![sigma; n], None, None);
+                }
+                if view.keep >= 1.0 {
+                    let mask = Tensor::full([n, k, dims[2], dims[3]], 1.0, DType::F32, device)?;
+                    return den.denoise(&x, &vec![sigma; n], Some(&mask), None);
+                }
+                let plane = dims[2] * dims[3];
+                let seed = crate::nn::layer_seed(view.seed ^ 0x3a5c_0000, t as u64);
+                let values: Vec<f64> = (first..first + n)
+                    .flat_map(|i| crate::objectives::ambient::b_mask(i, plane, 1.0 - view.keep, seed))
+                    .collect();
+                let one = Tensor::from_f64(&values, [n, 1, dims[2], dims[3]], DType::F32, device)?;
+                let image_mask = crate::objectives::ambient::expand_channels(&one, dims[1])?;
+                let mask = crate::objectives::ambient::expand_channels(&one, k)?;
+                den.denoise(&ops::mul(&x, &image_mask)?, &vec![sigma; n], Some(&mask), None)
             }
         }
     }

@@ -2,7 +2,7 @@
 //! and writes eval.json with PNG plots (denoising MSE vs t, a sample grid, the most memorised samples
 //! beside their nearest training images) into the output folder (default RUN/eval).
 use super::classifier::{self, ClassifierOptions};
-use super::denoise::{denoise_mse, model_denoiser, DenoiseOptions, DenoisePoint};
+use super::denoise::{denoise_mse, model_denoiser_masked, DenoiseOptions, DenoisePoint, MaskedView};
 use super::frechet::{frechet_between, Gaussian};
 use super::memorisation::{memorisation, MemorisationOptions};
 use super::swd::{sliced_wasserstein, SwdOptions, SwdResult};
@@ -46,6 +46,10 @@ pub struct EvalOptions {
     pub projections: usize,
     pub classifier: ClassifierOptions,
     pub out: Option<PathBuf>,
+    /// Fraction of pixels a mask-channel (Ambient) model sees in the denoising evaluation (1: all of them;
+    /// the fraction its training masks kept asks it the question it was trained on). See
+    /// [`MaskedView`].
+    pub mask_keep: f64,
     /// eval.json files of other runs whose denoising curves are drawn beside this run's
     /// (denoise_compare.png: the paper's figure, e.g. a corrupted-data model against the oracle).
     pub compare_with: Vec<PathBuf>,
@@ -66,6 +70,7 @@ impl EvalOptions {
             projections: 512,
             classifier: ClassifierOptions::default(),
             out: None,
+            mask_keep: 1.0,
             compare_with: Vec::new(),
         }
     }
@@ -79,6 +84,9 @@ pub struct DenoiseReport {
     pub points: Vec<DenoisePoint>,
     pub heldout: usize,
     pub seed: u64,
+    /// Fraction of pixels a mask-channel model was shown (1 for every other model).
+    #[serde(default = "one")]
+    pub mask_keep: f64,
     pub plot: PathBuf,
     /// Series of denoise_compare.png in colour order (empty without --compare-with).
     #[serde(default)]
@@ -130,10 +138,40 @@ pub struct EvalReport {
 
 pub use crate::train::trainer::load_run;
 
+fn one() -> f64 {
+    1.0
+}
+
+/// The denoising evaluation's [`MaskedView`], checked: `mask_keep` in (0, 1], and below 1 only for a model
+/// with mask channels.
+fn masked_view(opts: &EvalOptions, model: &Model) -> Result<MaskedView> {
+    let keep = opts.mask_keep;
+    if !(keep > 0.0 && keep <= 1.0) {
+        bail!("eval: --mask-keep {keep} is outside (0, 1]; it is the fraction of pixels the model sees");
+    }
+    let has_mask_channels = matches!(model, Model::Edm(d) if d.net.config.extra_in_channels > 0);
+    if keep < 1.0 && !has_mask_channels {
+        bail!(
+            "eval: --mask-keep {keep} needs a model with mask channels (an Ambient run); this run's model sees \
+             whole images. Fix: drop --mask-keep"
+        );
+    }
+    Ok(MaskedView { keep, seed: opts.seed })
+}
+
 fn read_samples(path: &Path, dims: [usize; 4], n: usize) -> Result<Vec<f32>> {
     let file = crate::io::safetensors::File::open(path)?;
-    let (shape, values) =
-        file.f32("samples").with_context(|| format!("{}: expected a tensor named \"samples\"", path.display()))?;
+    // A `samples` tensor (`gsure sample`), or else the clean images of a dataset file: the latter gives the
+    // metrics' floor, clean images against clean held-out images.
+    let (shape, values) = match file.f32("samples") {
+        Ok(found) => found,
+        Err(_) => {
+            let set = crate::data::load_clean(path).with_context(|| {
+                format!("{}: expected a tensor named \"samples\" or a dataset file with clean images", path.display())
+            })?;
+            (set.dims.to_vec(), set.images)
+        }
+    };
     if shape.len() != 4 || shape[1..] != dims[1..] {
         bail!("{}: samples of shape {shape:?} for a model of images {:?}", path.display(), &dims[1..]);
     }
@@ -235,10 +273,17 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
     };
 
     if opts.what.contains(&Metric::Denoise) {
+        let view = masked_view(opts, &model)?;
         log(&format!("denoising MSE on {n_held} held-out images at {} times", super::denoise::default_times().len()));
         let dopts = DenoiseOptions { batch: opts.batch, seed: opts.seed, ..DenoiseOptions::default() };
-        let points =
-            denoise_mse(held, held_dims, &schedule, &dopts, device, model_denoiser(&model, &schedule, device))?;
+        let points = denoise_mse(
+            held,
+            held_dims,
+            &schedule,
+            &dopts,
+            device,
+            model_denoiser_masked(&model, &schedule, device, view),
+        )?;
         for p in &points {
             log(&format!("  t = {:3}  σ = {:8.4}  MSE = {:.6} ± {:.6}", p.t, p.sigma, p.mse, p.std_error));
         }
@@ -255,7 +300,14 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
             compare_legend = plot_denoise_comparison(&path, &curves)?;
             log(&format!("wrote {} ({})", path.display(), compare_legend.join(", ")));
         }
-        report.denoise = Some(DenoiseReport { points, heldout: n_held, seed: opts.seed, plot, compare_legend });
+        report.denoise = Some(DenoiseReport {
+            points,
+            heldout: n_held,
+            seed: opts.seed,
+            mask_keep: view.keep,
+            plot,
+            compare_legend,
+        });
     }
 
     let needs_samples = opts.what.iter().any(|w| *w != Metric::Denoise);
