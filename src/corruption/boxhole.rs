@@ -5,7 +5,7 @@
 //! = min(i, H − s) − max(0, i − s + 1) + 1 counts the hole positions covering row i (b likewise for
 //! columns). A pixel is always covered (π = 0) when s ≥ (H + 1)/2 and s ≥ (W + 1)/2: the hole then always
 //! covers the centre, and `check_observable` refuses it.
-use super::{Basis, OpKind, OpSpec, Operator};
+use super::{OpKind, OpSpec, Operator};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -27,15 +27,6 @@ fn covering(i: usize, n: usize, s: usize) -> usize {
 }
 
 impl Operator for BoxInpainting {
-    fn name(&self) -> &'static str {
-        "box"
-    }
-    fn basis(&self) -> Basis {
-        Basis::Pixel
-    }
-    fn sigma0(&self) -> f64 {
-        self.sigma0
-    }
     fn image_chw(&self) -> [usize; 3] {
         self.chw
     }

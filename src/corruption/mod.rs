@@ -70,11 +70,6 @@ pub struct SpectralBatch {
 /// coordinates and shared by every channel (pixel masks across colour channels; k-space masks across the
 /// real and imaginary parts), and every singular value is 0 or 1, so ν = σ0² on O.
 pub trait Operator: Send + Sync {
-    /// Short name as in the CLI and the dataset metadata ("pixel", "patch", "box", "noise", "mri").
-    fn name(&self) -> &'static str;
-    fn basis(&self) -> Basis;
-    /// Noise level σ0 of y = H x + σ0 z.
-    fn sigma0(&self) -> f64;
     /// Channels, height and width of the images x the operator acts on (C = 2 for MRI: complex images).
     fn image_chw(&self) -> [usize; 3];
     /// Draws one mask over the H×W grid (row-major, 0/1).
@@ -88,6 +83,17 @@ pub trait Operator: Send + Sync {
     /// π in words for the dataset metadata (a scalar when uniform, else per-line or per-region).
     fn pi_description(&self) -> serde_json::Value;
 
+    /// Short name as in the CLI and the dataset metadata ("pixel", "patch", "box", "noise", "mri").
+    fn name(&self) -> &'static str {
+        self.spec().kind.name()
+    }
+    fn basis(&self) -> Basis {
+        self.spec().kind.basis()
+    }
+    /// Noise level σ0 of y = H x + σ0 z.
+    fn sigma0(&self) -> f64 {
+        self.spec().sigma0
+    }
     /// The mask of example `index` for dataset seed `seed`: a function of (seed, index) only.
     fn mask_of(&self, seed: u64, index: usize) -> Vec<f32> {
         self.sample_mask(&mut example_rng(seed, index, 0))

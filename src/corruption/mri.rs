@@ -11,7 +11,7 @@
 //! position with probability m / n_out), so W² = 1 on the centre lines and n_out / m (#outer / #sampled
 //! outer) elsewhere. m = 0 < n_out (R too high for the centre block) leaves outer lines never observed,
 //! which `check_observable` refuses.
-use super::{Basis, OpKind, OpSpec, Operator};
+use super::{OpKind, OpSpec, Operator};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -80,15 +80,6 @@ impl MriSingleCoil {
 }
 
 impl Operator for MriSingleCoil {
-    fn name(&self) -> &'static str {
-        "mri"
-    }
-    fn basis(&self) -> Basis {
-        Basis::Fourier
-    }
-    fn sigma0(&self) -> f64 {
-        self.sigma0
-    }
     fn image_chw(&self) -> [usize; 3] {
         [2, self.hw[0], self.hw[1]]
     }

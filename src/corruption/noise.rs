@@ -1,5 +1,5 @@
 //! Gaussian denoising: H = I, everything observed (O = all, π = 1), ν = σ0².
-use super::{Basis, OpKind, OpSpec, Operator};
+use super::{OpKind, OpSpec, Operator};
 use rand::rngs::StdRng;
 
 pub struct GaussianDenoising {
@@ -8,15 +8,6 @@ pub struct GaussianDenoising {
 }
 
 impl Operator for GaussianDenoising {
-    fn name(&self) -> &'static str {
-        "noise"
-    }
-    fn basis(&self) -> Basis {
-        Basis::Pixel
-    }
-    fn sigma0(&self) -> f64 {
-        self.sigma0
-    }
     fn image_chw(&self) -> [usize; 3] {
         self.chw
     }

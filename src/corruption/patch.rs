@@ -2,7 +2,7 @@
 //! (patches on the right and bottom edges are clipped when k does not divide the size), and each patch is
 //! dropped independently with probability p, for every channel. Every pixel lies in exactly one patch, so
 //! π_i = 1 − p everywhere.
-use super::{Basis, OpKind, OpSpec, Operator};
+use super::{OpKind, OpSpec, Operator};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -16,15 +16,6 @@ pub struct PatchInpainting {
 }
 
 impl Operator for PatchInpainting {
-    fn name(&self) -> &'static str {
-        "patch"
-    }
-    fn basis(&self) -> Basis {
-        Basis::Pixel
-    }
-    fn sigma0(&self) -> f64 {
-        self.sigma0
-    }
     fn image_chw(&self) -> [usize; 3] {
         self.chw
     }

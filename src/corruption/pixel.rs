@@ -1,6 +1,6 @@
 //! Pixel inpainting: each pixel observed independently with probability 1 − p, the same mask for every
 //! channel. π_i = 1 − p everywhere.
-use super::{Basis, OpKind, OpSpec, Operator};
+use super::{OpKind, OpSpec, Operator};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -12,15 +12,6 @@ pub struct PixelInpainting {
 }
 
 impl Operator for PixelInpainting {
-    fn name(&self) -> &'static str {
-        "pixel"
-    }
-    fn basis(&self) -> Basis {
-        Basis::Pixel
-    }
-    fn sigma0(&self) -> f64 {
-        self.sigma0
-    }
     fn image_chw(&self) -> [usize; 3] {
         self.chw
     }

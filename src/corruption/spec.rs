@@ -30,6 +30,13 @@ impl OpKind {
             OpKind::Mri => "mri",
         }
     }
+    /// The basis the operator is diagonal in: k-space for MRI, pixels for the rest.
+    pub fn basis(self) -> super::Basis {
+        match self {
+            OpKind::Mri => super::Basis::Fourier,
+            _ => super::Basis::Pixel,
+        }
+    }
     pub fn parse(s: &str) -> Result<OpKind> {
         Ok(match s {
             "pixel" => OpKind::Pixel,
