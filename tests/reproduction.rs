@@ -26,15 +26,10 @@ fn gsure_ends_closer_to_the_oracle_than_the_naive_baseline() {
     let oracle = heldout_mse(LossKind::Supervised, steps);
     let gsure = heldout_mse(LossKind::Gsure, steps);
     let naive = heldout_mse(LossKind::Naive, steps);
-    let mut table = String::new();
-    let (mut gap_gsure, mut gap_naive) = (0.0, 0.0);
-    for ((o, g), n) in oracle.iter().zip(&gsure).zip(&naive) {
-        table.push_str(&format!("t={:>3} oracle {:.5} gsure {:.5} naive {:.5}\n", o.0, o.1, g.1, n.1));
-        gap_gsure += (g.1 / o.1).ln().abs();
-        gap_naive += (n.1 / o.1).ln().abs();
-    }
+    let g = gsure::testing::curve_gaps(&oracle, &gsure, &naive, ["oracle", "gsure", "naive"]);
+    let table = &g.table;
     println!("{table}");
-    assert!(gap_gsure < 0.5 * gap_naive, "GSURE is not clearly closer to the oracle than naive:\n{table}");
+    assert!(g.gap_a < 0.5 * g.gap_b, "GSURE is not clearly closer to the oracle than naive:\n{table}");
     // At high noise the observations' holes dominate the naive model's error; GSURE must be near the oracle.
     let last = oracle.len() - 1;
     assert!((gsure[last].1 / oracle[last].1 - 1.0).abs() < 0.1, "{table}");

@@ -213,3 +213,27 @@ pub fn parity(
     }
     Ok(Some(report))
 }
+
+/// Two denoising curves (t, MSE) beside a reference one (the oracle's): the printed table and, for each
+/// curve, the summed |ln(curve / reference)| over t (0 when it coincides with the reference). The
+/// reproduction tests assert on these.
+pub struct CurveGaps {
+    pub table: String,
+    pub gap_a: f64,
+    pub gap_b: f64,
+    /// Per t: is curve a closer to the reference than curve b?
+    pub a_closer: Vec<(usize, bool)>,
+}
+
+pub fn curve_gaps(reference: &[(usize, f64)], a: &[(usize, f64)], b: &[(usize, f64)], names: [&str; 3]) -> CurveGaps {
+    let mut g = CurveGaps { table: String::new(), gap_a: 0.0, gap_b: 0.0, a_closer: Vec::new() };
+    for ((r, x), y) in reference.iter().zip(a).zip(b) {
+        let [nr, na, nb] = names;
+        g.table.push_str(&format!("t={:>3} {nr} {:.5} {na} {:.5} {nb} {:.5}\n", r.0, r.1, x.1, y.1));
+        let (da, db) = ((x.1 / r.1).ln().abs(), (y.1 / r.1).ln().abs());
+        g.gap_a += da;
+        g.gap_b += db;
+        g.a_closer.push((r.0, da < db));
+    }
+    g
+}
