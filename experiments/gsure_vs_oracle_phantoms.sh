@@ -12,8 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/exp-gsure-phantoms}"
 steps="${2:-600}"
-gsure=target/release/gsure
-cargo build --release --quiet
+# GSURE: a gsure binary to use (default: build target/release/gsure).
+gsure="${GSURE:-target/release/gsure}"
+[ -n "${GSURE:-}" ] || cargo build --release --quiet
 mkdir -p "$out"
 "$gsure" data make --op patch --p 0.4 --patch 4 --sigma0 0.02 --n 512 --size 16 --seed 1 \
   --out "$out/train.safetensors" --force --preview "$out/train_preview.png"
