@@ -80,7 +80,8 @@ impl DdimUnetConfig {
         }
     }
     /// `tiny`'s blocks for MRI at CPU scale: complex (real, imaginary) images of side `resolution` (32 or
-    /// more, a power of two), with levels added above 16×16 so that attention still runs at 16×16.
+    /// more, a power of two), with levels added above 16×16 so that attention still runs at 16×16. x0
+    /// prediction, as `tiny` (the paper's full-scale MRI model, `gsure-mri320`, predicts ε).
     pub fn tiny_mri(resolution: usize) -> Self {
         let extra_levels = (resolution / 16).max(1).ilog2() as usize;
         let mut ch_mult = vec![1];
