@@ -1,5 +1,6 @@
 // common.cuh: shared device helpers for every kernel family.
 // defines: i64/i32 index types, bf16 <-> float conversion (to_float/from_float), grid-stride loop macro,
+//          the split-rows reduction (split_rows_store/split_rows_final),
 //          warp and block sum reductions, ceil_div.
 #pragma once
 #include <cuda_bf16.h>
@@ -43,4 +44,31 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   __syncthreads();
   v = lane < warps ? scratch[lane] : 0.f;
   return warp_sum(v);
+}
+
+// The split-rows reduction plan (ops/loss/cuda.rs: splits + finish_rows) shared by the per-example losses:
+// grid (splits, rows), block b of row r reduces a strided share of the row. With one split the block's
+// total is the row's result; otherwise it is a partial, and split_rows_final adds each row's partials in a
+// fixed order (no atomics: deterministic). Called by thread 0 with the block's total.
+template <typename T>
+__device__ __forceinline__ void split_rows_store(float block_total, float* __restrict__ partial, T* __restrict__ out,
+                                                 int64_t row, float scale) {
+  const int splits = gridDim.x;
+  if (splits == 1)
+    out[row] = from_float<T>(block_total * scale);
+  else
+    partial[row * splits + blockIdx.x] = block_total;
+}
+
+// One warp per row adds the row's `splits` partials (lane-strided, then a fixed-order warp sum).
+template <typename T>
+__device__ void split_rows_final(const float* __restrict__ partial, T* __restrict__ out, int64_t rows, int splits,
+                                 float scale) {
+  const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  float acc = 0.f;
+  for (int s = lane; s < splits; s += 32) acc += partial[row * splits + s];
+  acc = warp_sum(acc);
+  if (lane == 0) out[row] = from_float<T>(acc * scale);
 }

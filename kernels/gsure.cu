@@ -41,26 +41,8 @@ __device__ void gsure_fwd(const T* __restrict__ d, const T* __restrict__ de, con
       acc += ow * (c_fid * diff * diff + c_div * nu_at(nu, i) * to_float(b[i]) * fd);
     }
     acc = block_sum(acc, scratch);
-    if (threadIdx.x == 0) {
-      if (splits == 1)
-        loss[row] = from_float<T>(acc * inv_m);
-      else
-        partial[row * splits + blockIdx.x] = acc;
-    }
+    if (threadIdx.x == 0) split_rows_store(acc, partial, loss, row, inv_m);
   }
-}
-
-// One warp per row adds the row's `splits` partials (lane-strided, then a fixed-order warp sum).
-template <typename T>
-__device__ void gsure_fwd_final(const float* __restrict__ partial, T* __restrict__ loss, int64_t rows, int splits,
-                                float inv_m) {
-  const int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x & 31;
-  if (row >= rows) return;
-  float acc = 0.f;
-  for (int s = lane; s < splits; s += 32) acc += partial[row * splits + s];
-  acc = warp_sum(acc);
-  if (lane == 0) loss[row] = from_float<T>(acc * inv_m);
 }
 
 // grid (x blocks along the row, rows): the per-row upstream gradient and coefficients are read once per
@@ -93,7 +75,7 @@ __device__ void gsure_bwd(const T* __restrict__ d, const T* __restrict__ r, cons
   }                                                                                                              \
   extern "C" __global__ void gsure_loss_fwd_final_##sfx(const float* partial, T* loss, int64_t rows, int splits, \
                                                         float inv_m) {                                           \
-    gsure_fwd_final<T>(partial, loss, rows, splits, inv_m);                                                     \
+    split_rows_final<T>(partial, loss, rows, splits, inv_m);                                                     \
   }                                                                                                              \
   extern "C" __global__ void gsure_loss_bwd_##sfx(const T* d, const T* r, const T* obs, const T* w2, const T* nu, \
                                                   const T* b, const float* coef, const T* g, T* dd, T* dde,      \

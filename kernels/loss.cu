@@ -23,26 +23,8 @@ __device__ void mse_fwd(const T* __restrict__ pred, const T* __restrict__ target
       acc += to_float(weight[base + k]) * d * d;
     }
     acc = block_sum(acc, scratch);
-    if (threadIdx.x == 0) {
-      if (splits == 1)
-        loss[r] = from_float<T>(acc * inv_m);
-      else
-        partial[r * splits + blockIdx.x] = acc;
-    }
+    if (threadIdx.x == 0) split_rows_store(acc, partial, loss, r, inv_m);
   }
-}
-
-// One warp per row adds the row's `splits` partials (lane-strided, then a fixed-order warp sum).
-template <typename T>
-__device__ void mse_fwd_final(const float* __restrict__ partial, T* __restrict__ loss, int64_t rows, int splits,
-                              float inv_m) {
-  const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x & 31;
-  if (r >= rows) return;
-  float acc = 0.f;
-  for (int b = lane; b < splits; b += 32) acc += partial[r * splits + b];
-  acc = warp_sum(acc);
-  if (lane == 0) loss[r] = from_float<T>(acc * inv_m);
 }
 
 // grid (x blocks along the row, rows): the per-row upstream gradient is read once per thread and row, and
@@ -70,7 +52,7 @@ __device__ void mse_bwd(const T* __restrict__ pred, const T* __restrict__ target
   }                                                                                                               \
   extern "C" __global__ void masked_mse_fwd_final_##sfx(const float* partial, T* loss, int64_t rows, int splits, \
                                                         float inv_m) {                                            \
-    mse_fwd_final<T>(partial, loss, rows, splits, inv_m);                                                        \
+    split_rows_final<T>(partial, loss, rows, splits, inv_m);                                                      \
   }                                                                                                               \
   extern "C" __global__ void masked_mse_bwd_##sfx(const T* pred, const T* target, const T* weight, const T* g,   \
                                                   T* dpred, T* dtarget, int64_t rows, int64_t m,                  \
