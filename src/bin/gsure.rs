@@ -313,7 +313,7 @@ struct OpsArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Model configuration: tiny, tiny-mri32, tiny-mri64, gsure-celeba32, gsure-mri320 (DDIM U-Net, VP) or tiny-edm,
+    /// Model configuration: tiny, tiny32, tiny-mri32, tiny-mri64, gsure-celeba32, gsure-mri320 (DDIM U-Net, VP) or tiny-edm,
     /// edm-ddpmpp-cifar10, ambient-celeba64 (DDPM++ U-Net, EDM).
     #[arg(long, default_value = "tiny")]
     config: String,

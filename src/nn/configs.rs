@@ -3,14 +3,15 @@ use super::{DdimUnetConfig, DdpmppConfig};
 use anyhow::{bail, Result};
 
 /// Every known configuration name.
-pub const NAMES: &[&str] = &["tiny", "tiny-mri32", "tiny-mri64", "gsure-celeba32", "gsure-mri320"];
+pub const NAMES: &[&str] = &["tiny", "tiny32", "tiny-mri32", "tiny-mri64", "gsure-celeba32", "gsure-mri320"];
 
 /// The configuration called `name`; unknown names list the known ones.
 pub fn by_name(name: &str) -> Result<DdimUnetConfig> {
     Ok(match name {
         "tiny" => DdimUnetConfig::tiny(),
-        "tiny-mri32" => DdimUnetConfig::tiny_mri(32),
-        "tiny-mri64" => DdimUnetConfig::tiny_mri(64),
+        "tiny32" => DdimUnetConfig::tiny_at(32, 1),
+        "tiny-mri32" => DdimUnetConfig::tiny_at(32, 2),
+        "tiny-mri64" => DdimUnetConfig::tiny_at(64, 2),
         "gsure-celeba32" => DdimUnetConfig::gsure_celeba32(),
         "gsure-mri320" => DdimUnetConfig::gsure_mri320(),
         other => bail!("unknown model configuration {other:?}; known: {}", NAMES.join(", ")),

@@ -79,16 +79,17 @@ impl DdimUnetConfig {
             prediction: Prediction::X0,
         }
     }
-    /// `tiny`'s blocks for MRI at CPU scale: complex (real, imaginary) images of side `resolution` (32 or
-    /// more, a power of two), with levels added above 16×16 so that attention still runs at 16×16. x0
-    /// prediction, as `tiny` (the paper's full-scale MRI model, `gsure-mri320`, predicts ε).
-    pub fn tiny_mri(resolution: usize) -> Self {
+    /// `tiny`'s blocks at a larger side (32 or more, a power of two) for `channels`-channel images, with
+    /// levels added above 16×16 so that attention still runs at 16×16: `tiny32` (1 channel, 32×32, e.g.
+    /// Fashion-MNIST) and `tiny-mri32`/`tiny-mri64` (2 channels: complex MRI images). x0 prediction, as
+    /// `tiny` (the paper's full-scale MRI model, `gsure-mri320`, predicts ε).
+    pub fn tiny_at(resolution: usize, channels: usize) -> Self {
         let extra_levels = (resolution / 16).max(1).ilog2() as usize;
         let mut ch_mult = vec![1];
         ch_mult.extend(std::iter::repeat_n(2, extra_levels));
         DdimUnetConfig {
-            in_channels: 2,
-            out_channels: 2,
+            in_channels: channels,
+            out_channels: channels,
             resolution,
             ch_mult,
             attn_resolutions: vec![16],

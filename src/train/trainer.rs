@@ -412,7 +412,7 @@ impl Trainer {
                 bail!("--loss gsure trains on corrupted observations: pass --data FILE made by `gsure data make`")
             }
             (_, LossKind::Gsure, Model::Edm(_)) => bail!(
-                "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, tiny-mri32, tiny-mri64, gsure-celeba32 or gsure-mri320"
+                "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, tiny32, tiny-mri32, tiny-mri64, gsure-celeba32 or gsure-mri320"
             ),
             (data, LossKind::Ambient | LossKind::Tweedie, model) => {
                 check_edm_objective(options.loss, data, model)?;
