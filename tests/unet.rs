@@ -113,3 +113,27 @@ fn cuda_parity_of_a_whole_unet() {
         .unwrap();
     }
 }
+
+#[test]
+fn every_named_configuration_validates_and_the_small_ones_run() {
+    for name in configs::NAMES {
+        configs::by_name(name).unwrap().validate().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
+    // tiny_at adds levels above 16×16 so that attention stays at 16×16.
+    let mri64 = configs::by_name("tiny-mri64").unwrap();
+    assert_eq!(
+        (mri64.ch_mult.clone(), mri64.attn_resolutions.clone(), mri64.in_channels),
+        (vec![1, 2, 2], vec![16], 2)
+    );
+    let t32 = configs::by_name("tiny32").unwrap();
+    assert_eq!((t32.ch_mult.clone(), t32.in_channels, t32.resolution), (vec![1, 2], 1, 32));
+    for name in ["tiny32", "tiny-mri32"] {
+        let c = configs::by_name(name).unwrap();
+        let mut ps = ParamStore::new();
+        let net = DdimUnet::new(&c, &mut ps, 0, &Device::Cpu, DType::F32).unwrap();
+        let x = randn(&[2, c.in_channels, c.resolution, c.resolution], &mut rng(1));
+        let t = Tensor::from_f64(&[3.0, 700.0], [2], DType::F32, &Device::Cpu).unwrap();
+        let y = net.forward(&x, &t, None).unwrap();
+        assert_eq!(y.dims(), x.dims(), "{name}");
+    }
+}
