@@ -2,7 +2,8 @@
 // depend on scheduling). x is viewed as [outer, mid, inner]; out[m] = sum over o, i of x[o, m, i].
 // defines: sum_axis_partial_{f32,bf16}, sum_axis_final_{f32,bf16}.
 // Pass 1: grid (splits, min(mid, 65535)); block b of row m sums a strided share of the outer*inner elements of m into
-//         partial[m * splits + b] (f32). Pass 2: one warp per m adds its `splits` partials in fixed order.
+//         partial[m * splits + b] (f32). Pass 2: one warp per m adds its `splits` partials in fixed order
+//         (common.cuh's split_rows_final).
 #include "common.cuh"
 
 template <typename T>
@@ -24,24 +25,13 @@ __device__ void sum_axis_partial(const T* __restrict__ x, float* __restrict__ pa
   }
 }
 
-template <typename T>
-__device__ void sum_axis_final(const float* __restrict__ partial, T* __restrict__ out, int64_t mid, int splits) {
-  const int64_t m = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x & 31;
-  if (m >= mid) return;
-  float acc = 0.f;
-  for (int b = lane; b < splits; b += 32) acc += partial[m * splits + b];
-  acc = warp_sum(acc);
-  if (lane == 0) out[m] = from_float<T>(acc);
-}
-
 #define REDUCE(T, sfx)                                                                                        \
   extern "C" __global__ void sum_axis_partial_##sfx(const T* x, float* partial, int64_t outer, int64_t mid, \
                                                     int64_t inner) {                                          \
     sum_axis_partial<T>(x, partial, outer, mid, inner);                                                      \
   }                                                                                                           \
   extern "C" __global__ void sum_axis_final_##sfx(const float* partial, T* out, int64_t mid, int splits) {    \
-    sum_axis_final<T>(partial, out, mid, splits);                                                            \
+    split_rows_final<T>(partial, out, mid, splits, 1.f);                                                      \
   }
 REDUCE(float, f32)
 REDUCE(bf16, bf16)
