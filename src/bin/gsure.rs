@@ -46,14 +46,9 @@ enum DataCommand {
     Make(MakeArgs),
 }
 
+/// An operator's parameters besides its kind and R (`data make` takes one R, `reconstruct` a list).
 #[derive(Args)]
-struct MakeArgs {
-    /// Clean images: `phantoms` (built in; see --n, --size) or a dataset file (clean, or corrupted with clean).
-    #[arg(long, default_value = "phantoms")]
-    source: String,
-    /// Corruption operator.
-    #[arg(long, value_enum)]
-    op: gsure::corruption::OpKind,
+struct OperatorArgs {
     /// pixel, patch: probability that a pixel / patch is dropped, in [0, 1).
     #[arg(long)]
     p: Option<f64>,
@@ -63,9 +58,6 @@ struct MakeArgs {
     /// box: side of the square hole (default half the image side).
     #[arg(long = "box")]
     box_size: Option<usize>,
-    /// mri: acceleration R >= 1; round(W/R) k-space lines are sampled (default 4).
-    #[arg(long = "R")]
-    r: Option<f64>,
     /// mri: number of centre lines always sampled (default round(0.08 W)).
     #[arg(long)]
     acs: Option<usize>,
@@ -75,6 +67,36 @@ struct MakeArgs {
     /// Observation noise σ0 (y = H x + σ0 z).
     #[arg(long, default_value_t = 0.0)]
     sigma0: f64,
+}
+
+impl OperatorArgs {
+    fn spec(&self, kind: gsure::corruption::OpKind, r: Option<f64>) -> gsure::corruption::OpSpec {
+        gsure::corruption::OpSpec {
+            kind,
+            sigma0: self.sigma0,
+            p: self.p,
+            patch: self.patch,
+            box_size: self.box_size,
+            r,
+            acs: self.acs,
+            equispaced: self.equispaced,
+        }
+    }
+}
+
+#[derive(Args)]
+struct MakeArgs {
+    /// Clean images: `phantoms` (built in; see --n, --size) or a dataset file (clean, or corrupted with clean).
+    #[arg(long, default_value = "phantoms")]
+    source: String,
+    /// Corruption operator.
+    #[arg(long, value_enum)]
+    op: gsure::corruption::OpKind,
+    #[command(flatten)]
+    operator: OperatorArgs,
+    /// mri: acceleration R >= 1; round(W/R) k-space lines are sampled (default 4).
+    #[arg(long = "R")]
+    r: Option<f64>,
     /// Number of images (phantoms: how many to draw, default 256; a file: keep the first N).
     #[arg(long)]
     n: Option<usize>,
@@ -100,7 +122,7 @@ struct MakeArgs {
 }
 
 fn data_make(a: MakeArgs) -> Result<()> {
-    use gsure::corruption::{make::make_dataset, OpSpec};
+    use gsure::corruption::make::make_dataset;
     if a.out.exists() && !a.force {
         anyhow::bail!(
             "--out {}: the file exists and would be replaced. Fix: choose another --out, or pass --force",
@@ -120,16 +142,7 @@ fn data_make(a: MakeArgs) -> Result<()> {
         }
         (set, a.source.clone())
     };
-    let spec = OpSpec {
-        kind: a.op,
-        sigma0: a.sigma0,
-        p: a.p,
-        patch: a.patch,
-        box_size: a.box_size,
-        r: a.r,
-        acs: a.acs,
-        equispaced: a.equispaced,
-    };
+    let spec = a.operator.spec(a.op, a.r);
     let t = std::time::Instant::now();
     let data = make_dataset(&source, &spec, a.seed, &name)?;
     data.write(&a.out)?;
@@ -141,7 +154,7 @@ fn data_make(a: MakeArgs) -> Result<()> {
         a.op.name(),
         data.operator()?.basis().name(),
         100.0 * observed,
-        a.sigma0,
+        a.operator.sigma0,
         t.elapsed().as_secs_f64()
     );
     eprintln!("metadata: {}", data.meta()?.to_json());
@@ -449,27 +462,11 @@ struct ReconstructArgs {
     /// Operator of the inverse problem: pixel, patch, box, noise or mri.
     #[arg(long)]
     op: String,
-    /// Drop probability (pixel, patch).
-    #[arg(long)]
-    p: Option<f64>,
-    /// Patch side (patch).
-    #[arg(long)]
-    patch: Option<usize>,
-    /// Hole side (box).
-    #[arg(long = "box")]
-    box_size: Option<usize>,
+    #[command(flatten)]
+    operator: OperatorArgs,
     /// MRI acceleration, or a comma-separated list to sweep (e.g. 4,6,8,10,12; writes psnr_vs_R.png).
     #[arg(long = "R", value_delimiter = ',')]
     r: Vec<f64>,
-    /// MRI centre lines.
-    #[arg(long)]
-    acs: Option<usize>,
-    /// MRI equispaced outer lines.
-    #[arg(long)]
-    equispaced: bool,
-    /// Observation noise σ0.
-    #[arg(long, default_value_t = 0.0)]
-    sigma0: f64,
     /// Number of images reconstructed (the first N of --data).
     #[arg(long, default_value_t = 16)]
     n: usize,
@@ -497,16 +494,10 @@ struct ReconstructArgs {
 }
 
 fn reconstruct(a: ReconstructArgs) -> Result<()> {
-    use gsure::corruption::{OpKind, OpSpec};
+    use gsure::corruption::OpKind;
     use gsure::eval::reconstruct::ReconstructOptions;
     let device = pick_device(a.device.as_deref())?;
-    let mut spec = OpSpec::new(OpKind::parse(&a.op)?);
-    spec.sigma0 = a.sigma0;
-    spec.p = a.p;
-    spec.patch = a.patch;
-    spec.box_size = a.box_size;
-    spec.acs = a.acs;
-    spec.equispaced = a.equispaced;
+    let spec = a.operator.spec(OpKind::parse(&a.op)?, None);
     let mut o = ReconstructOptions::new(a.run, a.data, spec);
     match a.r.len() {
         0 => {}
