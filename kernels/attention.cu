@@ -51,7 +51,7 @@ __device__ __forceinline__ void load_tile_f32(float* dst, int ld, const T* src, 
 // sub + 4*jj of each tile, output channels sub + 4*jd (acc in registers, DMAX/4 of them).
 template <typename T, int DMAX>
 __device__ void fwd_generic(const AttnParams& p) {
-  extern __shared__ float smem[];
+  DYNAMIC_SHARED(float, smem);
   const int D = p.D, Tn = p.T;
   float* Qs = smem;
   float* Ks = Qs + D * GQ;
@@ -148,7 +148,7 @@ __device__ void fwd_mma(const AttnParams& p) {
   constexpr int BQ = 64, LDQ = BQ + 8, LDK = BK + 8;
   // Dynamic: D = 256 needs 76 KiB (the launcher raises the limit). Every region starts at a multiple of
   // 16 bytes (D * LDQ * 2 and D * LDK * 2 are multiples of 16), as cp.async and ldmatrix require.
-  extern __shared__ __align__(16) bf16 smem_bf16[];
+  DYNAMIC_SHARED(__align__(16) bf16, smem_bf16);
   bf16* Qs = smem_bf16;            // [D][LDQ]
   bf16* Ks = Qs + D * LDQ;         // [D][LDK]
   bf16* Vs = Ks + D * LDK;         // [D][LDK]
@@ -321,7 +321,7 @@ __device__ void delta_kernel(const AttnParams& p) {
 // lse_s [GQ], delta_s [GQ].
 template <typename T, int DMAX>
 __device__ void bwd_dkdv(const AttnParams& p) {
-  extern __shared__ float smem[];
+  DYNAMIC_SHARED(float, smem);
   const int D = p.D, Tn = p.T;
   constexpr int LQ = GQ + 1;
   float* Ks = smem;
@@ -408,7 +408,7 @@ __device__ void bwd_dkdv(const AttnParams& p) {
 // Shared (floats): Qs [D][GQ], dOs [D][GQ], Ks [D][GK+1], Vs [D][GK], dSs [GQ][GK+1].
 template <typename T, int DMAX>
 __device__ void bwd_dq(const AttnParams& p) {
-  extern __shared__ float smem[];
+  DYNAMIC_SHARED(float, smem);
   const int D = p.D, Tn = p.T;
   constexpr int LK = GK + 1;
   float* Qs = smem;

@@ -1,5 +1,5 @@
 // common.cuh: shared device helpers for every kernel family.
-// defines: i64/i32 index types, bf16 <-> float conversion (to_float/from_float), grid-stride loop macro,
+// defines: DYNAMIC_SHARED (the block's dynamic shared memory), i64/i32 index types, bf16 <-> float conversion (to_float/from_float), grid-stride loop macro,
 //          the split-rows reduction (split_rows_store/split_rows_final),
 //          warp and block sum reductions, ceil_div.
 #pragma once
@@ -7,6 +7,18 @@
 #include <stdint.h>
 
 typedef __nv_bfloat16 bf16;
+
+// `DYNAMIC_SHARED(T, name);` declares `name` as the block's dynamic shared memory (the launch's
+// shared_mem_bytes) viewed as T[]; T may carry an __align__. On the GPU it is the usual `extern __shared__`
+// array; the emulator (emu/, GSURE_EMU) hands each block a 16-byte aligned buffer of exactly the launch's
+// size instead, so an access past it is caught.
+#ifdef GSURE_EMU
+#define DYNAMIC_SHARED(T, name) \
+  typedef T gsure_emu_dynamic_##name; \
+  gsure_emu_dynamic_##name* const name = static_cast<gsure_emu_dynamic_##name*>(gsure_emu_self()->dynamic_smem)
+#else
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }

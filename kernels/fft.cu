@@ -232,7 +232,7 @@ __device__ __forceinline__ void store_point(T* __restrict__ y, const T* __restri
 // One block per image, the whole image in shared memory: [tw_w: W][tw_h: H][image: H x W] float2.
 template <typename T, bool INV>
 __device__ void fft2c_fused(const FftParams& p) {
-  extern __shared__ float2 smem[];
+  DYNAMIC_SHARED(float2, smem);
   const int H = p.h, W = p.w, HW = H * W;
   const float sigma = INV ? 1.f : -1.f;
   float2* tw_w = smem;
@@ -263,7 +263,7 @@ __device__ void fft2c_fused(const FftParams& p) {
 // transformed along W and written to scratch[b, i, :] (f32 complex). Shared: [tw_w: W][rows: tile x W].
 template <typename T, bool INV>
 __device__ void fft2c_rows(const FftParams& p) {
-  extern __shared__ float2 smem[];
+  DYNAMIC_SHARED(float2, smem);
   const int H = p.h, W = p.w, HW = H * W;
   const float sigma = INV ? 1.f : -1.f;
   const int i0 = blockIdx.x * p.tile;
@@ -290,7 +290,7 @@ __device__ void fft2c_rows(const FftParams& p) {
 // fastest) touch consecutive words. Shared: [tw_h: H][tile: H x ncols].
 template <typename T, bool INV>
 __device__ void fft2c_cols(const FftParams& p) {
-  extern __shared__ float2 smem[];
+  DYNAMIC_SHARED(float2, smem);
   const int H = p.h, W = p.w, HW = H * W;
   const float sigma = INV ? 1.f : -1.f;
   const int v0 = blockIdx.x * p.tile;

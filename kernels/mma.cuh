@@ -1,6 +1,6 @@
 // mma.cuh: thin wrappers over the tensor-core PTX the bf16 kernels use (sm_80+; Hopper runs them too).
 // defines: mma_bf16_16816 (D = A*B + C, m16n8k16, bf16 in, f32 accumulate), ldmatrix_x4 / ldmatrix_x2
-//          (+ _trans), cp_async_16 / cp_async_commit / cp_async_wait, smem_addr.
+//          (+ _trans), cp_async_16 / cp_async_commit / cp_async_wait, smem_addr and its type smem_addr_t.
 //
 // Fragment layouts of mma.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"), lane = threadIdx.x % 32,
 // g = lane / 4 (group), t = lane % 4 (thread in group):
@@ -10,7 +10,39 @@
 #pragma once
 #include "common.cuh"
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+#ifdef GSURE_EMU
+// The emulator (emu/) runs each instruction as a warp collective in its runtime: mma and ldmatrix gather
+// all 32 lanes' registers and follow the fragment layouts above; cp.async queues the copy and performs it at
+// the wait that covers its group, so data that is read before its wait is stale, as it may be on the GPU.
+// A shared-memory address is a host pointer there, hence the address type.
+typedef const void* smem_addr_t;
+__device__ __forceinline__ smem_addr_t smem_addr(const void* p) { return p; }
+__device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2], GSURE_EMU_SITE) {
+  gsure_emu_mma_bf16_16816(d, a, b, file, line);
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], smem_addr_t addr, GSURE_EMU_SITE) {
+  gsure_emu_ldmatrix(r, 4, 0, addr, file, line);
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], smem_addr_t addr, GSURE_EMU_SITE) {
+  gsure_emu_ldmatrix(r, 4, 1, addr, file, line);
+}
+__device__ __forceinline__ void ldmatrix_x2(uint32_t r[2], smem_addr_t addr, GSURE_EMU_SITE) {
+  gsure_emu_ldmatrix(r, 2, 0, addr, file, line);
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t r[2], smem_addr_t addr, GSURE_EMU_SITE) {
+  gsure_emu_ldmatrix(r, 2, 1, addr, file, line);
+}
+__device__ __forceinline__ void cp_async_16(smem_addr_t dst, const void* src, int src_bytes = 16, GSURE_EMU_SITE) {
+  gsure_emu_cp_async(const_cast<void*>(dst), src, 16, src_bytes, file, line);
+}
+__device__ __forceinline__ void cp_async_commit() { gsure_emu_cp_async_commit(); }
+template <int N> __device__ __forceinline__ void cp_async_wait(GSURE_EMU_SITE) {
+  gsure_emu_cp_async_wait(N, file, line);
+}
+#else
+// A shared-memory address as the PTX instructions take it: 32 bits in the shared window.
+typedef uint32_t smem_addr_t;
+__device__ __forceinline__ smem_addr_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
@@ -23,33 +55,35 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
 }
 
 // Four 8x8 b16 tiles from shared memory; lanes 8i..8i+7 give the row addresses of tile i.
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], uint32_t addr) {
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], smem_addr_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], uint32_t addr) {
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], smem_addr_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
-__device__ __forceinline__ void ldmatrix_x2(uint32_t r[2], uint32_t addr) {
+__device__ __forceinline__ void ldmatrix_x2(uint32_t r[2], smem_addr_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 }
-__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t r[2], uint32_t addr) {
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t r[2], smem_addr_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
                : "=r"(r[0]), "=r"(r[1])
                : "r"(addr));
 }
 
 // 16-byte global -> shared copy that bypasses registers; src_bytes < 16 zero-fills the rest (bounds).
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes = 16) {
+__device__ __forceinline__ void cp_async_16(smem_addr_t dst, const void* src, int src_bytes = 16) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
+
+#endif  // GSURE_EMU
 
 // Packs two floats into a bf16x2 register (low half = a).
 __device__ __forceinline__ uint32_t pack_bf16x2(float a, float b) {

@@ -75,7 +75,7 @@ __device__ void gn_fwd(const GnParams p) {
 // Dynamic shared memory: 2 * cpg * segs floats.
 template <typename T>
 __device__ void gn_bwd(const GnParams p) {
-  extern __shared__ float slots[];  // [2][cpg * segs]
+  DYNAMIC_SHARED(float, slots);  // [2][cpg * segs]
   __shared__ float scratch[32];
   const T* x = static_cast<const T*>(p.x);
   const T* gamma = static_cast<const T*>(p.gamma);
