@@ -24,6 +24,16 @@
 #include "fiber.h"
 #include "race.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+// AddressSanitizer must be told about every stack switch, or it takes the fiber stacks for overflows.
+#define ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#else
+#define ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#endif
+
 namespace gsure_emu {
 namespace {
 
@@ -383,7 +393,16 @@ struct Worker {
     }
   }
 
-  void yield(Fiber& f) { gsure_emu_switch(&f.sp, sched_sp); }
+  // The scheduler's stack, as ASan learns it when a fiber first runs.
+  const void* sched_bottom = nullptr;
+  size_t sched_size = 0;
+
+  void yield(Fiber& f) {
+    void* fake = nullptr;
+    ASAN_START(&fake, sched_bottom, sched_size);
+    gsure_emu_switch(&f.sp, sched_sp);
+    ASAN_FINISH(fake, &sched_bottom, &sched_size);
+  }
 
   // Runs the posting lane's collective to completion (the scheduler does the work once all lanes posted).
   void warp_collective(WarpOp& op) {
@@ -420,6 +439,7 @@ void Worker::finish_copies(Fiber& f, size_t keep) {
 void Worker::fiber_main(void* arg) {
   Fiber& f = *static_cast<Fiber*>(arg);
   Worker& w = *tls_worker;
+  ASAN_FINISH(nullptr, &w.sched_bottom, &w.sched_size);
   w.launch->entry->call(w.launch->params);
   if (!f.open.empty()) f.committed.push_back(std::move(f.open));  // copies still in flight land at exit
   f.open.clear();
@@ -428,6 +448,7 @@ void Worker::fiber_main(void* arg) {
   ++w.done;
   w.pending_check_barrier = w.at_barrier > 0;
   if (w.warp_waiting[f.warp] > 0) w.pending_check_warp = (int)f.warp;  // a lane it waits for may be this one
+  ASAN_START(nullptr, w.sched_bottom, w.sched_size);  // this stack is done with
   gsure_emu_switch(&f.sp, w.sched_sp);
   std::abort();  // a finished fiber is never resumed
 }
@@ -508,7 +529,10 @@ void Worker::run_block(const Launch& l, Dim bidx) {
     if (f.state != State::Ready) continue;
     tls_fiber = &f;
     if (race_on) race_switch_to(f.tid, f.warp);
+    void* fake = nullptr;
+    ASAN_START(&fake, stacks[id].base, stacks[id].size);
     gsure_emu_switch(&sched_sp, f.sp);
+    ASAN_FINISH(fake, nullptr, nullptr);
     tls_fiber = nullptr;
     if (pending_check_warp >= 0) {
       const int w = pending_check_warp;

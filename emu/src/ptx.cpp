@@ -44,7 +44,7 @@ std::vector<PtxEntry> parse_ptx_entries(const char* image, size_t len) {
     const size_t close = text.find(')', open);
     if (close == std::string::npos) break;
     const std::string plist = text.substr(open + 1, close - open - 1);
-    static const std::regex param(R"(\.param\s+((?:\.\w+\s+)*)(\w+)(?:\[(\d+)\])?)");
+    static const std::regex param(R"(\.param\s+((?:\.\w+\s+(?:\d+\s+)?)*)(\w+)(?:\[(\d+)\])?)");
     for (auto it = std::sregex_iterator(plist.begin(), plist.end(), param); it != std::sregex_iterator(); ++it) {
       const std::string quals = (*it)[1];
       PtxParam p{0, quals.find(".ptr") != std::string::npos};
