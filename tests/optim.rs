@@ -48,7 +48,11 @@ fn adamw_cuda_matches_cpu() {
     let run = |device: &Device| {
         let mut ps = ParamStore::new();
         for (i, t) in init.iter().enumerate() {
-            ps.insert(&format!("p{i}"), &t.to_device(device).unwrap()).unwrap();
+            // AdamW updates its parameters in place, and `to_device` onto the tensor's own device (the CPU
+            // run) shares storage: a deep copy keeps `init` intact for the run that comes second.
+            let p = t.to_device(device).unwrap().deep_copy().unwrap();
+            assert!(!p.same_storage(t), "each run starts from its own copy of the initial values");
+            ps.insert(&format!("p{i}"), &p).unwrap();
         }
         let cfg = AdamConfig { lr: 0.01, weight_decay: 0.1, ..AdamConfig::default() };
         let mut opt = AdamW::new(cfg, &ps).unwrap();
@@ -73,6 +77,23 @@ fn adamw_cuda_matches_cpu() {
         let err = gsure::testing::rel_error(b, a);
         assert!(err < 1e-5, "AdamW CUDA vs CPU: {err:.2e}");
     }
+}
+
+#[test]
+fn parameters_from_a_deep_copy_leave_the_source_untouched() {
+    // `to_device` onto the CPU is the tensor itself (shared storage): an in-place AdamW step through it
+    // would move the source too. `deep_copy` is what gives a run its own starting values.
+    let src = Tensor::from_f64(&[1.0, -2.0, 0.5], [3], DType::F32, &Device::Cpu).unwrap();
+    assert!(src.to_device(&Device::Cpu).unwrap().same_storage(&src), "same-device to_device shares storage");
+    let w = Tensor::from_f64(&[1.0, 1.0, 1.0], [3], DType::F32, &Device::Cpu).unwrap();
+    let mut ps = ParamStore::new();
+    let copy = src.to_device(&Device::Cpu).unwrap().deep_copy().unwrap();
+    assert!(!copy.same_storage(&src));
+    ps.insert("p", &copy).unwrap();
+    let mut opt = AdamW::new(AdamConfig { lr: 0.1, ..AdamConfig::default() }, &ps).unwrap();
+    quadratic_step(&ps, &mut opt, &w);
+    assert_ne!(ps.get("p").unwrap().to_vec_f64().unwrap(), vec![1.0, -2.0, 0.5], "the parameter moved");
+    assert_eq!(src.to_vec_f64().unwrap(), vec![1.0, -2.0, 0.5], "the source did not");
 }
 
 #[test]

@@ -109,6 +109,10 @@ impl Tensor {
 
     /// This tensor on `device`. A CPU tensor goes to CUDA as f32 (bf16 stays bf16 via `to_dtype`); a bf16
     /// CUDA tensor comes to the CPU as f32. Gradients flow back across the move.
+    ///
+    /// Onto the device the tensor is already on, this is the tensor itself (a `clone`, sharing storage),
+    /// so in-place updates (an optimiser step, `assign`) through either are seen by both. Follow it with
+    /// [`Tensor::deep_copy`] when the values must be independent.
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         if self.device() == device {
             return Ok(self.clone());
