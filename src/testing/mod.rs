@@ -184,7 +184,9 @@ pub fn parity(
         let out = f(&leaves).with_context(|| format!("{name} on {device}"))?;
         let mut r = rng(0x5eed);
         let w = round_to(&randn(out.dims(), &mut r).to_vec_f64()?, dtype);
-        let w = Tensor::from_f64(&w, out.shape().clone(), dt, device)?;
+        // The weight lives where the output does, in its dtype: an op may return its result on another
+        // device than its inputs' (`to_device`) or in another dtype, and `mul` never moves or casts.
+        let w = Tensor::from_f64(&w, out.shape().clone(), out.dtype(), out.device())?;
         let grads = if wrt.is_empty() { None } else { Some(backward(&weighted_sum(&out, &w)?)?) };
         let mut gs = Vec::new();
         for &i in wrt {
