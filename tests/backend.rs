@@ -2,6 +2,17 @@
 use gsure::backend::cuda::Gpu;
 use gsure::testing::{gpu_or_skip, parity, randn, rng};
 use gsure::{backward, ops, DType, Device, Tensor};
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by every test here that uses the GPU. The caching allocator is one per process and cargo runs a
+/// binary's tests on parallel threads: `steady_state_makes_no_device_allocations` compares its global
+/// counters before and after, which another test allocating (or the out-of-memory test emptying the cache)
+/// in between would break. A test that panics poisons the lock; the next one takes it anyway.
+static DEVICE: Mutex<()> = Mutex::new(());
+
+fn device_lock() -> MutexGuard<'static, ()> {
+    DEVICE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[test]
 fn cuda_device_errors_instead_of_panicking_when_unusable() {
@@ -32,6 +43,7 @@ fn cpu_dtype_round_trip_and_gradient_through_casts() {
 
 #[test]
 fn transfers_round_trip_exactly_in_f32_and_within_bf16_rounding() {
+    let _device = device_lock();
     let Some(gpu) = gpu_or_skip("transfers") else { return };
     let mut r = rng(2);
     let x = randn(&[5, 7, 3], &mut r).to_dtype(DType::F32).unwrap();
@@ -47,6 +59,7 @@ fn transfers_round_trip_exactly_in_f32_and_within_bf16_rounding() {
 
 #[test]
 fn gradients_flow_across_devices() {
+    let _device = device_lock();
     let Some(gpu) = gpu_or_skip("gradients_flow_across_devices") else { return };
     let mut r = rng(3);
     let x = randn(&[4, 4], &mut r).set_requires_grad(true);
@@ -60,6 +73,7 @@ fn gradients_flow_across_devices() {
 
 #[test]
 fn steady_state_makes_no_device_allocations() {
+    let _device = device_lock();
     let Some(dev) = gpu_or_skip("steady_state_makes_no_device_allocations") else { return };
     let gpu = dev.gpu().unwrap().clone();
     let mut r = rng(4);
@@ -83,6 +97,7 @@ fn steady_state_makes_no_device_allocations() {
 
 #[test]
 fn out_of_memory_is_an_error_naming_the_sizes() {
+    let _device = device_lock();
     let Some(dev) = gpu_or_skip("out_of_memory_is_an_error_naming_the_sizes") else { return };
     let gpu = dev.gpu().unwrap();
     let err = gpu.alloc::<f32>(1usize << 46).err().expect("256 TiB cannot be allocated").to_string();
