@@ -220,6 +220,9 @@ impl Ema {
                 (Storage::Cuda(CudaStorage::F32(eb)), Storage::Cuda(CudaStorage::F32(pb))) => {
                     let gpu = p.device().gpu().expect("CUDA tensor");
                     let n = pb.len();
+                    if n == 0 {
+                        continue; // a parameter with no elements: nothing to average
+                    }
                     launch!(
                         gpu,
                         gpu.func(ptx::OPTIM, "ema_update_f32")?,

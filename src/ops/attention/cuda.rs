@@ -55,6 +55,15 @@ fn dmax(d: usize) -> Result<usize> {
     })
 }
 
+/// Whether the grids (query or key tiles x batch*heads) would have no blocks: T = 0 or B = 0, when every
+/// output is empty. `attention` refuses such inputs; the launchers still never launch 0 blocks.
+fn no_blocks(dims: Dims) -> Result<bool> {
+    if dims.heads == 0 {
+        bail!("attention: heads must be at least 1 (B = {}, C = {}, T = {})", dims.batch, dims.channels, dims.tokens);
+    }
+    Ok(dims.tokens == 0 || dims.batch == 0)
+}
+
 fn params(dims: Dims) -> Result<AttnParams> {
     let bh = dims.batch * dims.heads;
     if bh > 65535 {
@@ -104,10 +113,15 @@ pub fn forward(
     dims: Dims,
 ) -> Result<(CudaStorage, CudaStorage)> {
     let dt = check_dtype("attention", &[q, k, v])?;
-    let mut p = params(dims)?;
-    let (d, t) = (dims.head_dim(), dims.tokens);
+    let t = dims.tokens;
     let out = cuda_alloc(gpu, dt, q.len())?;
     let lse: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
+    if no_blocks(dims)? {
+        // T = 0 or B = 0: both outputs are empty, and a grid of 0 blocks is an invalid launch.
+        return Ok((out, CudaStorage::F32(lse)));
+    }
+    let mut p = params(dims)?;
+    let d = dims.head_dim();
     (p.q, p.k, p.v, p.o, p.lse) = (q.ptr(), k.ptr(), v.ptr(), out.ptr(), lse.ptr());
     let bh = (dims.batch * dims.heads) as u32;
     if dt == DType::BF16 && matches!(d, 32 | 64 | 128 | 256) {
@@ -142,12 +156,16 @@ pub fn backward(
     if lse.dtype() != DType::F32 {
         bail!("attention backward: the saved log-sum-exp must be f32, got {}", lse.dtype());
     }
+    let (dq, dk, dv) = (cuda_alloc(gpu, dt, q.len())?, cuda_alloc(gpu, dt, q.len())?, cuda_alloc(gpu, dt, q.len())?);
+    if no_blocks(dims)? {
+        // Empty gradients (T = 0 or B = 0); no launch with a grid of 0 blocks.
+        return Ok([dq, dk, dv]);
+    }
     let mut p = params(dims)?;
     let (d, t) = (dims.head_dim(), dims.tokens);
     let dm = dmax(d)?;
     let sfx = dt.name();
     let delta: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
-    let (dq, dk, dv) = (cuda_alloc(gpu, dt, q.len())?, cuda_alloc(gpu, dt, q.len())?, cuda_alloc(gpu, dt, q.len())?);
     (p.q, p.k, p.v, p.o, p.dout, p.lse, p.delta) =
         (q.ptr(), k.ptr(), v.ptr(), o.ptr(), dout.ptr(), lse.ptr(), delta.ptr());
     (p.dq, p.dk, p.dv) = (dq.ptr(), dk.ptr(), dv.ptr());

@@ -96,11 +96,17 @@ fn run_gemm(
     splits: usize,
     ptrs: &[u64],
 ) -> Result<()> {
+    if gm == 0 || gn == 0 {
+        // The output (gm x gn) is empty: nothing to launch, and a grid of 0 blocks is invalid.
+        return Ok(());
+    }
     let (bm, bn, bk) = tile(dtype);
-    // Each split covers a whole number of k tiles, so no tile straddles two splits.
+    // Each split covers a whole number of k tiles, so no tile straddles two splits. An empty reduction
+    // (gk = 0: no input channels, or no output channels in dgrad) still runs one split, whose blocks
+    // write 0 (+ bias).
     let k_tiles = gk.div_ceil(bk);
-    let per_split = k_tiles.div_ceil(splits.max(1)) * bk;
-    let splits = gk.div_ceil(per_split);
+    let per_split = k_tiles.div_ceil(splits.max(1)).max(1) * bk;
+    let splits = gk.div_ceil(per_split).max(1);
     let p = params(g, gm, gn, gk, per_split);
     let grid = (gm.div_ceil(bm) as u32, gn.div_ceil(bn) as u32, splits as u32);
     if grid.1 > 65535 || grid.2 > 65535 {
@@ -146,9 +152,12 @@ pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<C
     let (gm, gn, gk) = (g.co, g.kdim(), g.n * g.ho * g.wo);
     let (bm, bn, bk) = tile(dtype);
     let tiles = gm.div_ceil(bm) * gn.div_ceil(bn);
-    let splits = TARGET_BLOCKS.div_ceil(tiles).min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT)).max(1);
+    let splits = TARGET_BLOCKS.div_ceil(tiles.max(1)).min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT)).max(1);
     let dw = cuda_zeros(gpu, DType::F32, g.co * g.kdim())?;
-    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), splits, &[x.ptr(), dy.ptr(), dw.ptr()])?;
+    if gk > 0 {
+        // An empty batch (gk = 0) adds nothing: dw stays zero.
+        run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), splits, &[x.ptr(), dy.ptr(), dw.ptr()])?;
+    }
     match dtype {
         DType::F32 => Ok(dw),
         _ => cast(gpu, &dw, dtype),

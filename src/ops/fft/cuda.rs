@@ -97,6 +97,10 @@ pub fn masked_fft2c(
     }
     let dt = x.dtype().name();
     let y = cuda_alloc(gpu, x.dtype(), x.len())?;
+    if n == 0 || h == 0 || w == 0 {
+        // No image or no points: the output is empty (and n blocks, or h / w tiles, would be 0).
+        return Ok(y);
+    }
     let mut p = FftParams {
         x: x.ptr(),
         mask: mask.map_or(0, |m| m.ptr()),

@@ -22,6 +22,10 @@ pub struct Args<'a> {
 pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: &[f64], rows: usize, m: usize) -> Result<CudaStorage> {
     let coef_dev: GpuBuf<f32> = gpu.upload(&coef.iter().map(|&c| c as f32).collect::<Vec<_>>())?;
     let loss = cuda_alloc(gpu, x.d.dtype(), rows)?;
+    if rows == 0 {
+        // No examples: the loss is empty, and grid.y = rows would be 0.
+        return Ok(loss);
+    }
     let sfx = x.d.dtype().name();
     let s = splits(rows, m);
     let partial: Option<GpuBuf<f32>> = if s > 1 { Some(gpu.alloc(rows * s)?) } else { None };
@@ -62,6 +66,10 @@ pub fn gsure_bwd(
     let coef_dev: GpuBuf<f32> = gpu.upload(&coef.iter().map(|&c| c as f32).collect::<Vec<_>>())?;
     let dd = if want.0 { Some(cuda_alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
     let dde = if want.1 { Some(cuda_alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
+    if rows * m == 0 {
+        // Empty gradients; grid.y = rows (and the grid.x bound divided by it) would be 0.
+        return Ok((dd, dde));
+    }
     let gy = rows.min(65535) as u32;
     let gx = blocks_for(m, BLOCK, 1).min(((132 * 16) / gy).max(1));
     launch!(

@@ -28,7 +28,7 @@ pub(crate) fn finish_rows(
     s: usize,
     inv_m: f32,
 ) -> Result<()> {
-    if s <= 1 {
+    if s <= 1 || rows == 0 {
         return Ok(());
     }
     const WARPS: u32 = 8;
@@ -53,6 +53,10 @@ pub fn masked_mse_fwd(
     m: usize,
 ) -> Result<CudaStorage> {
     let loss = cuda_alloc(gpu, p.dtype(), rows)?;
+    if rows == 0 {
+        // No examples: the loss is empty, and grid.y = rows would be 0.
+        return Ok(loss);
+    }
     let sfx = p.dtype().name();
     let s = splits(rows, m);
     let partial: Option<GpuBuf<f32>> = if s > 1 { Some(gpu.alloc(rows * s)?) } else { None };
@@ -90,6 +94,10 @@ pub fn masked_mse_bwd(
 ) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
     let dp = if want_pred { Some(cuda_alloc(gpu, p.dtype(), rows * m)?) } else { None };
     let dt = if want_target { Some(cuda_alloc(gpu, p.dtype(), rows * m)?) } else { None };
+    if rows * m == 0 {
+        // Empty gradients; grid.y = rows (and the grid.x bound divided by it) would be 0.
+        return Ok((dp, dt));
+    }
     let gy = rows.min(65535) as u32;
     let gx = blocks_for(m, BLOCK, 1).min(((132 * 16) / gy).max(1));
     launch!(
