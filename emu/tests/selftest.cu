@@ -1,0 +1,122 @@
+// selftest.cu: small kernels with known answers for the emulator's self-test (emu/tests/run), and mutants
+// of real kernel idioms that the emulator must catch. Compiled by nvcc (their PTX is what the fake driver
+// loads) and by emu/build (the host module).
+#include "mma.cuh"
+
+// --- block_sum (common.cuh) twice in a row, and the mutant without its write-after-read barrier ----------
+__device__ float block_sum_no_war(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;  // MUTANT: the __syncthreads() before this store is gone
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.f;
+  return warp_sum(v);
+}
+template <bool MUTANT> __device__ void two_sums(const float* x, float* out) {
+  __shared__ float scratch[32];
+  const float v = x[threadIdx.x];
+  const float s1 = MUTANT ? block_sum_no_war(v, scratch) : block_sum(v, scratch);
+  const float s2 = MUTANT ? block_sum_no_war(v * v, scratch) : block_sum(v * v, scratch);
+  out[2 * threadIdx.x] = s1;
+  out[2 * threadIdx.x + 1] = s2;
+}
+extern "C" __global__ void st_two_sums(const float* x, float* out) { two_sums<false>(x, out); }
+extern "C" __global__ void st_two_sums_no_war(const float* x, float* out) { two_sums<true>(x, out); }
+
+// --- shuffles and votes: out[lane * 6 + k] -----------------------------------------------------------------
+extern "C" __global__ void st_shuffles(const int* in, int* out) {
+  const int lane = threadIdx.x & 31, v = in[threadIdx.x];
+  int* o = out + threadIdx.x * 6;
+  o[0] = __shfl_xor_sync(0xffffffffu, v, 5);
+  o[1] = __shfl_sync(0xffffffffu, v, 7, 16);
+  o[2] = __shfl_up_sync(0xffffffffu, v, 3, 8);
+  o[3] = __shfl_down_sync(0xffffffffu, v, 2);
+  o[4] = (int)__ballot_sync(0xffffffffu, v & 1);
+  o[5] = __all_sync(0xffffffffu, v > -1000) + 2 * __any_sync(0xffffffffu, v == 12345);
+  (void)lane;
+}
+
+// --- one mma.m16n8k16 with fragments loaded from global per the documented layouts ----------------------
+// A [16][16] row-major, B [8][16] (n rows, k contiguous), D [16][8].
+extern "C" __global__ void st_mma(const bf16* A, const bf16* B, float* D) {
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  auto pair = [](const bf16* p) {
+    uint32_t r;
+    memcpy(&r, p, 4);
+    return r;
+  };
+  uint32_t a[4] = {pair(A + g * 16 + 2 * t), pair(A + (g + 8) * 16 + 2 * t), pair(A + g * 16 + 2 * t + 8),
+                   pair(A + (g + 8) * 16 + 2 * t + 8)};
+  uint32_t b[2] = {pair(B + g * 16 + 2 * t), pair(B + g * 16 + 2 * t + 8)};
+  float d[4] = {1.f, 2.f, 3.f, 4.f};  // C: checks the accumulate
+  mma_bf16_16816(d, a, b);
+  D[g * 8 + 2 * t] = d[0], D[g * 8 + 2 * t + 1] = d[1], D[(g + 8) * 8 + 2 * t] = d[2], D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+// --- ldmatrix x4, plain and .trans, from four 8x8 b16 matrices stored one after the other ------------------
+template <bool TRANS> __device__ void ldm(const uint16_t* m, uint32_t* out) {
+  __shared__ __align__(16) uint16_t s[4 * 64];
+  for (int i = threadIdx.x; i < 256; i += 32) s[i] = m[i];
+  __syncwarp();
+  uint32_t r[4];
+  const uint16_t* row = s + (threadIdx.x / 8) * 64 + (threadIdx.x % 8) * 8;
+  if (TRANS) ldmatrix_x4_trans(r, smem_addr(row));
+  else ldmatrix_x4(r, smem_addr(row));
+  for (int i = 0; i < 4; ++i) out[threadIdx.x * 4 + i] = r[i];
+}
+extern "C" __global__ void st_ldmatrix(const uint16_t* m, uint32_t* out) { ldm<false>(m, out); }
+extern "C" __global__ void st_ldmatrix_trans(const uint16_t* m, uint32_t* out) { ldm<true>(m, out); }
+
+// --- cp.async into dynamic shared memory, and the mutant that reads before its wait ------------------------
+template <bool WAIT> __device__ void copy_in(const float* src, float* out) {
+  DYNAMIC_SHARED(__align__(16) float, buf);
+  cp_async_16(smem_addr(buf + 4 * threadIdx.x), src + 4 * threadIdx.x);
+  cp_async_commit();
+  if (WAIT) cp_async_wait<0>();  // MUTANT: no wait, the data has not landed when it is read
+  __syncthreads();
+  const int other = (threadIdx.x + 1) % blockDim.x;
+  for (int i = 0; i < 4; ++i) out[4 * threadIdx.x + i] = buf[4 * other + i];
+  cp_async_wait<0>();
+}
+extern "C" __global__ void st_cp_async(const float* src, float* out) { copy_in<true>(src, out); }
+extern "C" __global__ void st_cp_async_no_wait(const float* src, float* out) { copy_in<false>(src, out); }
+
+// --- errors the emulator must report ------------------------------------------------------------------------
+extern "C" __global__ void st_divergent_barrier(float* out) {
+  if (threadIdx.x < 16) __syncthreads();
+  out[threadIdx.x] = 1.f;
+}
+extern "C" __global__ void st_exited_barrier(float* out) {
+  if (threadIdx.x >= 40) return;
+  __syncthreads();
+  out[threadIdx.x] = 1.f;
+}
+extern "C" __global__ void st_deadlock(float* out) {
+  // Warp 1's low half waits at a full-warp shuffle its high half never reaches; everyone else is at the barrier.
+  float v = out[threadIdx.x];
+  if (threadIdx.x >= 32 && threadIdx.x < 48) v = __shfl_xor_sync(0xffffffffu, v, 1);
+  else __syncthreads();
+  out[threadIdx.x] = v;
+}
+extern "C" __global__ void st_race(float* out) {
+  __shared__ float cell[2];
+  if (threadIdx.x == 0) cell[0] = 1.f;
+  const float v = threadIdx.x == 1 ? cell[0] : 0.f;  // no barrier between the write and this read
+  __syncthreads();
+  out[threadIdx.x] = v;
+}
+extern "C" __global__ void st_no_race(float* out) {
+  __shared__ float cell[2];
+  if (threadIdx.x == 0) cell[0] = 1.f;
+  __syncthreads();
+  out[threadIdx.x] = threadIdx.x == 1 ? cell[0] : 0.f;
+}
+extern "C" __global__ void st_dynamic_oob(float* out, int n) {
+  DYNAMIC_SHARED(__align__(16) float, buf);
+  if (threadIdx.x == 0) buf[n] = 1.f;  // one past the launch's dynamic shared memory
+  out[threadIdx.x] = 0.f;
+}
+extern "C" __global__ void st_global_oob(float* out, int n) {
+  if (threadIdx.x == 0) out[n] = 1.f;  // one past the allocation
+}
+extern "C" __global__ void __launch_bounds__(256) st_bounded(float* out) { out[threadIdx.x] = (float)threadIdx.x; }

@@ -1,0 +1,254 @@
+// selftest_main.cpp: drives the emulator through the driver API, as cudarc does, on the kernels of
+// selftest.cu and checks each against a plain loop or against the failure it must produce.
+//   selftest PTX basic      kernels vs loops, launch limits, divergence and deadlock reports (any schedule)
+//   selftest PTX mutants    the mutants fail (run under --schedule warp-ahead)
+//   selftest PTX race       the race detector reports st_race and the mutant, and not st_no_race
+//   selftest PTX CASE       one kernel expected to crash the process under ASan (dynamic_oob, global_oob)
+#include <cuda.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+int failures = 0;
+CUmodule mod;
+
+void check(bool ok, const std::string& what) {
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+  if (!ok) ++failures;
+}
+#define CU(x)                                                                          \
+  do {                                                                                 \
+    CUresult r_ = (x);                                                                 \
+    if (r_ != CUDA_SUCCESS) {                                                          \
+      std::fprintf(stderr, "%s failed with %d at line %d\n", #x, (int)r_, __LINE__); \
+      std::exit(2);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+template <typename T> CUdeviceptr upload(const std::vector<T>& v) {
+  CUdeviceptr p;
+  CU(cuMemAlloc(&p, v.size() * sizeof(T)));
+  CU(cuMemcpyHtoD(p, v.data(), v.size() * sizeof(T)));
+  return p;
+}
+template <typename T> std::vector<T> download(CUdeviceptr p, size_t n) {
+  std::vector<T> v(n);
+  CU(cuMemcpyDtoH(v.data(), p, n * sizeof(T)));
+  return v;
+}
+CUfunction fn(const char* name) {
+  CUfunction f;
+  CU(cuModuleGetFunction(&f, mod, name));
+  return f;
+}
+CUresult launch(const char* name, unsigned grid, unsigned block, unsigned smem, std::vector<void*> args) {
+  return cuLaunchKernel(fn(name), grid, 1, 1, block, 1, 1, smem, nullptr, args.data(), nullptr);
+}
+
+uint16_t bf16_bits(float f) {  // round to nearest even, as __float2bfloat16
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+float bf16_value(uint16_t b) {
+  uint32_t u = (uint32_t)b << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// s1, s2 of st_two_sums for each of 256 threads against the exact sums; returns whether all agree.
+bool two_sums_ok(const char* kernel, CUresult* status) {
+  std::vector<float> x(256);
+  double s1 = 0, s2 = 0;
+  for (int i = 0; i < 256; ++i) x[i] = (float)((i * 37) % 17) - 8.f, s1 += x[i], s2 += (double)x[i] * x[i];
+  CUdeviceptr dx = upload(x), dout = upload(std::vector<float>(512, 0.f));
+  *status = launch(kernel, 1, 256, 0, {&dx, &dout});
+  bool ok = *status == CUDA_SUCCESS;
+  if (ok) {
+    auto out = download<float>(dout, 512);
+    for (int i = 0; i < 256; ++i) ok = ok && out[2 * i] == (float)s1 && out[2 * i + 1] == (float)s2;
+  }
+  cuMemFree(dx);
+  cuMemFree(dout);
+  return ok;
+}
+
+bool cp_async_ok(const char* kernel, CUresult* status) {
+  std::vector<float> src(4 * 64);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = (float)i;
+  CUdeviceptr ds = upload(src), dout = upload(std::vector<float>(src.size(), -1.f));
+  *status = launch(kernel, 1, 64, 4 * 64 * sizeof(float), {&ds, &dout});
+  bool ok = *status == CUDA_SUCCESS;
+  if (ok) {
+    auto out = download<float>(dout, src.size());
+    for (int t = 0; t < 64; ++t)
+      for (int i = 0; i < 4; ++i) ok = ok && out[4 * t + i] == src[4 * ((t + 1) % 64) + i];
+  }
+  cuMemFree(ds);
+  cuMemFree(dout);
+  return ok;
+}
+
+CUresult run_error_kernel(const char* kernel, unsigned block) {
+  CUdeviceptr d = upload(std::vector<float>(block, 0.f));
+  CUresult r = launch(kernel, 1, block, 0, {&d});
+  cuMemFree(d);
+  return r;
+}
+
+void basic() {
+  CUresult st;
+  check(two_sums_ok("st_two_sums", &st), "block_sum twice: both sums exact in every thread");
+
+  {  // shuffles and votes against the PTX rules
+    std::vector<int> in(64);
+    for (int i = 0; i < 64; ++i) in[i] = i * 3 + (i % 5);
+    CUdeviceptr din = upload(in), dout = upload(std::vector<int>(64 * 6, 0));
+    CU(launch("st_shuffles", 1, 64, 0, {&din, &dout}));
+    auto out = download<int>(dout, 64 * 6);
+    bool ok = true;
+    for (int t = 0; t < 64; ++t) {
+      const int w = t / 32 * 32, l = t % 32;
+      unsigned ballot = 0;
+      for (int j = 0; j < 32; ++j) ballot |= (unsigned)(in[w + j] & 1) << j;
+      const int exp[6] = {in[w + (l ^ 5)], in[w + l / 16 * 16 + 7], in[w + (l % 8 >= 3 ? l - 3 : l)],
+                          in[w + (l + 2 < 32 ? l + 2 : l)], (int)ballot, 1};
+      for (int k = 0; k < 6; ++k) ok = ok && out[t * 6 + k] == exp[k];
+    }
+    check(ok, "shfl xor/idx(width 16)/up(width 8)/down, ballot, all/any");
+  }
+
+  {  // mma.m16n8k16 against a loop (bf16 products exact; sums of small integers exact in f32)
+    std::vector<uint16_t> A(256), B(128);
+    std::vector<float> Af(256), Bf(128);
+    for (int i = 0; i < 256; ++i) A[i] = bf16_bits((float)((i * 7) % 11 - 5)), Af[i] = bf16_value(A[i]);
+    for (int i = 0; i < 128; ++i) B[i] = bf16_bits((float)((i * 5) % 13 - 6) * 0.5f), Bf[i] = bf16_value(B[i]);
+    CUdeviceptr dA = upload(A), dB = upload(B), dD = upload(std::vector<float>(128, 0.f));
+    CU(launch("st_mma", 1, 32, 0, {&dA, &dB, &dD}));
+    auto D = download<float>(dD, 128);
+    bool ok = true;
+    const float C[4] = {1.f, 2.f, 3.f, 4.f};
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 8; ++j) {
+        float s = 0;
+        for (int k = 0; k < 16; ++k) s += Af[i * 16 + k] * Bf[j * 16 + k];
+        const float c = C[(i >= 8 ? 2 : 0) + (j % 2)];  // each lane's accumulator register index
+        ok = ok && D[i * 8 + j] == s + c;
+      }
+    check(ok, "mma.m16n8k16 bf16: D = A B + C in the fragment layouts");
+  }
+
+  for (int trans = 0; trans < 2; ++trans) {  // ldmatrix x4 against the PTX ISA's mapping
+    std::vector<uint16_t> m(256);
+    for (int i = 0; i < 256; ++i) m[i] = (uint16_t)(i * 3 + 1);
+    CUdeviceptr dm = upload(m), dout = upload(std::vector<uint32_t>(128, 0));
+    CU(launch(trans ? "st_ldmatrix_trans" : "st_ldmatrix", 1, 32, 0, {&dm, &dout}));
+    auto out = download<uint32_t>(dout, 128);
+    bool ok = true;
+    for (int l = 0; l < 32; ++l)
+      for (int i = 0; i < 4; ++i) {
+        const int g = l / 4, t = l % 4;
+        const uint16_t lo = trans ? m[i * 64 + (2 * t) * 8 + g] : m[i * 64 + g * 8 + 2 * t];
+        const uint16_t hi = trans ? m[i * 64 + (2 * t + 1) * 8 + g] : m[i * 64 + g * 8 + 2 * t + 1];
+        ok = ok && out[l * 4 + i] == ((uint32_t)lo | (uint32_t)hi << 16);
+      }
+    check(ok, trans ? "ldmatrix.x4.trans" : "ldmatrix.x4");
+  }
+
+  check(cp_async_ok("st_cp_async", &st), "cp.async lands at its wait; other threads see it after the barrier");
+
+  // Launch limits, as the GPU enforces them.
+  {
+    CUdeviceptr d = upload(std::vector<float>(1024, 0.f));
+    check(launch("st_bounded", 1, 256, 0, {&d}) == CUDA_SUCCESS, "256 threads under __launch_bounds__(256)");
+    check(launch("st_bounded", 1, 512, 0, {&d}) == CUDA_ERROR_INVALID_VALUE, "512 threads refused: __launch_bounds__(256)");
+    check(launch("st_bounded", 0, 32, 0, {&d}) == CUDA_ERROR_INVALID_VALUE, "a zero grid is refused");
+    check(cuLaunchKernel(fn("st_bounded"), 1, 65536, 1, 32, 1, 1, 0, nullptr, std::vector<void*>{&d}.data(), nullptr) ==
+              CUDA_ERROR_INVALID_VALUE,
+          "grid.y = 65536 is refused");
+    CUdeviceptr host_ptr = (CUdeviceptr)&failures;
+    check(launch("st_bounded", 1, 32, 0, {&host_ptr}) == CUDA_ERROR_INVALID_VALUE, "a host pointer argument is refused");
+    CUdeviceptr src = upload(std::vector<float>(64 * 1024 / 4, 0.f));
+    check(launch("st_cp_async", 1, 64, 64 * 1024, {&src, &d}) == CUDA_ERROR_INVALID_VALUE,
+          "64 KiB dynamic shared memory refused without cuFuncSetAttribute");
+    check(cuFuncSetAttribute(fn("st_cp_async"), CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 64 * 1024) ==
+              CUDA_SUCCESS, "cuFuncSetAttribute(64 KiB)");
+    check(launch("st_cp_async", 1, 64, 64 * 1024, {&src, &d}) == CUDA_SUCCESS, "64 KiB accepted after the attribute");
+    check(cuFuncSetAttribute(fn("st_cp_async"), CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 230 * 1024) ==
+              CUDA_ERROR_INVALID_VALUE, "230 KiB refused: above the 227 KiB a block can have");
+    check(cuMemcpyHtoD(d + 4096, &failures, 4) == CUDA_ERROR_INVALID_VALUE, "a copy past the allocation is refused");
+    size_t free_b, total;
+    CU(cuMemGetInfo(&free_b, &total));
+    CUdeviceptr big;
+    check(cuMemAlloc(&big, total + 1) == CUDA_ERROR_OUT_OF_MEMORY, "allocating more than the device has: OOM");
+    cuMemFree(d);
+    cuMemFree(src);
+  }
+
+  // What a GPU would leave undefined or hang on: a report and CUDA_ERROR_LAUNCH_FAILED.
+  check(run_error_kernel("st_divergent_barrier", 64) == CUDA_ERROR_LAUNCH_FAILED, "divergent __syncthreads reported");
+  check(run_error_kernel("st_exited_barrier", 64) == CUDA_ERROR_LAUNCH_FAILED,
+        "__syncthreads after some threads exited reported");
+  check(run_error_kernel("st_deadlock", 64) == CUDA_ERROR_LAUNCH_FAILED, "deadlock reported with its wait sites");
+  check(two_sums_ok("st_two_sums", &st), "the device still works after failed launches");
+}
+
+void mutants() {
+  CUresult st;
+  check(!two_sums_ok("st_two_sums_no_war", &st), "mutant block_sum without its WAR barrier gives wrong sums");
+  check(!cp_async_ok("st_cp_async_no_wait", &st), "mutant cp.async without its wait reads data that has not landed");
+}
+
+void race() {
+  CUresult st;
+  check(run_error_kernel("st_race", 64) == CUDA_ERROR_LAUNCH_FAILED, "race detector: write/read without a barrier");
+  check(run_error_kernel("st_no_race", 64) == CUDA_SUCCESS, "race detector: the same with a barrier is clean");
+  check(two_sums_ok("st_two_sums", &st), "race detector: block_sum twice is clean");
+  two_sums_ok("st_two_sums_no_war", &st);
+  check(st == CUDA_ERROR_LAUNCH_FAILED, "race detector: block_sum without its WAR barrier is reported");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: selftest PTX basic|mutants|race|dynamic_oob|global_oob\n");
+    return 2;
+  }
+  std::ifstream f(argv[1]);
+  std::stringstream ptx;
+  ptx << f.rdbuf();
+  CU(cuInit(0));
+  CUdevice dev;
+  CUcontext ctx;
+  CU(cuDeviceGet(&dev, 0));
+  CU(cuDevicePrimaryCtxRetain(&ctx, dev));
+  CU(cuCtxSetCurrent(ctx));
+  const std::string text = ptx.str();
+  CU(cuModuleLoadData(&mod, text.c_str()));
+  const std::string what = argv[2];
+  if (what == "basic") basic();
+  else if (what == "mutants") mutants();
+  else if (what == "race") race();
+  else if (what == "dynamic_oob" || what == "global_oob") {
+    CUdeviceptr d;
+    CU(cuMemAlloc(&d, 64 * sizeof(float)));
+    int n = 64;
+    CUresult r = launch(what == "dynamic_oob" ? "st_dynamic_oob" : "st_global_oob", 1, 64, 64 * sizeof(float), {&d, &n});
+    std::printf("launch returned %d without a sanitizer report\n", (int)r);
+    return 0;  // reaching here under --asan is the failure emu/tests/run looks for
+  } else {
+    std::fprintf(stderr, "unknown case %s\n", what.c_str());
+    return 2;
+  }
+  std::printf("%d failure(s)\n", failures);
+  return failures ? 1 : 0;
+}
