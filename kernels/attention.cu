@@ -2,10 +2,12 @@
 // stored). Layout [B, C, T] channel-first: head h of batch b is the [D, T] block at ((b*C + h*D) * T), so for a
 // fixed channel the tokens are contiguous and every tile load below reads contiguous tokens (coalesced).
 // defines:
-//   attention_fwd_d{32,64,128,256}_{f32,bf16}   CUDA-core flash forward (online softmax), any D <= DMAX
+//   attention_fwd_d{32,64,128,256,512}_{f32,bf16}  CUDA-core flash forward (online softmax), any D <= DMAX
 //   attention_fwd_mma_d{32,64,128,256}_bf16         tensor-core flash forward (mma.m16n8k16, f32 accumulate)
 //   attention_delta_{f32,bf16}                   delta[b,h,i] = sum_d dO[d,i] * O[d,i]
 //   attention_bwd_dkdv_d{..}_{f32,bf16}          dK, dV, one block per key tile (loops over query tiles)
+//   (the DDIM U-Nets of the GSURE paper use one head of D = 512 at 8x8 and 16x16: the d512 kernels use
+//   16-row tiles and 64 threads, so that their shared tiles fit the 227 KiB a block can have)
 //   attention_bwd_dq_d{..}_{f32,bf16}            dQ, one block per query tile (loops over key tiles)
 // All kernels: grid = (tiles along T, B*heads), computation in f32, lse saved in f32 natural-log units.
 #include "mma.cuh"
@@ -26,10 +28,10 @@ struct AttnParams {
   float scale;  // 1 / sqrt(D)
 };
 
-// Tiles of the CUDA-core kernels: GQ queries x GK keys, 128 threads. A thread owns one row of the tile
-// (tid / 4) and a quarter of the other axis (columns sub + 4*j, sub = tid % 4), so the four threads of a row
-// are adjacent lanes and row reductions are two xor-shuffles.
-constexpr int GQ = 32, GK = 32, GTHREADS = 128;
+// Tiles of the CUDA-core kernels: GQ = GK = TILE queries x keys (32, or 16 at DMAX = 512), 4 * TILE threads.
+// A thread owns one row of the tile (tid / 4) and a quarter of the other axis (columns sub + 4*j,
+// sub = tid % 4), so the four threads of a row are adjacent lanes and row reductions are two xor-shuffles.
+__host__ __device__ constexpr int tile_for(int dmax) { return dmax > 256 ? 16 : 32; }
 
 __device__ __forceinline__ int64_t head_offset(const AttnParams& p) {
   const int bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
@@ -51,6 +53,7 @@ __device__ __forceinline__ void load_tile_f32(float* dst, int ld, const T* src, 
 // sub + 4*jj of each tile, output channels sub + 4*jd (acc in registers, DMAX/4 of them).
 template <typename T, int DMAX>
 __device__ void fwd_generic(const AttnParams& p) {
+  constexpr int GQ = tile_for(DMAX), GK = GQ;
   DYNAMIC_SHARED(float, smem);
   const int D = p.D, Tn = p.T;
   float* Qs = smem;
@@ -321,6 +324,7 @@ __device__ void delta_kernel(const AttnParams& p) {
 // lse_s [GQ], delta_s [GQ].
 template <typename T, int DMAX>
 __device__ void bwd_dkdv(const AttnParams& p) {
+  constexpr int GQ = tile_for(DMAX), GK = GQ;
   DYNAMIC_SHARED(float, smem);
   const int D = p.D, Tn = p.T;
   constexpr int LQ = GQ + 1;
@@ -408,6 +412,7 @@ __device__ void bwd_dkdv(const AttnParams& p) {
 // Shared (floats): Qs [D][GQ], dOs [D][GQ], Ks [D][GK+1], Vs [D][GK], dSs [GQ][GK+1].
 template <typename T, int DMAX>
 __device__ void bwd_dq(const AttnParams& p) {
+  constexpr int GQ = tile_for(DMAX), GK = GQ;
   DYNAMIC_SHARED(float, smem);
   const int D = p.D, Tn = p.T;
   constexpr int LK = GK + 1;
@@ -476,24 +481,27 @@ __device__ void bwd_dq(const AttnParams& p) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-#define GENERIC(DMAX, T, sfx)                                                                               \
-  extern "C" __global__ void __launch_bounds__(GTHREADS) attention_fwd_d##DMAX##_##sfx(AttnParams p) {     \
-    fwd_generic<T, DMAX>(p);                                                                                \
-  }                                                                                                         \
-  extern "C" __global__ void __launch_bounds__(GTHREADS) attention_bwd_dkdv_d##DMAX##_##sfx(AttnParams p) { \
-    bwd_dkdv<T, DMAX>(p);                                                                                   \
-  }                                                                                                         \
-  extern "C" __global__ void __launch_bounds__(GTHREADS) attention_bwd_dq_d##DMAX##_##sfx(AttnParams p) {   \
-    bwd_dq<T, DMAX>(p);                                                                                     \
+#define GENERIC(DMAX, T, sfx)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(4 * tile_for(DMAX)) attention_fwd_d##DMAX##_##sfx(AttnParams p) { \
+    fwd_generic<T, DMAX>(p);                                                                                   \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(4 * tile_for(DMAX))                                             \
+      attention_bwd_dkdv_d##DMAX##_##sfx(AttnParams p) {                                                       \
+    bwd_dkdv<T, DMAX>(p);                                                                                      \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(4 * tile_for(DMAX)) attention_bwd_dq_d##DMAX##_##sfx(AttnParams p) { \
+    bwd_dq<T, DMAX>(p);                                                                                        \
   }
 GENERIC(32, float, f32)
 GENERIC(64, float, f32)
 GENERIC(128, float, f32)
 GENERIC(256, float, f32)
+GENERIC(512, float, f32)
 GENERIC(32, bf16, bf16)
 GENERIC(64, bf16, bf16)
 GENERIC(128, bf16, bf16)
 GENERIC(256, bf16, bf16)
+GENERIC(512, bf16, bf16)
 
 extern "C" __global__ void attention_delta_f32(AttnParams p) { delta_kernel<float>(p); }
 extern "C" __global__ void attention_delta_bf16(AttnParams p) { delta_kernel<bf16>(p); }

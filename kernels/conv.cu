@@ -1,6 +1,6 @@
 // conv.cu: 2-D convolution (NCHW, square K x K kernel, zero padding, equal strides) as implicit GEMM: the
 // GEMM operands are gathered from the tensors on the fly while filling shared memory, no im2col buffer.
-// defines: conv2d_{fwd,dgrad,wgrad}_{f32,bf16}.
+// defines: conv2d_{fwd,dgrad,wgrad}_{f32,bf16}, conv2d_wgrad_sum_{f32,bf16}.
 //
 // The three directions are one GEMM C[M x N] = sum_k A[m, k] * B[k, n] each, differing only in how A and B
 // are gathered and where C goes (CUTLASS "implicit GEMM convolution" mapping):
@@ -11,7 +11,8 @@
 //              solutions (else 0; with stride 2 three in four taps are zero), B = w[co, c, kh, kw]
 //   wgrad  dw[co, c, kh, kw]  M = C_out  N = C_in*K*K (c, kh, kw)  K = N*Ho*Wo (img, oh, ow)
 //          A = dy[img, co, oh, ow], B = x[img, c, oh*s - p + kh, ow*s - p + kw]; the long reduction is split
-//          over blockIdx.z (split-K), partial sums are atomically added to a zeroed f32 buffer.
+//          over blockIdx.z (split-K): split z writes its partial dw to slab z of an f32 workspace, and
+//          conv2d_wgrad_sum adds the slabs in split order (no atomics: dw is bitwise reproducible).
 // Every index fits in int32: the launcher refuses tensors of 2^31 elements or more.
 //
 // Operand loading: a "loader" owns one GEMM row (m of A, or n of B), fixed for the whole block, and gathers
@@ -204,8 +205,8 @@ __device__ __forceinline__ void store_c(const ConvParams& p, void* out, const T*
     const int hw = p.h * p.w, img = m / hw, pix = m - img * hw;
     static_cast<T*>(out)[(img * p.c + col) * hw + pix] = from_float<T>(v);
   } else {
-    // Split-K partial sum into the zeroed f32 dw buffer [co, c*k*k].
-    atomicAdd(static_cast<float*>(out) + (size_t)m * p.gn + col, v);
+    // Split z's partial dw into slab z of the f32 workspace [splits][co][c*k*k].
+    static_cast<float*>(out)[((size_t)blockIdx.z * p.gm + m) * p.gn + col] = v;
   }
 }
 
@@ -393,10 +394,10 @@ extern "C" __global__ void __launch_bounds__(F_THREADS)
     conv2d_dgrad_f32(ConvParams p, const float* dy, const float* w, float* dx) {
   gemm_f32<DGRAD, LoadDyByInputPixel<float>, LoadWByIn<float>>(p, dy, w, (const float*)nullptr, dx);
 }
-// dw must be zeroed: blocks of every split add into it.
+// dw_partial [splits][co][c*k*k] f32: every element of every slab is written.
 extern "C" __global__ void __launch_bounds__(F_THREADS)
-    conv2d_wgrad_f32(ConvParams p, const float* x, const float* dy, float* dw) {
-  gemm_f32<WGRAD, LoadDyByOut<float>, LoadXByTap<float>>(p, dy, x, (const float*)nullptr, dw);
+    conv2d_wgrad_f32(ConvParams p, const float* x, const float* dy, float* dw_partial) {
+  gemm_f32<WGRAD, LoadDyByOut<float>, LoadXByTap<float>>(p, dy, x, (const float*)nullptr, dw_partial);
 }
 
 extern "C" __global__ void __launch_bounds__(H_THREADS)
@@ -407,8 +408,23 @@ extern "C" __global__ void __launch_bounds__(H_THREADS)
     conv2d_dgrad_bf16(ConvParams p, const bf16* dy, const bf16* w, bf16* dx) {
   gemm_bf16<DGRAD, LoadDyByInputPixel<bf16>, LoadWByIn<bf16>>(p, dy, w, nullptr, dx);
 }
-// dw_f32 is a zeroed f32 workspace [co, c*k*k]; the launcher converts it to bf16 afterwards.
 extern "C" __global__ void __launch_bounds__(H_THREADS)
-    conv2d_wgrad_bf16(ConvParams p, const bf16* x, const bf16* dy, float* dw_f32) {
-  gemm_bf16<WGRAD, LoadDyByOut<bf16>, LoadXByTap<bf16>>(p, dy, x, nullptr, dw_f32);
+    conv2d_wgrad_bf16(ConvParams p, const bf16* x, const bf16* dy, float* dw_partial) {
+  gemm_bf16<WGRAD, LoadDyByOut<bf16>, LoadXByTap<bf16>>(p, dy, x, nullptr, dw_partial);
+}
+
+// dw[i] = sum over z = 0, 1, ... of partial[z][i], in that order, converted to dw's dtype.
+template <typename T>
+__device__ void wgrad_sum(const float* __restrict__ partial, T* __restrict__ dw, int64_t n, int splits) {
+  GRID_STRIDE_LOOP(i, n) {
+    float s = 0.f;
+    for (int z = 0; z < splits; ++z) s += partial[z * n + i];
+    dw[i] = from_float<T>(s);
+  }
+}
+extern "C" __global__ void conv2d_wgrad_sum_f32(const float* partial, float* dw, int64_t n, int splits) {
+  wgrad_sum(partial, dw, n, splits);
+}
+extern "C" __global__ void conv2d_wgrad_sum_bf16(const float* partial, bf16* dw, int64_t n, int splits) {
+  wgrad_sum(partial, dw, n, splits);
 }

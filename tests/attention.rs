@@ -101,6 +101,23 @@ fn cuda_parity() {
 }
 
 #[test]
+fn cuda_parity_one_head_of_512() {
+    // The DDIM U-Nets of the GSURE paper (gsure-celeba32, gsure-mri320) attend with one head over C = 512
+    // channels at 8x8 (and 16x16) tokens: the d512 kernels (16-row tiles). D = 300 takes the same kernels
+    // with a partial last channel group; T = 17 a partial last tile.
+    let mut r = rng(12);
+    for dtype in [DType::F32, DType::BF16] {
+        for &(b, c, heads, t) in &[(2, 512, 1, 64), (1, 300, 1, 17), (1, 1024, 2, 16)] {
+            let shape = [b, c, t];
+            let inputs = [randn(&shape, &mut r), randn(&shape, &mut r), randn(&shape, &mut r)];
+            let name = format!("attention B{b} C{c} heads{heads} T{t}");
+            parity(&name, |x| attention(&x[0], &x[1], &x[2], heads), &inputs, &[0, 1, 2], dtype, None)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+    }
+}
+
+#[test]
 fn cuda_parity_more_head_dims() {
     // Head dims off the tensor-core list (bf16 falls back to the CUDA-core kernels: D = 48, 10), and the
     // tensor-core head dims 128 and 256 with T a multiple of 8 (cp.async loads) and not (scalar loads).

@@ -182,3 +182,26 @@ fn bad_input_is_refused_with_shapes() {
     let e = format!("{:#}", conv2d(&x, &w, None, 1, 1).unwrap_err());
     assert!(e.contains("conv2d") && e.contains("dtype"), "{e}");
 }
+
+#[test]
+fn cuda_weight_gradient_is_bitwise_reproducible() {
+    // The weight gradient's split-K partials are summed in a fixed order (conv2d_wgrad_sum), not with float
+    // atomics, so two runs give the same bits whatever order the blocks ran in. On the emulated device the
+    // blocks of each split run on several workers concurrently; a GPU reorders them freely.
+    let Some(gpu) = gsure::testing::gpu_or_skip("conv2d wgrad reproducibility") else { return };
+    let (n, ci, h, w, co, k) = (8, 16, 16, 16, 24, 3); // a long reduction: several splits
+    let mut r = rng(31);
+    let x = randn(&[n, ci, h, w], &mut r);
+    let wt = randn(&[co, ci, k, k], &mut r);
+    for dtype in [DType::F32, DType::BF16] {
+        let dw = || -> Vec<f64> {
+            let x = x.to_device(&gpu).unwrap().to_dtype(dtype).unwrap();
+            let wt = wt.to_device(&gpu).unwrap().to_dtype(dtype).unwrap().set_requires_grad(true);
+            let y = conv2d(&x, &wt, None, 1, 1).unwrap();
+            let g = gsure::autograd::backward(&gsure::ops::sum_all(&y).unwrap()).unwrap();
+            g.get(&wt).unwrap().to_vec_f64().unwrap()
+        };
+        let (a, b) = (dw(), dw());
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{dtype}: dw differs between two runs");
+    }
+}

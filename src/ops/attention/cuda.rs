@@ -1,8 +1,9 @@
 //! Launchers for kernels/attention.cu (see the kernel file for the tiling and fragment layouts).
 //!
 //! Forward: bf16 with head dim 32/64/128/256 runs the tensor-core kernel (64 queries per block, 4 warps);
-//! everything else runs the CUDA-core flash kernel (32 queries per block, 128 threads) instantiated for a
-//! head-dim bound DMAX in {32, 64, 128, 256}. Backward: `attention_delta` (D_i = rowsum(dO ⊙ O)), then
+//! everything else runs the CUDA-core flash kernel instantiated for a head-dim bound DMAX in
+//! {32, 64, 128, 256, 512} (tiles of 32 queries/keys and 128 threads; 16 and 64 at DMAX = 512, the one
+//! head of C = 512 in the GSURE paper's DDIM U-Nets, so the shared tiles fit in 227 KiB). Backward: `attention_delta` (D_i = rowsum(dO ⊙ O)), then
 //! dK/dV parallel over key tiles and dQ parallel over query tiles (two deterministic passes, no atomics).
 use super::Dims;
 use crate::backend::cuda::Gpu;
@@ -37,22 +38,33 @@ struct AttnParams {
 // SAFETY: plain-old-data mirrored field for field by the C struct.
 unsafe impl cudarc::driver::DeviceRepr for AttnParams {}
 
-/// Tile sizes of the CUDA-core kernels (GQ queries x GK keys per step, 128 threads); keep in sync with the .cu.
-const GQ: usize = 32;
-const GK: usize = 32;
-const THREADS: u32 = 128;
-/// Tensor-core forward: queries per block.
+/// Tensor-core forward: queries per block, threads.
 const MMA_BQ: usize = 64;
+const MMA_THREADS: u32 = 128;
 
-/// The register-array bound the CUDA-core kernels are instantiated for.
-fn dmax(d: usize) -> Result<usize> {
-    Ok(match d {
-        0..=32 => 32,
-        33..=64 => 64,
-        65..=128 => 128,
-        129..=256 => 256,
-        _ => bail!("attention: head dim {d} > 256 is not supported on CUDA (use more heads)"),
-    })
+/// A CUDA-core kernel instantiation: the register-array bound DMAX on the head dim, and its square tile of
+/// queries x keys (4 threads per tile row); `tile_for` in kernels/attention.cu.
+#[derive(Clone, Copy)]
+struct Generic {
+    dmax: usize,
+    tile: usize,
+}
+
+impl Generic {
+    fn for_head_dim(d: usize) -> Result<Generic> {
+        let dmax = match d {
+            0..=32 => 32,
+            33..=64 => 64,
+            65..=128 => 128,
+            129..=256 => 256,
+            257..=512 => 512,
+            _ => bail!("attention: head dim {d} > 512 is not supported on CUDA (use more heads)"),
+        };
+        Ok(Generic { dmax, tile: if dmax > 256 { 16 } else { 32 } })
+    }
+    fn threads(self) -> u32 {
+        4 * self.tile as u32
+    }
 }
 
 /// Whether the grids (query or key tiles x batch*heads) would have no blocks: T = 0 or B = 0, when every
@@ -129,13 +141,14 @@ pub fn forward(
         let bk = if d <= 64 { 64 } else { 32 };
         let smem = 2 * d * (MMA_BQ + 8 + 2 * (bk + 8));
         let name = format!("attention_fwd_mma_d{d}_bf16");
-        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(MMA_BQ) as u32, bh), THREADS, smem), p)?;
+        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(MMA_BQ) as u32, bh), MMA_THREADS, smem), p)?;
     } else {
-        let dm = dmax(d)?;
-        // Qs [D][GQ] + Ks [D][GK] + Vs [D][GK+1] + Ps [GQ][GK+1], floats.
-        let smem = 4 * (d * (GQ + GK + GK + 1) + GQ * (GK + 1));
-        let name = format!("attention_fwd_d{dm}_{}", dt.name());
-        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(GQ) as u32, bh), THREADS, smem), p)?;
+        let g = Generic::for_head_dim(d)?;
+        let tile = g.tile;
+        // Qs [D][GQ] + Ks [D][GK] + Vs [D][GK+1] + Ps [GQ][GK+1], floats (GQ = GK = tile).
+        let smem = 4 * (d * (3 * tile + 1) + tile * (tile + 1));
+        let name = format!("attention_fwd_d{}_{}", g.dmax, dt.name());
+        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
     }
     Ok((out, CudaStorage::F32(lse)))
 }
@@ -163,7 +176,8 @@ pub fn backward(
     }
     let mut p = params(dims)?;
     let (d, t) = (dims.head_dim(), dims.tokens);
-    let dm = dmax(d)?;
+    let g = Generic::for_head_dim(d)?;
+    let (dm, tile) = (g.dmax, g.tile);
     let sfx = dt.name();
     let delta: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
     (p.q, p.k, p.v, p.o, p.dout, p.lse, p.delta) =
@@ -176,13 +190,13 @@ pub fn backward(
     launch!(gpu, gpu.func(ptx::ATTENTION, &name)?, (((t as u32).div_ceil(delta_block), bh), delta_block, 0), p)?;
 
     // Ks [D][GK] + Vs [D][GK] + Qs [D][GQ+1] + dOs [D][GQ+1] + Ps, dSs [GK][GQ+1] + lse, delta [GQ], floats.
-    let smem = 4 * (d * (GK + GK + 2 * (GQ + 1)) + 2 * GK * (GQ + 1) + 2 * GQ);
+    let smem = 4 * (d * (4 * tile + 2) + 2 * tile * (tile + 1) + 2 * tile);
     let name = format!("attention_bwd_dkdv_d{dm}_{sfx}");
-    launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(GK) as u32, bh), THREADS, smem), p)?;
+    launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
 
     // Qs [D][GQ] + dOs [D][GQ] + Ks [D][GK+1] + Vs [D][GK] + dSs [GQ][GK+1], floats.
-    let smem = 4 * (d * (GQ + GQ + GK + 1 + GK) + GQ * (GK + 1));
+    let smem = 4 * (d * (4 * tile + 1) + tile * (tile + 1));
     let name = format!("attention_bwd_dq_d{dm}_{sfx}");
-    launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(GQ) as u32, bh), THREADS, smem), p)?;
+    launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
     Ok([dq, dk, dv])
 }

@@ -1,9 +1,8 @@
 //! Launchers for kernels/conv.cu (implicit-GEMM convolution; see the header comment of the .cu file for
 //! the GEMM each direction computes).
 use super::Geom;
-use crate::backend::cuda::{ptx, CudaStorage, Gpu};
+use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
 use crate::launch;
-use crate::ops::elementwise::cuda::cast;
 use crate::ops::{cuda_alloc, cuda_zeros};
 use crate::DType;
 use anyhow::{bail, Result};
@@ -87,6 +86,15 @@ fn kernel(gpu: &Gpu, dir: &str, dtype: DType) -> Result<cudarc::driver::CudaFunc
 }
 
 /// Launches one direction as a GEMM of gm x gn over gk, with `splits` slices of the reduction on grid z.
+/// (k per split, number of splits) for a reduction of `gk` in k tiles of `bk`, asked to split `splits`
+/// ways: each split covers a whole number of k tiles (no tile straddles two splits) and none is empty. An
+/// empty reduction (gk = 0: no input channels, or no output channels in dgrad) still runs one split, whose
+/// blocks write 0 (+ bias).
+fn split_plan(gk: usize, bk: usize, splits: usize) -> (usize, usize) {
+    let per_split = gk.div_ceil(bk).div_ceil(splits.max(1)).max(1) * bk;
+    (per_split, gk.div_ceil(per_split).max(1))
+}
+
 fn run_gemm(
     gpu: &Gpu,
     dir: &str,
@@ -101,12 +109,7 @@ fn run_gemm(
         return Ok(());
     }
     let (bm, bn, bk) = tile(dtype);
-    // Each split covers a whole number of k tiles, so no tile straddles two splits. An empty reduction
-    // (gk = 0: no input channels, or no output channels in dgrad) still runs one split, whose blocks
-    // write 0 (+ bias).
-    let k_tiles = gk.div_ceil(bk);
-    let per_split = k_tiles.div_ceil(splits.max(1)).max(1) * bk;
-    let splits = gk.div_ceil(per_split).max(1);
+    let (per_split, splits) = split_plan(gk, bk, splits);
     let p = params(g, gm, gn, gk, per_split);
     let grid = (gm.div_ceil(bm) as u32, gn.div_ceil(bn) as u32, splits as u32);
     if grid.1 > 65535 || grid.2 > 65535 {
@@ -141,25 +144,40 @@ pub fn dgrad(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage) -> Result<C
 
 /// Blocks that keep an H100 (132 SMs) busy: two waves of one-block-per-SM kernels.
 const TARGET_BLOCKS: usize = 264;
-/// Fewest k tiles a split should cover, so the atomic adds stay a small part of the work.
+/// Fewest k tiles a split should cover, so that summing the partial slabs stays a small part of the work.
 const MIN_TILES_PER_SPLIT: usize = 8;
 
-/// dw from x and dy: the reduction over N*H_out*W_out is split across blocks (split-K) and accumulated
-/// with f32 atomics into a zeroed f32 buffer, converted to bf16 at the end for bf16 tensors.
+/// dw from x and dy: the reduction over N*H_out*W_out is split across blocks (split-K); split z writes its
+/// partial dw to slab z of an f32 workspace and `conv2d_wgrad_sum` adds the slabs in split order into dw's
+/// dtype, so dw is bitwise reproducible (no atomics). One f32 split is the result itself.
 pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<CudaStorage> {
     check_i32(g, "conv2d backward")?;
     let dtype = x.dtype();
     let (gm, gn, gk) = (g.co, g.kdim(), g.n * g.ho * g.wo);
+    let n = gm * gn;
+    if gk == 0 || n == 0 {
+        // An empty batch adds nothing: dw is zero (or empty).
+        return cuda_zeros(gpu, dtype, n);
+    }
     let (bm, bn, bk) = tile(dtype);
     let tiles = gm.div_ceil(bm) * gn.div_ceil(bn);
-    let splits = TARGET_BLOCKS.div_ceil(tiles.max(1)).min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT)).max(1);
-    let dw = cuda_zeros(gpu, DType::F32, g.co * g.kdim())?;
-    if gk > 0 {
-        // An empty batch (gk = 0) adds nothing: dw stays zero.
-        run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), splits, &[x.ptr(), dy.ptr(), dw.ptr()])?;
+    let asked = TARGET_BLOCKS.div_ceil(tiles.max(1)).min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT)).max(1);
+    let splits = split_plan(gk, bk, asked).1;
+    let partial = cuda_alloc(gpu, DType::F32, splits * n)?;
+    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), asked, &[x.ptr(), dy.ptr(), partial.ptr()])?;
+    if splits == 1 && dtype == DType::F32 {
+        return Ok(partial);
     }
-    match dtype {
-        DType::F32 => Ok(dw),
-        _ => cast(gpu, &dw, dtype),
-    }
+    let dw = cuda_alloc(gpu, dtype, n)?;
+    let name = format!("conv2d_wgrad_sum_{}", dtype.name());
+    launch!(
+        gpu,
+        gpu.func(ptx::CONV, &name)?,
+        (blocks_for(n, 256, 4), 256u32, 0),
+        partial.ptr(),
+        dw.ptr(),
+        n as i64,
+        splits as i32
+    )?;
+    Ok(dw)
 }
