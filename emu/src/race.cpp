@@ -4,8 +4,10 @@
 #include "race.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <link.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -78,7 +80,44 @@ struct Region {
   uintptr_t lo = 0, hi = 0;
   const char* what = "";
   std::vector<Cell> shadow;
+  const std::vector<bool>* ignored = nullptr;  // bytes that are no GPU memory (see guard_bytes)
 };
+
+// The bytes of a module's TLS block that hold C++ initialisation guards (`_ZGV...` symbols). A
+// `__shared__` array of a type with a constructor (bf16) is a function-local static thread_local, which the
+// compiler guards; the first thread of a worker to pass the declaration sets the guard and the others read
+// it, an emulator artifact with no counterpart on the GPU, so those bytes are not checked. Read once per
+// module from its ELF symbol table.
+const std::vector<bool>& guard_bytes(const char* path, size_t tls_size) {
+  static std::mutex m;
+  static std::map<std::string, std::vector<bool>> cache;
+  std::lock_guard<std::mutex> lk(m);
+  auto it = cache.find(path);
+  if (it != cache.end()) return it->second;
+  std::vector<bool>& g = cache[path];
+  g.assign(tls_size, false);
+  FILE* f = std::fopen(path, "rb");
+  if (!f) return g;
+  std::vector<char> file;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) file.insert(file.end(), buf, buf + n);
+  std::fclose(f);
+  if (file.size() < sizeof(Elf64_Ehdr)) return g;
+  const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(file.data());
+  const auto* sh = reinterpret_cast<const Elf64_Shdr*>(file.data() + eh->e_shoff);
+  for (int i = 0; i < eh->e_shnum; ++i) {
+    if (sh[i].sh_type != SHT_SYMTAB) continue;
+    const auto* syms = reinterpret_cast<const Elf64_Sym*>(file.data() + sh[i].sh_offset);
+    const char* names = file.data() + sh[sh[i].sh_link].sh_offset;
+    for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Sym); ++k) {
+      const Elf64_Sym& s = syms[k];
+      if (ELF64_ST_TYPE(s.st_info) != STT_TLS || std::strncmp(names + s.st_name, "_ZGV", 4) != 0) continue;
+      for (uint64_t b = s.st_value; b < s.st_value + std::max<uint64_t>(s.st_size, 1) && b < tls_size; ++b) g[b] = true;
+    }
+  }
+  return g;
+}
 
 struct State {
   bool active = false;
@@ -100,8 +139,9 @@ bool enabled_now() {
 }
 
 // The calling thread's TLS block of a kernel module: where its static __shared__ arrays live.
-void static_range(const void* handle, uintptr_t* lo, uintptr_t* hi) {
+void static_range(const void* handle, uintptr_t* lo, uintptr_t* hi, const std::vector<bool>** ignored) {
   *lo = *hi = 0;
+  *ignored = nullptr;
   auto anchor = reinterpret_cast<void* (*)()>(dlsym(const_cast<void*>(handle), "gsure_emu_tls_anchor"));
   if (!anchor) return;
   anchor();  // allocates this thread's block for the module
@@ -124,6 +164,7 @@ void static_range(const void* handle, uintptr_t* lo, uintptr_t* hi) {
       &q);
   *lo = reinterpret_cast<uintptr_t>(data);
   *hi = *lo + q.memsz;
+  if (lm && lm->l_name) *ignored = &guard_bytes(lm->l_name, q.memsz);
 }
 
 std::string thread_name(unsigned tid) {
@@ -151,6 +192,7 @@ void check(uintptr_t addr, size_t n, bool write, uintptr_t site) {
     const uint32_t e = st.epoch, wep = st.warp_epoch[st.warp];
     const uint16_t tid = (uint16_t)st.tid;
     for (uintptr_t a = std::max(addr, r.lo); a < std::min(addr + n, r.hi); ++a) {
+      if (r.ignored && (*r.ignored)[a - r.lo]) continue;
       Cell& c = r.shadow[a - r.lo];
       if (c.w_epoch == e && c.w_tid != tid && !ordered(c.w_tid, c.w_wep))
         race(write ? "write after write" : "read after write", r, a, c.w_tid, c.w_site, tid, site);
@@ -181,7 +223,7 @@ void race_block_begin(const Launch& launch, unsigned nthreads, void* dyn, size_t
   st.regions[0].lo = reinterpret_cast<uintptr_t>(dyn);
   st.regions[0].hi = st.regions[0].lo + dyn_bytes;
   st.regions[0].what = "dynamic shared memory";
-  static_range(launch.tls_module_id, &st.regions[1].lo, &st.regions[1].hi);
+  static_range(launch.tls_module_id, &st.regions[1].lo, &st.regions[1].hi, &st.regions[1].ignored);
   st.regions[1].what = "static __shared__ memory";
   for (Region& r : st.regions) r.shadow.assign(r.hi - r.lo, Cell{});
 }
