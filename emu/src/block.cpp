@@ -123,8 +123,11 @@ size_t stack_bytes() {
 
 // Everything one worker needs to run blocks, kept from launch to launch (stacks are the expensive part).
 struct Worker;
-thread_local Worker* tls_worker = nullptr;
-thread_local Fiber* tls_fiber = nullptr;
+// Read on every kernel-side call: initial-exec TLS (no __tls_get_addr; libcuda.so.1 is dlopened, and these
+// few bytes fit glibc's static TLS surplus).
+#define GSURE_EMU_FAST_TLS __attribute__((tls_model("initial-exec")))
+thread_local Worker* tls_worker GSURE_EMU_FAST_TLS = nullptr;
+thread_local Fiber* tls_fiber GSURE_EMU_FAST_TLS = nullptr;
 
 struct Failure {
   std::string report;

@@ -120,7 +120,7 @@ const std::vector<bool>& guard_bytes(const char* path, size_t tls_size) {
 }
 
 struct State {
-  bool active = false;
+
   unsigned tid = 0, warp = 0;
   uint32_t epoch = 1;
   std::vector<uint32_t> warp_epoch;
@@ -128,7 +128,14 @@ struct State {
   std::string report;
   const Launch* launch = nullptr;
 };
-thread_local State st;
+// One per launching thread; `active` is read by every instrumented access, so it is initial-exec TLS.
+thread_local State* st_ptr __attribute__((tls_model("initial-exec"))) = nullptr;
+thread_local bool active __attribute__((tls_model("initial-exec"))) = false;
+State& state() {
+  if (!st_ptr) st_ptr = new State();
+  return *st_ptr;
+}
+#define st (state())
 
 bool enabled_now() {
   static const bool on = [] {
@@ -215,7 +222,7 @@ bool race_enabled() { return enabled_now(); }
 
 void race_block_begin(const Launch& launch, unsigned nthreads, void* dyn, size_t dyn_bytes) {
   if (!enabled_now()) return;
-  st.active = true;
+  active = true;
   st.launch = &launch;
   st.epoch = 1;
   st.report.clear();
@@ -229,8 +236,8 @@ void race_block_begin(const Launch& launch, unsigned nthreads, void* dyn, size_t
 }
 
 std::string race_block_end() {
-  if (!st.active) return "";
-  st.active = false;
+  if (!active) return "";
+  active = false;
   return std::move(st.report);
 }
 
@@ -239,13 +246,13 @@ void race_switch_to(unsigned tid, unsigned warp) {
   st.warp = warp;
 }
 void race_barrier() {
-  if (st.active) ++st.epoch;
+  if (active) ++st.epoch;
 }
 void race_warp_sync(unsigned warp, unsigned) {
-  if (st.active && warp < st.warp_epoch.size()) ++st.warp_epoch[warp];
+  if (active && warp < st.warp_epoch.size()) ++st.warp_epoch[warp];
 }
 void race_access(const void* addr, size_t bytes, bool write, unsigned tid, const char* file, int line) {
-  if (!st.active) return;
+  if (!active) return;
   const unsigned saved = st.tid, saved_warp = st.warp;
   st.tid = tid;
   st.warp = tid / 32;
@@ -259,19 +266,20 @@ void race_atomic(const void*, size_t) {}
 
 // --------------------------------------------------------------------- ThreadSanitizer's entry points
 // The instrumented kernel modules call these before each access; outside a checked block they return at once.
-using gsure_emu::st;
+using gsure_emu::active;
+using gsure_emu::state;
 #define GSURE_EMU_TSAN_ACCESS(n)                                                                          \
   extern "C" void __tsan_read##n(void* p) {                                                               \
-    if (st.active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, false, (uintptr_t)__builtin_return_address(0)); \
+    if (active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, false, (uintptr_t)__builtin_return_address(0)); \
   }                                                                                                       \
   extern "C" void __tsan_write##n(void* p) {                                                              \
-    if (st.active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, true, (uintptr_t)__builtin_return_address(0)); \
+    if (active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, true, (uintptr_t)__builtin_return_address(0)); \
   }                                                                                                       \
   extern "C" void __tsan_unaligned_read##n(void* p) {                                                     \
-    if (st.active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, false, (uintptr_t)__builtin_return_address(0)); \
+    if (active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, false, (uintptr_t)__builtin_return_address(0)); \
   }                                                                                                       \
   extern "C" void __tsan_unaligned_write##n(void* p) {                                                    \
-    if (st.active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, true, (uintptr_t)__builtin_return_address(0)); \
+    if (active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, true, (uintptr_t)__builtin_return_address(0)); \
   }
 GSURE_EMU_TSAN_ACCESS(1)
 GSURE_EMU_TSAN_ACCESS(2)
@@ -279,10 +287,10 @@ GSURE_EMU_TSAN_ACCESS(4)
 GSURE_EMU_TSAN_ACCESS(8)
 GSURE_EMU_TSAN_ACCESS(16)
 extern "C" void __tsan_read_range(void* p, unsigned long n) {
-  if (st.active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, false, (uintptr_t)__builtin_return_address(0));
+  if (active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, false, (uintptr_t)__builtin_return_address(0));
 }
 extern "C" void __tsan_write_range(void* p, unsigned long n) {
-  if (st.active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, true, (uintptr_t)__builtin_return_address(0));
+  if (active) gsure_emu::check(reinterpret_cast<uintptr_t>(p), n, true, (uintptr_t)__builtin_return_address(0));
 }
 extern "C" void __tsan_func_entry(void*) {}
 extern "C" void __tsan_func_exit() {}
