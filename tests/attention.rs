@@ -119,11 +119,21 @@ fn cuda_parity_one_head_of_512() {
 
 #[test]
 fn cuda_parity_more_head_dims() {
-    // Head dims off the tensor-core list (bf16 falls back to the CUDA-core kernels: D = 48, 10), and the
-    // tensor-core head dims 128 and 256 with T a multiple of 8 (cp.async loads) and not (scalar loads).
+    // Head dims off the tensor-core list (bf16 falls back to the CUDA-core kernels: D = 48, 10 and, in the
+    // d128 and d256 instantiations, D = 96 and 192), and the tensor-core head dims 128 and 256 with T a
+    // multiple of 8 (cp.async loads) and not (scalar loads).
     let mut r = rng(6);
+    let shapes = [
+        (1, 48, 1, 33),
+        (2, 20, 2, 40),
+        (1, 96, 1, 37),
+        (1, 384, 2, 21),
+        (2, 128, 1, 72),
+        (1, 256, 1, 70),
+        (1, 256, 1, 128),
+    ];
     for dtype in [DType::F32, DType::BF16] {
-        for &(b, c, heads, t) in &[(1, 48, 1, 33), (2, 20, 2, 40), (2, 128, 1, 72), (1, 256, 1, 70), (1, 256, 1, 128)] {
+        for &(b, c, heads, t) in &shapes {
             let shape = [b, c, t];
             let inputs = [randn(&shape, &mut r), randn(&shape, &mut r), randn(&shape, &mut r)];
             let name = format!("attention B{b} C{c} heads{heads} T{t}");

@@ -1,7 +1,9 @@
 //! matmul and linear: f64 gradient checks and a naive-loop forward check on the CPU, CPU/CUDA parity for
 //! f32 and bf16 at shapes that are not multiples of the kernels' tiles, and bad-input errors.
+use gsure::ops::matmul::{cpu as matmul_cpu, cuda as matmul_cuda};
 use gsure::ops::matmul::{linear, matmul};
-use gsure::testing::{gradcheck, parity, randn, rng};
+use gsure::tensor::Storage;
+use gsure::testing::{gpu_or_skip, gradcheck, parity, randn, rel_error, rng, round_to};
 use gsure::{DType, Device, Tensor};
 
 /// (M, K, N) for matmul gradient checks: odd sizes, vectors, 1x1.
@@ -136,6 +138,68 @@ fn cuda_parity() {
                 None,
             )
             .unwrap();
+        }
+    }
+}
+
+/// The two 128x128-tile bf16 GEMMs the shapes above leave out. `linear` of x [1536, 9] with w [1408, 9]: the
+/// forward x · W^T is a 132-tile "nt" GEMM whose rows (9 columns) are not 16-byte multiples (scalar loads);
+/// `matmul` of [8, 1536] @ [1536, 1408]: its dB = A^T · dC is a 132-tile "tn" GEMM with aligned rows
+/// (cp.async). K = 9 and 8 keep the big GEMMs to one K step; the other products run on 64x64 tiles.
+#[test]
+fn cuda_parity_bf16_big_tiles_nt_unaligned_tn_aligned() {
+    let mut r = rng(7);
+    let (bsz, inf, outf) = (1536, 9, 1408);
+    let inputs = [randn(&[bsz, inf], &mut r), randn(&[outf, inf], &mut r)];
+    parity(&format!("linear {bsz}x{inf}->{outf}"), |t| linear(&t[0], &t[1], None), &inputs, &[0, 1], DType::BF16, None)
+        .unwrap();
+    let (m, k, n) = (8, 1536, 1408);
+    let inputs = [randn(&[m, k], &mut r), randn(&[k, n], &mut r)];
+    parity(&format!("matmul {m}x{k}x{n}"), |t| matmul(&t[0], &t[1]), &inputs, &[0, 1], DType::BF16, None).unwrap();
+}
+
+/// C = A^T · B^T (A stored [K, M], B stored [N, K]) from the public launcher `ops::matmul::cuda::matmul`
+/// against its CPU twin `ops::matmul::cpu::matmul`. No op asks for both transposes (matmul and linear and
+/// their gradients use nn, nt and tn only), so this is the only way to the "tt" kernels: f32, and bf16 on
+/// 64x64 tiles with unaligned rows (M = 17) and aligned ones (M, K multiples of 8), and on 128x128 tiles
+/// (at least 132 of them) unaligned and aligned.
+#[test]
+fn cuda_launcher_both_transposed_matches_cpu_twin() {
+    let mut r = rng(8);
+    // The CPU twin's "tt" against naive loops over explicitly transposed copies.
+    let (m, k, n) = (5, 7, 3);
+    let (a, b) = (randn(&[k, m], &mut r).to_vec_f64().unwrap(), randn(&[n, k], &mut r).to_vec_f64().unwrap());
+    let at: Vec<f64> = (0..m * k).map(|x| a[(x % k) * m + x / k]).collect(); // [m, k]
+    let bt: Vec<f64> = (0..k * n).map(|x| b[(x % n) * k + x / n]).collect(); // [k, n]
+    let got = matmul_cpu::matmul(&a, &b, m, k, n, true, true);
+    for (g, w) in got.iter().zip(naive(&at, &bt, m, k, n)) {
+        assert!((g - w).abs() < 1e-12, "cpu tt: {g} vs {w}");
+    }
+
+    let Some(device) = gpu_or_skip("cuda_launcher_both_transposed_matches_cpu_twin") else { return };
+    let gpu = device.gpu().unwrap();
+    let small: &[(usize, usize, usize)] = &[(1, 1, 1), (17, 33, 65), (24, 40, 72)];
+    let big: &[(usize, usize, usize)] = &[(1537, 9, 1409), (1536, 16, 1408)];
+    for dtype in [DType::F32, DType::BF16] {
+        let shapes: Vec<_> =
+            if dtype == DType::F32 { small.to_vec() } else { small.iter().chain(big).copied().collect() };
+        for (m, k, n) in shapes {
+            let a = round_to(&randn(&[k, m], &mut r).to_vec_f64().unwrap(), dtype);
+            let b = round_to(&randn(&[n, k], &mut r).to_vec_f64().unwrap(), dtype);
+            let want = matmul_cpu::matmul(&a, &b, m, k, n, true, true);
+            let (ga, gb) = (
+                Tensor::from_f64(&a, [k, m], dtype, &device).unwrap(),
+                Tensor::from_f64(&b, [n, k], dtype, &device).unwrap(),
+            );
+            let c = {
+                let (sa, sb) = (ga.storage(), gb.storage());
+                let (Storage::Cuda(sa), Storage::Cuda(sb)) = (&*sa, &*sb) else { panic!("operands not on the GPU") };
+                matmul_cuda::matmul(gpu, sa, sb, m, k, n, true, true).unwrap()
+            };
+            let got = Tensor::from_storage(Storage::Cuda(c), [m, n], device.clone()).unwrap().to_vec_f64().unwrap();
+            let err = rel_error(&got, &want);
+            println!("tt {m}x{k}x{n} {dtype}: {err:.2e}");
+            assert!(err <= dtype.tolerance(), "tt {m}x{k}x{n} {dtype}: CUDA vs CPU twin {err:.2e}");
         }
     }
 }
