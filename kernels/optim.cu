@@ -1,6 +1,6 @@
 // optim.cu: the fused AdamW update over every parameter tensor in one launch (multi-tensor apply), and EMA.
-// defines: adamw_step_{f32,bf16} (the suffix is the gradient's dtype; master weights and moments are f32),
-//          ema_update_f32.
+// defines: adamw_step_f32 (master weights, gradients and moments are f32: bf16 training keeps f32 masters,
+//          and the bf16 cast's backward hands them f32 gradients), ema_update_f32.
 // Each slot describes one parameter tensor; slots are laid end to end in chunks of CHUNK elements and block b
 // finds its slot by binary search over the slots' first-chunk indices. When `shadow` is set the updated
 // weight is also written as bf16 (the copy the bf16 forward reads), saving a separate cast pass.
@@ -51,9 +51,6 @@ __device__ void adamw_step(const AdamSlot<G>* __restrict__ slots, int num_slots,
 
 extern "C" __global__ void adamw_step_f32(const AdamSlot<float>* slots, int num_slots, AdamHyper h) {
   adamw_step<float>(slots, num_slots, h);
-}
-extern "C" __global__ void adamw_step_bf16(const AdamSlot<bf16>* slots, int num_slots, AdamHyper h) {
-  adamw_step<bf16>(slots, num_slots, h);
 }
 
 // ema = decay * ema + (1 - decay) * param, over one flat range.

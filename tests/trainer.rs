@@ -187,3 +187,27 @@ fn ambient_and_tweedie_refuse_mismatched_models_and_data() {
     let err = Trainer::new(tw, wrong, &dir("t1"), &Device::Cpu, false, false).err().unwrap().to_string();
     assert!(err.contains("noise"), "{err}");
 }
+
+#[test]
+fn resume_equals_an_uninterrupted_run_on_cuda() {
+    // Bitwise: every CUDA reduction in the step (conv weight gradients, norms, losses, the gradient norm) sums
+    // in a fixed order, so a resumed run repeats the uninterrupted one exactly. In CI this runs on the
+    // emulated device, whose workers run blocks in a different order on every run.
+    use gsure::train::LossKind;
+    let Some(gpu) = gsure::testing::gpu_or_skip("resume on CUDA") else { return };
+    let opts = |steps| TrainOptions { loss: LossKind::Gsure, beta_start: 4e-4, ..options(steps) };
+    let run = |o: TrainOptions, out: &std::path::Path, resume: bool| {
+        let data = corrupted(&o);
+        let mut t = Trainer::new(o, data, out, &gpu, resume, false).unwrap();
+        t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap();
+        t
+    };
+    let (a, b) = (dir("cuda-straight"), dir("cuda-resumed"));
+    let straight = run(opts(4), &a, false);
+    run(opts(2), &b, false);
+    let resumed = run(opts(4), &b, true);
+    assert_eq!(losses(&a), losses(&b), "losses after resuming differ");
+    for ((name, p), (_, q)) in straight.params.iter().zip(resumed.params.iter()) {
+        assert_eq!(p.to_vec_f32().unwrap(), q.to_vec_f32().unwrap(), "parameter {name} differs");
+    }
+}

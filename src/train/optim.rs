@@ -96,7 +96,6 @@ impl AdamW {
         let mut slots = Vec::new();
         let mut keep_alive = Vec::new();
         let mut gpu: Option<&std::sync::Arc<Gpu>> = None;
-        let mut grad_dtype = None;
         for ((name, p), (mname, m, v)) in params.iter().zip(&self.moments) {
             if name != mname {
                 bail!("AdamW: parameter {name} does not match optimiser state {mname}");
@@ -109,8 +108,15 @@ impl AdamW {
                 crate::Device::Cpu => cpu_update(p, g, m, v, &hyper)?,
                 crate::Device::Cuda(gp) => {
                     gpu = Some(gp);
-                    if *grad_dtype.get_or_insert(g.dtype()) != g.dtype() {
-                        bail!("AdamW: gradients mix f32 and bf16; convert them to one dtype first");
+                    // The fused kernel reads f32 weights, gradients and moments (bf16 training keeps f32
+                    // masters, whose gradients come back f32 through the cast's backward).
+                    if p.dtype() != DType::F32 || g.dtype() != DType::F32 {
+                        bail!(
+                            "AdamW: parameter {name} is {} with a {} gradient; the CUDA update takes f32 master \
+                             weights and f32 gradients",
+                            p.dtype(),
+                            g.dtype()
+                        );
                     }
                     if p.numel() == 0 {
                         // No chunk to update; left out so the grid never has 0 blocks.
@@ -139,10 +145,9 @@ impl AdamW {
             let table = gpu.upload(&words)?;
             let last = slots.last().unwrap();
             let blocks = last.first_chunk as usize + (last.n as usize).div_ceil(CHUNK);
-            let name = format!("adamw_step_{}", grad_dtype.unwrap().name());
             launch!(
                 gpu,
-                gpu.func(ptx::OPTIM, &name)?,
+                gpu.func(ptx::OPTIM, "adamw_step_f32")?,
                 (blocks as u32, 256u32, 0),
                 table.ptr(),
                 slots.len() as i32,
