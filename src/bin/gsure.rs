@@ -754,6 +754,7 @@ fn main() -> Result<()> {
         Command::Info => {
             println!("gsure {}", env!("CARGO_PKG_VERSION"));
             println!("kernels compiled: {}", gsure::backend::cuda::Gpu::built_with_kernels());
+            println!("kernel images: {}", gsure::backend::cuda::Gpu::kernel_images());
             match gsure::backend::cuda::Gpu::shared() {
                 Ok(g) => println!("cuda: {} (sm_{}{})", g.name(), g.compute_capability().0, g.compute_capability().1),
                 Err(e) => println!("cuda: unavailable ({e:#})"),

@@ -24,6 +24,21 @@ impl Gpu {
         cfg!(has_kernels)
     }
 
+    /// What `func` loads, for `gsure info`: the fatbins (SASS for the build's arch, no JIT) or the PTX.
+    pub fn kernel_images() -> String {
+        let modules = super::ptx::MODULES;
+        let with_sass = modules.iter().filter(|(_, f)| !f.is_empty()).count();
+        let arch = super::ptx::CUDA_ARCH;
+        if with_sass == modules.len() {
+            format!("fatbin ({arch} SASS + PTX) for all {} modules", modules.len())
+        } else {
+            format!(
+                "PTX for {arch}, compiled by the driver on first use ({with_sass} of {} modules have SASS)",
+                modules.len()
+            )
+        }
+    }
+
     /// Whether a CUDA device can be used: kernels compiled in, a driver library present, a device seen.
     /// Probes first: cudarc panics instead of erroring when no driver library exists.
     pub fn available() -> bool {
@@ -84,7 +99,9 @@ impl Gpu {
         self.stream.synchronize().map_err(|e| anyhow!("CUDA stream synchronize: {e:?}"))
     }
 
-    /// The kernel `name` from an embedded PTX module (`ptx::ELEMENTWISE`, ...), loaded once and cached.
+    /// The kernel `name` from an embedded module (`ptx::ELEMENTWISE`, ...), loaded once and cached. The
+    /// module's fatbin (`ptx::ELEMENTWISE_FATBIN`: SASS for the build's arch plus portable PTX) is loaded when
+    /// the build made one, so the driver runs no JIT; else the PTX, which the driver compiles on first use.
     pub fn func(&self, module_ptx: &'static str, name: &str) -> Result<CudaFunction> {
         let key = (module_ptx.as_ptr() as usize, name.to_string());
         if let Some(f) = self.functions.lock().unwrap().get(&key) {
@@ -95,16 +112,22 @@ impl Gpu {
             match modules.get(&key.0) {
                 Some(m) => m.clone(),
                 None => {
+                    let fatbin = fatbin_of(module_ptx);
+                    let (image, kind) = if fatbin.is_empty() {
+                        (cudarc::nvrtc::Ptx::from_src(module_ptx), "PTX")
+                    } else {
+                        (cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec()), "fatbin")
+                    };
                     let m = self
                         .ctx
-                        .load_module(cudarc::nvrtc::Ptx::from_src(module_ptx))
-                        .map_err(|e| anyhow!("loading a PTX module for kernel {name}: {e:?}"))?;
+                        .load_module(image)
+                        .map_err(|e| anyhow!("loading the {kind} module of kernel {name}: {e:?}"))?;
                     modules.insert(key.0, m.clone());
                     m
                 }
             }
         };
-        let f = module.load_function(name).map_err(|e| anyhow!("kernel {name} not found in its PTX module: {e:?}"))?;
+        let f = module.load_function(name).map_err(|e| anyhow!("kernel {name} not found in its module: {e:?}"))?;
         self.functions.lock().unwrap().insert(key, f.clone());
         Ok(f)
     }
@@ -148,4 +171,16 @@ impl Gpu {
     pub fn mem_info(&self) -> Result<(usize, usize)> {
         self.ctx.mem_get_info().map_err(|e| anyhow!("{e:?}"))
     }
+}
+
+/// The fatbin built beside an embedded PTX module (`ptx::MODULES`), empty when there is none (a build without
+/// SASS, or a PTX text that is not one of the embedded modules). The modules are statics, so a match is by
+/// address; by content only for a copy of one.
+fn fatbin_of(module_ptx: &str) -> &'static [u8] {
+    let modules = super::ptx::MODULES;
+    modules
+        .iter()
+        .find(|(p, _)| p.as_ptr() == module_ptx.as_ptr() && p.len() == module_ptx.len())
+        .or_else(|| modules.iter().find(|(p, _)| !p.is_empty() && *p == module_ptx))
+        .map_or(&[], |(_, f)| *f)
 }

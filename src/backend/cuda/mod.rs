@@ -10,8 +10,9 @@ pub use context::Gpu;
 use crate::tensor::DType;
 use half::bf16;
 
-/// PTX of every `kernels/*.cu`, one `&str` per file named after it (`ptx::ELEMENTWISE`, ...), embedded by
-/// build.rs; empty strings when the crate was built without nvcc.
+/// PTX of every `kernels/*.cu`, one `&str` per file named after it (`ptx::ELEMENTWISE`, ...), and its fatbin
+/// (`ptx::ELEMENTWISE_FATBIN`: SASS for the build's arch plus portable PTX, which `Gpu::func` loads instead),
+/// embedded by build.rs; empty when the crate was built without nvcc (the fatbins also for a virtual arch).
 pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
