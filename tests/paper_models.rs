@@ -43,7 +43,22 @@ fn one_step(
         ..TrainOptions::for_config(config)
     };
     let model = ModelConfig::by_name(config).unwrap();
-    let data = load_train_data(None, &opts, &model).unwrap();
+    let data = if model.image_channels() == 3 {
+        // The built-in phantoms are grey; the EDM papers' networks see RGB: the same phantom in 3 channels,
+        // corrupted by the paper's operator (Ambient: pixels dropped with p = 0.6; Tweedie: noise 0.1).
+        use gsure::corruption::{make::make_dataset, OpKind, OpSpec};
+        let grey = gsure::data::phantoms(2, model.resolution(), 1234);
+        let [n, _, h, w] = grey.dims;
+        let images = grey.images.chunks(h * w).flat_map(|im| im.iter().chain(im).chain(im).copied()).collect();
+        let rgb = gsure::data::ImageSet { images, dims: [n, 3, h, w] };
+        let spec = match loss {
+            LossKind::Ambient => OpSpec { p: Some(0.6), ..OpSpec::new(OpKind::Pixel) },
+            _ => OpSpec { sigma0: 0.1, ..OpSpec::new(OpKind::Noise) },
+        };
+        TrainData::Corrupted(make_dataset(&rgb, &spec, opts.seed, "rgb phantoms").unwrap())
+    } else {
+        load_train_data(None, &opts, &model).unwrap()
+    };
     if let (LossKind::Gsure, TrainData::Corrupted(d)) = (loss, &data) {
         opts.beta_start = d.spec.sigma0 * d.spec.sigma0; // the paper's β_start = σ0²
     }

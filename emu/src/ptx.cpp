@@ -29,10 +29,31 @@ uint32_t scalar_size(const std::string& t) {
 
 }  // namespace
 
+namespace {
+std::vector<PtxEntry> parse_text(const std::string& text);
+}
+
 std::vector<PtxEntry> parse_ptx_entries(const char* image, size_t len) {
+  // A fatbin holds its PTX image as NUL-terminated text among binary data; its SASS part may carry a second
+  // copy in a debug section with NUL bytes between the lines. Only NUL-free pieces that are whole PTX
+  // modules (a .version directive and .entry points) count.
   std::vector<PtxEntry> out;
-  // A fatbin holds the PTX as text among binary data: scan the whole image as bytes.
-  const std::string text(image, len);
+  size_t start = 0;
+  while (start < len) {
+    const char* nul = static_cast<const char*>(std::memchr(image + start, 0, len - start));
+    const size_t end = nul ? (size_t)(nul - image) : len;
+    const std::string piece(image + start, end - start);
+    if (piece.find(".version") != std::string::npos && piece.find(".entry ") != std::string::npos) {
+      for (auto& e : parse_text(piece)) out.push_back(std::move(e));
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+namespace {
+std::vector<PtxEntry> parse_text(const std::string& text) {
+  std::vector<PtxEntry> out;
   size_t pos = 0;
   while ((pos = text.find(".entry ", pos)) != std::string::npos) {
     pos += 7;
@@ -87,5 +108,6 @@ std::vector<PtxEntry> parse_ptx_entries(const char* image, size_t len) {
   }
   return out;
 }
+}  // namespace
 
 }  // namespace gsure_emu
