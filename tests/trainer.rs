@@ -32,6 +32,13 @@ fn losses(run: &std::path::Path) -> Vec<f64> {
         .collect()
 }
 
+/// Every parameter of `a` equals `b`'s, bit for bit.
+fn assert_same_params(a: &Trainer, b: &Trainer) {
+    for ((name, p), (_, q)) in a.params.iter().zip(b.params.iter()) {
+        assert_eq!(p.to_vec_f32().unwrap(), q.to_vec_f32().unwrap(), "parameter {name} differs");
+    }
+}
+
 fn train(opts: TrainOptions, out: &std::path::Path, resume: bool) -> Trainer {
     let data = gsure::data::phantoms(opts.phantoms, 16, 1);
     let mut t = Trainer::new(opts, data, out, &Device::Cpu, resume, false).unwrap();
@@ -46,9 +53,7 @@ fn resume_equals_an_uninterrupted_run() {
     train(options(3), &b, false);
     let resumed = train(options(6), &b, true);
     assert_eq!(losses(&a), losses(&b), "losses after resuming differ");
-    for ((name, p), (_, q)) in straight.params.iter().zip(resumed.params.iter()) {
-        assert_eq!(p.to_vec_f32().unwrap(), q.to_vec_f32().unwrap(), "parameter {name} differs");
-    }
+    assert_same_params(&straight, &resumed);
     for ((name, e), (_, f)) in straight.ema.shadow.iter().zip(&resumed.ema.shadow) {
         assert_eq!(e.to_vec_f32().unwrap(), f.to_vec_f32().unwrap(), "EMA {name} differs");
     }
@@ -207,7 +212,5 @@ fn resume_equals_an_uninterrupted_run_on_cuda() {
     run(opts(2), &b, false);
     let resumed = run(opts(4), &b, true);
     assert_eq!(losses(&a), losses(&b), "losses after resuming differ");
-    for ((name, p), (_, q)) in straight.params.iter().zip(resumed.params.iter()) {
-        assert_eq!(p.to_vec_f32().unwrap(), q.to_vec_f32().unwrap(), "parameter {name} differs");
-    }
+    assert_same_params(&straight, &resumed);
 }
