@@ -16,6 +16,7 @@ template <typename F> struct Signature;
 template <typename... A> struct Signature<void (*)(A...)> {
   static constexpr int count = sizeof...(A);
   static constexpr uint32_t sizes[sizeof...(A) + 1] = {(uint32_t)sizeof(A)..., 0};
+  static constexpr bool pointers[sizeof...(A) + 1] = {std::is_pointer_v<A>..., false};
   template <void (*F)(A...), size_t... I>
   static void call(void* const* params, std::index_sequence<I...>) {
     F(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(params[I])...);
@@ -29,4 +30,5 @@ template <typename... A> struct Signature<void (*)(A...)> {
 
 #define GSURE_EMU_ENTRY(name)                                                                      \
   {#name, &gsure_emu::Signature<decltype(&name)>::trampoline<&name>,                               \
-   gsure_emu::Signature<decltype(&name)>::count, gsure_emu::Signature<decltype(&name)>::sizes},
+   gsure_emu::Signature<decltype(&name)>::count, gsure_emu::Signature<decltype(&name)>::sizes,          \
+   gsure_emu::Signature<decltype(&name)>::pointers},

@@ -20,6 +20,7 @@ struct KernelEntry {
   void (*call)(void* const* params);  // runs the kernel body as the current thread, args unpacked from params
   int nparams;
   const uint32_t* param_sizes;
+  const bool* param_is_pointer;  // from the C++ signature: nvcc 13 no longer marks pointers `.ptr` in PTX
 };
 
 struct Shared;  // a module's static __shared__ storage for the running block (race.cpp)

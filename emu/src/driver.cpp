@@ -622,7 +622,7 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     const uint32_t size = fn->entry->param_sizes[i];
     storage[i].assign(static_cast<unsigned char*>(params[i]), static_cast<unsigned char*>(params[i]) + size);
     args[i] = storage[i].data();
-    if (fn->ptx.params[i].pointer && size == 8) {
+    if (fn->entry->param_is_pointer[i] && size == 8) {
       uint64_t p;
       std::memcpy(&p, args[i], 8);
       if (p != 0 && !memory().contains(p, 0) && !memory().contains(p - 1, 1))

@@ -68,7 +68,7 @@ std::vector<PtxEntry> parse_text(const std::string& text) {
     static const std::regex param(R"(\.param\s+((?:\.\w+\s+(?:\d+\s+)?)*)(\w+)(?:\[(\d+)\])?)");
     for (auto it = std::sregex_iterator(plist.begin(), plist.end(), param); it != std::sregex_iterator(); ++it) {
       const std::string quals = (*it)[1];
-      PtxParam p{0, quals.find(".ptr") != std::string::npos};
+      PtxParam p{0};
       // `.b8 name[N]` is an N-byte aggregate; otherwise the last type qualifier (.u64, .f32, ...) sizes it.
       std::string type;
       static const std::regex q(R"(\.(\w+))");

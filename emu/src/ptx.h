@@ -1,5 +1,5 @@
 // ptx.h: what the fake driver reads from a PTX module (or from the PTX text inside a fatbin): each .entry's
-// name, parameter sizes and pointer-ness, launch bounds and static shared memory, so that a launch can be
+// name, parameter sizes, launch bounds and static shared memory, so that a launch can be
 // checked as the real driver and hardware would check it.
 #pragma once
 #include <cstddef>
@@ -10,8 +10,7 @@
 namespace gsure_emu {
 
 struct PtxParam {
-  uint32_t size;
-  bool pointer;  // declared `.ptr` (a kernel argument of pointer type)
+  uint32_t size;  // pointer-ness is not here: nvcc 13 writes no `.ptr`; it comes from the C++ signature
 };
 
 struct PtxEntry {
