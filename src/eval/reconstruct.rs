@@ -31,6 +31,7 @@ use crate::data::ImageSet;
 use crate::diffusion::samplers::lincomb;
 use crate::diffusion::schedule::VpSchedule;
 use crate::eval::metrics::{mean_and_se, psnr_batch, ssim_batch};
+use crate::io::plot::Chart;
 use crate::nn::Model;
 use crate::ops;
 use crate::{Device, Tensor};
@@ -266,7 +267,7 @@ pub struct ReconstructReport {
     pub sampler: PosteriorOptions,
     pub method: String,
     pub results: Vec<SettingResult>,
-    /// PSNR vs R (when several accelerations were swept).
+    /// PSNR vs R (when several accelerations were swept; ssim_vs_R.png beside it).
     pub plot: Option<PathBuf>,
     /// The plot's series, in drawing order.
     pub plot_series: Vec<String>,
@@ -452,17 +453,20 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
         let pts = |f: &dyn Fn(&SettingResult) -> Option<f64>| -> Vec<(f64, f64)> {
             results.iter().zip(&opts.r_list).filter_map(|(s, &r)| f(s).map(|v| (r, v))).collect()
         };
-        let rec = pts(&|s| Some(s.reconstruction.psnr.mean));
-        let zf = pts(&|s| Some(s.zero_filled.psnr.mean));
-        let orc = pts(&|s| s.oracle.map(|o| o.psnr.mean));
-        let mut series: Vec<&[(f64, f64)]> = vec![rec.as_slice(), zf.as_slice()];
-        plot_series = vec!["reconstruction psnr".to_string(), "zero-filled psnr".to_string()];
-        if !orc.is_empty() {
-            series.push(orc.as_slice());
-            plot_series.push("oracle-prior reconstruction psnr".into());
+        let mut psnr = Chart::new("Reconstruction quality against acceleration", "acceleration R", "PSNR (dB)")
+            .with_series("posterior sampling", pts(&|s| Some(s.reconstruction.psnr.mean)))
+            .with_series("zero-filled", pts(&|s| Some(s.zero_filled.psnr.mean)));
+        let mut ssim = Chart::new("Reconstruction quality against acceleration", "acceleration R", "SSIM")
+            .with_series("posterior sampling", pts(&|s| Some(s.reconstruction.ssim.mean)))
+            .with_series("zero-filled", pts(&|s| Some(s.zero_filled.ssim.mean)));
+        if results.iter().any(|s| s.oracle.is_some()) {
+            psnr = psnr.with_series("oracle prior", pts(&|s| s.oracle.map(|o| o.psnr.mean)));
+            ssim = ssim.with_series("oracle prior", pts(&|s| s.oracle.map(|o| o.ssim.mean)));
         }
+        plot_series = psnr.series.iter().map(|s| s.name.clone()).collect();
         let path = out.join("psnr_vs_R.png");
-        crate::io::image::plot_png(&path, "psnr per acceleration", "r", &series, false)?;
+        psnr.write_png(&path)?;
+        ssim.write_png(&out.join("ssim_vs_R.png"))?;
         Some(path)
     } else {
         None

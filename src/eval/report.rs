@@ -7,6 +7,7 @@ use super::frechet::{frechet_between, Gaussian};
 use super::memorisation::{memorisation, MemorisationOptions};
 use super::swd::{sliced_wasserstein, SwdOptions, SwdResult};
 use crate::data::dataset::{kind_of, CleanDataset};
+use crate::io::plot::Chart;
 use crate::nn::Model;
 use crate::Device;
 use anyhow::{bail, Context, Result};
@@ -88,7 +89,7 @@ pub struct DenoiseReport {
     #[serde(default = "one")]
     pub mask_keep: f64,
     pub plot: PathBuf,
-    /// Series of denoise_compare.png in colour order (empty without --compare-with).
+    /// Series of denoise_compare.png in legend order (empty without --compare-with).
     #[serde(default)]
     pub compare_legend: Vec<String>,
 }
@@ -211,15 +212,19 @@ pub fn read_denoise_curve(path: &Path) -> Result<(String, Vec<DenoisePoint>)> {
     Ok((format!("{} ({name})", report.config), den.points))
 }
 
-/// Several denoising curves on one log-scale plot. The plot font has no capitals, so the legend is
-/// returned instead ("blue: NAME", "orange: NAME", … in series order) for eval.json and the log.
+/// Several denoising curves on one chart, log-scaled in t and in MSE (both span decades). Returns the
+/// series names in legend order, for eval.json and the log.
 pub fn plot_denoise_comparison(path: &Path, curves: &[(String, Vec<DenoisePoint>)]) -> Result<Vec<String>> {
-    let series: Vec<Vec<(f64, f64)>> =
-        curves.iter().map(|(_, p)| p.iter().map(|q| (q.t as f64, q.mse)).collect()).collect();
-    let refs: Vec<&[(f64, f64)]> = series.iter().map(|s| s.as_slice()).collect();
-    crate::io::image::plot_png(path, "denoising error (log scale)", "t", &refs, true)?;
-    let colours = ["blue", "orange", "green", "red"];
-    Ok(curves.iter().enumerate().map(|(i, (n, _))| format!("{}: {n}", colours[i % colours.len()])).collect())
+    let mut chart = denoise_chart();
+    for (name, points) in curves {
+        chart = chart.with_series(name.clone(), points.iter().map(|q| (q.t as f64, q.mse)).collect());
+    }
+    chart.write_png(path)?;
+    Ok(curves.iter().map(|(n, _)| n.clone()).collect())
+}
+
+fn denoise_chart() -> Chart {
+    Chart::new("Denoising error of the trained network", "t (diffusion step)", "MSE of x̂₀ against x₀").log_x().log_y()
 }
 
 /// Runs the evaluation and writes eval.json and the plots; `log` receives progress lines.
@@ -289,7 +294,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
         }
         let plot = out.join("denoise_mse.png");
         let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.t as f64, p.mse)).collect();
-        crate::io::image::plot_png(&plot, "denoising error (log scale)", "t", &[&pts], true)?;
+        denoise_chart().with_series(train_opts.config.clone(), pts).write_png(&plot)?;
         let mut compare_legend = Vec::new();
         if !opts.compare_with.is_empty() {
             let mut curves = vec![(train_opts.config.clone(), points.clone())];

@@ -1,5 +1,5 @@
 //! File formats: safetensors (checkpoints, datasets, samples; readable from Python with
-//! `safetensors.numpy.load_file`) and PNG (sample grids, plots).
-pub mod font;
+//! `safetensors.numpy.load_file`) and PNG (sample grids; charts through `plot`).
 pub mod image;
+pub mod plot;
 pub mod safetensors;

@@ -10,6 +10,7 @@ use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{ddim_sample, DdimOptions};
 use crate::diffusion::{edm_heun_sample, EdmOptions};
+use crate::io::plot::Chart;
 use crate::nn::{Model, ModelConfig, Prediction};
 use crate::objectives::ambient::{ambient_loss, ambient_sample, AmbientOptions, AmbientSampleOptions};
 use crate::objectives::gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective};
@@ -674,8 +675,12 @@ impl Trainer {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
             .collect();
-        if pts.len() >= 2 {
-            crate::io::image::plot_png(&self.run.loss_plot(), "training loss (log scale)", "step", &[&pts], true)?;
+        if !pts.is_empty() {
+            let title = format!("Training loss: {} ({:?} objective)", self.options.config, self.options.loss);
+            Chart::new(title, "step", "loss (per logged step)")
+                .log_y()
+                .with_series("", pts)
+                .write_png(&self.run.loss_plot())?;
         }
         Ok(())
     }
