@@ -107,3 +107,43 @@ fn a_chart_too_small_to_draw_is_an_error_naming_the_file() {
     let err = format!("{:#}", chart.write_png(&path).unwrap_err());
     assert!(err.contains("tiny.png") && err.contains("too small"), "{err}");
 }
+
+#[test]
+fn several_runs_losses_on_one_chart() {
+    let runs: Vec<PathBuf> = (0..3)
+        .map(|k| {
+            let dir = tmp(&format!("run{k}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let log: String =
+                (1..=50).map(|s| format!("{{\"step\":{s},\"loss\":{}}}\n", (k + 1) as f64 / s as f64)).collect();
+            std::fs::write(dir.join("log.jsonl"), log).unwrap();
+            dir
+        })
+        .collect();
+    let out = tmp("losses.png");
+    gsure::train::loss_curve::compare(&runs, &out).unwrap();
+    let (w, h, rgb) = decode(&out);
+    assert_eq!((w, h), (800, 480));
+    assert!(count_colour(&rgb, BLUE) > 100 && count_colour(&rgb, ORANGE) > 100);
+    let missing = format!("{:#}", gsure::train::loss_curve::compare(&[tmp("no-such-run")], &out).unwrap_err());
+    assert!(missing.contains("log.jsonl") && missing.contains("no-such-run"), "{missing}");
+}
+
+#[test]
+fn denoising_curves_are_read_from_summary_files() {
+    let point = |t: usize, mse: f64| serde_json::json!({"t": t, "alpha_bar": 0.9, "sigma": 0.3, "mse": mse, "std_error": 0.0, "count": 4});
+    let summary = serde_json::json!({
+        "oracle": {"denoise": [point(10, 0.01), point(100, 0.05)], "swd": {"swd": 0.1}},
+        "gsure": [point(10, 0.012), point(100, 0.055)],
+        "floor": {"swd": 0.03},
+    });
+    let path = tmp("summary.json");
+    std::fs::write(&path, summary.to_string()).unwrap();
+    let curves = gsure::eval::report::read_denoise_curves(&path).unwrap();
+    let names: Vec<&str> = curves.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(names, ["gsure", "oracle"]);
+    assert_eq!(curves[1].1[1].mse, 0.05);
+    std::fs::write(&path, "{\"floor\": {\"swd\": 0.03}}").unwrap();
+    let err = format!("{:#}", gsure::eval::report::read_denoise_curves(&path).unwrap_err());
+    assert!(err.contains("summary.json") && err.contains("no denoising curve"), "{err}");
+}

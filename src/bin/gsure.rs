@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         what: DataCommand,
     },
+    /// Charts from finished work: several runs' losses, or denoising curves of several evaluations, on one chart.
+    Plot {
+        #[command(subcommand)]
+        what: PlotCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -255,6 +260,25 @@ fn data_import(a: ImportArgs) -> Result<()> {
     }
     eprintln!("import took {:.1} s", t.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum PlotCommand {
+    /// Training loss against step of one or more run folders.
+    Loss(PlotArgs),
+    /// Denoising MSE against t from eval.json files of `gsure eval --what denoise` (or summary JSON files
+    /// of name → curve, as in experiments/results/).
+    Denoise(PlotArgs),
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Run folders (loss) or JSON files (denoise).
+    #[arg(required = true)]
+    inputs: Vec<std::path::PathBuf>,
+    /// The PNG to write.
+    #[arg(long)]
+    out: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -766,6 +790,18 @@ fn main() -> Result<()> {
         Command::Reconstruct(a) => reconstruct(a)?,
         Command::Data { what: DataCommand::Import(a) } => data_import(a)?,
         Command::Data { what: DataCommand::Make(a) } => data_make(a)?,
+        Command::Plot { what: PlotCommand::Loss(a) } => {
+            gsure::train::loss_curve::compare(&a.inputs, &a.out)?;
+            println!("wrote {}", a.out.display());
+        }
+        Command::Plot { what: PlotCommand::Denoise(a) } => {
+            let mut curves = Vec::new();
+            for p in &a.inputs {
+                curves.extend(gsure::eval::report::read_denoise_curves(p)?);
+            }
+            let names = gsure::eval::report::plot_denoise_comparison(&a.out, &curves)?;
+            println!("wrote {} ({})", a.out.display(), names.join(", "));
+        }
         Command::Bench { what: BenchCommand::Ops(a) } => bench_ops(a)?,
         Command::Bench { what: BenchCommand::Train(a) } => bench_train(a)?,
     }

@@ -212,6 +212,35 @@ pub fn read_denoise_curve(path: &Path) -> Result<(String, Vec<DenoisePoint>)> {
     Ok((format!("{} ({name})", report.config), den.points))
 }
 
+/// Every denoising curve in a JSON file: an eval.json of `gsure eval` (one curve), or a summary object of
+/// name → points or name → {"denoise": points, …} (the reproductions' `experiments/results/*.json`), its
+/// curves named by their keys (in sorted key order).
+pub fn read_denoise_curves(path: &Path) -> Result<Vec<(String, Vec<DenoisePoint>)>> {
+    if let Ok(one) = read_denoise_curve(path) {
+        return Ok(vec![one]);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let mut curves = Vec::new();
+    if let Some(map) = value.as_object() {
+        for (name, v) in map {
+            let points = v.get("denoise").unwrap_or(v);
+            if let Ok(p) = serde_json::from_value::<Vec<DenoisePoint>>(points.clone()) {
+                curves.push((name.clone(), p));
+            }
+        }
+    }
+    if curves.is_empty() {
+        bail!(
+            "{}: holds no denoising curve (expected an eval.json of gsure eval --what denoise, or an object of \
+             name → denoising points)",
+            path.display()
+        );
+    }
+    Ok(curves)
+}
+
 /// Several denoising curves on one chart, log-scaled in t and in MSE (both span decades). Returns the
 /// series names in legend order, for eval.json and the log.
 pub fn plot_denoise_comparison(path: &Path, curves: &[(String, Vec<DenoisePoint>)]) -> Result<Vec<String>> {

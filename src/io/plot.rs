@@ -297,11 +297,12 @@ impl Axis {
                 } else {
                     vec![with(&[1.]), with(&[1., 2., 5.]), with(&[1., 2., 3., 4., 5., 6., 7., 8., 9.])]
                 };
+                // The first candidate with at least four ticks that fits (minor: the densest that fits).
                 let mut best = Vec::new();
                 for c in candidates {
-                    if c.len() <= max && (best.len() < 3 || minor) {
+                    if c.len() <= max && (best.len() < 4 || minor) {
                         best = c;
-                        if minor || best.len() >= 3 {
+                        if minor || best.len() >= 4 {
                             break;
                         }
                     }

@@ -1,5 +1,6 @@
 //! Training machinery: the optimiser, EMA, gradient clipping, checkpoints and the trainer loop.
 pub mod checkpoint;
+pub mod loss_curve;
 pub mod optim;
 pub mod trainer;
 

@@ -10,7 +10,6 @@ use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{ddim_sample, DdimOptions};
 use crate::diffusion::{edm_heun_sample, EdmOptions};
-use crate::io::plot::Chart;
 use crate::nn::{Model, ModelConfig, Prediction};
 use crate::objectives::ambient::{ambient_loss, ambient_sample, AmbientOptions, AmbientSampleOptions};
 use crate::objectives::gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective};
@@ -669,18 +668,10 @@ impl Trainer {
     }
 
     pub fn write_loss_plot(&self) -> Result<()> {
-        let text = std::fs::read_to_string(self.run.log()).unwrap_or_default();
-        let pts: Vec<(f64, f64)> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
-            .collect();
-        if !pts.is_empty() {
+        let points = super::loss_curve::read(&self.run.0).unwrap_or_default();
+        if !points.is_empty() {
             let title = format!("Training loss: {} ({:?} objective)", self.options.config, self.options.loss);
-            Chart::new(title, "step", "loss (per logged step)")
-                .log_y()
-                .with_series("", pts)
-                .write_png(&self.run.loss_plot())?;
+            super::loss_curve::chart(title, vec![(String::new(), points)]).write_png(&self.run.loss_plot())?;
         }
         Ok(())
     }
