@@ -12,6 +12,7 @@ pub mod diffusion;
 pub mod eval;
 pub mod io;
 pub mod nn;
+pub mod nvtx;
 pub mod objectives;
 pub mod ops;
 pub mod tensor;

@@ -96,7 +96,10 @@ pub fn backward_with(out: &Tensor, grad: Tensor) -> Result<Grads> {
                 continue;
             }
             let Some(node) = t.node() else { continue };
-            let input_grads = (node.backward)(&g).with_context(|| format!("backward of {}", node.op))?;
+            let input_grads = {
+                let _range = crate::nvtx::range2(node.op, "backward");
+                (node.backward)(&g).with_context(|| format!("backward of {}", node.op))?
+            };
             for (input, ig) in node.inputs.iter().zip(input_grads) {
                 let Some(ig) = ig else { continue };
                 if !input.tracks_grad() {

@@ -783,6 +783,14 @@ fn main() -> Result<()> {
                 Ok(g) => println!("cuda: {} (sm_{}{})", g.name(), g.compute_capability().0, g.compute_capability().1),
                 Err(e) => println!("cuda: unavailable ({e:#})"),
             }
+            println!(
+                "nvtx ranges: {}",
+                if gsure::nvtx::enabled() {
+                    "on (libnvToolsExt loaded)"
+                } else {
+                    "off (no libnvToolsExt, or GSURE_NVTX=0)"
+                }
+            );
         }
         Command::Train(a) => train(a)?,
         Command::Sample(a) => sample(a)?,

@@ -307,6 +307,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
     };
 
     if opts.what.contains(&Metric::Denoise) {
+        let _range = crate::nvtx::range("eval denoise");
         let view = masked_view(opts, &model)?;
         log(&format!("denoising MSE on {n_held} held-out images at {} times", super::denoise::default_times().len()));
         let dopts = DenoiseOptions { batch: opts.batch, seed: opts.seed, ..DenoiseOptions::default() };
@@ -375,12 +376,14 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
         report.samples_png = Some(png);
 
         if opts.what.contains(&Metric::Swd) {
+            let _range = crate::nvtx::range("eval swd");
             let so = SwdOptions { projections: opts.projections, seed: opts.seed };
             let s = sliced_wasserstein(&samples, n, held, n_held, m, so)?;
             log(&format!("sliced Wasserstein: {:.5} ± {:.5} ({} directions)", s.swd, s.std_error, s.projections));
             report.swd = Some(s);
         }
         if opts.what.contains(&Metric::Fid) {
+            let _range = crate::nvtx::range("eval fid");
             let train = opts
                 .train
                 .as_ref()
@@ -422,6 +425,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
             });
         }
         if opts.what.contains(&Metric::Memorisation) {
+            let _range = crate::nvtx::range("eval memorisation");
             let train =
                 opts.train.as_ref().context("--what memorisation needs --train FILE: the clean training set")?;
             let ds = CleanDataset::open(train)?;

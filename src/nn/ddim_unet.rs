@@ -242,6 +242,7 @@ impl DdimUnet {
 
     /// D(x_t, t): x [N, in_channels, R, R], t [N] integer timesteps (as floats). `train_seed` turns dropout on.
     pub fn forward(&self, x: &Tensor, t: &Tensor, train_seed: Option<u64>) -> Result<Tensor> {
+        let _range = crate::nvtx::range("ddim-unet forward");
         let c = &self.config;
         let (n, ch, h, w) = x.shape().nchw("U-Net input")?;
         if ch != c.in_channels || h != w || h != c.resolution {

@@ -459,6 +459,7 @@ impl DdpmppUnet {
     /// F(x; c_noise): x [N, in + extra, R, R] in the compute dtype, `noise_labels` [N] (EDM's c_noise =
     /// ln(σ)/4; f32, or f64 for f64 CPU runs). `train_seed` turns dropout on.
     pub fn forward(&self, x: &Tensor, noise_labels: &Tensor, train_seed: Option<u64>) -> Result<Tensor> {
+        let _range = crate::nvtx::range("ddpmpp forward");
         let c = &self.config;
         let (n, chans, h, w) = x.shape().nchw("DDPM++ input")?;
         if chans != c.net_in_channels() || h != w || h != c.resolution {

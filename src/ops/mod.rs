@@ -54,6 +54,7 @@ pub(crate) fn compute_many(
     cpu: impl FnOnce(&[&CpuStorage]) -> Result<Vec<CpuStorage>>,
     cuda: impl FnOnce(&Gpu, &[&CudaStorage]) -> Result<Vec<CudaStorage>>,
 ) -> Result<Vec<Tensor>> {
+    let _range = crate::nvtx::range(op);
     let device = inputs[0].device().clone();
     for t in &inputs[1..] {
         if t.device() != &device {

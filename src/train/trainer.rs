@@ -11,6 +11,7 @@ use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{ddim_sample, DdimOptions};
 use crate::diffusion::{edm_heun_sample, EdmOptions};
 use crate::nn::{Model, ModelConfig, Prediction};
+use crate::nvtx;
 use crate::objectives::ambient::{ambient_loss, ambient_sample, AmbientOptions, AmbientSampleOptions};
 use crate::objectives::gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective};
 use crate::objectives::tweedie::{tweedie_loss, tweedie_sample, ConsistencyOptions, TweedieOptions, TweedieSampling};
@@ -470,17 +471,22 @@ impl Trainer {
 
     /// One optimisation step; returns (loss, gradient norm).
     pub fn train_step(&mut self) -> Result<(f64, f64)> {
+        let _step = nvtx::range("step");
         let o = &self.options;
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
         let [_, c, h, w] = self.data.dims();
         let b = o.batch;
+        let data = nvtx::range("data");
         let batch = self.loader.next().context("the data loader stopped")?;
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
         let dropout_seed = Some(mix(o.seed, self.step) ^ 1);
         if let (Some(objective), TrainData::Corrupted(d), Model::Ddim(net)) = (&self.gsure, &*self.data, &self.model) {
             let spectral = d.spectral(&batch.indices, &self.device, DType::F32)?;
+            drop(data);
+            let range = nvtx::range("objective");
             let loss =
                 gsure_step_loss(net, objective, &spectral, &self.schedule, o.t_min, &mut rng, dropout_seed, compute)?;
+            drop(range);
             return self.finish_step(loss);
         }
         if let (LossKind::Ambient | LossKind::Tweedie, TrainData::Corrupted(d), Model::Edm(den)) =
@@ -491,8 +497,13 @@ impl Trainer {
                 batch.indices.iter().flat_map(|&i| v[i * m..(i + 1) * m].iter().copied()).collect()
             };
             let y = Tensor::from_f32(&gather(&d.y), [b, c, h, w], &self.device)?;
-            let loss = if o.loss == LossKind::Ambient {
-                let a = Tensor::from_f32(&gather(&d.mask), [b, c, h, w], &self.device)?;
+            let a = match o.loss {
+                LossKind::Ambient => Some(Tensor::from_f32(&gather(&d.mask), [b, c, h, w], &self.device)?),
+                _ => None,
+            };
+            drop(data);
+            let range = nvtx::range("objective");
+            let loss = if let Some(a) = a {
                 let opts =
                     AmbientOptions { compute: Some(compute), mean_over_pixels: true, ..AmbientOptions::default() };
                 ambient_loss(den, &y, &a, &batch.indices, &opts, &mut rng, dropout_seed)?
@@ -507,6 +518,7 @@ impl Trainer {
                 };
                 tweedie_loss(den, &y, &vec![d.spec.sigma0; b], &opts, &mut rng, dropout_seed)?
             };
+            drop(range);
             return self.finish_step(loss);
         }
         let images = match o.loss {
@@ -515,6 +527,8 @@ impl Trainer {
         };
         let x0 = Tensor::from_f32(&images, [b, c, h, w], &self.device)?;
         let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
+        drop(data);
+        let objective = nvtx::range("objective");
         let loss = match &self.model {
             // VP: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, plain MSE against x0 or ε.
             Model::Ddim(net) => {
@@ -553,13 +567,17 @@ impl Trainer {
                 ops::sum_all(&ops::mul(&sq, &weights)?)?
             }
         };
+        drop(objective);
         self.finish_step(loss)
     }
 
     /// Checks the loss, back-propagates, clips, updates the weights and their average; (loss, grad norm).
     fn finish_step(&mut self, loss: Tensor) -> Result<(f64, f64)> {
         let o = &self.options;
-        let loss_value = loss.item()?;
+        let loss_value = {
+            let _range = nvtx::range("loss readback");
+            loss.item()?
+        };
         if !loss_value.is_finite() {
             bail!(
                 "the loss became {loss_value} at step {}; stopping. The last good checkpoint is {} (lower --lr or enable clipping)",
@@ -567,11 +585,21 @@ impl Trainer {
                 self.run.checkpoint().display()
             );
         }
-        let grads = backward(&loss)?;
-        let (norm, scale) = clip_grad_norm(&self.params, &grads, o.grad_clip)?;
+        let grads = {
+            let _range = nvtx::range("backward");
+            backward(&loss)?
+        };
+        let (norm, scale) = {
+            let _range = nvtx::range("clip");
+            clip_grad_norm(&self.params, &grads, o.grad_clip)?
+        };
         let lr = o.lr * ((self.step + 1) as f64 / o.warmup.max(1) as f64).min(1.0);
         no_grad(|| -> Result<()> {
-            self.opt.step(&self.params, &grads, lr, scale)?;
+            {
+                let _range = nvtx::range("optimiser");
+                self.opt.step(&self.params, &grads, lr, scale)?;
+            }
+            let _range = nvtx::range("ema");
             self.ema.update(&self.params)
         })?;
         self.step += 1;
@@ -687,6 +715,7 @@ pub fn sample(
     seed: u64,
     device: &Device,
 ) -> Result<Vec<f32>> {
+    let _range = nvtx::range("sample");
     let mut rng = StdRng::seed_from_u64(seed);
     let x = match (model, sampling) {
         (Model::Edm(den), Sampling::Ambient { p }) => {
