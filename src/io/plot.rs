@@ -23,11 +23,13 @@ pub enum Scale {
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// Drawn pale and thin, behind the others (raw values under their running mean).
+    pub faint: bool,
 }
 
 impl Series {
     pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Series { name: name.into(), points }
+        Series { name: name.into(), points, faint: false }
     }
 }
 
@@ -77,6 +79,12 @@ impl Chart {
 
     pub fn with_series(mut self, name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
         self.series.push(Series::new(name, points));
+        self
+    }
+
+    /// Adds a series drawn pale and thin (see [`Series::faint`]).
+    pub fn with_faint_series(mut self, name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        self.series.push(Series { faint: true, ..Series::new(name, points) });
         self
     }
 
@@ -161,8 +169,8 @@ impl Chart {
             .draw()
             .map_err(|e| err(&e))?;
         for (k, (series, pts)) in self.series.iter().zip(kept).enumerate() {
-            let colour = colour(k);
-            let style = ShapeStyle::from(&colour).stroke_width(2);
+            let colour = if series.faint { mix_with_white(colour(k), 0.55) } else { colour(k) };
+            let style = ShapeStyle::from(&colour).stroke_width(if series.faint { 1 } else { 2 });
             let drawn = chart.draw_series(LineSeries::new(pts.iter().copied(), style)).map_err(|e| err(&e))?;
             if !series.name.is_empty() {
                 drawn.label(series.name.as_str()).legend(move |(x, y)| {
@@ -170,7 +178,7 @@ impl Chart {
                 });
             }
             // A point alone makes no line: mark every point of a short series so that it is seen.
-            if pts.len() <= 32 {
+            if pts.len() <= 32 && !series.faint {
                 chart
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 3, ShapeStyle::from(&colour).filled())))
                     .map_err(|e| err(&e))?;
@@ -374,6 +382,11 @@ fn quietest_corner(kept: &[Vec<(f64, f64)>], x: &Axis, y: &Axis) -> SeriesLabelP
     let index = [1, 0, 3, 2];
     let best = (0..4).min_by_key(|&i| count[index[i]]).unwrap_or(0);
     order[best].clone()
+}
+
+fn mix_with_white(c: RGBColor, amount: f64) -> RGBColor {
+    let m = |v: u8| (v as f64 + (255.0 - v as f64) * amount).round() as u8;
+    RGBColor(m(c.0), m(c.1), m(c.2))
 }
 
 /// Tableau's ten colours, then darker variants, so that up to 20 series stay distinct.

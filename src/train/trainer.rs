@@ -698,7 +698,8 @@ impl Trainer {
     pub fn write_loss_plot(&self) -> Result<()> {
         let points = super::loss_curve::read(&self.run.0).unwrap_or_default();
         if !points.is_empty() {
-            let title = format!("Training loss: {} ({:?} objective)", self.options.config, self.options.loss);
+            let loss = clap::ValueEnum::to_possible_value(&self.options.loss).map(|v| v.get_name().to_string());
+            let title = format!("Training loss: {} (--loss {})", self.options.config, loss.unwrap_or_default());
             super::loss_curve::chart(title, vec![(String::new(), points)]).write_png(&self.run.loss_plot())?;
         }
         Ok(())
