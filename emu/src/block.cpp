@@ -150,14 +150,19 @@ struct Worker {
   sigjmp_buf fault_jmp;
   volatile sig_atomic_t in_block = 0;
   char altstack[64 * 1024];
+  stack_t previous_altstack{};
 
+  // Faults are caught on this alternate stack (a fiber's own stack may be what overflowed).
   Worker() {
     stack_t ss{};
     ss.ss_sp = altstack;
     ss.ss_size = sizeof(altstack);
-    sigaltstack(&ss, nullptr);
+    sigaltstack(&ss, &previous_altstack);
   }
+  // Puts back the thread's previous alternate stack: AddressSanitizer unmaps whatever alternate stack a
+  // thread has when it exits, and ours lives inside this heap object.
   ~Worker() {
+    sigaltstack(&previous_altstack, nullptr);
     for (auto& s : stacks) s.release();
   }
 
@@ -552,8 +557,21 @@ void Worker::run_block(const Launch& l, Dim bidx) {
   if (!race.empty()) fail(race);
 }
 
+// Owns the thread's worker: created on the first block the thread runs, destroyed when the thread exits
+// (before the C library and the sanitizers tear the thread down), so its alternate stack is gone by then.
+struct WorkerOwner {
+  ~WorkerOwner() {
+    delete tls_worker;
+    tls_worker = nullptr;
+  }
+};
+thread_local WorkerOwner worker_owner;
+
 Worker& this_worker() {
-  if (!tls_worker) tls_worker = new Worker();  // one per host thread that runs blocks, kept for its life
+  if (!tls_worker) {
+    (void)&worker_owner;  // odr-use: registers the owner's destructor for this thread
+    tls_worker = new Worker();
+  }
   return *tls_worker;
 }
 
