@@ -125,3 +125,87 @@ fn clipping_scales_the_global_norm_down_only() {
     assert!((norm - 5.0).abs() < 1e-12 && (scale - 1.0 / 5.0).abs() < 1e-6);
     assert_eq!(clip_grad_norm(&ps, &g, 10.0).unwrap().1, 1.0);
 }
+
+/// Parameters (two tensors and an empty one), gradients of Σ w ⊙ p² / 2 and that loss, on `device`.
+fn gated_problem(device: &Device, scale_loss: f64) -> (ParamStore, gsure::autograd::Grads, Tensor) {
+    let mut r = rng(7);
+    let mut ps = ParamStore::new();
+    for (i, shape) in [&[9000usize][..], &[3, 5], &[0]].iter().enumerate() {
+        let t = randn(shape, &mut r).to_dtype(DType::F32).unwrap().to_device(device).unwrap().deep_copy().unwrap();
+        ps.insert(&format!("p{i}"), &t).unwrap();
+    }
+    let mut loss = None;
+    for (_, p) in ps.iter() {
+        let l = ops::sum_all(&ops::square(p).unwrap()).unwrap();
+        loss = Some(match loss {
+            None => l,
+            Some(acc) => ops::add(&acc, &l).unwrap(),
+        });
+    }
+    let loss = ops::scale(&loss.unwrap(), 0.5 * scale_loss).unwrap();
+    let g = backward(&loss).unwrap();
+    (ps, g, loss)
+}
+
+#[test]
+fn clip_gate_holds_loss_norm_scale_and_skip() {
+    let (ps, g, loss) = gated_problem(&Device::Cpu, 1.0);
+    // The gradient is p itself: its norm is the parameters' norm.
+    let want: f64 =
+        ps.iter().map(|(_, p)| p.to_vec_f64().unwrap().iter().map(|x| x * x).sum::<f64>()).sum::<f64>().sqrt();
+    let mut ws = gsure::train::GateWorkspace::default();
+    let v = gsure::train::clip_gate(&ps, &g, Some(&loss), 1.0, &mut ws).unwrap().read().unwrap();
+    // f32 gradients summed in f32 per tensor: agree to f32 precision.
+    assert!((v.norm - want).abs() < 1e-5 * want, "{v:?} vs norm {want}");
+    assert!((v.loss - loss.item().unwrap()).abs() < 1e-12 && !v.skip);
+    assert!((v.scale - 1.0 / (v.norm + 1e-6)).abs() < 1e-12);
+    let v = gsure::train::clip_gate(&ps, &g, Some(&loss), 1e6, &mut ws).unwrap().read().unwrap();
+    assert_eq!((v.scale, v.skip), (1.0, false), "below max_norm nothing is scaled");
+    let nan = Tensor::from_f64(&[f64::NAN], [], DType::F32, &Device::Cpu).unwrap();
+    let v = gsure::train::clip_gate(&ps, &g, Some(&nan), 1.0, &mut ws).unwrap().read().unwrap();
+    assert!(v.skip && v.scale == 0.0 && v.loss.is_nan());
+}
+
+/// A skipped gate leaves every weight, moment and average as it was; the CUDA gate and gated step agree
+/// with the CPU twin.
+#[test]
+fn gated_step_matches_cpu_and_a_skipped_step_changes_nothing() {
+    let run = |device: &Device, poison: bool| {
+        let (ps, g, loss) = gated_problem(device, 1.0);
+        let loss = if poison { ops::scale(&loss, f64::NAN).unwrap() } else { loss };
+        let before: Vec<Vec<f64>> = ps.iter().map(|(_, p)| p.to_vec_f64().unwrap()).collect();
+        let mut opt = AdamW::new(AdamConfig { lr: 0.01, weight_decay: 0.1, ..AdamConfig::default() }, &ps).unwrap();
+        let mut ema = Ema::new(0.5, &ps).unwrap();
+        let mut ws = gsure::train::GateWorkspace::default();
+        let mut values = Vec::new();
+        for _ in 0..2 {
+            let gate = gsure::train::clip_gate(&ps, &g, Some(&loss), 10.0, &mut ws).unwrap();
+            opt.step_gated(&ps, &g, 0.01, &gate).unwrap();
+            ema.update_gated(&ps, Some(&gate)).unwrap();
+            values.push(gate.read().unwrap());
+        }
+        let after: Vec<Vec<f64>> = ps.iter().map(|(_, p)| p.to_vec_f64().unwrap()).collect();
+        let avg: Vec<Vec<f64>> = ema.shadow.iter().map(|(_, e)| e.to_vec_f64().unwrap()).collect();
+        if poison {
+            assert_eq!(after, before, "a skipped step moves no weight ({device:?})");
+            assert_eq!(avg, before, "nor any average");
+            assert!(values.iter().all(|v| v.skip));
+        } else {
+            assert_ne!(after, before);
+        }
+        (values, after, avg)
+    };
+    let (cpu, cpu_w, cpu_avg) = run(&Device::Cpu, false);
+    run(&Device::Cpu, true);
+    let Some(gpu) = gpu_or_skip("gated_step_matches_cpu_and_a_skipped_step_changes_nothing") else { return };
+    let (cuda, cuda_w, cuda_avg) = run(&gpu, false);
+    run(&gpu, true);
+    for (a, b) in cpu.iter().zip(&cuda) {
+        assert!((a.norm - b.norm).abs() < 1e-5 * a.norm, "norm {a:?} vs {b:?}");
+        assert!((a.loss - b.loss).abs() < 1e-5 * a.loss.abs() && (a.scale - b.scale).abs() < 1e-5 && !b.skip);
+    }
+    for (a, b) in cpu_w.iter().chain(&cpu_avg).zip(cuda_w.iter().chain(&cuda_avg)) {
+        let err = gsure::testing::rel_error(b, a);
+        assert!(err < 1e-5, "gated AdamW/EMA CUDA vs CPU: {err:.2e}");
+    }
+}

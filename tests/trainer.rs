@@ -89,13 +89,31 @@ fn data_that_does_not_fit_the_model_is_refused() {
 
 #[test]
 fn a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint() {
-    let out = dir("nan");
+    non_finite_stop(&Device::Cpu, "nan");
+}
+
+#[test]
+fn a_non_finite_loss_stops_a_cuda_run_with_its_weights_untouched() {
+    // On CUDA the step is gated on the device (the clip gate's skip flag): AdamW and the EMA leave the
+    // weights of the step before, and the host learns of it at the step's one read.
+    let Some(gpu) = gsure::testing::gpu_or_skip("non-finite stop on CUDA") else { return };
+    non_finite_stop(&gpu, "nan-cuda");
+}
+
+fn non_finite_stop(device: &Device, name: &str) {
+    let out = dir(name);
     // A learning rate this large drives the weights to overflow within a few steps.
     let opts = TrainOptions { lr: 1e30, warmup: 1, grad_clip: 0.0, checkpoint_every: 1, ..options(50) };
     let data = gsure::data::phantoms(16, 16, 1);
-    let mut t = Trainer::new(opts, data, &out, &Device::Cpu, false, false).unwrap();
+    let mut t = Trainer::new(opts, data, &out, device, false, false).unwrap();
     let err = t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap_err().to_string();
-    assert!(err.contains("at step") && err.contains("last good checkpoint"), "{err}");
+    assert!(err.contains(&format!("at step {}", t.step)) && err.contains("last good checkpoint"), "{err}");
+    for (name, p) in t.params.iter() {
+        assert!(
+            p.to_vec_f64().unwrap().iter().all(|v| v.is_finite()),
+            "{name}: the skipped step wrote non-finite weights"
+        );
+    }
     let meta = checkpoint::read_meta(&out.join("checkpoint.safetensors")).unwrap();
     let saved_step = meta["step"].as_u64().unwrap();
     assert!(saved_step < 50 && saved_step == t.step, "checkpoint at step {saved_step}, trainer at {}", t.step);

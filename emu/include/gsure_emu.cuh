@@ -118,6 +118,10 @@ inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v)
 // ------------------------------------------------------------------------------------ device math
 // What CUDA's math library has and glibc lacks; each is the exact function, not a fast approximation.
 inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
+// CUDA declares the classification functions in the global namespace; <cmath> puts them in std::.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }

@@ -4,5 +4,5 @@ pub mod loss_curve;
 pub mod optim;
 pub mod trainer;
 
-pub use optim::{clip_grad_norm, AdamConfig, AdamW, Ema};
+pub use optim::{clip_gate, clip_grad_norm, AdamConfig, AdamW, Ema, GateValues, GateWorkspace, StepGate};
 pub use trainer::{LossKind, TrainOptions, TrainSummary, Trainer};

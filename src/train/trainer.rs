@@ -3,7 +3,7 @@
 //! loss curve. Every step draws its randomness from (seed, step), so a resumed run repeats exactly what an
 //! uninterrupted one would have done.
 use super::checkpoint;
-use super::optim::{clip_grad_norm, AdamConfig, AdamW, Ema};
+use super::optim::{clip_gate, AdamConfig, AdamW, Ema, GateWorkspace};
 use crate::corruption::make::CorruptedData;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::ImageSet;
@@ -325,6 +325,8 @@ pub struct Trainer {
     pub step: u64,
     pub data: Arc<TrainData>,
     gsure: Option<GsureObjective>,
+    /// Device buffers of the step gate (gradient norm, clip scale, skip), reused every step.
+    gate: GateWorkspace,
     /// Batches in a per-epoch shuffled order that depends only on (seed, epoch), prepared on a background
     /// thread; a resumed run starts at the epoch and batch where the step count puts it.
     loader: Loader,
@@ -456,6 +458,7 @@ impl Trainer {
             step,
             data,
             gsure,
+            gate: GateWorkspace::default(),
             loader,
             run,
         })
@@ -571,39 +574,55 @@ impl Trainer {
         self.finish_step(loss)
     }
 
-    /// Checks the loss, back-propagates, clips, updates the weights and their average; (loss, grad norm).
+    /// Back-propagates, clips, updates the weights and their average, then reads the step's loss and
+    /// gradient norm; (loss, grad norm). Nothing between the backward pass and that one read waits for the
+    /// host: the clip gate is computed on the device and AdamW and the EMA read it there, leaving every
+    /// weight untouched when the loss or the norm is not finite, and the run then stops naming the step.
     fn finish_step(&mut self, loss: Tensor) -> Result<(f64, f64)> {
         let o = &self.options;
-        let loss_value = {
-            let _range = nvtx::range("loss readback");
-            loss.item()?
-        };
-        if !loss_value.is_finite() {
-            bail!(
-                "the loss became {loss_value} at step {}; stopping. The last good checkpoint is {} (lower --lr or enable clipping)",
-                self.step,
-                self.run.checkpoint().display()
-            );
-        }
         let grads = {
             let _range = nvtx::range("backward");
             backward(&loss)?
         };
-        let (norm, scale) = {
+        let gate = {
             let _range = nvtx::range("clip");
-            clip_grad_norm(&self.params, &grads, o.grad_clip)?
+            clip_gate(&self.params, &grads, Some(&loss), o.grad_clip, &mut self.gate)?
         };
         let lr = o.lr * ((self.step + 1) as f64 / o.warmup.max(1) as f64).min(1.0);
         no_grad(|| -> Result<()> {
             {
                 let _range = nvtx::range("optimiser");
-                self.opt.step(&self.params, &grads, lr, scale)?;
+                self.opt.step_gated(&self.params, &grads, lr, &gate)?;
             }
             let _range = nvtx::range("ema");
-            self.ema.update(&self.params)
+            self.ema.update_gated(&self.params, Some(&gate))
         })?;
+        drop(grads);
+        let values = {
+            let _range = nvtx::range("loss readback");
+            gate.read()?
+        };
+        if values.skip {
+            let what = if values.loss.is_finite() {
+                format!("the gradient norm became {}", values.norm)
+            } else {
+                format!("the loss became {}", values.loss)
+            };
+            let checkpoint = self.run.checkpoint();
+            let last_good = if checkpoint.exists() {
+                format!("the last good checkpoint is {}", checkpoint.display())
+            } else {
+                "no checkpoint was written before it".to_string()
+            };
+            bail!(
+                "{what} at step {}; stopping with the weights of the step before ({last_good}). Lower --lr \
+                 (now {})",
+                self.step,
+                self.options.lr
+            );
+        }
         self.step += 1;
-        Ok((loss_value, norm))
+        Ok((values.loss, values.norm))
     }
 
     /// Samples `n` images with the EMA weights (DDIM 50 steps, or EDM Heun 18 steps) as [n, C, H, W] values.
