@@ -261,6 +261,9 @@ pub struct TrainResult {
     /// The loss and gradient norm of the last step (a sanity check: finite, plausible).
     pub last_loss: Option<f64>,
     pub last_grad_norm: Option<f64>,
+    /// CUDA: what the last timed step asked of the stream (launches, copies, host waits, driver
+    /// allocations), counted inside `Trainer::train_step` (the bench's own end-of-step wait is not in it).
+    pub step_activity: Option<crate::backend::cuda::StreamActivity>,
     /// Seconds spent on the configuration: set-up, warm-up and timed steps.
     pub seconds: f64,
     /// Why the configuration failed, if it did.
@@ -329,6 +332,29 @@ impl TrainReport {
             );
         }
         let _ = writeln!(s, "(model FLOPs: 3 × forward per image; peak memory: {})", self.peak_kind_summary());
+        let counted: Vec<&TrainResult> = self.results.iter().filter(|r| r.step_activity.is_some()).collect();
+        if !counted.is_empty() {
+            let _ = writeln!(
+                s,
+                "per step (the last timed one): {:<16} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7}",
+                "config", "launches", "h→d", "d→h", "d→d", "memsets", "waits", "allocs"
+            );
+            for r in counted {
+                let a = r.step_activity.expect("filtered");
+                let _ = writeln!(
+                    s,
+                    "                               {:<16} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7}",
+                    r.config,
+                    a.launches,
+                    a.host_to_device,
+                    a.device_to_host,
+                    a.device_to_device,
+                    a.memsets,
+                    a.synchronisations,
+                    a.device_allocations
+                );
+            }
+        }
         s
     }
 
@@ -368,6 +394,7 @@ pub fn run(
             peak_memory_kind: None,
             last_loss: None,
             last_grad_norm: None,
+            step_activity: None,
             seconds: 0.0,
             error: None,
         };
@@ -468,7 +495,9 @@ fn run_with(r: &mut TrainResult, opts: &TrainBenchOptions, device: &Device, data
     let timed = Instant::now();
     for i in 0..opts.steps {
         let t = Instant::now();
+        let before = device.gpu().map(|g| g.activity());
         last = trainer.train_step()?;
+        r.step_activity = device.gpu().zip(before).map(|(g, b)| g.activity() - b);
         sync()?;
         r.step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         if let Some(max) = opts.max_seconds {

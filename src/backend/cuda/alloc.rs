@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Counters of the caching allocator.
@@ -24,10 +25,56 @@ pub struct AllocStats {
     pub reuses: u64,
 }
 
+/// What the host asked of the stream, counted where it is asked (every launch, copy and wait of the
+/// engine goes through `launch!`, `GpuBuf` and `Gpu::synchronize`): how a step's cost in round trips is
+/// measured, on hardware and on the emulated device alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StreamActivity {
+    pub launches: u64,
+    pub host_to_device: u64,
+    pub device_to_host: u64,
+    pub device_to_device: u64,
+    pub memsets: u64,
+    /// Waits of the host for the stream (every device-to-host copy is one).
+    pub synchronisations: u64,
+    /// Calls into the driver's allocator (pool misses).
+    pub device_allocations: u64,
+}
+
+impl std::ops::Sub for StreamActivity {
+    type Output = StreamActivity;
+    fn sub(self, o: StreamActivity) -> StreamActivity {
+        StreamActivity {
+            launches: self.launches - o.launches,
+            host_to_device: self.host_to_device - o.host_to_device,
+            device_to_host: self.device_to_host - o.device_to_host,
+            device_to_device: self.device_to_device - o.device_to_device,
+            memsets: self.memsets - o.memsets,
+            synchronisations: self.synchronisations - o.synchronisations,
+            device_allocations: self.device_allocations - o.device_allocations,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct ActivityCounters {
+    pub launches: AtomicU64,
+    host_to_device: AtomicU64,
+    device_to_host: AtomicU64,
+    device_to_device: AtomicU64,
+    memsets: AtomicU64,
+    pub synchronisations: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 pub(crate) struct Pool {
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
     state: Mutex<PoolState>,
+    pub(crate) activity: ActivityCounters,
 }
 
 #[derive(Default)]
@@ -49,7 +96,7 @@ fn size_class(bytes: usize) -> usize {
 
 impl Pool {
     pub(crate) fn new(stream: Arc<CudaStream>, ctx: Arc<CudaContext>) -> Self {
-        Pool { stream, ctx, state: Mutex::new(PoolState::default()) }
+        Pool { stream, ctx, state: Mutex::new(PoolState::default()), activity: ActivityCounters::default() }
     }
 
     fn take(&self, bytes: usize) -> Result<CudaSlice<u8>> {
@@ -71,6 +118,7 @@ impl Pool {
                 // Give cached blocks back to the driver (their frees are queued on the stream, so wait for
                 // them) and try once more before reporting.
                 self.trim();
+                bump(&self.activity.synchronisations);
                 let _ = self.stream.synchronize();
                 unsafe { self.stream.alloc::<u8>(class) }.map_err(|e| {
                     let (free, total) = self.ctx.mem_get_info().unwrap_or((0, 0));
@@ -114,6 +162,20 @@ impl Pool {
         self.state.lock().unwrap().stats
     }
 
+    pub(crate) fn activity(&self) -> StreamActivity {
+        let a = &self.activity;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StreamActivity {
+            launches: get(&a.launches),
+            host_to_device: get(&a.host_to_device),
+            device_to_host: get(&a.device_to_host),
+            device_to_device: get(&a.device_to_device),
+            memsets: get(&a.memsets),
+            synchronisations: get(&a.synchronisations),
+            device_allocations: self.stats().device_allocs,
+        }
+    }
+
     /// Restarts the high-water mark from the bytes in use now (to measure one phase's peak).
     pub(crate) fn reset_peak(&self) {
         let mut st = self.state.lock().unwrap();
@@ -153,6 +215,7 @@ impl<T: GpuElem> GpuBuf<T> {
         self.block.as_mut().expect("live buffer")
     }
     pub fn zero(&mut self) -> Result<()> {
+        bump(&self.pool.activity.memsets);
         let stream = self.pool.stream.clone();
         let n = self.bytes();
         let mut view = self.block_mut().slice_mut(0..n);
@@ -162,6 +225,7 @@ impl<T: GpuElem> GpuBuf<T> {
         if host.len() != self.len {
             bail!("upload of {} elements into a buffer of {}", host.len(), self.len);
         }
+        bump(&self.pool.activity.host_to_device);
         let stream = self.pool.stream.clone();
         let len = self.len;
         // SAFETY: the block holds at least len * size_of::<T>() bytes.
@@ -169,6 +233,8 @@ impl<T: GpuElem> GpuBuf<T> {
         stream.memcpy_htod(host, &mut view).map_err(|e| anyhow!("host to device copy: {e:?}"))
     }
     pub fn download(&self) -> Result<Vec<T>> {
+        bump(&self.pool.activity.device_to_host);
+        bump(&self.pool.activity.synchronisations);
         let stream = &self.pool.stream;
         let mut host = vec![T::default(); self.len];
         // SAFETY: as in upload.
@@ -178,9 +244,11 @@ impl<T: GpuElem> GpuBuf<T> {
         Ok(host)
     }
     pub fn copy_from(&mut self, src: &GpuBuf<T>) -> Result<()> {
+        bump(&self.pool.activity.device_to_device);
         if src.len != self.len {
             bail!("device copy of {} elements into a buffer of {}", src.len, self.len);
         }
+        bump(&self.pool.activity.memsets);
         let stream = self.pool.stream.clone();
         let n = self.bytes();
         let from = src.block.as_ref().unwrap().slice(0..n);

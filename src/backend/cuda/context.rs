@@ -1,4 +1,4 @@
-use super::alloc::{AllocStats, GpuBuf, Pool};
+use super::alloc::{AllocStats, GpuBuf, Pool, StreamActivity};
 use super::GpuElem;
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
@@ -96,6 +96,7 @@ impl Gpu {
         &self.ctx
     }
     pub fn synchronize(&self) -> Result<()> {
+        self.pool.activity.synchronisations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.stream.synchronize().map_err(|e| anyhow!("CUDA stream synchronize: {e:?}"))
     }
 
@@ -154,6 +155,15 @@ impl Gpu {
         let mut out = self.alloc::<T>(buf.len())?;
         out.copy_from(buf)?;
         Ok(out)
+    }
+    /// Launches, copies, waits and driver allocations since start (subtract two readings for a phase).
+    pub fn activity(&self) -> StreamActivity {
+        self.pool.activity()
+    }
+    /// Counted by `launch!` before every kernel launch.
+    #[doc(hidden)]
+    pub fn count_launch(&self) {
+        self.pool.activity.launches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     pub fn alloc_stats(&self) -> AllocStats {
         self.pool.stats()

@@ -4,7 +4,7 @@
 mod alloc;
 mod context;
 
-pub use alloc::{AllocStats, GpuBuf};
+pub use alloc::{AllocStats, GpuBuf, StreamActivity};
 pub use context::Gpu;
 
 use crate::tensor::DType;
@@ -81,6 +81,7 @@ macro_rules! launch {
         use cudarc::driver::PushKernelArg as _;
         let func = $func;
         let gpu = &$gpu;
+        gpu.count_launch();
         let mut builder = gpu.stream().launch_builder(&func);
         $( let arg = $arg; builder.arg(&arg); )*
         let cfg = cudarc::driver::LaunchConfig {
