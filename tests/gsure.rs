@@ -513,7 +513,7 @@ fn step_loss_trains_a_tiny_unet_in_pixel_and_fourier_bases() {
     check_config(&sched, 0.02 * 0.02, 0).unwrap();
     for mode in [GsureMode::Ybar, GsureMode::Xt, GsureMode::Reference] {
         let obj = GsureObjective::for_dtype(mode, DType::F32);
-        let loss = gsure_step_loss(&net, &obj, &b, &sched, 0, &mut r, None, DType::F32).unwrap();
+        let loss = gsure_step_loss(&net, &obj, &b, &sched, 0, &mut r, None, DType::F32, &Device::Cpu).unwrap();
         let v = loss.item().unwrap();
         assert!(v.is_finite(), "{mode:?}: loss {v}");
         let g = backward(&loss).unwrap();
@@ -536,7 +536,9 @@ fn step_loss_trains_a_tiny_unet_in_pixel_and_fourier_bases() {
         nu: t32(&obs.iter().map(|o| o * 1e-4).collect::<Vec<_>>()),
         w2: t32(&obs.iter().map(|o| o * 3.0).collect::<Vec<_>>()),
     };
-    let loss = gsure_step_loss(&net2, &GsureObjective::default(), &kb, &sched, 0, &mut r, None, DType::F32).unwrap();
+    let loss =
+        gsure_step_loss(&net2, &GsureObjective::default(), &kb, &sched, 0, &mut r, None, DType::F32, &Device::Cpu)
+            .unwrap();
     assert!(loss.item().unwrap().is_finite());
     backward(&loss).unwrap();
 }

@@ -232,33 +232,3 @@ fn resume_equals_an_uninterrupted_run_on_cuda() {
     assert_eq!(losses(&a), losses(&b), "losses after resuming differ");
     assert_same_params(&straight, &resumed);
 }
-
-/// What one steady-state CUDA step asks of the stream (the step's cost in round trips, counted by the
-/// engine on hardware and on the emulated device alike). Printed for every objective; the supervised step is
-/// held to its target: one host wait (the step's loss and gradient norm) and no driver allocation.
-#[test]
-fn a_steady_state_cuda_step_waits_once_and_allocates_nothing() {
-    use gsure::train::LossKind;
-    let Some(gpu) = gsure::testing::gpu_or_skip("step activity on CUDA") else { return };
-    let g = gpu.gpu().unwrap().clone();
-    for (loss, config) in [(LossKind::Supervised, "tiny"), (LossKind::Gsure, "tiny")] {
-        let o = TrainOptions { loss, beta_start: 4e-4, config: config.into(), ..options(10) };
-        let data = if loss == LossKind::Gsure {
-            corrupted(&o)
-        } else {
-            gsure::train::trainer::load_train_data(None, &o, &gsure::nn::ModelConfig::by_name(config).unwrap()).unwrap()
-        };
-        let mut t = Trainer::new(o, data, &dir(&format!("activity-{loss:?}")), &gpu, false, true).unwrap();
-        for _ in 0..2 {
-            t.train_step().unwrap();
-        }
-        let before = g.activity();
-        t.train_step().unwrap();
-        let a = g.activity() - before;
-        println!("{loss:?} step on {config}: {a:?}");
-        if loss == LossKind::Supervised {
-            assert_eq!(a.synchronisations, 1, "{a:?}");
-            assert_eq!(a.device_allocations, 0, "{a:?}");
-        }
-    }
-}

@@ -66,6 +66,19 @@ pub struct SpectralBatch {
     pub w2: Tensor,
 }
 
+impl SpectralBatch {
+    /// The same batch on `device` (one upload per tensor; the tensors themselves when already there).
+    pub fn to_device(&self, device: &crate::Device) -> Result<SpectralBatch> {
+        Ok(SpectralBatch {
+            basis: self.basis,
+            ybar: self.ybar.to_device(device)?,
+            observed: self.observed.to_device(device)?,
+            nu: self.nu.to_device(device)?,
+            w2: self.w2.to_device(device)?,
+        })
+    }
+}
+
 /// One family of random corruption operators at a fixed image size. Masks are over the H×W grid of spectral
 /// coordinates and shared by every channel (pixel masks across colour channels; k-space masks across the
 /// real and imaginary parts), and every singular value is 0 or 1, so ν = σ0² on O.

@@ -30,7 +30,7 @@ use crate::diffusion::schedule::VpSchedule;
 use crate::nn::{DdimUnet, Prediction};
 use crate::ops::gsure_loss::{gsure_loss, GsureCoefs};
 use crate::ops::{self, layout};
-use crate::{DType, Tensor};
+use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -205,13 +205,24 @@ impl GsureObjective {
         rng: &mut impl Rng,
     ) -> Result<Tensor> {
         let p = self.prepare(batch, schedule, t, rng)?;
+        self.loss_per_example_prepared(net, batch, &p)
+    }
+
+    /// [`Self::loss_per_example`] for draws already made by [`Self::prepare`] (on the host, say, and moved to
+    /// the network's device with the batch).
+    pub fn loss_per_example_prepared(
+        &self,
+        net: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+        batch: &SpectralBatch,
+        p: &Noised,
+    ) -> Result<Tensor> {
         let (d, d_eps) = match batch.basis {
-            Basis::Pixel => self.both_outputs(net, &p)?,
+            Basis::Pixel => self.both_outputs(net, p)?,
             // The diffusion state lives in k-space; the network runs in image space: F ∘ U-Net ∘ F⁻¹ (F unitary,
             // so the white top-up noise in k-space is white in image space too).
             Basis::Fourier => {
                 let wrapped = |x: &Tensor, tt: &Tensor| ops::fft::fft2c(&net(&ops::fft::ifft2c(x)?, tt)?);
-                self.both_outputs(&wrapped, &p)?
+                self.both_outputs(&wrapped, p)?
             }
         };
         let dtype = batch.ybar.dtype();
@@ -270,6 +281,21 @@ pub struct Noised {
     pub coefs: GsureCoefs,
     /// ε_n per example.
     pub eps: Vec<f64>,
+}
+
+impl Noised {
+    /// The same draws on `device` (one upload per tensor; the tensors themselves when already there).
+    pub fn to_device(&self, device: &Device) -> Result<Noised> {
+        Ok(Noised {
+            xt: self.xt.to_device(device)?,
+            xt_eps: self.xt_eps.to_device(device)?,
+            target: self.target.to_device(device)?,
+            probe: self.probe.to_device(device)?,
+            t: self.t.to_device(device)?,
+            coefs: self.coefs.clone(),
+            eps: self.eps.clone(),
+        })
+    }
 }
 
 /// Concatenation along the batch axis: [N, ...] and [N', ...] viewed as [1, N, M] and [1, N', M], joined on
@@ -335,6 +361,10 @@ pub fn check_config(schedule: &VpSchedule, max_nu: f64, t_min: usize) -> Result<
 /// of the per-example losses. `dropout_seed` turns dropout on; since the dropout mask is hashed from the flat
 /// element index, the clean and perturbed passes then run as two N-example forwards with the same seed
 /// (identical masks) instead of one 2N forward. Call [`check_config`] once before training.
+///
+/// The draws are made where `batch` lives and the network runs on `device`: give a host batch and a CUDA
+/// device and the step's noise, probe, target and timesteps are drawn on the host and uploaded once with the
+/// batch, with nothing read back.
 #[allow(clippy::too_many_arguments)]
 pub fn gsure_step_loss(
     net: &DdimUnet,
@@ -345,6 +375,7 @@ pub fn gsure_step_loss(
     rng: &mut impl Rng,
     dropout_seed: Option<u64>,
     compute: DType,
+    device: &Device,
 ) -> Result<Tensor> {
     let n = batch.ybar.dims().first().copied().unwrap_or(0);
     if t_min >= schedule.steps() {
@@ -356,22 +387,27 @@ pub fn gsure_step_loss(
         obj.batched = false;
     }
     let out_dtype = batch.ybar.dtype();
-    let device = batch.ybar.device().clone();
+    let drawn = obj.prepare(batch, schedule, &t, rng)?;
+    let (batch, drawn) = (batch.to_device(device)?, drawn.to_device(device)?);
+    // ε-prediction: x̂0 = (x − √(1−ᾱ) ε̂) / √ᾱ per example, the coefficients from the host's timesteps for the
+    // [N] calls and for the batched [2N] one (the same timesteps twice).
+    let eps_coefs = |copies: usize| -> Result<(Tensor, Tensor)> {
+        let ab: Vec<f64> = (0..copies).flat_map(|_| t.iter().map(|&t| schedule.alpha_bar(t))).collect();
+        let per = |f: &dyn Fn(f64) -> f64| {
+            Tensor::from_f64(&ab.iter().map(|&a| f(a)).collect::<Vec<_>>(), [ab.len()], out_dtype, device)
+        };
+        Ok((per(&|a| (1.0 - a).sqrt())?, per(&|a| 1.0 / a.sqrt())?))
+    };
+    let coefs = match net.config.prediction {
+        Prediction::X0 => None,
+        Prediction::Eps => Some([eps_coefs(1)?, eps_coefs(2)?]),
+    };
     let forward = |x: &Tensor, tt: &Tensor| -> Result<Tensor> {
         let out = net.forward(&x.to_dtype(compute)?, tt, dropout_seed)?.to_dtype(out_dtype)?;
-        match net.config.prediction {
-            Prediction::X0 => Ok(out),
-            Prediction::Eps => {
-                // The timesteps of this call ([N] or [2N]) give ᾱ per example.
-                let ts = tt.to_vec_f64()?;
-                let ab: Vec<f64> = ts.iter().map(|&t| schedule.alpha_bar(t as usize)).collect();
-                let per = |f: &dyn Fn(f64) -> f64| {
-                    Tensor::from_f64(&ab.iter().map(|&a| f(a)).collect::<Vec<_>>(), [ab.len()], out_dtype, &device)
-                };
-                let x0 = ops::sub(x, &ops::mul_along(&out, &per(&|a| (1.0 - a).sqrt())?, 0)?)?;
-                ops::mul_along(&x0, &per(&|a| 1.0 / a.sqrt())?, 0)
-            }
-        }
+        let Some([single, doubled]) = &coefs else { return Ok(out) };
+        let (noise_scale, inv_sqrt_ab) = if x.dims()[0] == n { single } else { doubled };
+        let x0 = ops::sub(x, &ops::mul_along(&out, noise_scale, 0)?)?;
+        ops::mul_along(&x0, inv_sqrt_ab, 0)
     };
-    obj.loss(&forward, batch, schedule, &t, rng)
+    ops::mean_all(&obj.loss_per_example_prepared(&forward, &batch, &drawn)?)
 }

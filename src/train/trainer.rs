@@ -484,11 +484,21 @@ impl Trainer {
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
         let dropout_seed = Some(mix(o.seed, self.step) ^ 1);
         if let (Some(objective), TrainData::Corrupted(d), Model::Ddim(net)) = (&self.gsure, &*self.data, &self.model) {
-            let spectral = d.spectral(&batch.indices, &self.device, DType::F32)?;
+            // Built on the host: the objective draws its noise and probe there and uploads everything once.
+            let spectral = d.spectral(&batch.indices, &Device::Cpu, DType::F32)?;
             drop(data);
             let range = nvtx::range("objective");
-            let loss =
-                gsure_step_loss(net, objective, &spectral, &self.schedule, o.t_min, &mut rng, dropout_seed, compute)?;
+            let loss = gsure_step_loss(
+                net,
+                objective,
+                &spectral,
+                &self.schedule,
+                o.t_min,
+                &mut rng,
+                dropout_seed,
+                compute,
+                &self.device,
+            )?;
             drop(range);
             return self.finish_step(loss);
         }

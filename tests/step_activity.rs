@@ -1,0 +1,45 @@
+//! What one steady-state CUDA training step asks of the stream. The counters are the device's, shared by
+//! every thread: this file holds one test so that nothing else runs beside it.
+use gsure::train::{LossKind, TrainOptions, Trainer};
+
+fn options(loss: LossKind) -> TrainOptions {
+    TrainOptions {
+        loss,
+        steps: 10,
+        batch: 4,
+        warmup: 2,
+        checkpoint_every: 1000,
+        sample_every: 0,
+        phantoms: 16,
+        beta_start: 4e-4,
+        ..TrainOptions::for_config("tiny")
+    }
+}
+
+/// What one steady-state CUDA step asks of the stream (the step's cost in round trips, counted by the
+/// engine on hardware and on the emulated device alike). Held to one host wait (the step's loss and
+/// gradient norm, read after the update) and no driver allocation, for the oracle and for GSURE.
+#[test]
+fn a_steady_state_cuda_step_waits_once_and_allocates_nothing() {
+    let Some(gpu) = gsure::testing::gpu_or_skip("step activity on CUDA") else { return };
+    let g = gpu.gpu().unwrap().clone();
+    for loss in [LossKind::Supervised, LossKind::Gsure] {
+        let o = options(loss);
+        let model = gsure::nn::ModelConfig::by_name(&o.config).unwrap();
+        let data = gsure::train::trainer::load_train_data(None, &o, &model).unwrap();
+        let out = std::env::temp_dir().join(format!("gsure-step-activity-{}-{loss:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut t = Trainer::new(o, data, &out, &gpu, false, true).unwrap();
+        for _ in 0..2 {
+            t.train_step().unwrap();
+        }
+        let before = g.activity();
+        t.train_step().unwrap();
+        let a = g.activity() - before;
+        println!("{loss:?} step on tiny: {a:?}");
+        assert_eq!(a.synchronisations, 1, "{loss:?}: {a:?}");
+        assert_eq!(a.device_to_host, 1, "{loss:?}: {a:?}");
+        assert_eq!(a.device_allocations, 0, "{loss:?}: {a:?}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
