@@ -1,4 +1,4 @@
-//! Ambient Diffusion (METHODS.md §4.3): the loss's minimiser is E[x0 | Ã x_t, Ã] (least squares on a Gaussian),
+//! Ambient Diffusion (docs/METHODS.md §4.3): the loss's minimiser is E[x0 | Ã x_t, Ã] (least squares on a Gaussian),
 //! the further mask B is fixed per image index, the loss ignores pixels outside A, the fixed-mask sampler is
 //! seeded and keeps its mask, and bad masks are refused with clear errors.
 #![allow(clippy::needless_range_loop)] // numeric tests index several parallel arrays

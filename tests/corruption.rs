@@ -1,4 +1,4 @@
-//! Corruption operators (METHODS.md §2): the adjoint identity for every operator, the spectral view
+//! Corruption operators (docs/METHODS.md §2): the adjoint identity for every operator, the spectral view
 //! (H = U Σ Vᵀ, H† H = P on O, ȳ = observed spectral coefficients plus noise), W² = 1/π by Monte Carlo, MRI
 //! line masks, per-example seeding, bad input, and corrupted datasets (make, write, open).
 use gsure::corruption::make::make_dataset;

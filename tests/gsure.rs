@@ -1,4 +1,4 @@
-//! GSURE (METHODS.md §4.2): the fused loss op (values, f64 gradient checks, CPU/CUDA parity, bad input),
+//! GSURE (docs/METHODS.md §4.2): the fused loss op (values, f64 gradient checks, CPU/CUDA parity, bad input),
 //! the top-up noising, the configuration check, and seeded Monte Carlo tests of the objective: unbiasedness
 //! on a linear-Gaussian model (and the drift of the `reference` mode), and the divergence estimator against
 //! the exact Jacobian trace of a tiny U-Net.

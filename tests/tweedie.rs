@@ -1,4 +1,4 @@
-//! Consistent Diffusion meets Tweedie (METHODS.md §4.4): the double-Tweedie loss equals the oracle loss up to
+//! Consistent Diffusion meets Tweedie (docs/METHODS.md §4.4): the double-Tweedie loss equals the oracle loss up to
 //! a constant free of the network (linear-Gaussian model, Monte Carlo with 5-standard-error bounds), the
 //! pseudo-target identity, the consistency estimator's unbiasedness and its gradient path, the truncated
 //! σ sampler, and the samplers' determinism.

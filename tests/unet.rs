@@ -18,7 +18,7 @@ fn gsure_celeba32_has_the_reference_parameter_count() {
 
 #[test]
 fn gsure_mri320_has_the_reference_parameter_count() {
-    // METHODS.md §8 quotes 113.7M; the exact count of the reference architecture is 113,670,914.
+    // docs/METHODS.md §8 quotes 113.7M; the exact count of the reference architecture is 113,670,914.
     assert_eq!(count(&DdimUnetConfig::gsure_mri320()), 113_670_914);
 }
 

@@ -154,7 +154,7 @@ fn ceilings(device: &Device, dtype: DType, mem_gbps: Option<f64>, results: &[Cas
         Some((t, label)) if dtype == DType::BF16 => (t, format!("measured: best gsure matmul case ({label})")),
         _ => (
             REFERENCE_BF16_TFLOPS,
-            "reference, not measured: bf16 8192^3 torch.mm on an H100 (REFERENCES.md)".to_string(),
+            "reference, not measured in this run: bf16 8192^3 torch.mm on an H200 (PyTorch)".to_string(),
         ),
     };
     Ceilings {

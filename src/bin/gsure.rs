@@ -47,7 +47,7 @@ enum Command {
 enum DataCommand {
     /// Converts IDX (MNIST), NIfTI-1 volumes (sliced) or a folder of PNGs to a clean dataset file.
     Import(ImportArgs),
-    /// Corrupts clean images with a seeded random operator (METHODS.md §2) into a corrupted dataset file.
+    /// Corrupts clean images with a seeded random operator (docs/METHODS.md §2) into a corrupted dataset file.
     Make(MakeArgs),
 }
 

@@ -1,4 +1,4 @@
-//! Corrupted datasets (DESIGN.md "Formats"): [`make_dataset`] applies a seeded random operator to clean
+//! Corrupted datasets (docs/DESIGN.md "Formats"): [`make_dataset`] applies a seeded random operator to clean
 //! images, [`CorruptedData::write`] stores the result as safetensors and [`CorruptedData::open`] reads and
 //! validates it back, handing the objectives [`SpectralBatch`]es.
 //!

@@ -1,4 +1,4 @@
-//! Corruption operators and their spectral view (METHODS.md §2). What the corrupted-data objectives see of
+//! Corruption operators and their spectral view (docs/METHODS.md §2). What the corrupted-data objectives see of
 //! an operator is a [`SpectralBatch`]: observations in spectral coordinates with, per coordinate, whether
 //! it is observed, its noise variance and its weight.
 //!

@@ -5,7 +5,7 @@ use super::{BoxInpainting, GaussianDenoising, MriSingleCoil, Operator, PatchInpa
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-/// The operator families of METHODS.md §2.
+/// The operator families of docs/METHODS.md §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OpKind {
     /// Pixel inpainting: each pixel dropped with probability p (shared across channels).

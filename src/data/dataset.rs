@@ -6,7 +6,7 @@
 //! - metadata `{"kind": "clean", "source": str, "split": str, "count": N, ...}`.
 //!
 //! A *corrupted* dataset (what `gsure data make` writes) holds
-//! - `y` [N, C', H, W]: observations in spectral coordinates (METHODS.md §2), finite;
+//! - `y` [N, C', H, W]: observations in spectral coordinates (docs/METHODS.md §2), finite;
 //! - `mask` [N, C'', H, W]: the observed set, 0 or 1, with C'' = 1 (shared by all channels) or C'' = C';
 //! - `clean` [N, C, H, W] (optional, evaluation only): finite, in [-1, 1], same N, H, W as `y`;
 //! - metadata `{"kind": "corrupted", "operator": str, "sigma0": number >= 0, "p": number in [0, 1] or null,
@@ -65,7 +65,7 @@ impl CleanMeta {
     }
 }
 
-/// Metadata of a corrupted dataset (METHODS.md §2): the operator's name and parameters, the noise level σ0,
+/// Metadata of a corrupted dataset (docs/METHODS.md §2): the operator's name and parameters, the noise level σ0,
 /// the seed of the random operators and noise, and where the clean images came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CorruptedMeta {

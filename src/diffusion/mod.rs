@@ -1,4 +1,4 @@
-//! Diffusion parameterisations (METHODS.md §3) and samplers (§5).
+//! Diffusion parameterisations (docs/METHODS.md §3) and samplers (§5).
 pub mod samplers;
 pub mod schedule;
 

@@ -1,4 +1,4 @@
-//! Denoising MSE against clean held-out images at fixed diffusion times (METHODS.md §7; the GSURE paper's
+//! Denoising MSE against clean held-out images at fixed diffusion times (docs/METHODS.md §7; the GSURE paper's
 //! key figure).
 //!
 //! For each t and each held-out image x0: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, with ε drawn from a generator seeded

@@ -1,4 +1,4 @@
-//! Fréchet distance between Gaussian fits of feature sets (METHODS.md §7), with the symmetric
+//! Fréchet distance between Gaussian fits of feature sets (docs/METHODS.md §7), with the symmetric
 //! eigendecomposition it needs: cyclic Jacobi rotations in f64 (exact to rounding for the 128×128
 //! covariances here, and simple enough to trust).
 //!

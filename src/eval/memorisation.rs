@@ -1,4 +1,4 @@
-//! Memorisation (METHODS.md §7): per generated sample, the maximum cosine similarity to the training set,
+//! Memorisation (docs/METHODS.md §7): per generated sample, the maximum cosine similarity to the training set,
 //! and the share of samples above a threshold (0.95).
 //!
 //! Images are flattened. By default both samples and training images are centred by the training set's

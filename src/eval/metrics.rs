@@ -1,4 +1,4 @@
-//! Image-quality metrics for reconstructions (METHODS.md §6, §7): MSE, PSNR and SSIM.
+//! Image-quality metrics for reconstructions (docs/METHODS.md §6, §7): MSE, PSNR and SSIM.
 //!
 //! SSIM is Wang et al. (2004) as in their reference MATLAB code: an 11×11 Gaussian window (σ = 1.5,
 //! normalised to sum 1), local means, variances and covariance weighted by that window, constants

@@ -1,4 +1,4 @@
-//! Evaluation (METHODS.md §7): what we can measure exactly and offline.
+//! Evaluation (docs/METHODS.md §7): what we can measure exactly and offline.
 //! - [`denoise`]: denoising MSE against clean held-out images at fixed t (VP and EDM models on identical
 //!   noisy inputs);
 //! - [`swd`]: sliced Wasserstein distance of samples to held-out data in pixel space;

@@ -1,4 +1,4 @@
-//! `gsure reconstruct` (METHODS.md §6): posterior sampling with a trained prior for inverse problems beyond
+//! `gsure reconstruct` (docs/METHODS.md §6): posterior sampling with a trained prior for inverse problems beyond
 //! the training corruption (inpainting at other p, single-coil MRI at R ∈ {4, …, 12}), scored by PSNR/SSIM
 //! against the clean images beside the zero-filled / pseudo-inverse baseline H† y and, optionally, beside
 //! the same sampler with another run's prior (the supervised oracle).

@@ -1,4 +1,4 @@
-//! Sliced Wasserstein distance in pixel space (METHODS.md §7).
+//! Sliced Wasserstein distance in pixel space (docs/METHODS.md §7).
 //!
 //! For L random directions θ (Gaussian vectors normalised to unit length, drawn from a seeded generator),
 //! both sets are projected onto θ and the exact W2 distance between the two 1-D empirical distributions

@@ -1,4 +1,4 @@
-//! EDM's preconditioned denoiser around the DDPM++ network (METHODS.md §3):
+//! EDM's preconditioned denoiser around the DDPM++ network (docs/METHODS.md §3):
 //! D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ)), with per-example σ, and Ambient Diffusion's
 //! mask channels (§4.3) appended to the network input.
 use super::ddpmpp::DdpmppUnet;

@@ -1,4 +1,4 @@
-//! Ambient Diffusion (Daras et al., NeurIPS 2023; METHODS.md §4.3): learning E[x0 | Ã x_t, Ã] from images
+//! Ambient Diffusion (Daras et al., NeurIPS 2023; docs/METHODS.md §4.3): learning E[x0 | Ã x_t, Ã] from images
 //! seen only through a mask A.
 //!
 //! Training: each image x0 is known only on A (y = A ⊙ x0). A further corruption Ã = A ⊙ B, B ~ Bernoulli(1−δ)
@@ -64,7 +64,7 @@ pub struct AmbientOptions {
     /// y's dtype.
     pub compute: Option<DType>,
     /// Divide each example's pixel sum by the number of elements C·H·W (the trainer's supervised EDM loss
-    /// is a mean over pixels). Default false: the sum over pixels of METHODS.md §4.3 and the reference.
+    /// is a mean over pixels). Default false: the sum over pixels of docs/METHODS.md §4.3 and the reference.
     pub mean_over_pixels: bool,
 }
 

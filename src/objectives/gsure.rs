@@ -1,4 +1,4 @@
-//! GSURE training from corrupted data (Kawar, Elata, Michaeli, Elad; METHODS.md §4.2).
+//! GSURE training from corrupted data (Kawar, Elata, Michaeli, Elad; docs/METHODS.md §4.2).
 //!
 //! Per example, with ᾱ = ᾱ_t, s² = (1−ᾱ)/ᾱ and the spectral view (ȳ, O, ν, W²) of its observation:
 //!

@@ -1,4 +1,4 @@
-//! Consistent Diffusion meets Tweedie (Daras, Dimakis, Daskalakis, ICML 2024; METHODS.md §4.4): training an
+//! Consistent Diffusion meets Tweedie (Daras, Dimakis, Daskalakis, ICML 2024; docs/METHODS.md §4.4): training an
 //! EDM denoiser from noisy data x_n = x0 + σ_n η (σ_n known, the noise fixed per example).
 //!
 //! *Above σ_n* (double Tweedie, [`tweedie_loss`]): σ_t ~ EDM's log-normal conditioned on
@@ -94,7 +94,7 @@ pub struct TweedieOptions {
     pub fixed_sigma: Option<f64>,
     /// dtype the network runs in; None: the dtype of x_n. Losses are computed in x_n's dtype.
     pub compute: Option<DType>,
-    /// Divide each example's pixel sum by C·H·W (default false: the sum ‖·‖² of METHODS.md §4.4).
+    /// Divide each example's pixel sum by C·H·W (default false: the sum ‖·‖² of docs/METHODS.md §4.4).
     pub mean_over_pixels: bool,
 }
 

@@ -251,7 +251,7 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
-    /// Defaults for a configuration: the papers' settings (METHODS.md §8) for the big models, quick ones
+    /// Defaults for a configuration: the papers' settings (docs/METHODS.md §8) for the big models, quick ones
     /// for the `tiny` models.
     pub fn for_config(config: &str) -> Self {
         let tiny = config.starts_with("tiny");
@@ -691,7 +691,7 @@ impl Trainer {
     }
 
     /// Denoising MSE of the EMA weights on `clean` images the run never trained on, at t ∈ {10, 50, 100,
-    /// 200, …, 900} (METHODS.md §7: the GSURE paper's measure), written to RUN/denoise_mse.json.
+    /// 200, …, 900} (docs/METHODS.md §7: the GSURE paper's measure), written to RUN/denoise_mse.json.
     pub fn denoising_report(&self, clean: &ImageSet) -> Result<Vec<crate::eval::denoise::DenoisePoint>> {
         use crate::eval::denoise::{denoise_mse, model_denoiser, DenoiseOptions};
         let clean = &clean.for_model_channels(self.model_config.image_channels()).context("denoising report")?;

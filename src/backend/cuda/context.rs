@@ -14,6 +14,8 @@ pub struct Gpu {
     pool: Arc<Pool>,
     name: String,
     compute_capability: (i32, i32),
+    /// Streaming multiprocessors, read once from the device: launchers size grid-stride grids by it.
+    sm_count: u32,
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
@@ -71,6 +73,10 @@ impl Gpu {
         let stream = ctx.default_stream();
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let compute_capability = ctx.compute_capability().map_err(|e| anyhow!("{e:?}"))?;
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| anyhow!("reading the device's multiprocessor count: {e:?}"))?
+            .max(1) as u32;
         let pool = Arc::new(Pool::new(stream.clone(), ctx.clone()));
         Ok(Gpu {
             ctx,
@@ -80,6 +86,7 @@ impl Gpu {
             pool,
             name,
             compute_capability,
+            sm_count,
         })
     }
 
@@ -88,6 +95,10 @@ impl Gpu {
     }
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
+    }
+    /// Streaming multiprocessors (132 on an H100 or H200).
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
     }
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream

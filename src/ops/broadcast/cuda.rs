@@ -21,7 +21,7 @@ pub fn along(
     launch!(
         gpu,
         gpu.func(ptx::BROADCAST, &format!("{name}_fwd_{}", x.dtype().name()))?,
-        (blocks_for(n, BLOCK, 1).min(132 * 16), BLOCK, 0),
+        (blocks_for(n, BLOCK, 1).min(gpu.sm_count() * 16), BLOCK, 0),
         x.ptr(),
         s.ptr(),
         out.ptr(),
@@ -38,7 +38,7 @@ pub fn expand(gpu: &Gpu, s: &CudaStorage, outer: usize, mid: usize, inner: usize
     launch!(
         gpu,
         gpu.func(ptx::BROADCAST, &format!("expand_fwd_{}", s.dtype().name()))?,
-        (blocks_for(n, BLOCK, 1).min(132 * 16), BLOCK, 0),
+        (blocks_for(n, BLOCK, 1).min(gpu.sm_count() * 16), BLOCK, 0),
         s.ptr(),
         out.ptr(),
         outer as i64,

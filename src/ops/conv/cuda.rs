@@ -142,8 +142,8 @@ pub fn dgrad(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage) -> Result<C
     Ok(dx)
 }
 
-/// Blocks that keep an H100 (132 SMs) busy: two waves of one-block-per-SM kernels.
-const TARGET_BLOCKS: usize = 264;
+/// Blocks per SM that keep the GPU busy: two waves of one-block-per-SM kernels.
+const BLOCKS_PER_SM: usize = 2;
 /// Fewest k tiles a split should cover, so that summing the partial slabs stays a small part of the work.
 const MIN_TILES_PER_SPLIT: usize = 8;
 
@@ -161,7 +161,10 @@ pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<C
     }
     let (bm, bn, bk) = tile(dtype);
     let tiles = gm.div_ceil(bm) * gn.div_ceil(bn);
-    let asked = TARGET_BLOCKS.div_ceil(tiles.max(1)).min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT)).max(1);
+    let asked = (gpu.sm_count() as usize * BLOCKS_PER_SM)
+        .div_ceil(tiles.max(1))
+        .min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT))
+        .max(1);
     let splits = split_plan(gk, bk, asked).1;
     let partial = cuda_alloc(gpu, DType::F32, splits * n)?;
     run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), asked, &[x.ptr(), dy.ptr(), partial.ptr()])?;

@@ -17,7 +17,7 @@ pub fn apply(gpu: &Gpu, dir: &str, x: &CudaStorage, m: Mask) -> Result<CudaStora
     launch!(
         gpu,
         gpu.func(ptx::DROPOUT, &format!("dropout_{dir}_{}", x.dtype().name()))?,
-        (blocks_for(n, BLOCK, 1).min(132 * 16), BLOCK, 0),
+        (blocks_for(n, BLOCK, 1).min(gpu.sm_count() * 16), BLOCK, 0),
         x.ptr(),
         y.ptr(),
         n as i64,

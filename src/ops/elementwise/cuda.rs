@@ -7,11 +7,11 @@ use crate::DType;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
-/// Enough blocks to fill an H100 (132 SMs) several times over; the grid-stride loop covers the rest.
-const MAX_BLOCKS: u32 = 132 * 16;
+/// Blocks per SM at most: enough to fill the GPU several times over; the grid-stride loop covers the rest.
+const BLOCKS_PER_SM: u32 = 16;
 
-fn grid(n: usize) -> u32 {
-    blocks_for(n, BLOCK, 1).min(MAX_BLOCKS)
+fn grid(gpu: &Gpu, n: usize) -> u32 {
+    blocks_for(n, BLOCK, 1).min(gpu.sm_count() * BLOCKS_PER_SM)
 }
 
 fn kernel(gpu: &Gpu, op: &str, dir: &str, dtype: DType) -> Result<cudarc::driver::CudaFunction> {
@@ -21,7 +21,7 @@ fn kernel(gpu: &Gpu, op: &str, dir: &str, dtype: DType) -> Result<cudarc::driver
 pub fn unary_fwd(gpu: &Gpu, op: Unary, x: &CudaStorage) -> Result<CudaStorage> {
     let n = x.len();
     let y = cuda_alloc(gpu, x.dtype(), n)?;
-    launch!(gpu, kernel(gpu, op.name(), "fwd", x.dtype())?, (grid(n), BLOCK, 0), x.ptr(), y.ptr(), n as i64)?;
+    launch!(gpu, kernel(gpu, op.name(), "fwd", x.dtype())?, (grid(gpu, n), BLOCK, 0), x.ptr(), y.ptr(), n as i64)?;
     Ok(y)
 }
 
@@ -31,7 +31,7 @@ pub fn unary_bwd(gpu: &Gpu, op: Unary, x: &CudaStorage, y: &CudaStorage, dy: &Cu
     launch!(
         gpu,
         kernel(gpu, op.name(), "bwd", x.dtype())?,
-        (grid(n), BLOCK, 0),
+        (grid(gpu, n), BLOCK, 0),
         x.ptr(),
         y.ptr(),
         dy.ptr(),
@@ -45,7 +45,15 @@ pub fn unary_bwd(gpu: &Gpu, op: Unary, x: &CudaStorage, y: &CudaStorage, dy: &Cu
 pub fn binary(gpu: &Gpu, name: &str, a: &CudaStorage, b: &CudaStorage) -> Result<CudaStorage> {
     let n = a.len();
     let out = cuda_alloc(gpu, a.dtype(), n)?;
-    launch!(gpu, kernel(gpu, name, "fwd", a.dtype())?, (grid(n), BLOCK, 0), a.ptr(), b.ptr(), out.ptr(), n as i64)?;
+    launch!(
+        gpu,
+        kernel(gpu, name, "fwd", a.dtype())?,
+        (grid(gpu, n), BLOCK, 0),
+        a.ptr(),
+        b.ptr(),
+        out.ptr(),
+        n as i64
+    )?;
     Ok(out)
 }
 
@@ -55,7 +63,7 @@ pub fn affine(gpu: &Gpu, x: &CudaStorage, a: f64, b: f64) -> Result<CudaStorage>
     launch!(
         gpu,
         kernel(gpu, "affine", "fwd", x.dtype())?,
-        (grid(n), BLOCK, 0),
+        (grid(gpu, n), BLOCK, 0),
         x.ptr(),
         y.ptr(),
         a as f32,
@@ -71,7 +79,7 @@ pub fn where_(gpu: &Gpu, m: &CudaStorage, a: &CudaStorage, b: &CudaStorage) -> R
     launch!(
         gpu,
         kernel(gpu, "where", "fwd", a.dtype())?,
-        (grid(n), BLOCK, 0),
+        (grid(gpu, n), BLOCK, 0),
         m.ptr(),
         a.ptr(),
         b.ptr(),
@@ -90,6 +98,6 @@ pub fn cast(gpu: &Gpu, x: &CudaStorage, to: DType) -> Result<CudaStorage> {
         (from, to) => anyhow::bail!("cast: no CUDA conversion from {from} to {to}"),
     };
     let y = cuda_alloc(gpu, to, n)?;
-    launch!(gpu, gpu.func(ptx::ELEMENTWISE, name)?, (grid(n), BLOCK, 0), x.ptr(), y.ptr(), n as i64)?;
+    launch!(gpu, gpu.func(ptx::ELEMENTWISE, name)?, (grid(gpu, n), BLOCK, 0), x.ptr(), y.ptr(), n as i64)?;
     Ok(y)
 }

@@ -16,7 +16,7 @@ pub fn fwd(gpu: &Gpu, t: &CudaStorage, l: Layout) -> Result<CudaStorage> {
     launch!(
         gpu,
         gpu.func(ptx::EMBEDDING, &format!("sinusoidal_embedding_fwd_{}", t.dtype().name()))?,
-        (blocks_for(n * l.dim, BLOCK, 1).min(132 * 16), BLOCK, 0),
+        (blocks_for(n * l.dim, BLOCK, 1).min(gpu.sm_count() * 16), BLOCK, 0),
         t.ptr(),
         out.ptr(),
         n as i64,

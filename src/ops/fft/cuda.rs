@@ -17,9 +17,8 @@ pub const POINTS: usize = 4096;
 /// Largest H or W the kernels take: a row pass block needs at least one whole row (<= POINTS), and the
 /// twiddle table plus one row fit in 64 KiB of shared memory.
 pub const MAX_SIDE: usize = 4096;
-/// Row and column tiles are shrunk until the grid has about this many blocks (two per H100 SM), so small
-/// batches still fill the GPU.
-const TARGET_BLOCKS: usize = 264;
+/// Blocks per SM the row and column passes aim for (two), shrinking their tiles until the grid has that many.
+const BLOCKS_PER_SM: usize = 2;
 
 /// Which kernels run: `Auto` picks the single launch when the image fits (H·W <= POINTS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,10 +64,10 @@ fn func(gpu: &Gpu, name: &str, smem: usize) -> Result<cudarc::driver::CudaFuncti
 }
 
 /// Rows (or columns) per block for sequences of length `len` with `count` sequences per image: as many as
-/// fit in POINTS, but few enough that the grid reaches TARGET_BLOCKS.
-fn tile(len: usize, count: usize, batch: usize) -> usize {
+/// fit in POINTS, but few enough that the grid reaches BLOCKS_PER_SM blocks per SM.
+fn tile(gpu: &Gpu, len: usize, count: usize, batch: usize) -> usize {
     let fit = (POINTS / len).max(1);
-    let spread = (batch * count).div_ceil(TARGET_BLOCKS).max(1);
+    let spread = (batch * count).div_ceil(gpu.sm_count() as usize * BLOCKS_PER_SM).max(1);
     // At least 8 (when they fit) so a column tile reads 64-byte runs of the scratch.
     fit.min(spread.max(8)).min(count)
 }
@@ -124,13 +123,13 @@ pub fn masked_fft2c(
     let scratch: GpuBuf<f32> = gpu.alloc(2 * n * h * w)?;
     p.scratch = scratch.ptr();
 
-    let rows = tile(w, h, n);
+    let rows = tile(gpu, w, h, n);
     p.tile = rows as i32;
     let smem = (w + rows * w) * f2;
     let name = format!("{op}_rows_{dt}");
     launch!(gpu, func(gpu, &name, smem)?, ((h.div_ceil(rows) as u32, n as u32), THREADS, smem), p)?;
 
-    let cols = tile(h, w, n);
+    let cols = tile(gpu, h, w, n);
     p.tile = cols as i32;
     let smem = (h + h * cols) * f2;
     let name = format!("{op}_cols_{dt}");

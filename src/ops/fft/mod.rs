@@ -1,4 +1,4 @@
-//! The centred unitary 2-D DFT of complex images and its k-space mask (MRI single-coil, METHODS.md §2):
+//! The centred unitary 2-D DFT of complex images and its k-space mask (MRI single-coil, docs/METHODS.md §2):
 //! `masked_fft2c` (y = M ⊙ F x) and its adjoint `masked_ifft2c` (x = Fᴴ (M ⊙ y)), plus the unmasked
 //! `fft2c` / `ifft2c`. Images are [N, 2, H, W] tensors (channel 0 real part, channel 1 imaginary part);
 //! masks are real [N, 1, H, W] (0/1 or weights) of the same dtype and device, and get no gradient.

@@ -27,7 +27,7 @@ pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: &[f64], rows: usize, m: usize) -> Re
         return Ok(loss);
     }
     let sfx = x.d.dtype().name();
-    let s = splits(rows, m);
+    let s = splits(gpu, rows, m);
     let partial: Option<GpuBuf<f32>> = if s > 1 { Some(gpu.alloc(rows * s)?) } else { None };
     let partial_ptr = partial.as_ref().map_or(0, |b| b.ptr());
     let inv_m = 1.0 / m as f32;
@@ -71,7 +71,7 @@ pub fn gsure_bwd(
         return Ok((dd, dde));
     }
     let gy = rows.min(65535) as u32;
-    let gx = blocks_for(m, BLOCK, 1).min(((132 * 16) / gy).max(1));
+    let gx = blocks_for(m, BLOCK, 1).min(((gpu.sm_count() * 16) / gy).max(1));
     launch!(
         gpu,
         gpu.func(ptx::GSURE, &format!("gsure_loss_bwd_{}", x.d.dtype().name()))?,

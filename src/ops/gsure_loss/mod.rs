@@ -1,4 +1,4 @@
-//! The fused GSURE loss (METHODS.md §4.2): from the network's two outputs on the clean and the perturbed
+//! The fused GSURE loss (docs/METHODS.md §4.2): from the network's two outputs on the clean and the perturbed
 //! input, the per-example loss
 //!
 //! ```text

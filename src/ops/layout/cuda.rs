@@ -5,8 +5,8 @@ use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
-/// Enough blocks to fill an H100 (132 SMs) several times over; grid-stride loops cover the rest.
-const MAX_BLOCKS: u32 = 132 * 16;
+/// Blocks per SM at most: enough to fill the GPU several times over; grid-stride loops cover the rest.
+const BLOCKS_PER_SM: u32 = 16;
 
 /// Copies a channel slab: with both tensors viewed as [rows, *_row] elements,
 /// dst[r, dst_off + k] = src[r, src_off + k] for k < run. Picks 16-byte units when every count and both
@@ -39,7 +39,7 @@ pub fn channel_copy(
         (1, "channel_copy_fwd_u16")
     };
     let gy = rows.min(65535) as u32;
-    let gx = blocks_for(run / unit, BLOCK, 1).min((MAX_BLOCKS / gy).max(1));
+    let gx = blocks_for(run / unit, BLOCK, 1).min((gpu.sm_count() * BLOCKS_PER_SM / gy).max(1));
     launch!(
         gpu,
         gpu.func(ptx::LAYOUT, name)?,
@@ -83,7 +83,7 @@ fn resample(
     launch!(
         gpu,
         gpu.func(ptx::LAYOUT, &format!("{op}_fwd_{}", x.dtype().name()))?,
-        (blocks_for(n_out, BLOCK, 1).min(MAX_BLOCKS), BLOCK, 0),
+        (blocks_for(n_out, BLOCK, 1).min(gpu.sm_count() * BLOCKS_PER_SM), BLOCK, 0),
         x.ptr(),
         y.ptr(),
         planes as i64,

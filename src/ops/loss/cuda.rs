@@ -5,14 +5,14 @@ use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
-/// Blocks that keep an H100 (132 SMs) busy.
-const TARGET_BLOCKS: usize = 132 * 4;
+/// Blocks per SM a per-example reduction aims for.
+const BLOCKS_PER_SM: usize = 4;
 
 /// Blocks per example for a per-example reduction (here and in the fused GSURE loss): enough to fill the GPU
 /// when there are few examples, but each thread still sums at least ~4 elements; 1 (the single-kernel path,
 /// no partials) for short rows or many examples.
-pub(crate) fn splits(rows: usize, m: usize) -> usize {
-    TARGET_BLOCKS.div_ceil(rows.max(1)).min(m.div_ceil(BLOCK as usize * 4)).clamp(1, 1024)
+pub(crate) fn splits(gpu: &Gpu, rows: usize, m: usize) -> usize {
+    (gpu.sm_count() as usize * BLOCKS_PER_SM).div_ceil(rows.max(1)).min(m.div_ceil(BLOCK as usize * 4)).clamp(1, 1024)
 }
 
 /// The second pass of a split per-example reduction: one warp per example adds its `s` f32 partials in a
@@ -58,7 +58,7 @@ pub fn masked_mse_fwd(
         return Ok(loss);
     }
     let sfx = p.dtype().name();
-    let s = splits(rows, m);
+    let s = splits(gpu, rows, m);
     let partial: Option<GpuBuf<f32>> = if s > 1 { Some(gpu.alloc(rows * s)?) } else { None };
     let partial_ptr = partial.as_ref().map_or(0, |b| b.ptr());
     let inv_m = 1.0 / m as f32;
@@ -99,7 +99,7 @@ pub fn masked_mse_bwd(
         return Ok((dp, dt));
     }
     let gy = rows.min(65535) as u32;
-    let gx = blocks_for(m, BLOCK, 1).min(((132 * 16) / gy).max(1));
+    let gx = blocks_for(m, BLOCK, 1).min(((gpu.sm_count() * 16) / gy).max(1));
     launch!(
         gpu,
         gpu.func(ptx::LOSS, &format!("masked_mse_bwd_{}", p.dtype().name()))?,

@@ -19,9 +19,6 @@ struct GemmParams {
 // SAFETY: plain-old-data with the same #[repr(C)] layout as the C struct.
 unsafe impl cudarc::driver::DeviceRepr for GemmParams {}
 
-/// SMs of an H100; below this many 128x128 tiles the 64x64 variant keeps more of the GPU busy.
-const SMS: usize = 132;
-
 /// Tiles of M on grid.x (up to 2^31 - 1), tiles of N on grid.y (up to 65535).
 fn grid(m: usize, n: usize, tile: usize) -> Result<(u32, u32)> {
     let (gm, gn) = (m.div_ceil(tile), n.div_ceil(tile));
@@ -60,7 +57,8 @@ pub fn matmul(
             launch!(gpu, gpu.func(ptx::MATMUL, &format!("matmul_{lay}_f32"))?, (grid, 256u32, 0), params)?;
         }
         DType::BF16 => {
-            let big = m.div_ceil(128) * n.div_ceil(128) >= SMS;
+            // Below one 128x128 tile per SM the 64x64 variant keeps more of the GPU busy.
+            let big = m.div_ceil(128) * n.div_ceil(128) >= gpu.sm_count() as usize;
             let (tile, threads) = if big { (128, 256u32) } else { (64, 128u32) };
             // cp.async moves 16-byte chunks: every stored row (length = the operand's column count) must
             // be a multiple of 8 bf16 and the buffers 16-byte aligned; otherwise the scalar-load variant.

@@ -13,7 +13,7 @@ pub fn sum_axis(gpu: &Gpu, x: &CudaStorage, outer: usize, mid: usize, inner: usi
     }
     let count = outer * inner;
     // Enough blocks per row to fill the GPU when there are few rows, one when rows are plenty.
-    let want = (132 * 8usize).div_ceil(mid.max(1));
+    let want = (gpu.sm_count() as usize * 8).div_ceil(mid.max(1));
     let splits = want.min(count.div_ceil(BLOCK as usize)).clamp(1, 1024) as u32;
     let partial: crate::backend::cuda::GpuBuf<f32> = gpu.alloc(mid * splits as usize)?;
     let sfx = x.dtype().name();
