@@ -17,7 +17,7 @@ fn heldout_mse(loss: LossKind, steps: u64) -> Vec<(usize, f64)> {
     let mut t = Trainer::new(opts, TrainData::Corrupted(data), &out, &Device::Cpu, false, true).unwrap();
     t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap();
     let heldout = gsure::data::phantoms(128, 16, 4321);
-    t.denoising_report(&heldout).unwrap().iter().map(|p| (p.t, p.mse)).collect()
+    gsure::eval::denoise::heldout_report(&t, &heldout).unwrap().iter().map(|p| (p.t, p.mse)).collect()
 }
 
 #[test]

@@ -18,7 +18,8 @@ fn heldout_mse(config: &str, loss: LossKind, spec: &OpSpec, consistency: f64, st
     let mut t = Trainer::new(opts, TrainData::Corrupted(data), &out, &Device::Cpu, false, true).unwrap();
     t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap();
     let heldout = gsure::data::phantoms(128, 16, 4321);
-    let points: Vec<(usize, f64)> = t.denoising_report(&heldout).unwrap().iter().map(|p| (p.t, p.mse)).collect();
+    let points: Vec<(usize, f64)> =
+        gsure::eval::denoise::heldout_report(&t, &heldout).unwrap().iter().map(|p| (p.t, p.mse)).collect();
     let _ = std::fs::remove_dir_all(&out);
     assert!(points.iter().all(|p| p.1.is_finite()), "{config} {loss:?}: non-finite denoising MSE {points:?}");
     points
@@ -70,7 +71,7 @@ fn tweedie_pipeline_runs_with_and_without_consistency() {
         let out = std::env::temp_dir().join(format!("gsure-repro-edm-tw-{}-{consistency}", std::process::id()));
         let mut t = Trainer::new(opts, TrainData::Corrupted(data), &out, &Device::Cpu, false, true).unwrap();
         t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap();
-        let points = t.denoising_report(&gsure::data::phantoms(32, 16, 4321)).unwrap();
+        let points = gsure::eval::denoise::heldout_report(&t, &gsure::data::phantoms(32, 16, 4321)).unwrap();
         assert!(points.iter().all(|p| p.mse.is_finite() && p.mse > 0.0), "{points:?}");
         let (o, _, model, schedule, _) = load_run(&out, &Device::Cpu).unwrap();
         assert_eq!(o.sampling, Sampling::Tweedie { sigma_n: 0.1, full: consistency > 0.0 });

@@ -39,7 +39,7 @@ fn train(loss: LossKind, steps: u64) -> (PathBuf, Vec<(usize, f64)>) {
     let mut t = Trainer::new(opts, TrainData::Corrupted(data), &out, &Device::Cpu, false, true).unwrap();
     t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap();
     let heldout = gsure::data::phantoms(64, SIDE, 4321);
-    (out, t.denoising_report(&heldout).unwrap().iter().map(|p| (p.t, p.mse)).collect())
+    (out, gsure::eval::denoise::heldout_report(&t, &heldout).unwrap().iter().map(|p| (p.t, p.mse)).collect())
 }
 
 #[test]

@@ -646,7 +646,7 @@ fn train(a: TrainArgs) -> Result<()> {
     if a.data.is_none() && !summary.stopped_early {
         // Trained on built-in phantoms: measure denoising on phantoms it never saw, against the clean truth.
         let heldout = gsure::data::phantoms(256, model.resolution(), 4321);
-        let points = trainer.denoising_report(&heldout)?;
+        let points = gsure::eval::denoise::heldout_report(&trainer, &heldout)?;
         eprintln!("denoising MSE on 256 held-out clean phantoms (EMA weights), by timestep t:");
         for p in &points {
             eprintln!("  t = {:>3}: {:.5} ± {:.5}", p.t, p.mse, p.std_error);

@@ -20,6 +20,27 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+/// Denoising MSE of a run's EMA weights on `clean` images it never trained on, at the default times
+/// (docs/METHODS.md §7: the GSURE paper's measure), written to RUN/denoise_mse.json.
+pub fn heldout_report(trainer: &crate::train::Trainer, clean: &crate::data::ImageSet) -> Result<Vec<DenoisePoint>> {
+    use anyhow::Context as _;
+    let clean = &clean.for_model_channels(trainer.model_config.image_channels()).context("denoising report")?;
+    let model = trainer.ema_model()?;
+    let opts = DenoiseOptions { batch: trainer.options.batch.max(16), ..DenoiseOptions::default() };
+    let points = denoise_mse(
+        &clean.images,
+        clean.dims,
+        &trainer.schedule,
+        &opts,
+        &trainer.device,
+        model_denoiser(&model, &trainer.schedule, &trainer.device),
+    )?;
+    let path = trainer.run.0.join("denoise_mse.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&points)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(points)
+}
+
 /// t ∈ {10, 50, 100, 200, 300, …, 900}.
 pub fn default_times() -> Vec<usize> {
     let mut t = vec![10, 50];

@@ -635,12 +635,17 @@ impl Trainer {
         Ok((values.loss, values.norm))
     }
 
-    /// Samples `n` images with the EMA weights (DDIM 50 steps, or EDM Heun 18 steps) as [n, C, H, W] values.
-    pub fn sample_ema(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+    /// A copy of the model holding the EMA weights (the weights used for sampling and evaluation).
+    pub fn ema_model(&self) -> Result<Model> {
         let mut store = ParamStore::new();
         let model = Model::new(&self.model_config, &mut store, 0, &self.device)?;
         store.copy_values_from(&self.ema.shadow)?;
-        sample(&model, &self.schedule, self.options.sampling, n, seed, &self.device)
+        Ok(model)
+    }
+
+    /// Samples `n` images with the EMA weights (DDIM 50 steps, or EDM Heun 18 steps) as [n, C, H, W] values.
+    pub fn sample_ema(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        sample(&self.ema_model()?, &self.schedule, self.options.sampling, n, seed, &self.device)
     }
 
     /// Trains until `options.steps` or until `stop` is raised; checkpoints on the way and at the end.
@@ -688,29 +693,6 @@ impl Trainer {
             stopped_early,
             images_per_second: (self.step - first) as f64 * self.options.batch as f64 / secs,
         })
-    }
-
-    /// Denoising MSE of the EMA weights on `clean` images the run never trained on, at t ∈ {10, 50, 100,
-    /// 200, …, 900} (docs/METHODS.md §7: the GSURE paper's measure), written to RUN/denoise_mse.json.
-    pub fn denoising_report(&self, clean: &ImageSet) -> Result<Vec<crate::eval::denoise::DenoisePoint>> {
-        use crate::eval::denoise::{denoise_mse, model_denoiser, DenoiseOptions};
-        let clean = &clean.for_model_channels(self.model_config.image_channels()).context("denoising report")?;
-        let mut store = ParamStore::new();
-        let model = Model::new(&self.model_config, &mut store, 0, &self.device)?;
-        store.copy_values_from(&self.ema.shadow)?;
-        let opts = DenoiseOptions { batch: self.options.batch.max(16), ..DenoiseOptions::default() };
-        let points = denoise_mse(
-            &clean.images,
-            clean.dims,
-            &self.schedule,
-            &opts,
-            &self.device,
-            model_denoiser(&model, &self.schedule, &self.device),
-        )?;
-        let path = self.run.0.join("denoise_mse.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&points)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(points)
     }
 
     pub fn write_samples(&self) -> Result<PathBuf> {
