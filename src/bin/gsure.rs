@@ -597,12 +597,7 @@ fn train(a: TrainArgs) -> Result<()> {
     opts.t_min = a.t_min;
     opts.consistency = a.consistency;
     let data = gsure::train::trainer::load_train_data(a.data.as_deref(), &opts, &model)?;
-    opts.beta_start = match (a.beta_start, &data) {
-        (Some(b), _) => b,
-        // The GSURE paper's choice, β_start = σ0², which the top-up noising needs at every t.
-        (None, gsure::train::trainer::TrainData::Corrupted(d)) => (d.spec.sigma0 * d.spec.sigma0).max(opts.beta_start),
-        (None, _) => opts.beta_start,
-    };
+    opts.beta_start = a.beta_start.unwrap_or_else(|| opts.default_beta_start(&data));
     let mut trainer = gsure::train::Trainer::new(opts, data, &a.out, &device, a.resume, a.force)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {

@@ -251,6 +251,15 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// β_start of the VP schedule for `data` when none was chosen: for corrupted data the GSURE paper's
+    /// σ0², which the top-up noising needs at every t (s_t² ≥ σ0²), when larger than the configuration's.
+    pub fn default_beta_start(&self, data: &TrainData) -> f64 {
+        match data {
+            TrainData::Corrupted(d) => (d.spec.sigma0 * d.spec.sigma0).max(self.beta_start),
+            _ => self.beta_start,
+        }
+    }
+
     /// Defaults for a configuration: the papers' settings (docs/METHODS.md §8) for the big models, quick ones
     /// for the `tiny` models.
     pub fn for_config(config: &str) -> Self {
