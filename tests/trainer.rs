@@ -232,3 +232,25 @@ fn resume_equals_an_uninterrupted_run_on_cuda() {
     assert_eq!(losses(&a), losses(&b), "losses after resuming differ");
     assert_same_params(&straight, &resumed);
 }
+
+#[test]
+fn force_keeps_the_previous_run_when_the_new_settings_are_refused() {
+    let out = dir("force-refused");
+    train(options(2), &out, false);
+    let before = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    for (bad, flag) in [
+        (TrainOptions { batch: 0, ..options(2) }, "--batch"),
+        (TrainOptions { lr: f64::NAN, ..options(2) }, "--lr"),
+        (TrainOptions { batch: 10_000, ..options(2) }, "--batch"),
+    ] {
+        let data = gsure::data::phantoms(bad.phantoms, 16, 1);
+        let err = Trainer::new(bad, data, &out, &Device::Cpu, false, true).err().expect("refused").to_string();
+        assert!(err.contains(flag), "{err}");
+        assert_eq!(std::fs::read(out.join("checkpoint.safetensors")).unwrap(), before, "the old run is intact");
+        assert!(out.join("log.jsonl").exists());
+    }
+    // Accepted settings replace it.
+    let data = gsure::data::phantoms(16, 16, 1);
+    Trainer::new(options(2), data, &out, &Device::Cpu, false, true).unwrap();
+    assert!(!out.join("checkpoint.safetensors").exists(), "--force removed the old run once the new one was ready");
+}

@@ -251,6 +251,29 @@ pub struct TrainOptions {
 }
 
 impl TrainOptions {
+    /// Refuses settings no run can train with, naming the flag and the fix (before anything is written).
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            bail!("--batch 0: a step needs at least one image; pass --batch 1 or more");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr {}: the learning rate must be a positive number such as 2e-4", self.lr);
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            bail!("grad_clip {}: the clipping norm must be ≥ 0 (0 turns clipping off)", self.grad_clip);
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            bail!("ema_decay {}: the EMA decay must be in [0, 1), such as 0.9999", self.ema_decay);
+        }
+        if !(self.beta_start.is_finite() && self.beta_start > 0.0) {
+            bail!("--beta-start {}: β_start must be a positive number such as 1e-4", self.beta_start);
+        }
+        if !(self.consistency.is_finite() && self.consistency >= 0.0) {
+            bail!("--consistency {}: the consistency weight must be ≥ 0 (0 turns it off)", self.consistency);
+        }
+        Ok(())
+    }
+
     /// β_start of the VP schedule for `data` when none was chosen: for corrupted data the GSURE paper's
     /// σ0², which the top-up noising needs at every t (s_t² ≥ σ0²), when larger than the configuration's.
     pub fn default_beta_start(&self, data: &TrainData) -> f64 {
@@ -357,6 +380,7 @@ impl Trainer {
         resume: bool,
         force: bool,
     ) -> Result<Trainer> {
+        options.validate()?;
         let run = RunDir(out.to_path_buf());
         let has_run = run.checkpoint().exists() || run.log().exists();
         if resume {
@@ -378,11 +402,9 @@ impl Trainer {
             options = TrainOptions { steps, ..stored };
         } else if has_run && !force {
             bail!("{} holds a previous run; pass --resume to continue it or --force to start over", out.display());
-        } else if has_run {
-            for p in [run.checkpoint(), run.log()] {
-                let _ = std::fs::remove_file(p);
-            }
         }
+        // --force replaces the old run only once every check below has passed (at the end of `new`).
+        let start_over = has_run && !resume;
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
         let data: TrainData = data.into();
@@ -455,6 +477,14 @@ impl Trainer {
                 ..LoaderOptions::new(options.batch, options.seed)
             },
         )?;
+        if start_over {
+            for p in [run.checkpoint(), run.log()] {
+                if p.exists() {
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("--force: removing the previous run's {}", p.display()))?;
+                }
+            }
+        }
         Ok(Trainer {
             options,
             model_config,
