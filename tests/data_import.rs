@@ -512,3 +512,35 @@ fn broken_files_of_every_format_never_panic() {
         import::transform(imp.images, &o, &imp.source).map(|_| ())
     });
 }
+
+#[test]
+fn an_import_never_replaces_a_file_without_force_nor_its_own_input() {
+    let dir = std::env::temp_dir().join(format!("gsure-import-outputs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let existing = dir.join("data.safetensors");
+    std::fs::write(&existing, b"the user's file").unwrap();
+    // The check comes before any reading: the input need not even exist for the refusal.
+    let opts = gsure::data::import::ImportOptions::new(gsure::data::import::Format::Idx, dir.join("missing-idx"));
+    let err = gsure::data::import::import(&opts, &existing).err().expect("refused").to_string();
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"the user's file");
+    // Its own input is refused even with --force.
+    let own = gsure::data::import::ImportOptions {
+        force: true,
+        ..gsure::data::import::ImportOptions::new(gsure::data::import::Format::Idx, &existing)
+    };
+    let err = gsure::data::import::import(&own, &existing).err().expect("refused").to_string();
+    assert!(err.contains("is an input"), "{err}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"the user's file");
+    // A split's -test sibling counts as an output too.
+    let sibling = gsure::data::dataset::sibling_path(&dir.join("new.safetensors"), "test");
+    std::fs::write(&sibling, b"keep").unwrap();
+    let split = gsure::data::import::ImportOptions {
+        split: "test=0.5".parse().unwrap(),
+        ..gsure::data::import::ImportOptions::new(gsure::data::import::Format::Idx, dir.join("missing-idx"))
+    };
+    let err = gsure::data::import::import(&split, &dir.join("new.safetensors")).err().expect("refused").to_string();
+    assert!(err.contains("-test") || err.contains(&sibling.display().to_string()), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

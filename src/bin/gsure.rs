@@ -219,6 +219,9 @@ struct ImportArgs {
     /// Output dataset file (.safetensors).
     #[arg(long)]
     out: std::path::PathBuf,
+    /// Replace --out (and its -test sibling) if they exist; never the input.
+    #[arg(long)]
+    force: bool,
     /// Also write a PNG grid of the first 64 images of each written file here (FILE-<split>.png).
     #[arg(long)]
     preview: Option<std::path::PathBuf>,
@@ -244,6 +247,7 @@ fn data_import(a: ImportArgs) -> Result<()> {
     o.central_fraction = a.central;
     o.min_foreground = a.min_foreground;
     o.clip_percentiles = clip;
+    o.force = a.force;
     let t = std::time::Instant::now();
     for w in import::import(&o, &a.out)? {
         let [n, c, h, wd] = w.dims;
@@ -419,6 +423,9 @@ struct SampleArgs {
     /// Output file stem: writes STEM.png and STEM.safetensors (default: RUN/samples).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Replace STEM.png and STEM.safetensors if they exist (never the run's checkpoint).
+    #[arg(long)]
+    force: bool,
     /// cpu or cuda (default: cuda when usable, else cpu).
     #[arg(long)]
     device: Option<String>,
@@ -653,10 +660,11 @@ fn train(a: TrainArgs) -> Result<()> {
 fn sample(a: SampleArgs) -> Result<()> {
     let device = pick_device(a.device.as_deref())?;
     let stem = a.out.clone().unwrap_or_else(|| a.run.join("samples"));
+    let (png, st) = (stem.with_extension("png"), stem.with_extension("safetensors"));
+    let checkpoint = a.run.join("checkpoint.safetensors");
+    gsure::io::outputs::check_new(&[png.clone(), st.clone()], &[&checkpoint], a.force, "--out")?;
     let (dims, values) = gsure::train::trainer::sample_run(&a.run, a.n, a.seed, &device)?;
-    let png = stem.with_extension("png");
     gsure::io::image::grid_png(&png, &values, dims, -1.0, 1.0)?;
-    let st = stem.with_extension("safetensors");
     let entry = gsure::io::safetensors::Entry { name: "samples".into(), shape: dims.to_vec(), data: &values };
     gsure::io::safetensors::write(&st, &[entry], &serde_json::json!({"run": a.run, "seed": a.seed}))?;
     eprintln!("wrote {} and {}", png.display(), st.display());

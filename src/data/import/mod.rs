@@ -99,6 +99,8 @@ pub struct ImportOptions {
     pub min_foreground: f64,
     /// NIfTI: intensity percentiles (0-100) clipped to -1 and 1.
     pub clip_percentiles: (f64, f64),
+    /// Replace output files that exist (never the input itself).
+    pub force: bool,
 }
 
 impl ImportOptions {
@@ -118,6 +120,7 @@ impl ImportOptions {
             central_fraction: 0.8,
             min_foreground: 0.1,
             clip_percentiles: (0.5, 99.5),
+            force: false,
         }
     }
 }
@@ -190,6 +193,13 @@ pub fn transform(mut images: Vec<Image>, opts: &ImportOptions, source: &str) -> 
 
 /// Reads, transforms, splits and writes: the whole of `gsure data import`. Returns what was written.
 pub fn import(opts: &ImportOptions, out: &Path) -> Result<Vec<Written>> {
+    let outputs = match &opts.split {
+        Split::Named(_) => vec![out.to_path_buf()],
+        Split::Test(_) => vec![out.to_path_buf(), sibling_path(out, "test")],
+    };
+    let mut inputs = vec![opts.input.as_path()];
+    inputs.extend(opts.labels.as_deref());
+    crate::io::outputs::check_new(&outputs, &inputs, opts.force, "--out")?;
     let imported = read(opts)?;
     let (data, dims) = transform(imported.images, opts, &imported.source)?;
     let m = dims[1] * dims[2] * dims[3];
