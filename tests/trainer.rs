@@ -254,3 +254,27 @@ fn force_keeps_the_previous_run_when_the_new_settings_are_refused() {
     Trainer::new(options(2), data, &out, &Device::Cpu, false, true).unwrap();
     assert!(!out.join("checkpoint.safetensors").exists(), "--force removed the old run once the new one was ready");
 }
+
+#[test]
+fn a_resume_repairs_the_log_to_the_checkpoint() {
+    // A kill after step 3 (checkpoint at 2) leaves step 3's record and half of step 4's: the resumed run
+    // replays steps 3 and 4, and the log ends with each step once, every line whole.
+    let out = dir("log-repair");
+    let o = |steps| TrainOptions { checkpoint_every: 2, ..options(steps) };
+    train(o(2), &out, false);
+    {
+        use std::io::Write as _;
+        let mut log = std::fs::OpenOptions::new().append(true).open(out.join("log.jsonl")).unwrap();
+        log.write_all(b"{\"step\":3,\"loss\":0.5,\"grad_norm\":1.0,\"step_ms\":1.0}\n{\"step\":4,\"lo").unwrap();
+    }
+    train(o(4), &out, true);
+    let steps: Vec<u64> = std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line whole")["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+    let straight = dir("log-repair-straight");
+    train(o(4), &straight, false);
+    assert_eq!(losses(&out), losses(&straight), "the replayed steps' records are the uninterrupted run's");
+}

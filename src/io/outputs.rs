@@ -1,7 +1,8 @@
 //! The one rule for what a command writes: it never replaces a file it did not create in this run unless
 //! the user passed `--force`, and never writes over one of its own inputs, even with `--force`. Checked
-//! before any work starts, so a refusal costs nothing.
-use anyhow::{bail, Result};
+//! before any work starts, so a refusal costs nothing. Files are written to a temporary name in the same
+//! folder and renamed, so a crash leaves the old file or the new one, never half of one.
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Refuses `outputs` that exist (without `force`) or that are one of `inputs` (always). `flag` names the
@@ -33,4 +34,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
+}
+
+/// The temporary name `path` is written under before the rename: hidden, in the same folder (a rename
+/// within one file system is atomic), and tagged with the process id so two writers never share one.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

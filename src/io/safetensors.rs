@@ -1,6 +1,7 @@
 //! Reading and writing named f32 tensors as safetensors, with a JSON metadata entry. Writes are atomic
 //! (temporary file in the same folder, then rename), reads are memory-mapped and every failure names the
 //! file and the tensor.
+use super::outputs::temp_path;
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -32,11 +33,6 @@ pub fn write(path: &Path, entries: &[Entry], meta: &serde_json::Value) -> Result
     safetensors::serialize_to_file(views, Some(info), &tmp).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
 /// A memory-mapped safetensors file.

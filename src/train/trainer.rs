@@ -365,6 +365,31 @@ pub struct Trainer {
     pub run: RunDir,
 }
 
+/// Makes a run's log agree with its checkpoint before a (resumed) run appends to it: keeps the complete
+/// records of steps 1..=`step` and drops the rest (a partial last line left by a kill, and the records of
+/// steps after the checkpoint, which the resumed run replays). Rewritten through a temporary file and a
+/// rename only when something is dropped.
+fn repair_log(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = false;
+    for line in text.split_inclusive('\n') {
+        let record_step = line
+            .strip_suffix('\n')
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| v["step"].as_u64());
+        match record_step {
+            Some(s) if s <= step => kept.push_str(line),
+            _ => dropped = true,
+        }
+    }
+    if dropped {
+        crate::io::outputs::write_atomic(path, kept.as_bytes())
+            .with_context(|| format!("repairing {} to the checkpoint's step {step}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn mix(seed: u64, step: u64) -> u64 {
     crate::nn::layer_seed(seed, step.wrapping_add(0x5151))
 }
@@ -689,6 +714,7 @@ impl Trainer {
 
     /// Trains until `options.steps` or until `stop` is raised; checkpoints on the way and at the end.
     pub fn run(&mut self, stop: &AtomicBool, mut progress: impl FnMut(u64, u64, f64)) -> Result<TrainSummary> {
+        repair_log(&self.run.log(), self.step)?;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -711,7 +737,10 @@ impl Trainer {
                 "step": step, "loss": loss, "grad_norm": norm,
                 "step_ms": t0.elapsed().as_secs_f64() * 1e3,
             });
-            writeln!(log, "{line}")?;
+            // One write per record: a kill leaves whole lines, or at worst one partial last line, which
+            // `repair_log` drops on the next resume.
+            log.write_all(format!("{line}\n").as_bytes())
+                .with_context(|| format!("writing {}", self.run.log().display()))?;
             progress(step, self.options.steps, loss);
             if step.is_multiple_of(self.options.checkpoint_every) {
                 self.save_checkpoint()?;
