@@ -77,3 +77,23 @@ fn complex_grid_shows_the_real_part() {
     gsure::io::image::grid_png(&b, &complex, [3, 2, 8, 8], -1.0, 1.0).unwrap();
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }
+
+#[test]
+fn stale_temp_files_of_dead_writers_are_removed_and_nothing_else() {
+    let dir = std::env::temp_dir().join(format!("gsure-stale-temps-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // pid 4194304 is above Linux's largest (2^22): never alive.
+    let dead = dir.join(".checkpoint.safetensors.tmp4194304");
+    let ours = dir.join(format!(".checkpoint.safetensors.tmp{}", std::process::id()));
+    let keep = [dir.join("checkpoint.safetensors"), dir.join(".notes.tmpx"), dir.join(".tmp123"), ours.clone()];
+    for p in keep.iter().chain([&dead]) {
+        std::fs::write(p, b"x").unwrap();
+    }
+    assert_eq!(gsure::io::outputs::remove_stale_temps(&dir), vec![dead.clone()]);
+    assert!(!dead.exists());
+    for p in &keep {
+        assert!(p.exists(), "{} was kept", p.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

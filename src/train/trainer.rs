@@ -431,6 +431,9 @@ impl Trainer {
         // --force replaces the old run only once every check below has passed (at the end of `new`).
         let start_over = has_run && !resume;
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        for stale in crate::io::outputs::remove_stale_temps(out) {
+            eprintln!("removed {}, left by an interrupted write", stale.display());
+        }
 
         let data: TrainData = data.into();
         let model_config = ModelConfig::by_name(&options.config)?;
