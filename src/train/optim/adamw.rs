@@ -149,10 +149,7 @@ impl AdamW {
         }
         if let (Some(gpu), true) = (gpu, rows.rows > 0) {
             let table = self.slots.upload(gpu, &rows)?;
-            let gate_ptr = match gate {
-                Some(g) => g.ptr()?,
-                None => 0,
-            };
+            let gate_ptr = StepGate::kernel_arg(gate)?;
             launch!(
                 gpu,
                 gpu.func(ptx::OPTIM, "adamw_step_f32")?,

@@ -74,10 +74,7 @@ impl Ema {
         }
         if let (Some(gpu), true) = (gpu, rows.rows > 0) {
             let table = self.slots.upload(gpu, &rows)?;
-            let gate_ptr = match gate {
-                Some(g) => g.ptr()?,
-                None => 0,
-            };
+            let gate_ptr = StepGate::kernel_arg(gate)?;
             launch!(
                 gpu,
                 gpu.func(ptx::OPTIM, "ema_update_multi_f32")?,

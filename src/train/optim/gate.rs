@@ -38,9 +38,9 @@ impl StepGate {
         self.values.device()
     }
 
-    /// Device address of the four floats (CUDA gates only).
-    pub(super) fn ptr(&self) -> Result<u64> {
-        self.values.storage_ptr()
+    /// The kernels' `gate` argument: the device address of the four floats, or null for no gate.
+    pub(super) fn kernel_arg(gate: Option<&StepGate>) -> Result<u64> {
+        gate.map_or(Ok(0), |g| g.values.storage_ptr())
     }
 }
 
