@@ -26,6 +26,7 @@ fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
         for kh in 0..k {
             for kw in 0..k {
                 let row = &mut col[((c * k + kh) * k + kw) * q..][..q];
+                let (lo, hi) = valid_columns(g, kw);
                 for oh in 0..g.ho {
                     let ih = (oh * g.stride + kh) as isize - g.pad as isize;
                     let out = &mut row[oh * g.wo..(oh + 1) * g.wo];
@@ -34,16 +35,39 @@ fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
                         continue;
                     }
                     let line = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    let (lo, hi) = valid_columns(g, kw);
                     out[..lo].fill(T::zero());
                     out[hi.max(lo)..].fill(T::zero());
-                    for (ow, o) in (lo..hi).zip(&mut out[lo..hi.max(lo)]) {
-                        *o = line[ow * g.stride + kw - g.pad];
+                    if hi <= lo {
+                        continue;
+                    }
+                    if g.stride == 1 {
+                        // One contiguous run of the input row: a memcpy instead of a strided gather.
+                        out[lo..hi].copy_from_slice(&line[lo + kw - g.pad..hi + kw - g.pad]);
+                    } else {
+                        for (ow, o) in (lo..hi).zip(&mut out[lo..hi]) {
+                            *o = line[ow * g.stride + kw - g.pad];
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// A 1×1, stride-1, unpadded convolution reads its input as the column matrix itself: no copy.
+fn is_pointwise(g: &Geom) -> bool {
+    g.k == 1 && g.stride == 1 && g.pad == 0
+}
+
+/// The column matrix of one image: the image itself for a pointwise convolution, else im2col into `buf`
+/// (sized on first use, so a pointwise layer never allocates one).
+fn columns<'a, T: Real>(g: &Geom, xn: &'a [T], buf: &'a mut Vec<T>) -> &'a [T] {
+    if is_pointwise(g) {
+        return xn;
+    }
+    buf.resize(g.kdim() * g.ho * g.wo, T::zero());
+    im2col(g, xn, buf);
+    buf
 }
 
 /// The adjoint of im2col: dx[c, ih, iw] += dcol[row][q] for every (row, q) that read pixel (ih, iw).
@@ -55,15 +79,26 @@ fn col2im<T: Real>(g: &Geom, dcol: &[T], dx: &mut [T]) {
         for kh in 0..k {
             for kw in 0..k {
                 let row = &dcol[((c * k + kh) * k + kw) * q..][..q];
+                let (lo, hi) = valid_columns(g, kw);
                 for oh in 0..g.ho {
                     let ih = (oh * g.stride + kh) as isize - g.pad as isize;
                     if ih < 0 || ih >= g.h as isize {
                         continue;
                     }
                     let line = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    let (lo, hi) = valid_columns(g, kw);
-                    for ow in lo..hi {
-                        line[ow * g.stride + kw - g.pad] += row[oh * g.wo + ow];
+                    if hi <= lo {
+                        continue;
+                    }
+                    let src = &row[oh * g.wo + lo..oh * g.wo + hi];
+                    if g.stride == 1 {
+                        // Contiguous on both sides, so the compiler vectorises the add.
+                        for (d, &s) in line[lo + kw - g.pad..hi + kw - g.pad].iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
+                        for (ow, &s) in (lo..hi).zip(src) {
+                            line[ow * g.stride + kw - g.pad] += s;
+                        }
                     }
                 }
             }
@@ -78,20 +113,17 @@ pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
     if y.is_empty() {
         return y;
     }
-    y.par_chunks_mut(g.co * q).zip(x.par_chunks(g.c * g.h * g.w)).for_each_init(
-        || vec![T::zero(); kd * q],
-        |col, (yn, xn)| {
-            im2col(g, xn, col);
-            if let Some(b) = b {
-                for (row, &bv) in yn.chunks_mut(q).zip(b) {
-                    row.fill(bv);
-                }
+    y.par_chunks_mut(g.co * q).zip(x.par_chunks(g.c * g.h * g.w)).for_each_init(Vec::new, |buf, (yn, xn)| {
+        let col = columns(g, xn, buf);
+        if let Some(b) = b {
+            for (row, &bv) in yn.chunks_mut(q).zip(b) {
+                row.fill(bv);
             }
-            let beta = if b.is_some() { T::one() } else { T::zero() };
-            // y[n] (C_out x Q) = W (C_out x Kd) · col (Kd x Q) [+ bias already in y[n]]
-            T::gemm(g.co, kd, q, (w, kd as isize, 1), (col, q as isize, 1), beta, (yn, q as isize, 1));
-        },
-    );
+        }
+        let beta = if b.is_some() { T::one() } else { T::zero() };
+        // y[n] (C_out x Q) = W (C_out x Kd) · col (Kd x Q) [+ bias already in y[n]]
+        T::gemm(g.co, kd, q, (w, kd as isize, 1), (col, q as isize, 1), beta, (yn, q as isize, 1));
+    });
     y
 }
 
@@ -102,14 +134,18 @@ pub fn dgrad<T: Real>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if dx.is_empty() {
         return dx;
     }
-    dx.par_chunks_mut(g.c * g.h * g.w).zip(dy.par_chunks(g.co * q)).for_each_init(
-        || vec![T::zero(); kd * q],
-        |dcol, (dxn, dyn_)| {
-            // dcol (Kd x Q) = W^T (Kd x C_out; W read with swapped strides) · dy[n] (C_out x Q)
-            T::gemm(kd, g.co, q, (w, 1, kd as isize), (dyn_, q as isize, 1), T::zero(), (dcol, q as isize, 1));
-            col2im(g, dcol, dxn);
-        },
-    );
+    dx.par_chunks_mut(g.c * g.h * g.w).zip(dy.par_chunks(g.co * q)).for_each_init(Vec::new, |dcol, (dxn, dyn_)| {
+        // dcol (Kd x Q) = W^T (Kd x C_out; W read with swapped strides) · dy[n] (C_out x Q); for a
+        // pointwise convolution dcol is dx[n] itself.
+        let wt = (w, 1, kd as isize);
+        if is_pointwise(g) {
+            T::gemm(kd, g.co, q, wt, (dyn_, q as isize, 1), T::zero(), (dxn, q as isize, 1));
+            return;
+        }
+        dcol.resize(kd * q, T::zero());
+        T::gemm(kd, g.co, q, wt, (dyn_, q as isize, 1), T::zero(), (dcol, q as isize, 1));
+        col2im(g, dcol, dxn);
+    });
     dx
 }
 
@@ -127,12 +163,12 @@ pub fn wgrad<T: Real>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per_run))
         .into_par_iter()
         .map(|r| {
-            let (mut dw, mut col) = (zero(), vec![T::zero(); kd * q]);
+            let (mut dw, mut buf) = (zero(), Vec::new());
             for n in r * per_run..((r + 1) * per_run).min(g.n) {
-                im2col(g, &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w], &mut col);
+                let col = columns(g, &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w], &mut buf);
                 let dyn_ = &dy[n * g.co * q..(n + 1) * g.co * q];
                 // dW (C_out x Kd) += dy[n] (C_out x Q) · col^T (Q x Kd; col read with swapped strides)
-                T::gemm(g.co, q, kd, (dyn_, q as isize, 1), (&col, 1, q as isize), T::one(), (&mut dw, kd as isize, 1));
+                T::gemm(g.co, q, kd, (dyn_, q as isize, 1), (col, 1, q as isize), T::one(), (&mut dw, kd as isize, 1));
             }
             dw
         })
