@@ -323,18 +323,16 @@ def stats(samples):
     return {"median_ms": median, "min_ms": s[0], "p90_ms": p90, "repeats": n}
 
 
-def run_one(torch, setting, mode, args, steps, warmup):
-    """Builds the model and step for one configuration and mode; times it. Returns the result dict."""
+def make_step(torch, setting, mode, dev):
+    """gsure's training step for one configuration in torch on `dev`: returns (step, n_params), where
+    step() runs one whole step and returns (loss, grad norm) as tensors (not synchronised)."""
     F = torch.nn.functional
-    dev = torch.device("cuda")
     cfg = setting["model"]
     batch = setting["batch"]
-    r = {"config": setting["name"], "mode": mode, "batch": batch, "setting": setting}
     torch.manual_seed(0)
     model = define_model(torch)(cfg).to(dev).train()
     params = [p for p in model.parameters()]
     n_params = sum(p.numel() for p in params)
-    r["params"] = n_params
     if setting.get("params") is not None and n_params != setting["params"]:
         raise RuntimeError(f"the torch model has {n_params} parameters, gsure's {setting['params']}")
     if setting["name"] == "gsure-celeba32" and n_params != CELEBA32_PARAMS:
@@ -357,7 +355,7 @@ def run_one(torch, setting, mode, args, steps, warmup):
     bf16 = mode.endswith("bf16")
 
     def fwd_loss(x_t, t, target):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(x_t, t)
         return F.mse_loss(out.float(), target)
 
@@ -378,6 +376,16 @@ def run_one(torch, setting, mode, args, steps, warmup):
         with torch.no_grad():
             torch._foreach_lerp_(ema, params, 1.0 - decay)
         return loss, norm
+
+    return step, n_params
+
+
+def run_one(torch, setting, mode, args, steps, warmup):
+    """Builds the model and step for one configuration and mode; times it. Returns the result dict."""
+    dev = torch.device("cuda")
+    batch = setting["batch"]
+    r = {"config": setting["name"], "mode": mode, "batch": batch, "setting": setting}
+    step, r["params"] = make_step(torch, setting, mode, dev)
 
     t0 = time.time()
     step()  # the first step compiles (compile mode) and initialises the optimiser state
