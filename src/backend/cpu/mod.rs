@@ -64,6 +64,43 @@ macro_rules! impl_real {
 impl_real!(f32, matrixmultiply::sgemm);
 impl_real!(f64, matrixmultiply::dgemm);
 
+/// Σ f(x_i) in eight interleaved partial sums, added pairwise at the end. A plain fold is one serial chain
+/// of adds the compiler may not reorder; eight independent lanes let it vectorise. The order is fixed by
+/// the length alone, so results are reproducible run to run.
+pub fn lane_sum<T: Real>(xs: &[T], f: impl Fn(T) -> T) -> T {
+    let mut lanes = [T::zero(); 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f(x);
+        }
+    }
+    for (l, &x) in lanes.iter_mut().zip(tail) {
+        *l += f(x);
+    }
+    let [a, b, c, d, e, g, h, i] = lanes;
+    ((a + b) + (c + d)) + ((e + g) + (h + i))
+}
+
+/// Σ a_i b_i with the lanes of [`lane_sum`].
+pub fn lane_dot<T: Real>(a: &[T], b: &[T]) -> T {
+    debug_assert_eq!(a.len(), b.len());
+    let mut lanes = [T::zero(); 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for ((l, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *l += x * y;
+        }
+    }
+    for ((l, &x), &y) in lanes.iter_mut().zip(ta).zip(tb) {
+        *l += x * y;
+    }
+    let [a, b, c, d, e, g, h, i] = lanes;
+    ((a + b) + (c + d)) + ((e + g) + (h + i))
+}
+
 /// Applies a generic expression to a `CpuStorage`, keeping its dtype:
 /// `cpu_map!(storage, |v| some_generic_fn(v))` where `v: &Vec<T>` and the body returns `Vec<T>`.
 #[macro_export]

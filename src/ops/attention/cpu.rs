@@ -1,8 +1,9 @@
 //! CPU twin of kernels/attention.cu: per (batch, head), explicit scores, a numerically stable softmax and the
-//! weighted sum of values; the backward rebuilds the probabilities from the saved log-sum-exp per query row.
+//! weighted sum of values, each product a GEMM; the backward rebuilds the probabilities from the saved
+//! log-sum-exp per query row.
 //! Parallel over (batch, head) with rayon. Layout: [B, C, T] channel-first, head h owns channels h*D..(h+1)*D,
 //! so one (b, h) block is the contiguous slice [(b*C + h*D)*T, (b*C + (h+1)*D)*T).
-use crate::backend::cpu::Real;
+use crate::backend::cpu::{lane_sum, Real};
 use rayon::prelude::*;
 
 /// Sizes of one attention call.
@@ -27,19 +28,22 @@ impl Dims {
     }
 }
 
-/// Copies a channel-first [D, T] block into token-major [T, D] so dot products over channels are contiguous.
-fn token_major<T: Real>(x: &[T], d: usize, t: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); d * t];
-    for c in 0..d {
-        for i in 0..t {
-            out[i * d + c] = x[c * t + i];
-        }
-    }
-    out
+/// A row-major [rows, cols] matrix as a GEMM operand (slice, row stride, column stride) ...
+fn mat<T>(x: &[T], cols: usize) -> (&[T], isize, isize) {
+    (x, cols as isize, 1)
 }
 
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    a.iter().zip(b).fold(T::zero(), |s, (&x, &y)| s + x * y)
+/// ... and its transpose, read with swapped strides (no copy).
+fn mat_t<T>(x: &[T], cols: usize) -> (&[T], isize, isize) {
+    (x, 1, cols as isize)
+}
+
+/// S = scale Qᵀ K for one (b, h) block: S[i][j] = scale Σ_c q[c][i] k[c][j], a row-major [T, T] matrix.
+fn scores<T: Real>(q: &[T], k: &[T], d: usize, t: usize, scale: T) -> Vec<T> {
+    let mut s = vec![T::zero(); t * t];
+    T::gemm(t, d, t, mat_t(q, t), mat(k, t), T::zero(), (&mut s, t as isize, 1));
+    s.iter_mut().for_each(|v| *v *= scale);
+    s
 }
 
 /// Forward: returns (out [B, C, T], lse [B, heads, T]) with lse[i] = log sum_j exp(scale * q_i·k_j).
@@ -50,31 +54,24 @@ pub fn forward<T: Real>(q: &[T], k: &[T], v: &[T], dims: Dims) -> (Vec<T>, Vec<T
     let mut lse = vec![T::zero(); dims.batch * dims.heads * t];
     out.par_chunks_mut(blk).zip(lse.par_chunks_mut(t)).enumerate().for_each(|(bh, (o, l))| {
         let range = bh * blk..(bh + 1) * blk;
-        let (qt, kt) = (token_major(&q[range.clone()], d, t), token_major(&k[range.clone()], d, t));
-        let vb = &v[range];
-        let mut p = vec![T::zero(); t];
-        for i in 0..t {
-            let qi = &qt[i * d..(i + 1) * d];
-            for (j, pj) in p.iter_mut().enumerate() {
-                *pj = scale * dot(qi, &kt[j * d..(j + 1) * d]);
-            }
-            let m = p.iter().copied().fold(T::neg_infinity(), T::max);
-            let mut sum = T::zero();
-            for pj in p.iter_mut() {
-                *pj = (*pj - m).exp();
-                sum += *pj;
-            }
-            for c in 0..d {
-                o[c * t + i] = dot(&p, &vb[c * t..(c + 1) * t]) / sum;
-            }
-            l[i] = m + sum.ln();
+        let mut p = scores(&q[range.clone()], &k[range.clone()], d, t, scale);
+        // a numerically stable softmax per query row i, remembering its log-sum-exp
+        for (row, li) in p.chunks_mut(t).zip(l.iter_mut()) {
+            let m = row.iter().copied().fold(T::neg_infinity(), T::max);
+            row.iter_mut().for_each(|v| *v = (*v - m).exp());
+            let sum = lane_sum(row, |v| v);
+            row.iter_mut().for_each(|v| *v = *v / sum);
+            *li = m + sum.ln();
         }
+        // O = V Pᵀ: o[c][i] = Σ_j v[c][j] P[i][j], written channel-first as the layout wants
+        T::gemm(d, t, t, mat(&v[range], t), mat_t(&p, t), T::zero(), (o, t as isize, 1));
     });
     (out, lse)
 }
 
 /// Backward from the saved statistics: with P_ij = exp(scale q_i·k_j - lse_i), dP = dO·V^T,
 /// dS = P ⊙ (dP - rowsum(dO ⊙ O)): dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO. Returns (dq, dk, dv).
+/// In the channel-first blocks these are GEMMs: dP = dOᵀ V, dq = scale K dSᵀ, dk = scale Q dS, dv = dO P.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Real>(
     q: &[T],
@@ -93,32 +90,32 @@ pub fn backward<T: Real>(
     dq.par_chunks_mut(blk).zip(dk.par_chunks_mut(blk)).zip(dv.par_chunks_mut(blk)).enumerate().for_each(
         |(bh, ((dqb, dkb), dvb))| {
             let range = bh * blk..(bh + 1) * blk;
-            let tm = |x: &[T]| token_major(&x[range.clone()], d, t);
-            let (qt, kt, vt, ot, dot_) = (tm(q), tm(k), tm(v), tm(o), tm(dout));
+            let (qb, kb, vb, ob, dob) =
+                (&q[range.clone()], &k[range.clone()], &v[range.clone()], &o[range.clone()], &dout[range]);
             let l = &lse[bh * t..(bh + 1) * t];
-            // Token-major accumulators, transposed back at the end.
-            let (mut gq, mut gk, mut gv) = (vec![T::zero(); blk], vec![T::zero(); blk], vec![T::zero(); blk]);
-            for i in 0..t {
-                let (qi, doi) = (&qt[i * d..(i + 1) * d], &dot_[i * d..(i + 1) * d]);
-                let delta = dot(doi, &ot[i * d..(i + 1) * d]);
-                for j in 0..t {
-                    let (kj, vj) = (&kt[j * d..(j + 1) * d], &vt[j * d..(j + 1) * d]);
-                    let p = (scale * dot(qi, kj) - l[i]).exp();
-                    let ds = p * (dot(doi, vj) - delta);
-                    for c in 0..d {
-                        gq[i * d + c] += scale * ds * kj[c];
-                        gk[j * d + c] += scale * ds * qi[c];
-                        gv[j * d + c] += p * doi[c];
-                    }
+            // P from the saved log-sum-exp
+            let mut p = scores(qb, kb, d, t, scale);
+            for (row, &li) in p.chunks_mut(t).zip(l) {
+                row.iter_mut().for_each(|v| *v = (*v - li).exp());
+            }
+            // delta_i = Σ_c dO[c][i] O[c][i] (= rowsum(dO ⊙ O) in token-major terms)
+            let mut delta = vec![T::zero(); t];
+            for (doc, oc) in dob.chunks(t).zip(ob.chunks(t)) {
+                for ((dl, &a), &b) in delta.iter_mut().zip(doc).zip(oc) {
+                    *dl += a * b;
                 }
             }
-            for c in 0..d {
-                for i in 0..t {
-                    dqb[c * t + i] = gq[i * d + c];
-                    dkb[c * t + i] = gk[i * d + c];
-                    dvb[c * t + i] = gv[i * d + c];
+            let mut ds = vec![T::zero(); t * t];
+            T::gemm(t, d, t, mat_t(dob, t), mat(vb, t), T::zero(), (&mut ds, t as isize, 1));
+            // dS, with the softmax scale folded in once for both dq and dk
+            for ((dsr, pr), &dl) in ds.chunks_mut(t).zip(p.chunks(t)).zip(&delta) {
+                for (x, &pv) in dsr.iter_mut().zip(pr) {
+                    *x = scale * pv * (*x - dl);
                 }
             }
+            T::gemm(d, t, t, mat(kb, t), mat_t(&ds, t), T::zero(), (dqb, t as isize, 1));
+            T::gemm(d, t, t, mat(qb, t), mat(&ds, t), T::zero(), (dkb, t as isize, 1));
+            T::gemm(d, t, t, mat(dob, t), mat(&p, t), T::zero(), (dvb, t as isize, 1));
         },
     );
     (dq, dk, dv)

@@ -1,7 +1,7 @@
 //! CPU twin of kernels/norm.cu: group normalisation with an optional fused SiLU. x is [N, C, S] with S the
 //! flattened spatial size; group g of example n is the contiguous slab of (C / G) * S elements at
 //! (n * C + g * C/G) * S. Every (n, g) slab is independent, so the work is split over slabs with rayon.
-use crate::backend::cpu::Real;
+use crate::backend::cpu::{lane_dot, lane_sum, Real};
 use rayon::prelude::*;
 
 /// Shape of a group-norm problem.
@@ -40,15 +40,20 @@ pub fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], d: Dims, eps: f64, sil
         let xs = &x[ng * slab..(ng + 1) * slab];
         let m = T::of(slab as f64);
         // two passes: the mean, then the mean of squared deviations (biased variance, as PyTorch)
-        let mean = xs.iter().copied().sum::<T>() / m;
-        let var = xs.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() / m;
+        let mean = lane_sum(xs, |v| v) / m;
+        let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / m;
         let rstd = T::one() / (var + T::of(eps)).sqrt();
         st[0] = mean;
         st[1] = rstd;
-        for (i, (yv, &xv)) in ys.iter_mut().zip(xs).enumerate() {
-            let c = g * cpg + i / d.spatial;
-            let pre = (xv - mean) * rstd * gamma[c] + beta[c];
-            *yv = if silu { pre * sigmoid(pre) } else { pre };
+        // one channel at a time: pre = x̂ gamma[c] + beta[c] = x scale + shift
+        for (cl, (yc, xc)) in ys.chunks_mut(d.spatial).zip(xs.chunks(d.spatial)).enumerate() {
+            let c = g * cpg + cl;
+            let scale = rstd * gamma[c];
+            let shift = beta[c] - mean * scale;
+            for (yv, &xv) in yc.iter_mut().zip(xc) {
+                let pre = xv * scale + shift;
+                *yv = if silu { pre * sigmoid(pre) } else { pre };
+            }
         }
     });
     (y, stats)
@@ -74,44 +79,44 @@ pub fn backward<T: Real>(
     if slab == 0 {
         return (dx, vec![T::zero(); d.c], vec![T::zero(); d.c]);
     }
-    dx.par_chunks_mut(slab).zip(part.par_chunks_mut(cpg * 2)).enumerate().for_each(|(ng, (dxs, pt))| {
-        let g = ng % d.groups;
-        let (mean, rstd) = (stats[2 * ng], stats[2 * ng + 1]);
-        let xs = &x[ng * slab..(ng + 1) * slab];
-        let dys = &dy[ng * slab..(ng + 1) * slab];
-        // x̂ and dpre of element i of the slab (pre is recomputed from x, as the kernel does)
-        let at = |i: usize| {
-            let c = g * cpg + i / d.spatial;
-            let xh = (xs[i] - mean) * rstd;
-            let mut dpre = dys[i];
-            if silu {
-                let pre = xh * gamma[c] + beta[c];
-                let s = sigmoid(pre);
-                dpre *= s * (T::one() + pre * (T::one() - s));
+    dx.par_chunks_mut(slab).zip(part.par_chunks_mut(cpg * 2)).enumerate().for_each_init(
+        || (vec![T::zero(); slab], vec![T::zero(); slab]),
+        |(xhat, dpre), (ng, (dxs, pt))| {
+            let g = ng % d.groups;
+            let (mean, rstd) = (stats[2 * ng], stats[2 * ng + 1]);
+            let xs = &x[ng * slab..(ng + 1) * slab];
+            let dys = &dy[ng * slab..(ng + 1) * slab];
+            // x̂ and dpre once per element (pre is recomputed from x, as the kernel does), then the sums
+            let (mut a, mut b) = (T::zero(), T::zero());
+            let rows = xhat.chunks_mut(d.spatial).zip(dpre.chunks_mut(d.spatial));
+            for (cl, ((xh, dp), (xc, dyc))) in rows.zip(xs.chunks(d.spatial).zip(dys.chunks(d.spatial))).enumerate() {
+                let c = g * cpg + cl;
+                for (((h, p), &xv), &dyv) in xh.iter_mut().zip(dp.iter_mut()).zip(xc).zip(dyc) {
+                    *h = (xv - mean) * rstd;
+                    *p = dyv;
+                    if silu {
+                        let pre = *h * gamma[c] + beta[c];
+                        let s = sigmoid(pre);
+                        *p *= s * (T::one() + pre * (T::one() - s));
+                    }
+                }
+                let (p1, p2) = (lane_dot(dp, xh), lane_sum(dp, |v| v));
+                pt[2 * cl] = p1;
+                pt[2 * cl + 1] = p2;
+                a += gamma[c] * p1;
+                b += gamma[c] * p2;
             }
-            (c, xh, dpre)
-        };
-        let (mut a, mut b) = (T::zero(), T::zero());
-        for cl in 0..cpg {
-            let (mut p1, mut p2) = (T::zero(), T::zero());
-            for i in cl * d.spatial..(cl + 1) * d.spatial {
-                let (_, xh, dpre) = at(i);
-                p1 += dpre * xh;
-                p2 += dpre;
+            let m = T::of(slab as f64);
+            let (mean_dxh_xh, mean_dxh) = (a / m, b / m);
+            let rows = dxs.chunks_mut(d.spatial).zip(xhat.chunks(d.spatial).zip(dpre.chunks(d.spatial)));
+            for (cl, (dxc, (xh, dp))) in rows.enumerate() {
+                let ga = gamma[g * cpg + cl];
+                for ((v, &h), &p) in dxc.iter_mut().zip(xh).zip(dp) {
+                    *v = rstd * (p * ga - mean_dxh - h * mean_dxh_xh);
+                }
             }
-            pt[2 * cl] = p1;
-            pt[2 * cl + 1] = p2;
-            let ga = gamma[g * cpg + cl];
-            a += ga * p1;
-            b += ga * p2;
-        }
-        let m = T::of(slab as f64);
-        let (mean_dxh_xh, mean_dxh) = (a / m, b / m);
-        for (i, v) in dxs.iter_mut().enumerate() {
-            let (c, xh, dpre) = at(i);
-            *v = rstd * (dpre * gamma[c] - mean_dxh - xh * mean_dxh_xh);
-        }
-    });
+        },
+    );
     let mut dgamma = vec![T::zero(); d.c];
     let mut dbeta = vec![T::zero(); d.c];
     for n in 0..d.n {
