@@ -54,6 +54,80 @@ fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
     }
 }
 
+/// A stride-1 convolution that keeps the image size (2p = K − 1, the U-Nets' 3×3 layers). Its im2col row
+/// (c, kh, kw) is the input plane shifted by a constant offset (kh − p) W + (kw − p), so a whole row is one
+/// contiguous run of the plane, apart from the entries that wrapped around a row edge.
+fn keeps_size(g: &Geom) -> bool {
+    g.stride == 1 && g.wo == g.w && g.ho == g.h
+}
+
+/// For [`keeps_size`] geometry and tap (kh, kw): the output run [start, end) (indices oh·W + ow) that one
+/// contiguous copy fills, the plane index it starts reading at, and the valid columns [lo, hi) of each row
+/// (entries of [start, end) outside them wrapped around a row edge). None when the tap reads no pixel.
+fn shifted_run(g: &Geom, kh: usize, kw: usize) -> Option<(usize, usize, usize, (usize, usize))> {
+    // output rows whose input row oh + kh − p lies in [0, H)
+    let (oh_lo, oh_hi) = (g.pad.saturating_sub(kh), (g.h + g.pad).saturating_sub(kh).min(g.h));
+    let (lo, hi) = valid_columns(g, kw);
+    if oh_hi <= oh_lo || hi <= lo {
+        return None;
+    }
+    let (start, end) = (oh_lo * g.w + lo, (oh_hi - 1) * g.w + hi);
+    // oh_lo + kh ≥ p and lo + kw ≥ p by construction, so this cannot underflow
+    let src = (oh_lo + kh - g.pad) * g.w + lo + kw - g.pad;
+    Some((start, end, src, (lo, hi)))
+}
+
+/// Zeroes the entries of an im2col row that a contiguous shifted copy filled across a row edge.
+fn zero_wrapped<T: Real>(g: &Geom, row: &mut [T], start: usize, end: usize, (lo, hi): (usize, usize)) {
+    let first = start - start % g.w;
+    let last = end.div_ceil(g.w) * g.w;
+    for line in row[first..last].chunks_mut(g.w) {
+        line[..lo].fill(T::zero());
+        line[hi..].fill(T::zero());
+    }
+}
+
+/// im2col for [`keeps_size`] geometry: one copy per row plus the wrapped edges, instead of one per image row.
+fn im2col_same<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
+    let (hw, k) = (g.h * g.w, g.k);
+    for c in 0..g.c {
+        let plane = &x[c * hw..(c + 1) * hw];
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = &mut col[((c * k + kh) * k + kw) * hw..][..hw];
+                let Some((start, end, src, cols)) = shifted_run(g, kh, kw) else {
+                    row.fill(T::zero());
+                    continue;
+                };
+                row[..start].fill(T::zero());
+                row[end..].fill(T::zero());
+                row[start..end].copy_from_slice(&plane[src..src + (end - start)]);
+                zero_wrapped(g, row, start, end, cols);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_same`]: the wrapped entries of each dcol row are zeroed (dcol is scratch), then the
+/// row is added onto the plane in one contiguous, vectorised run.
+fn col2im_same<T: Real>(g: &Geom, dcol: &mut [T], dx: &mut [T]) {
+    let (hw, k) = (g.h * g.w, g.k);
+    dx.fill(T::zero());
+    for c in 0..g.c {
+        let plane = &mut dx[c * hw..(c + 1) * hw];
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = &mut dcol[((c * k + kh) * k + kw) * hw..][..hw];
+                let Some((start, end, src, cols)) = shifted_run(g, kh, kw) else { continue };
+                zero_wrapped(g, row, start, end, cols);
+                for (d, &s) in plane[src..src + (end - start)].iter_mut().zip(&row[start..end]) {
+                    *d += s;
+                }
+            }
+        }
+    }
+}
+
 /// A 1×1, stride-1, unpadded convolution reads its input as the column matrix itself: no copy.
 fn is_pointwise(g: &Geom) -> bool {
     g.k == 1 && g.stride == 1 && g.pad == 0
@@ -66,7 +140,11 @@ fn columns<'a, T: Real>(g: &Geom, xn: &'a [T], buf: &'a mut Vec<T>) -> &'a [T] {
         return xn;
     }
     buf.resize(g.kdim() * g.ho * g.wo, T::zero());
-    im2col(g, xn, buf);
+    if keeps_size(g) {
+        im2col_same(g, xn, buf);
+    } else {
+        im2col(g, xn, buf);
+    }
     buf
 }
 
@@ -144,7 +222,11 @@ pub fn dgrad<T: Real>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
         }
         dcol.resize(kd * q, T::zero());
         T::gemm(kd, g.co, q, wt, (dyn_, q as isize, 1), T::zero(), (dcol, q as isize, 1));
-        col2im(g, dcol, dxn);
+        if keeps_size(g) {
+            col2im_same(g, dcol, dxn);
+        } else {
+            col2im(g, dcol, dxn);
+        }
     });
     dx
 }
