@@ -1,5 +1,7 @@
 //! The CPU reference backend: plain loops over `Vec<f32>`/`Vec<f64>`, written to be read. Each op's CPU
 //! twin lives next to its CUDA launcher in `src/ops/<op>/cpu.rs` and is generic over [`Real`].
+mod exp;
+
 use num_traits::{Float, FromPrimitive};
 use std::fmt::Debug;
 use std::iter::Sum;
@@ -11,6 +13,12 @@ pub trait Real:
 {
     fn of(x: f64) -> Self {
         Self::from_f64(x).unwrap()
+    }
+
+    /// e^x in a form loops can vectorise: [`exp::exp_f32`] for f32 (within 2 ulp, argument clamped to
+    /// [−87, 88]); f64, the gradient-check reference, keeps libm's exp.
+    fn exp_v(self) -> Self {
+        self.exp()
     }
 
     /// c = a · b + beta c with a: [m, k], b: [k, n], c: [m, n], each given as (slice, row stride, column
@@ -28,8 +36,14 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $f:path) => {
+    ($t:ty, $f:path $(, $exp:path)?) => {
         impl Real for $t {
+            $(
+                #[inline(always)]
+                fn exp_v(self) -> Self {
+                    $exp(self)
+                }
+            )?
             fn gemm(
                 m: usize,
                 k: usize,
@@ -61,7 +75,7 @@ macro_rules! impl_real {
         }
     };
 }
-impl_real!(f32, matrixmultiply::sgemm);
+impl_real!(f32, matrixmultiply::sgemm, exp::exp_f32);
 impl_real!(f64, matrixmultiply::dgemm);
 
 /// Σ f(x_i) in eight interleaved partial sums, added pairwise at the end. A plain fold is one serial chain

@@ -58,7 +58,7 @@ pub fn forward<T: Real>(q: &[T], k: &[T], v: &[T], dims: Dims) -> (Vec<T>, Vec<T
         // a numerically stable softmax per query row i, remembering its log-sum-exp
         for (row, li) in p.chunks_mut(t).zip(l.iter_mut()) {
             let m = row.iter().copied().fold(T::neg_infinity(), T::max);
-            row.iter_mut().for_each(|v| *v = (*v - m).exp());
+            row.iter_mut().for_each(|v| *v = (*v - m).exp_v());
             let sum = lane_sum(row, |v| v);
             row.iter_mut().for_each(|v| *v = *v / sum);
             *li = m + sum.ln();
@@ -96,7 +96,7 @@ pub fn backward<T: Real>(
             // P from the saved log-sum-exp
             let mut p = scores(qb, kb, d, t, scale);
             for (row, &li) in p.chunks_mut(t).zip(l) {
-                row.iter_mut().for_each(|v| *v = (*v - li).exp());
+                row.iter_mut().for_each(|v| *v = (*v - li).exp_v());
             }
             // delta_i = Σ_c dO[c][i] O[c][i] (= rowsum(dO ⊙ O) in token-major terms)
             let mut delta = vec![T::zero(); t];

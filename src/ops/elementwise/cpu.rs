@@ -6,8 +6,8 @@ impl Unary {
     pub(crate) fn fwd<T: Real>(self, x: T) -> T {
         let one = T::one();
         match self {
-            Unary::Silu => x / (one + (-x).exp()),
-            Unary::Sigmoid => one / (one + (-x).exp()),
+            Unary::Silu => x / (one + (-x).exp_v()),
+            Unary::Sigmoid => one / (one + (-x).exp_v()),
             Unary::Exp => x.exp(),
             Unary::Square => x * x,
         }
@@ -17,7 +17,7 @@ impl Unary {
         let one = T::one();
         match self {
             Unary::Silu => {
-                let s = one / (one + (-x).exp());
+                let s = one / (one + (-x).exp_v());
                 dy * s * (one + x * (one - s))
             }
             Unary::Sigmoid => dy * y * (one - y),

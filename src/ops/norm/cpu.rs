@@ -24,7 +24,7 @@ impl Dims {
 }
 
 fn sigmoid<T: Real>(v: T) -> T {
-    T::one() / (T::one() + (-v).exp())
+    T::one() / (T::one() + (-v).exp_v())
 }
 
 /// Forward: (y, stats) with stats = [N, G, 2] (mean, rstd) per group, saved for the backward.
@@ -50,9 +50,16 @@ pub fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], d: Dims, eps: f64, sil
             let c = g * cpg + cl;
             let scale = rstd * gamma[c];
             let shift = beta[c] - mean * scale;
-            for (yv, &xv) in yc.iter_mut().zip(xc) {
-                let pre = xv * scale + shift;
-                *yv = if silu { pre * sigmoid(pre) } else { pre };
+            // `silu` is tested outside the loops so that each one vectorises
+            if silu {
+                for (yv, &xv) in yc.iter_mut().zip(xc) {
+                    let pre = xv * scale + shift;
+                    *yv = pre * sigmoid(pre);
+                }
+            } else {
+                for (yv, &xv) in yc.iter_mut().zip(xc) {
+                    *yv = xv * scale + shift;
+                }
             }
         }
     });
@@ -91,14 +98,18 @@ pub fn backward<T: Real>(
             let rows = xhat.chunks_mut(d.spatial).zip(dpre.chunks_mut(d.spatial));
             for (cl, ((xh, dp), (xc, dyc))) in rows.zip(xs.chunks(d.spatial).zip(dys.chunks(d.spatial))).enumerate() {
                 let c = g * cpg + cl;
-                for (((h, p), &xv), &dyv) in xh.iter_mut().zip(dp.iter_mut()).zip(xc).zip(dyc) {
+                for (h, &xv) in xh.iter_mut().zip(xc) {
                     *h = (xv - mean) * rstd;
-                    *p = dyv;
-                    if silu {
-                        let pre = *h * gamma[c] + beta[c];
+                }
+                if silu {
+                    let (ga, be) = (gamma[c], beta[c]);
+                    for ((p, &h), &dyv) in dp.iter_mut().zip(xh.iter()).zip(dyc) {
+                        let pre = h * ga + be;
                         let s = sigmoid(pre);
-                        *p *= s * (T::one() + pre * (T::one() - s));
+                        *p = dyv * (s * (T::one() + pre * (T::one() - s)));
                     }
+                } else {
+                    dp.copy_from_slice(dyc);
                 }
                 let (p1, p2) = (lane_dot(dp, xh), lane_sum(dp, |v| v));
                 pt[2 * cl] = p1;
