@@ -21,6 +21,11 @@ pub trait Real:
         self.exp()
     }
 
+    /// Runs `f` on this thread's scratch buffer of `len` elements, whose contents are unspecified (callers
+    /// write before they read). Each thread keeps its buffer across calls, so the per-image loops of the
+    /// convolutions neither allocate nor zero a column matrix per call.
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+
     /// c = a · b + beta c with a: [m, k], b: [k, n], c: [m, n], each given as (slice, row stride, column
     /// stride): matrixmultiply's sgemm/dgemm, so a transposed operand is just swapped strides (no copy).
     #[allow(clippy::too_many_arguments)]
@@ -38,6 +43,22 @@ pub trait Real:
 macro_rules! impl_real {
     ($t:ty, $f:path $(, $exp:path)?) => {
         impl Real for $t {
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                thread_local! {
+                    static SCRATCH: std::cell::RefCell<Vec<$t>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => {
+                        if buf.len() < len {
+                            buf.resize(len, 0.0);
+                        }
+                        f(&mut buf[..len])
+                    }
+                    // already lent out on this thread (a nested use): a buffer of its own
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
+            }
+
             $(
                 #[inline(always)]
                 fn exp_v(self) -> Self {

@@ -111,10 +111,9 @@ fn im2col_same<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
 }
 
 /// The adjoint of [`im2col_same`]: the wrapped entries of each dcol row are zeroed (dcol is scratch), then the
-/// row is added onto the plane in one contiguous, vectorised run.
+/// row is added onto the plane (zero to begin with) in one contiguous, vectorised run.
 fn col2im_same<T: Real>(g: &Geom, dcol: &mut [T], dx: &mut [T]) {
     let (hw, k) = (g.h * g.w, g.k);
-    dx.fill(T::zero());
     for c in 0..g.c {
         let plane = &mut dx[c * hw..(c + 1) * hw];
         for kh in 0..k {
@@ -135,13 +134,21 @@ fn is_pointwise(g: &Geom) -> bool {
     g.k == 1 && g.stride == 1 && g.pad == 0
 }
 
+/// Elements of the scratch column matrix one image needs (none for a pointwise convolution).
+fn columns_len(g: &Geom) -> usize {
+    if is_pointwise(g) {
+        0
+    } else {
+        g.kdim() * g.ho * g.wo
+    }
+}
+
 /// The column matrix of one image: the image itself for a pointwise convolution, else im2col into `buf`
-/// (sized on first use, so a pointwise layer never allocates one).
-fn columns<'a, T: Real>(g: &Geom, xn: &'a [T], buf: &'a mut Vec<T>) -> &'a [T] {
+/// ([`columns_len`] elements of scratch, every one of them written here).
+fn columns<'a, T: Real>(g: &Geom, xn: &'a [T], buf: &'a mut [T]) -> &'a [T] {
     if is_pointwise(g) {
         return xn;
     }
-    buf.resize(g.kdim() * g.ho * g.wo, T::zero());
     if keeps_size(g) {
         im2col_same(g, xn, buf);
     } else {
@@ -150,10 +157,10 @@ fn columns<'a, T: Real>(g: &Geom, xn: &'a [T], buf: &'a mut Vec<T>) -> &'a [T] {
     buf
 }
 
-/// The adjoint of im2col: dx[c, ih, iw] += dcol[row][q] for every (row, q) that read pixel (ih, iw).
+/// The adjoint of im2col: dx[c, ih, iw] += dcol[row][q] for every (row, q) that read pixel (ih, iw); dx
+/// starts at zero (the caller's fresh output).
 fn col2im<T: Real>(g: &Geom, dcol: &[T], dx: &mut [T]) {
     let (q, k) = (g.ho * g.wo, g.k);
-    dx.fill(T::zero());
     for c in 0..g.c {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for kh in 0..k {
@@ -188,12 +195,21 @@ fn col2im<T: Real>(g: &Geom, dcol: &[T], dx: &mut [T]) {
 
 /// y = conv(x, w) + b, shape [N, C_out, H_out, W_out].
 pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
-    let (q, kd) = (g.ho * g.wo, g.kdim());
+    let q = g.ho * g.wo;
     let mut y = vec![T::zero(); g.n * g.co * q];
     if y.is_empty() {
         return y;
     }
-    y.par_chunks_mut(g.co * q).zip(x.par_chunks(g.c * g.h * g.w)).for_each_init(Vec::new, |buf, (yn, xn)| {
+    y.par_chunks_mut(g.co * q)
+        .zip(x.par_chunks(g.c * g.h * g.w))
+        .for_each(|(yn, xn)| T::with_scratch(columns_len(g), |buf| conv_image(g, xn, w, b, buf, yn)));
+    y
+}
+
+/// y[n] for one image, its column matrix built in `buf`.
+fn conv_image<T: Real>(g: &Geom, xn: &[T], w: &[T], b: Option<&[T]>, buf: &mut [T], yn: &mut [T]) {
+    let (q, kd) = (g.ho * g.wo, g.kdim());
+    {
         let col = columns(g, xn, buf);
         if let Some(b) = b {
             for (row, &bv) in yn.chunks_mut(q).zip(b) {
@@ -203,8 +219,7 @@ pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
         let beta = if b.is_some() { T::one() } else { T::zero() };
         // y[n] (C_out x Q) = W (C_out x Kd) · col (Kd x Q) [+ bias already in y[n]]
         T::gemm(g.co, kd, q, (w, kd as isize, 1), (col, q as isize, 1), beta, (yn, q as isize, 1));
-    });
-    y
+    }
 }
 
 /// dx = conv^T(dy, w), shape [N, C_in, H, W].
@@ -214,7 +229,7 @@ pub fn dgrad<T: Real>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
     if dx.is_empty() {
         return dx;
     }
-    dx.par_chunks_mut(g.c * g.h * g.w).zip(dy.par_chunks(g.co * q)).for_each_init(Vec::new, |dcol, (dxn, dyn_)| {
+    dx.par_chunks_mut(g.c * g.h * g.w).zip(dy.par_chunks(g.co * q)).for_each(|(dxn, dyn_)| {
         // dcol (Kd x Q) = W^T (Kd x C_out; W read with swapped strides) · dy[n] (C_out x Q); for a
         // pointwise convolution dcol is dx[n] itself.
         let wt = (w, 1, kd as isize);
@@ -222,13 +237,14 @@ pub fn dgrad<T: Real>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
             T::gemm(kd, g.co, q, wt, (dyn_, q as isize, 1), T::zero(), (dxn, q as isize, 1));
             return;
         }
-        dcol.resize(kd * q, T::zero());
-        T::gemm(kd, g.co, q, wt, (dyn_, q as isize, 1), T::zero(), (dcol, q as isize, 1));
-        if keeps_size(g) {
-            col2im_same(g, dcol, dxn);
-        } else {
-            col2im(g, dcol, dxn);
-        }
+        T::with_scratch(kd * q, |dcol| {
+            T::gemm(kd, g.co, q, wt, (dyn_, q as isize, 1), T::zero(), (dcol, q as isize, 1));
+            if keeps_size(g) {
+                col2im_same(g, dcol, dxn);
+            } else {
+                col2im(g, dcol, dxn);
+            }
+        })
     });
     dx
 }
@@ -247,13 +263,16 @@ pub fn wgrad<T: Real>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per_run))
         .into_par_iter()
         .map(|r| {
-            let (mut dw, mut buf) = (zero(), Vec::new());
-            for n in r * per_run..((r + 1) * per_run).min(g.n) {
-                let col = columns(g, &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w], &mut buf);
-                let dyn_ = &dy[n * g.co * q..(n + 1) * g.co * q];
-                // dW (C_out x Kd) += dy[n] (C_out x Q) · col^T (Q x Kd; col read with swapped strides)
-                T::gemm(g.co, q, kd, (dyn_, q as isize, 1), (col, 1, q as isize), T::one(), (&mut dw, kd as isize, 1));
-            }
+            let mut dw = zero();
+            T::with_scratch(columns_len(g), |buf| {
+                for n in r * per_run..((r + 1) * per_run).min(g.n) {
+                    let col = columns(g, &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w], buf);
+                    let dyn_ = &dy[n * g.co * q..(n + 1) * g.co * q];
+                    // dW (C_out x Kd) += dy[n] (C_out x Q) · col^T (Q x Kd; col read with swapped strides)
+                    let dwv = (&mut dw[..], kd as isize, 1);
+                    T::gemm(g.co, q, kd, (dyn_, q as isize, 1), (col, 1, q as isize), T::one(), dwv);
+                }
+            });
             dw
         })
         .collect();
