@@ -12,13 +12,14 @@ use crate::diffusion::{ddim_sample, DdimOptions};
 use crate::diffusion::{edm_heun_sample, EdmOptions};
 use crate::nn::{Model, ModelConfig, Prediction};
 use crate::nvtx;
-use crate::objectives::ambient::{ambient_loss, ambient_sample, AmbientOptions, AmbientSampleOptions};
-use crate::objectives::gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective};
-use crate::objectives::tweedie::{tweedie_loss, tweedie_sample, ConsistencyOptions, TweedieOptions, TweedieSampling};
-use crate::{backward, no_grad, ops, DType, Device, ParamStore, Tensor};
+use crate::objectives::ambient::{ambient_sample, AmbientSampleOptions};
+use crate::objectives::gsure::GsureMode;
+use crate::objectives::tweedie::{tweedie_sample, TweedieSampling};
+use crate::objectives::{Objective, Phase, StepInputs};
+use crate::{backward, no_grad, DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,58 +86,18 @@ impl TrainData {
             TrainData::Corrupted(d) => d.dims,
         }
     }
-    /// The zero-filled observations H† y of `indices` in image space, for the naive baseline: the
-    /// observations themselves for pixel-basis operators, and the inverse FFT of the zero-filled k-space
-    /// (the aliased complex image) for MRI.
-    fn observed(&self, indices: &[usize]) -> Result<Vec<f32>> {
-        match self {
-            TrainData::Corrupted(d) => {
-                let m = d.dims[1] * d.dims[2] * d.dims[3];
-                let y: Vec<f32> = indices.iter().flat_map(|&i| d.y[i * m..(i + 1) * m].iter().copied()).collect();
-                if d.spec.kind != crate::corruption::OpKind::Mri {
-                    return Ok(y);
-                }
-                let k = Tensor::from_f32(&y, [indices.len(), d.dims[1], d.dims[2], d.dims[3]], &Device::Cpu)?;
-                crate::no_grad(|| ops::fft::ifft2c(&k))?.to_vec_f32()
-            }
-            TrainData::Clean(_) => bail!("--loss naive trains on corrupted observations: pass --data FILE"),
-        }
-    }
-    /// The clean images of `indices`, for the supervised objective.
-    fn clean(&self, indices: &[usize]) -> Result<Vec<f32>> {
-        match self {
-            TrainData::Clean(d) => Ok(d.gather(indices)),
-            TrainData::Corrupted(d) => {
-                let Some((values, dims)) = &d.clean else {
-                    bail!("--loss supervised needs clean images, and this corrupted dataset has none");
-                };
-                let m = dims[1] * dims[2] * dims[3];
-                let picked: Vec<f32> =
-                    indices.iter().flat_map(|&i| values[i * m..(i + 1) * m].iter().copied()).collect();
-                // MRI observes real images through complex k-space: the oracle learns them as complex images.
-                let images = ImageSet { images: picked, dims: [indices.len(), dims[1], dims[2], dims[3]] };
-                let images = images.for_model_channels(d.dims[1]).with_context(|| {
-                    format!("--loss supervised: the clean images {dims:?} do not match the observations {:?}", d.dims)
-                })?;
-                if images.dims[2..] != d.dims[2..] {
-                    bail!("--loss supervised: the clean images {dims:?} do not match the observations {:?}", d.dims);
-                }
-                Ok(images.images)
-            }
-        }
-    }
 }
 
 /// The data a run trains on: the dataset at `path` (clean or corrupted, by its metadata), or else the
 /// built-in phantoms at the model's resolution, corrupted for a corrupted-data loss by its paper's operator.
 pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &ModelConfig) -> Result<TrainData> {
-    let wants_corrupted = options.loss != LossKind::Supervised;
+    let operator = crate::objectives::for_loss(options.loss).default_operator();
     match path {
         Some(p) => {
             let kind = crate::data::dataset::kind_of(p)?;
             if kind.as_deref() == Some("corrupted") {
                 Ok(TrainData::Corrupted(CorruptedData::open(p)?))
-            } else if wants_corrupted {
+            } else if operator.is_some() {
                 bail!(
                     "{}: --loss {:?} trains on corrupted observations, and this is a clean dataset; make one with \
                      `gsure data make --source {} --op ... --out FILE`",
@@ -150,59 +111,11 @@ pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &Mode
         }
         None => {
             let clean = crate::data::phantoms(options.phantoms, model.resolution(), 1234);
-            if !wants_corrupted {
-                return Ok(TrainData::Clean(clean));
-            }
-            use crate::corruption::{OpKind, OpSpec};
-            let spec = match options.loss {
-                // Ambient Diffusion's setting: pixels dropped with p = 0.6, no noise.
-                LossKind::Ambient => OpSpec { p: Some(0.6), ..OpSpec::new(OpKind::Pixel) },
-                // Ambient-Tweedie's: Gaussian noise σ_n = 0.1 on [-1, 1] images.
-                LossKind::Tweedie => OpSpec { sigma0: 0.1, ..OpSpec::new(OpKind::Noise) },
-                // GSURE's: 4×4 patches dropped with p = 0.4, σ0 = 0.02.
-                _ => OpSpec { sigma0: 0.02, p: Some(0.4), patch: Some(4), ..OpSpec::new(OpKind::Patch) },
-            };
+            let Some(spec) = operator else { return Ok(TrainData::Clean(clean)) };
             let name = format!("phantoms(n={}, size={}, seed=1234)", options.phantoms, model.resolution());
             Ok(TrainData::Corrupted(crate::corruption::make::make_dataset(&clean, &spec, options.seed, &name)?))
         }
     }
-}
-
-/// Ambient needs masked images and a mask-conditioned DDPM++; Tweedie noisy images and a plain DDPM++.
-fn check_edm_objective(loss: LossKind, data: &TrainData, model: &Model) -> Result<()> {
-    let TrainData::Corrupted(d) = data else {
-        bail!("--loss {loss:?} trains on corrupted observations: pass --data FILE made by `gsure data make`");
-    };
-    let Model::Edm(den) = model else {
-        bail!("--loss {loss:?} trains the DDPM++ U-Net with EDM; choose an EDM configuration (tiny-ambient, tiny-edm, ...)");
-    };
-    let (extra, c) = (den.net.config.extra_in_channels, d.dims[1]);
-    use crate::corruption::OpKind;
-    match loss {
-        LossKind::Ambient => {
-            if !matches!(d.spec.kind, OpKind::Pixel | OpKind::Patch | OpKind::Box) {
-                bail!("--loss ambient learns from masked images; this dataset was made with --op {:?}", d.spec.kind);
-            }
-            if extra != c {
-                bail!("--loss ambient feeds the mask as {c} extra input channels; this configuration has {extra} (use tiny-ambient or ambient-celeba64)");
-            }
-        }
-        _ => {
-            if d.spec.kind != OpKind::Noise {
-                bail!(
-                    "--loss tweedie learns from noisy images (--op noise); this dataset was made with --op {:?}",
-                    d.spec.kind
-                );
-            }
-            if d.spec.sigma0 <= 0.0 {
-                bail!("--loss tweedie needs noisy data: the dataset's sigma0 is 0");
-            }
-            if extra != 0 {
-                bail!("--loss tweedie uses a network without mask channels; this configuration has {extra} (use tiny-edm)");
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Batches of indices only: the training thread reads what it needs for them.
@@ -356,7 +269,7 @@ pub struct Trainer {
     pub schedule: VpSchedule,
     pub step: u64,
     pub data: Arc<TrainData>,
-    gsure: Option<GsureObjective>,
+    objective: Box<dyn Objective>,
     /// Device buffers of the step gate (gradient norm, clip scale, skip), reused every step.
     gate: GateWorkspace,
     /// Batches in a per-epoch shuffled order that depends only on (seed, epoch), prepared on a background
@@ -463,32 +376,10 @@ impl Trainer {
         if options.batch > data.len() {
             bail!("--batch {} is larger than the dataset ({} images); lower --batch", options.batch, data.len());
         }
-        let compute = if options.bf16 { DType::BF16 } else { DType::F32 };
-        let gsure = match (&data, options.loss, &model) {
-            (_, LossKind::Supervised | LossKind::Naive, _) => None,
-            (TrainData::Corrupted(d), LossKind::Gsure, Model::Ddim(_)) => {
-                check_config(&schedule, d.spec.sigma0 * d.spec.sigma0, options.t_min)?;
-                Some(GsureObjective::for_dtype(options.gsure_mode, compute))
-            }
-            (TrainData::Clean(_), LossKind::Gsure, _) => {
-                bail!("--loss gsure trains on corrupted observations: pass --data FILE made by `gsure data make`")
-            }
-            (_, LossKind::Gsure, Model::Edm(_)) => bail!(
-                "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, tiny32, tiny-mri32, tiny-mri64, gsure-celeba32 or gsure-mri320"
-            ),
-            (data, LossKind::Ambient | LossKind::Tweedie, model) => {
-                check_edm_objective(options.loss, data, model)?;
-                None
-            }
-        };
+        let objective = crate::objectives::for_loss(options.loss);
+        objective.check(&data, &model, &schedule, &options)?;
         if !resume {
-            options.sampling = match (&data, options.loss) {
-                (TrainData::Corrupted(d), LossKind::Ambient) => Sampling::Ambient { p: d.spec.p.unwrap_or(0.0) },
-                (TrainData::Corrupted(d), LossKind::Tweedie) => {
-                    Sampling::Tweedie { sigma_n: d.spec.sigma0, full: options.consistency > 0.0 }
-                }
-                _ => Sampling::Standard,
-            };
+            options.sampling = objective.sampling(&data, &options);
         }
         let per_epoch = (data.len() / options.batch) as u64;
         let source: Arc<dyn crate::data::loader::Source> = match &data {
@@ -524,7 +415,7 @@ impl Trainer {
             schedule,
             step,
             data,
-            gsure,
+            objective,
             gate: GateWorkspace::default(),
             loader,
             run,
@@ -544,110 +435,20 @@ impl Trainer {
         let _step = nvtx::range("step");
         let o = &self.options;
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
-        let [_, c, h, w] = self.data.dims();
-        let b = o.batch;
-        let data = nvtx::range("data");
+        let phase = Phase::data();
         let batch = self.loader.next().context("the data loader stopped")?;
-        let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
-        let dropout_seed = Some(mix(o.seed, self.step) ^ 1);
-        if let (Some(objective), TrainData::Corrupted(d), Model::Ddim(net)) = (&self.gsure, &*self.data, &self.model) {
-            // Built on the host: the objective draws its noise and probe there and uploads everything once.
-            let spectral = d.spectral(&batch.indices, &Device::Cpu, DType::F32)?;
-            drop(data);
-            let range = nvtx::range("objective");
-            let loss = gsure_step_loss(
-                net,
-                objective,
-                &spectral,
-                &self.schedule,
-                o.t_min,
-                &mut rng,
-                dropout_seed,
-                compute,
-                &self.device,
-            )?;
-            drop(range);
-            return self.finish_step(loss);
-        }
-        if let (LossKind::Ambient | LossKind::Tweedie, TrainData::Corrupted(d), Model::Edm(den)) =
-            (o.loss, &*self.data, &self.model)
-        {
-            let m = d.dims[1] * d.dims[2] * d.dims[3];
-            let gather = |v: &[f32]| -> Vec<f32> {
-                batch.indices.iter().flat_map(|&i| v[i * m..(i + 1) * m].iter().copied()).collect()
-            };
-            let y = Tensor::from_f32(&gather(&d.y), [b, c, h, w], &self.device)?;
-            let a = match o.loss {
-                LossKind::Ambient => Some(Tensor::from_f32(&gather(&d.mask), [b, c, h, w], &self.device)?),
-                _ => None,
-            };
-            drop(data);
-            let range = nvtx::range("objective");
-            let loss = if let Some(a) = a {
-                let opts =
-                    AmbientOptions { compute: Some(compute), mean_over_pixels: true, ..AmbientOptions::default() };
-                ambient_loss(den, &y, &a, &batch.indices, &opts, &mut rng, dropout_seed)?
-            } else {
-                let consistency = (o.consistency > 0.0)
-                    .then(|| ConsistencyOptions { weight: o.consistency, ..ConsistencyOptions::default() });
-                let opts = TweedieOptions {
-                    compute: Some(compute),
-                    mean_over_pixels: true,
-                    consistency,
-                    ..TweedieOptions::default()
-                };
-                tweedie_loss(den, &y, &vec![d.spec.sigma0; b], &opts, &mut rng, dropout_seed)?
-            };
-            drop(range);
-            return self.finish_step(loss);
-        }
-        let images = match o.loss {
-            LossKind::Naive => self.data.observed(&batch.indices)?,
-            _ => self.data.clean(&batch.indices)?,
-        };
-        let x0 = Tensor::from_f32(&images, [b, c, h, w], &self.device)?;
-        let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
-        drop(data);
-        let objective = nvtx::range("objective");
-        let loss = match &self.model {
-            // VP: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, plain MSE against x0 or ε.
-            Model::Ddim(net) => {
-                let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.schedule.steps())).collect();
-                let coef = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-                    let v: Vec<f32> = ts.iter().map(|&t| f(self.schedule.alpha_bar(t)) as f32).collect();
-                    Tensor::from_f32(&v, [b], &self.device)
-                };
-                let x_t = ops::add(
-                    &ops::mul_along(&x0, &coef(&|a| a.sqrt())?, 0)?,
-                    &ops::mul_along(&eps, &coef(&|a| (1.0 - a).sqrt())?, 0)?,
-                )?;
-                let t = Tensor::from_f32(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b], &self.device)?;
-                let pred = net.forward(&x_t.to_dtype(compute)?, &t, dropout_seed)?.to_dtype(DType::F32)?;
-                let target = match net.config.prediction {
-                    Prediction::X0 => &x0,
-                    Prediction::Eps => &eps,
-                };
-                ops::mean_all(&ops::square(&ops::sub(&pred, target)?)?)?
-            }
-            // EDM: x_t = x0 + σ n with ln σ ~ N(P_mean, P_std²); loss λ(σ) · mean over pixels of (D − x0)²,
-            // averaged over the batch (EDM sums over pixels; the constant factor does not matter to Adam).
-            Model::Edm(den) => {
-                let sigma: Vec<f64> = (0..b).map(|_| den.edm.sample_sigma(&mut rng)).collect();
-                let per_example = |v: Vec<f64>| Tensor::from_f64(&v, [b], DType::F32, &self.device);
-                let x_t = ops::add(&x0, &ops::mul_along(&eps, &per_example(sigma.clone())?, 0)?)?;
-                let extra = den.net.config.extra_in_channels;
-                // Clean data is fully observed: the mask channels (if any) are all ones.
-                let mask =
-                    if extra > 0 { Some(Tensor::full([b, extra, h, w], 1.0, compute, &self.device)?) } else { None };
-                let d =
-                    den.denoise(&x_t.to_dtype(compute)?, &sigma, mask.as_ref(), dropout_seed)?.to_dtype(DType::F32)?;
-                let sq = ops::sum_per_example(&ops::square(&ops::sub(&d, &x0)?)?)?;
-                let m = (c * h * w) as f64;
-                let weights = per_example(sigma.iter().map(|&s| den.edm.loss_weight(s) / (m * b as f64)).collect())?;
-                ops::sum_all(&ops::mul(&sq, &weights)?)?
-            }
-        };
-        drop(objective);
+        let loss = self.objective.loss(StepInputs {
+            indices: &batch.indices,
+            data: &self.data,
+            model: &self.model,
+            schedule: &self.schedule,
+            options: o,
+            rng: &mut rng,
+            dropout_seed: Some(mix(o.seed, self.step) ^ 1),
+            compute: if o.bf16 { DType::BF16 } else { DType::F32 },
+            device: &self.device,
+            phase,
+        })?;
         self.finish_step(loss)
     }
 
