@@ -36,7 +36,7 @@ use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{Edm, EdmOptions};
 use crate::nn::{EdmDenoiser, Model};
 use crate::ops::{self, layout};
-use crate::train::trainer::{Sampling, TrainData, TrainOptions};
+use crate::train::{Sampling, TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;

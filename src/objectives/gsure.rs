@@ -31,7 +31,7 @@ use crate::diffusion::schedule::VpSchedule;
 use crate::nn::{DdimUnet, Model, Prediction};
 use crate::ops::gsure_loss::{gsure_loss, GsureCoefs};
 use crate::ops::{self, layout};
-use crate::train::trainer::{TrainData, TrainOptions};
+use crate::train::{TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::Rng;

@@ -16,7 +16,7 @@ pub use gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective, Noised
 use crate::corruption::{CorruptedData, OpSpec};
 use crate::diffusion::schedule::VpSchedule;
 use crate::nn::{EdmDenoiser, Model};
-use crate::train::trainer::{LossKind, Sampling, TrainData, TrainOptions};
+use crate::train::{LossKind, Sampling, TrainData, TrainOptions};
 use crate::{nvtx, DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;

@@ -6,7 +6,7 @@ use crate::corruption::{OpKind, OpSpec};
 use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
 use crate::nn::{Model, Prediction};
-use crate::train::trainer::{TrainData, TrainOptions};
+use crate::train::{TrainData, TrainOptions};
 use crate::{ops, DType, Device, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::Rng;

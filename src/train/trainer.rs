@@ -3,251 +3,24 @@
 //! loss curve. Every step draws its randomness from (seed, step), so a resumed run repeats exactly what an
 //! uninterrupted one would have done.
 use super::checkpoint;
+use super::data::TrainData;
 use super::optim::{clip_gate, AdamConfig, AdamW, Ema, GateWorkspace};
-use crate::corruption::make::CorruptedData;
+use super::options::TrainOptions;
+use super::run_dir::{repair_log, RunDir};
+use super::sampling::sample;
 use crate::data::loader::{Loader, LoaderOptions};
-use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
-use crate::diffusion::{ddim_sample, DdimOptions};
-use crate::diffusion::{edm_heun_sample, EdmOptions};
-use crate::nn::{Model, ModelConfig, Prediction};
+use crate::nn::{Model, ModelConfig};
 use crate::nvtx;
-use crate::objectives::ambient::{ambient_sample, AmbientSampleOptions};
-use crate::objectives::gsure::GsureMode;
-use crate::objectives::tweedie::{tweedie_sample, TweedieSampling};
 use crate::objectives::{Objective, Phase, StepInputs};
 use crate::{backward, no_grad, DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// The training objective (`--loss`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LossKind {
-    /// Plain denoising on clean images (the oracle baseline; with a corrupted dataset it uses the file's
-    /// clean images, which only the oracle may see).
-    Supervised,
-    /// GSURE on the corrupted observations (DDIM U-Net, VP schedule).
-    Gsure,
-    /// The naive baseline: plain denoising on the zero-filled observations as if they were clean images.
-    Naive,
-    /// Ambient Diffusion on masked images (DDPM++ U-Net with mask channels, EDM).
-    Ambient,
-    /// Ambient-Tweedie on noisy images (DDPM++ U-Net, EDM), with `--consistency W` below σ_n.
-    Tweedie,
-}
-
-/// How a run's sample grids are drawn, fixed when the run starts.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Sampling {
-    /// DDIM (VP family) or EDM Heun with fully observed mask channels.
-    #[default]
-    Standard,
-    /// Ambient's fixed-mask sampler: masks keep a pixel with probability (1 − p)(1 − δ).
-    Ambient { p: f64 },
-    /// Truncated Tweedie sampling to σ_n (Full after consistency training).
-    Tweedie { sigma_n: f64, full: bool },
-}
-
-/// What a run trains on: clean images, or a corrupted dataset (observations, masks and, for evaluation
-/// and the oracle only, the clean images).
-pub enum TrainData {
-    Clean(ImageSet),
-    Corrupted(CorruptedData),
-}
-
-impl From<ImageSet> for TrainData {
-    fn from(d: ImageSet) -> Self {
-        TrainData::Clean(d)
-    }
-}
-
-impl TrainData {
-    pub fn len(&self) -> usize {
-        match self {
-            TrainData::Clean(d) => d.len(),
-            TrainData::Corrupted(d) => d.len(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// [N, C, H, W] of what the network sees (spectral channels for corrupted data).
-    pub fn dims(&self) -> [usize; 4] {
-        match self {
-            TrainData::Clean(d) => d.dims,
-            TrainData::Corrupted(d) => d.dims,
-        }
-    }
-}
-
-/// The data a run trains on: the dataset at `path` (clean or corrupted, by its metadata), or else the
-/// built-in phantoms at the model's resolution, corrupted for a corrupted-data loss by its paper's operator.
-pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &ModelConfig) -> Result<TrainData> {
-    let operator = crate::objectives::for_loss(options.loss).default_operator();
-    match path {
-        Some(p) => {
-            let kind = crate::data::dataset::kind_of(p)?;
-            if kind.as_deref() == Some("corrupted") {
-                Ok(TrainData::Corrupted(CorruptedData::open(p)?))
-            } else if operator.is_some() {
-                bail!(
-                    "{}: --loss {:?} trains on corrupted observations, and this is a clean dataset; make one with \
-                     `gsure data make --source {} --op ... --out FILE`",
-                    p.display(),
-                    options.loss,
-                    p.display()
-                )
-            } else {
-                Ok(TrainData::Clean(crate::data::load_clean(p)?))
-            }
-        }
-        None => {
-            let clean = crate::data::phantoms(options.phantoms, model.resolution(), 1234);
-            let Some(spec) = operator else { return Ok(TrainData::Clean(clean)) };
-            let name = format!("phantoms(n={}, size={}, seed=1234)", options.phantoms, model.resolution());
-            Ok(TrainData::Corrupted(crate::corruption::make::make_dataset(&clean, &spec, options.seed, &name)?))
-        }
-    }
-}
-
-/// Batches of indices only: the training thread reads what it needs for them.
-struct IndexSource(usize);
-
-impl crate::data::loader::Source for IndexSource {
-    fn len(&self) -> usize {
-        self.0
-    }
-    fn gather(&self, _: &[usize]) -> Vec<crate::data::loader::HostTensor> {
-        Vec::new()
-    }
-}
-
-/// Everything that defines a run; stored in every checkpoint.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainOptions {
-    pub config: String,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f64,
-    pub warmup: u64,
-    pub grad_clip: f64,
-    pub ema_decay: f64,
-    pub seed: u64,
-    pub checkpoint_every: u64,
-    pub sample_every: u64,
-    pub log_every: u64,
-    pub bf16: bool,
-    pub loss: LossKind,
-    /// GSURE's loss mode (`ybar`, `xt`, `reference`).
-    #[serde(default)]
-    pub gsure_mode: GsureMode,
-    /// Smallest timestep GSURE trains (0: all).
-    #[serde(default)]
-    pub t_min: usize,
-    /// Weight of Ambient-Tweedie's consistency loss (0: off).
-    #[serde(default)]
-    pub consistency: f64,
-    /// How sample grids are drawn (set from the data when the run starts).
-    #[serde(default)]
-    pub sampling: Sampling,
-    pub beta_start: f64,
-    /// Number of built-in phantoms when no data file is given.
-    pub phantoms: usize,
-}
-
-impl TrainOptions {
-    /// Refuses settings no run can train with, naming the flag and the fix (before anything is written).
-    pub fn validate(&self) -> Result<()> {
-        if self.batch == 0 {
-            bail!("--batch 0: a step needs at least one image; pass --batch 1 or more");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("--lr {}: the learning rate must be a positive number such as 2e-4", self.lr);
-        }
-        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
-            bail!("grad_clip {}: the clipping norm must be ≥ 0 (0 turns clipping off)", self.grad_clip);
-        }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            bail!("ema_decay {}: the EMA decay must be in [0, 1), such as 0.9999", self.ema_decay);
-        }
-        if !(self.beta_start.is_finite() && self.beta_start > 0.0) {
-            bail!("--beta-start {}: β_start must be a positive number such as 1e-4", self.beta_start);
-        }
-        if !(self.consistency.is_finite() && self.consistency >= 0.0) {
-            bail!("--consistency {}: the consistency weight must be ≥ 0 (0 turns it off)", self.consistency);
-        }
-        Ok(())
-    }
-
-    /// β_start of the VP schedule for `data` when none was chosen: for corrupted data the GSURE paper's
-    /// σ0², which the top-up noising needs at every t (s_t² ≥ σ0²), when larger than the configuration's.
-    pub fn default_beta_start(&self, data: &TrainData) -> f64 {
-        match data {
-            TrainData::Corrupted(d) => (d.spec.sigma0 * d.spec.sigma0).max(self.beta_start),
-            _ => self.beta_start,
-        }
-    }
-
-    /// Defaults for a configuration: the papers' settings (docs/METHODS.md §8) for the big models, quick ones
-    /// for the `tiny` models.
-    pub fn for_config(config: &str) -> Self {
-        let tiny = config.starts_with("tiny");
-        let (batch, lr) = match config {
-            c if c.starts_with("tiny") => (16, 1e-3),
-            "ambient-celeba64" => (256, 2e-4),
-            "edm-ddpmpp-cifar10" => (512, 1e-3),
-            "gsure-mri320" => (32, 1e-5),
-            _ => (128, 5e-5),
-        };
-        TrainOptions {
-            config: config.to_string(),
-            steps: if tiny { 600 } else { 180_000 },
-            batch,
-            lr,
-            warmup: if tiny { 50 } else { 1000 },
-            grad_clip: 1.0,
-            ema_decay: if tiny { 0.99 } else { 0.9999 },
-            seed: 0,
-            checkpoint_every: if tiny { 200 } else { 5000 },
-            sample_every: if tiny { 300 } else { 10_000 },
-            log_every: if tiny { 20 } else { 100 },
-            bf16: false,
-            loss: LossKind::Supervised,
-            gsure_mode: GsureMode::default(),
-            t_min: 0,
-            consistency: 0.0,
-            sampling: Sampling::Standard,
-            beta_start: 1e-4,
-            phantoms: 512,
-        }
-    }
-}
-
-/// Paths inside a run directory.
-pub struct RunDir(pub PathBuf);
-
-impl RunDir {
-    pub fn checkpoint(&self) -> PathBuf {
-        self.0.join("checkpoint.safetensors")
-    }
-    pub fn log(&self) -> PathBuf {
-        self.0.join("log.jsonl")
-    }
-    pub fn loss_plot(&self) -> PathBuf {
-        self.0.join("loss.png")
-    }
-    pub fn samples(&self, step: u64) -> PathBuf {
-        self.0.join(format!("samples_{step:07}.png"))
-    }
-}
 
 /// What happened to a run, for the CLI to report.
 #[derive(Debug)]
@@ -276,31 +49,6 @@ pub struct Trainer {
     /// thread; a resumed run starts at the epoch and batch where the step count puts it.
     loader: Loader,
     pub run: RunDir,
-}
-
-/// Makes a run's log agree with its checkpoint before a (resumed) run appends to it: keeps the complete
-/// records of steps 1..=`step` and drops the rest (a partial last line left by a kill, and the records of
-/// steps after the checkpoint, which the resumed run replays). Rewritten through a temporary file and a
-/// rename only when something is dropped.
-fn repair_log(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let mut kept = String::with_capacity(text.len());
-    let mut dropped = false;
-    for line in text.split_inclusive('\n') {
-        let record_step = line
-            .strip_suffix('\n')
-            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .and_then(|v| v["step"].as_u64());
-        match record_step {
-            Some(s) if s <= step => kept.push_str(line),
-            _ => dropped = true,
-        }
-    }
-    if dropped {
-        crate::io::outputs::write_atomic(path, kept.as_bytes())
-            .with_context(|| format!("repairing {} to the checkpoint's step {step}", path.display()))?;
-    }
-    Ok(())
 }
 
 fn mix(seed: u64, step: u64) -> u64 {
@@ -382,10 +130,7 @@ impl Trainer {
             options.sampling = objective.sampling(&data, &options);
         }
         let per_epoch = (data.len() / options.batch) as u64;
-        let source: Arc<dyn crate::data::loader::Source> = match &data {
-            TrainData::Clean(d) => Arc::new(d.clone()),
-            TrainData::Corrupted(d) => Arc::new(IndexSource(d.len())),
-        };
+        let source = data.loader_source();
         let data = Arc::new(data);
         let loader = Loader::new(
             source,
@@ -587,105 +332,4 @@ impl Trainer {
         }
         Ok(())
     }
-}
-
-/// Samples from a trained network: DDIM (50 steps) for the VP family, EDM Heun (18 steps) for EDM.
-/// Returns [n, C, H, W] f32 values.
-pub fn sample(
-    model: &Model,
-    schedule: &VpSchedule,
-    sampling: Sampling,
-    n: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<Vec<f32>> {
-    let _range = nvtx::range("sample");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let x = match (model, sampling) {
-        (Model::Edm(den), Sampling::Ambient { p }) => {
-            let opts = AmbientSampleOptions { p, ..AmbientSampleOptions::default() };
-            ambient_sample(den, &opts, n, DType::F32, device, &mut rng)?.0
-        }
-        (Model::Edm(den), Sampling::Tweedie { sigma_n, full }) => {
-            let mode = if full { TweedieSampling::Full } else { TweedieSampling::Truncated { sigma_n } };
-            tweedie_sample(den, EdmOptions::default(), mode, n, DType::F32, device, &mut rng)?
-        }
-        (model, _) => sample_standard(model, schedule, n, &mut rng, device)?,
-    };
-    x.to_vec_f32()
-}
-
-fn sample_standard(
-    model: &Model,
-    schedule: &VpSchedule,
-    n: usize,
-    rng: &mut StdRng,
-    device: &Device,
-) -> Result<Tensor> {
-    let x = match model {
-        Model::Ddim(net) => {
-            let c = &net.config;
-            let shape = [n, c.in_channels, c.resolution, c.resolution];
-            ddim_sample(schedule, DdimOptions::default(), shape, DType::F32, device, rng, |x, t| {
-                let tt = Tensor::full([n], t as f64, DType::F32, device)?;
-                let out = net.forward(x, &tt, None)?;
-                match c.prediction {
-                    Prediction::X0 => Ok(out),
-                    Prediction::Eps => {
-                        let ab = schedule.alpha_bar(t);
-                        crate::diffusion::samplers::lincomb(&[
-                            (1.0 / ab.sqrt(), x),
-                            (-(1.0 - ab).sqrt() / ab.sqrt(), &out),
-                        ])
-                    }
-                }
-            })?
-        }
-        Model::Edm(den) => {
-            let c = &den.net.config;
-            let shape = [n, c.in_channels, c.resolution, c.resolution];
-            let mask = if c.extra_in_channels > 0 {
-                Some(Tensor::full([n, c.extra_in_channels, c.resolution, c.resolution], 1.0, DType::F32, device)?)
-            } else {
-                None
-            };
-            edm_heun_sample(&den.edm, EdmOptions::default(), shape, DType::F32, device, rng, |x, sigma| {
-                den.denoise(x, &vec![sigma; n], mask.as_ref(), None)
-            })?
-        }
-    };
-    Ok(x)
-}
-
-/// The run in `run_dir` with its EMA weights loaded: (options, model configuration, model, VP schedule,
-/// step of the checkpoint).
-pub fn load_run(
-    run_dir: &Path,
-    device: &Device,
-) -> Result<(TrainOptions, ModelConfig, Model, VpSchedule, Option<u64>)> {
-    let run = RunDir(run_dir.to_path_buf());
-    if !run.checkpoint().exists() {
-        bail!(
-            "{} holds no checkpoint.safetensors; train first (gsure train --out {})",
-            run_dir.display(),
-            run_dir.display()
-        );
-    }
-    let meta = checkpoint::read_meta(&run.checkpoint())?;
-    let options: TrainOptions = serde_json::from_value(meta["options"].clone())
-        .with_context(|| format!("{}: metadata field \"options\" is unreadable", run.checkpoint().display()))?;
-    let config = ModelConfig::by_name(&options.config)?;
-    let mut params = ParamStore::new();
-    let model = Model::new(&config, &mut params, 0, device)?;
-    checkpoint::load_weights(&run.checkpoint(), &params, "ema")?;
-    let schedule = VpSchedule::linear(options.beta_start)?;
-    Ok((options, config, model, schedule, meta["step"].as_u64()))
-}
-
-/// Samples `n` images from the EMA weights of the run in `run_dir`: ([n, C, H, W], values).
-pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Result<([usize; 4], Vec<f32>)> {
-    let (options, config, model, schedule, _) = load_run(run_dir, device)?;
-    let values = sample(&model, &schedule, options.sampling, n, seed, device)?;
-    let r = config.resolution();
-    Ok(([n, config.image_channels(), r, r], values))
 }
