@@ -3,7 +3,7 @@
 //! ways (experiments/tweedie_phantoms.sh).
 //! Usage: cargo run --release --example tweedie_sample -- RUN truncated|full N SEED OUT.safetensors
 use anyhow::{bail, Context, Result};
-use gsure::train::trainer::{load_run, sample, Sampling};
+use gsure::train::{load_run, sample, Sampling};
 use gsure::Device;
 
 fn main() -> Result<()> {

@@ -3,7 +3,7 @@
 //! step are read back and checked — balanced, the step's phases in order, the model's forward and each
 //! op's forward inside the objective, each op's backward inside the backward. In the CPU pass the library
 //! is absent: every range is a no-op and the same step still runs.
-use gsure::train::trainer::{load_train_data, TrainOptions};
+use gsure::train::{load_train_data, TrainOptions};
 use gsure::train::{LossKind, Trainer};
 use gsure::Device;
 use std::collections::HashMap;

@@ -12,7 +12,7 @@
 //! parameter update it makes (AdamW's first step moves a parameter by about lr · sign(gradient), so this
 //! compares the gradients' signs weighted by size: ‖Δθ_cuda − Δθ_cpu‖ / ‖Δθ_cpu‖).
 use gsure::nn::ModelConfig;
-use gsure::train::trainer::{load_train_data, TrainData};
+use gsure::train::{load_train_data, TrainData};
 use gsure::train::{LossKind, TrainOptions, Trainer};
 use gsure::Device;
 

@@ -3,7 +3,7 @@
 //! denoising error than the naive baseline that treats the zero-filled observations as clean images.
 use gsure::corruption::make::make_dataset;
 use gsure::corruption::{OpKind, OpSpec};
-use gsure::train::trainer::TrainData;
+use gsure::train::TrainData;
 use gsure::train::{LossKind, TrainOptions, Trainer};
 use gsure::Device;
 use std::sync::atomic::AtomicBool;

@@ -3,7 +3,7 @@
 //! 16×16 phantoms, measured by the denoising MSE of its EMA weights on held-out clean phantoms.
 use gsure::corruption::make::make_dataset;
 use gsure::corruption::{OpKind, OpSpec};
-use gsure::train::trainer::TrainData;
+use gsure::train::TrainData;
 use gsure::train::{LossKind, TrainOptions, Trainer};
 use gsure::Device;
 use std::sync::atomic::AtomicBool;
@@ -55,7 +55,7 @@ fn ambient_pipeline_and_high_noise_ordering() {
 fn tweedie_pipeline_runs_with_and_without_consistency() {
     // At CI scale no Tweedie effect is asserted (RESULTS.md (iii)): the objective, both sampling modes and the
     // evaluation must run and give finite numbers.
-    use gsure::train::trainer::{load_run, sample, Sampling};
+    use gsure::train::{load_run, sample, Sampling};
     let spec = OpSpec { sigma0: 0.1, ..OpSpec::new(OpKind::Noise) };
     for (consistency, steps) in [(0.0, 60), (0.01, 20)] {
         let clean = gsure::data::phantoms(64, 16, 1234);

@@ -6,7 +6,7 @@ use gsure::corruption::make::make_dataset;
 use gsure::corruption::{OpKind, OpSpec};
 use gsure::data::dataset::{Array4, CleanDataset, CleanMeta};
 use gsure::eval::reconstruct::{reconstruct, ReconstructOptions};
-use gsure::train::trainer::TrainData;
+use gsure::train::TrainData;
 use gsure::train::{LossKind, TrainOptions, Trainer};
 use gsure::Device;
 use std::path::PathBuf;

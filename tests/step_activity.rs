@@ -26,7 +26,7 @@ fn a_steady_state_cuda_step_waits_once_and_allocates_nothing() {
     for loss in [LossKind::Supervised, LossKind::Gsure] {
         let o = options(loss);
         let model = gsure::nn::ModelConfig::by_name(&o.config).unwrap();
-        let data = gsure::train::trainer::load_train_data(None, &o, &model).unwrap();
+        let data = gsure::train::load_train_data(None, &o, &model).unwrap();
         let out = std::env::temp_dir().join(format!("gsure-step-activity-{}-{loss:?}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
         let mut t = Trainer::new(o, data, &out, &gpu, false, true).unwrap();

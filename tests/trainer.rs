@@ -133,14 +133,14 @@ fn the_edm_family_trains_resumes_and_samples() {
     let (la, lb) = (losses(&a), losses(&b));
     assert_eq!(la, lb, "EDM losses after resuming differ");
     assert!(la.iter().all(|l| l.is_finite()));
-    let (dims, values) = gsure::train::trainer::sample_run(&a, 2, 0, &Device::Cpu).unwrap();
+    let (dims, values) = gsure::train::sample_run(&a, 2, 0, &Device::Cpu).unwrap();
     assert_eq!(dims, [2, 1, 16, 16]);
     assert!(values.iter().all(|v| v.is_finite()));
 }
 
-fn corrupted(opts: &TrainOptions) -> gsure::train::trainer::TrainData {
+fn corrupted(opts: &TrainOptions) -> gsure::train::TrainData {
     let model = gsure::nn::ModelConfig::by_name(&opts.config).unwrap();
-    gsure::train::trainer::load_train_data(None, opts, &model).unwrap()
+    gsure::train::load_train_data(None, opts, &model).unwrap()
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn ambient_and_tweedie_train_resume_and_sample() {
         run(opts(1), &b, false);
         run(opts(3), &b, true);
         assert_eq!(losses(&a), losses(&b), "{loss:?}: resumed losses differ");
-        let (_, values) = gsure::train::trainer::sample_run(&a, 2, 0, &Device::Cpu).unwrap();
+        let (_, values) = gsure::train::sample_run(&a, 2, 0, &Device::Cpu).unwrap();
         assert!(values.iter().all(|v| v.is_finite()), "{loss:?}: samples");
     }
 }

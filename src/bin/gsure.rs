@@ -603,7 +603,7 @@ fn train(a: TrainArgs) -> Result<()> {
     opts.gsure_mode = a.gsure_mode;
     opts.t_min = a.t_min;
     opts.consistency = a.consistency;
-    let data = gsure::train::trainer::load_train_data(a.data.as_deref(), &opts, &model)?;
+    let data = gsure::train::load_train_data(a.data.as_deref(), &opts, &model)?;
     opts.beta_start = a.beta_start.unwrap_or_else(|| opts.default_beta_start(&data));
     let mut trainer = gsure::train::Trainer::new(opts, data, &a.out, &device, a.resume, a.force)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -663,7 +663,7 @@ fn sample(a: SampleArgs) -> Result<()> {
     let (png, st) = (stem.with_extension("png"), stem.with_extension("safetensors"));
     let checkpoint = a.run.join("checkpoint.safetensors");
     gsure::io::outputs::check_new(&[png.clone(), st.clone()], &[&checkpoint], a.force, "--out")?;
-    let (dims, values) = gsure::train::trainer::sample_run(&a.run, a.n, a.seed, &device)?;
+    let (dims, values) = gsure::train::sample_run(&a.run, a.n, a.seed, &device)?;
     gsure::io::image::grid_png(&png, &values, dims, -1.0, 1.0)?;
     let entry = gsure::io::safetensors::Entry { name: "samples".into(), shape: dims.to_vec(), data: &values };
     gsure::io::safetensors::write(&st, &[entry], &serde_json::json!({"run": a.run, "seed": a.seed}))?;

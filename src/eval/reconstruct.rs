@@ -280,7 +280,7 @@ struct Prior {
 }
 
 fn load_prior(run: &Path, device: &Device, h: usize, w: usize) -> Result<Prior> {
-    let (_, config, model, schedule, _) = crate::train::trainer::load_run(run, device)?;
+    let (_, config, model, schedule, _) = crate::train::load_run(run, device)?;
     let r = config.resolution();
     if r != h || r != w {
         bail!(

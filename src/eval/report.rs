@@ -137,7 +137,7 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
-pub use crate::train::trainer::load_run;
+pub use crate::train::load_run;
 
 fn one() -> f64 {
     1.0
@@ -360,7 +360,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
                 for (k, s) in (0..opts.samples).step_by(chunk).enumerate() {
                     let b = chunk.min(opts.samples - s);
                     let seed = crate::nn::layer_seed(opts.seed ^ 0x5a3b_1e55, k as u64);
-                    v.extend(crate::train::trainer::sample(&model, &schedule, train_opts.sampling, b, seed, device)?);
+                    v.extend(crate::train::sample(&model, &schedule, train_opts.sampling, b, seed, device)?);
                 }
                 v
             }

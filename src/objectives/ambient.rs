@@ -28,11 +28,15 @@
 //!
 //! The naive baseline ([`AmbientMode::Naive`]) trains on y as if it were clean: plain EDM loss on every
 //! pixel, no further corruption, no mask input (an all-ones mask if the network has mask channels).
+use super::{corrupted_edm, gather, Objective, StepInputs};
 use crate::autograd::no_grad;
+use crate::corruption::{OpKind, OpSpec};
 use crate::diffusion::samplers::edm_heun_sample;
+use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{Edm, EdmOptions};
-use crate::nn::EdmDenoiser;
+use crate::nn::{EdmDenoiser, Model};
 use crate::ops::{self, layout};
+use crate::train::{Sampling, TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;
@@ -368,4 +372,45 @@ pub fn ambient_sample(
         let mask = mask_input(den, Some(m), x)?;
         den.denoise(x, &vec![sigma; n], mask.as_ref(), None)
     })
+}
+
+/// Ambient Diffusion as the trainer's objective: a mask-conditioned DDPM++ U-Net with EDM, trained on masked
+/// images.
+pub struct Ambient;
+
+impl Objective for Ambient {
+    /// The paper's: pixels dropped with p = 0.6, no noise.
+    fn default_operator(&self) -> Option<OpSpec> {
+        Some(OpSpec { p: Some(0.6), ..OpSpec::new(OpKind::Pixel) })
+    }
+
+    fn check(&self, data: &TrainData, model: &Model, _: &VpSchedule, _: &TrainOptions) -> Result<()> {
+        let (d, den) = corrupted_edm("Ambient", data, model)?;
+        let (extra, c) = (den.net.config.extra_in_channels, d.dims[1]);
+        if !matches!(d.spec.kind, OpKind::Pixel | OpKind::Patch | OpKind::Box) {
+            bail!("--loss ambient learns from masked images; this dataset was made with --op {:?}", d.spec.kind);
+        }
+        if extra != c {
+            bail!("--loss ambient feeds the mask as {c} extra input channels; this configuration has {extra} (use tiny-ambient or ambient-celeba64)");
+        }
+        Ok(())
+    }
+
+    /// The fixed-mask sampler at the dataset's drop rate.
+    fn sampling(&self, data: &TrainData, _: &TrainOptions) -> Sampling {
+        match data {
+            TrainData::Corrupted(d) => Sampling::Ambient { p: d.spec.p.unwrap_or(0.0) },
+            TrainData::Clean(_) => Sampling::Standard,
+        }
+    }
+
+    fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {
+        let (d, den) = corrupted_edm("Ambient", step.data, step.model)?;
+        let (m, shape) = (d.dims[1] * d.dims[2] * d.dims[3], [step.indices.len(), d.dims[1], d.dims[2], d.dims[3]]);
+        let y = Tensor::from_f32(&gather(&d.y, m, step.indices), shape, step.device)?;
+        let a = Tensor::from_f32(&gather(&d.mask, m, step.indices), shape, step.device)?;
+        step.phase.objective();
+        let opts = AmbientOptions { compute: Some(step.compute), mean_over_pixels: true, ..AmbientOptions::default() };
+        ambient_loss(den, &y, &a, step.indices, &opts, step.rng, step.dropout_seed)
+    }
 }

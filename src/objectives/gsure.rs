@@ -25,11 +25,13 @@
 //! the working precision: D(x̄+εb) − D(x̄) carries the rounding of two network evaluations (≈ 1e-7 relative
 //! in f32, ≈ 4e-3 in bf16, and the input x̄_t + εb is itself rounded to the working dtype before the
 //! network sees it), divided by ε. Measured numbers: docs/gsure-divergence.md.
-use crate::corruption::{Basis, SpectralBatch};
+use super::{Objective, StepInputs};
+use crate::corruption::{Basis, CorruptedData, OpKind, OpSpec, SpectralBatch};
 use crate::diffusion::schedule::VpSchedule;
-use crate::nn::{DdimUnet, Prediction};
+use crate::nn::{DdimUnet, Model, Prediction};
 use crate::ops::gsure_loss::{gsure_loss, GsureCoefs};
 use crate::ops::{self, layout};
+use crate::train::{TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::Rng;
@@ -410,4 +412,52 @@ pub fn gsure_step_loss(
         ops::mul_along(&x0, inv_sqrt_ab, 0)
     };
     ops::mean_all(&obj.loss_per_example_prepared(&forward, &batch, &drawn)?)
+}
+
+/// GSURE as the trainer's objective: the DDIM U-Net on the VP schedule, trained on corrupted observations.
+pub struct Gsure;
+
+impl Gsure {
+    fn parts<'a>(data: &'a TrainData, model: &'a Model) -> Result<(&'a CorruptedData, &'a DdimUnet)> {
+        match (data, model) {
+            (TrainData::Corrupted(d), Model::Ddim(net)) => Ok((d, net)),
+            (TrainData::Clean(_), _) => {
+                bail!("--loss gsure trains on corrupted observations: pass --data FILE made by `gsure data make`")
+            }
+            (_, Model::Edm(_)) => bail!(
+                "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, tiny32, tiny-mri32, tiny-mri64, gsure-celeba32 or gsure-mri320"
+            ),
+        }
+    }
+}
+
+impl Objective for Gsure {
+    /// The paper's: 4×4 patches dropped with p = 0.4, σ0 = 0.02.
+    fn default_operator(&self) -> Option<OpSpec> {
+        Some(OpSpec { sigma0: 0.02, p: Some(0.4), patch: Some(4), ..OpSpec::new(OpKind::Patch) })
+    }
+
+    fn check(&self, data: &TrainData, model: &Model, schedule: &VpSchedule, options: &TrainOptions) -> Result<()> {
+        let (d, _) = Gsure::parts(data, model)?;
+        check_config(schedule, d.spec.sigma0 * d.spec.sigma0, options.t_min)
+    }
+
+    fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {
+        let (d, net) = Gsure::parts(step.data, step.model)?;
+        let objective = GsureObjective::for_dtype(step.options.gsure_mode, step.compute);
+        // Built on the host: the objective draws its noise and probe there and uploads everything once.
+        let spectral = d.spectral(step.indices, &Device::Cpu, DType::F32)?;
+        step.phase.objective();
+        gsure_step_loss(
+            net,
+            &objective,
+            &spectral,
+            step.schedule,
+            step.options.t_min,
+            step.rng,
+            step.dropout_seed,
+            step.compute,
+            step.device,
+        )
+    }
 }

@@ -1,9 +1,110 @@
 //! Training objectives for corrupted data (docs/METHODS.md §4): GSURE (observations in spectral coordinates,
 //! DDIM U-Net), Ambient Diffusion (masked images, further corruption, EDM) and Ambient-Tweedie (noisy
-//! images, double Tweedie plus consistency, EDM). Each turns a batch and a network into a loss; the
-//! trainer owns the rest of the step (optimiser, EMA, logging).
+//! images, double Tweedie plus consistency, EDM), beside the two baselines of plain denoising: the oracle on
+//! clean images and the naive one on the observations.
+//!
+//! Each implements [`Objective`], all the trainer knows of it: the data it trains on by default, what it
+//! refuses, how its samples are drawn and the loss of one step. The trainer owns the rest of the step
+//! (optimiser, EMA, logging). [`for_loss`] is the one place that maps `--loss` to an objective.
 pub mod ambient;
 pub mod gsure;
+pub mod supervised;
 pub mod tweedie;
 
 pub use gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective, Noised, ProbeKind};
+
+use crate::corruption::{CorruptedData, OpSpec};
+use crate::diffusion::schedule::VpSchedule;
+use crate::nn::{EdmDenoiser, Model};
+use crate::train::{LossKind, Sampling, TrainData, TrainOptions};
+use crate::{nvtx, DType, Device, Tensor};
+use anyhow::{bail, Result};
+use rand::rngs::StdRng;
+
+/// A training objective as the trainer sees it.
+pub trait Objective: Send + Sync {
+    /// The corruption its paper trains on, applied to the built-in phantoms when no `--data` is given;
+    /// None for an objective that learns from clean images (which also accepts a clean dataset).
+    fn default_operator(&self) -> Option<OpSpec>;
+
+    /// Refuses data, a model or options it cannot train with, naming the flag and the fix; called before the
+    /// run writes anything.
+    fn check(&self, data: &TrainData, model: &Model, schedule: &VpSchedule, options: &TrainOptions) -> Result<()>;
+
+    /// How the run's sample grids are drawn, fixed when the run starts.
+    fn sampling(&self, _data: &TrainData, _options: &TrainOptions) -> Sampling {
+        Sampling::Standard
+    }
+
+    /// The loss of one step, ready for `backward`. It starts in the step's "data" phase and calls
+    /// [`Phase::objective`] once the batch is where the loss reads it.
+    fn loss(&self, step: StepInputs<'_>) -> Result<Tensor>;
+}
+
+/// The objective `--loss` names.
+pub fn for_loss(loss: LossKind) -> Box<dyn Objective> {
+    match loss {
+        LossKind::Supervised => Box::new(supervised::Supervised),
+        LossKind::Naive => Box::new(supervised::Naive),
+        LossKind::Gsure => Box::new(gsure::Gsure),
+        LossKind::Ambient => Box::new(ambient::Ambient),
+        LossKind::Tweedie => Box::new(tweedie::Tweedie),
+    }
+}
+
+/// Everything one step's loss is computed from.
+pub struct StepInputs<'a> {
+    /// Dataset indices of the batch.
+    pub indices: &'a [usize],
+    pub data: &'a TrainData,
+    pub model: &'a Model,
+    pub schedule: &'a VpSchedule,
+    pub options: &'a TrainOptions,
+    /// The step's generator, seeded from (seed, step): every draw of the step comes from it, in a fixed order.
+    pub rng: &'a mut StdRng,
+    /// Turns dropout on, with masks that depend only on (seed, step).
+    pub dropout_seed: Option<u64>,
+    /// What the network computes in (the loss and the master weights stay f32).
+    pub compute: DType,
+    pub device: &'a Device,
+    pub phase: Phase,
+}
+
+/// The step's open NVTX phase: "data" while the batch is gathered and uploaded, then "objective".
+pub struct Phase(Option<nvtx::Range>);
+
+impl Phase {
+    pub fn data() -> Phase {
+        Phase(Some(nvtx::range("data")))
+    }
+
+    /// Ends "data" and opens "objective", which closes with the step's inputs.
+    pub fn objective(&mut self) {
+        // Ranges nest push/pop: "data" must pop before "objective" pushes.
+        self.0 = None;
+        self.0 = Some(nvtx::range("objective"));
+    }
+}
+
+/// The rows `indices` of `values`, `per_item` values each.
+fn gather(values: &[f32], per_item: usize, indices: &[usize]) -> Vec<f32> {
+    indices.iter().flat_map(|&i| values[i * per_item..(i + 1) * per_item].iter().copied()).collect()
+}
+
+/// The corrupted dataset and the EDM denoiser that Ambient and Tweedie (`name`, as `--loss` prints it in
+/// these messages) train.
+fn corrupted_edm<'a>(
+    name: &str,
+    data: &'a TrainData,
+    model: &'a Model,
+) -> Result<(&'a CorruptedData, &'a EdmDenoiser)> {
+    let TrainData::Corrupted(d) = data else {
+        bail!("--loss {name} trains on corrupted observations: pass --data FILE made by `gsure data make`");
+    };
+    let Model::Edm(den) = model else {
+        bail!(
+            "--loss {name} trains the DDPM++ U-Net with EDM; choose an EDM configuration (tiny-ambient, tiny-edm, ...)"
+        );
+    };
+    Ok((d, den))
+}

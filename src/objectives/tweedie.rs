@@ -35,11 +35,15 @@
 //! Sampling ([`tweedie_sample`]): truncated (EDM Heun from σ_max down to σ_n, output D(x; σ_n)) or full
 //! (down to σ_min; meaningful after consistency training).
 use super::ambient::mix;
+use super::{corrupted_edm, gather, Objective, StepInputs};
 use crate::autograd::no_grad;
+use crate::corruption::{OpKind, OpSpec};
 use crate::diffusion::samplers::edm_heun_sample;
+use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{Edm, EdmOptions};
-use crate::nn::EdmDenoiser;
+use crate::nn::{EdmDenoiser, Model};
 use crate::ops::{self, layout};
+use crate::train::{Sampling, TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;
@@ -474,4 +478,57 @@ pub fn tweedie_sample(
     let shape = [n, cfg.in_channels, cfg.resolution, cfg.resolution];
     let f = edm_closure(den, None);
     tweedie_sample_with(&den.edm, opts, mode, shape, dtype, device, rng, |x, s| f(x, &vec![s; n]))
+}
+
+/// Ambient-Tweedie as the trainer's objective: a DDPM++ U-Net without mask channels and with EDM, trained on
+/// noisy images (with `--consistency W`, also below σ_n).
+pub struct Tweedie;
+
+impl Objective for Tweedie {
+    /// The paper's: Gaussian noise σ_n = 0.1 on [-1, 1] images.
+    fn default_operator(&self) -> Option<OpSpec> {
+        Some(OpSpec { sigma0: 0.1, ..OpSpec::new(OpKind::Noise) })
+    }
+
+    fn check(&self, data: &TrainData, model: &Model, _: &VpSchedule, _: &TrainOptions) -> Result<()> {
+        let (d, den) = corrupted_edm("Tweedie", data, model)?;
+        let extra = den.net.config.extra_in_channels;
+        if d.spec.kind != OpKind::Noise {
+            bail!(
+                "--loss tweedie learns from noisy images (--op noise); this dataset was made with --op {:?}",
+                d.spec.kind
+            );
+        }
+        if d.spec.sigma0 <= 0.0 {
+            bail!("--loss tweedie needs noisy data: the dataset's sigma0 is 0");
+        }
+        if extra != 0 {
+            bail!("--loss tweedie uses a network without mask channels; this configuration has {extra} (use tiny-edm)");
+        }
+        Ok(())
+    }
+
+    /// Truncated at the dataset's σ_n, or full once consistency training has taught the network below it.
+    fn sampling(&self, data: &TrainData, options: &TrainOptions) -> Sampling {
+        match data {
+            TrainData::Corrupted(d) => Sampling::Tweedie { sigma_n: d.spec.sigma0, full: options.consistency > 0.0 },
+            TrainData::Clean(_) => Sampling::Standard,
+        }
+    }
+
+    fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {
+        let (d, den) = corrupted_edm("Tweedie", step.data, step.model)?;
+        let (m, b) = (d.dims[1] * d.dims[2] * d.dims[3], step.indices.len());
+        let y = Tensor::from_f32(&gather(&d.y, m, step.indices), [b, d.dims[1], d.dims[2], d.dims[3]], step.device)?;
+        step.phase.objective();
+        let weight = step.options.consistency;
+        let consistency = (weight > 0.0).then(|| ConsistencyOptions { weight, ..ConsistencyOptions::default() });
+        let opts = TweedieOptions {
+            compute: Some(step.compute),
+            mean_over_pixels: true,
+            consistency,
+            ..TweedieOptions::default()
+        };
+        tweedie_loss(den, &y, &vec![d.spec.sigma0; b], &opts, step.rng, step.dropout_seed)
+    }
 }

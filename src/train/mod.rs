@@ -1,8 +1,17 @@
-//! Training machinery: the optimiser, EMA, gradient clipping, checkpoints and the trainer loop.
+//! Training machinery: the run's options and data, the optimiser, EMA, gradient clipping, checkpoints, the
+//! run directory, sampling and the trainer loop.
 pub mod checkpoint;
+pub mod data;
 pub mod loss_curve;
 pub mod optim;
+pub mod options;
+pub mod run_dir;
+pub mod sampling;
 pub mod trainer;
 
+pub use data::{load_train_data, TrainData};
 pub use optim::{clip_gate, clip_grad_norm, AdamConfig, AdamW, Ema, GateValues, GateWorkspace, StepGate};
-pub use trainer::{LossKind, TrainOptions, TrainSummary, Trainer};
+pub use options::{LossKind, Sampling, TrainOptions};
+pub use run_dir::RunDir;
+pub use sampling::{load_run, sample, sample_run};
+pub use trainer::{TrainSummary, Trainer};

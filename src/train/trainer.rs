@@ -3,338 +3,24 @@
 //! loss curve. Every step draws its randomness from (seed, step), so a resumed run repeats exactly what an
 //! uninterrupted one would have done.
 use super::checkpoint;
+use super::data::TrainData;
 use super::optim::{clip_gate, AdamConfig, AdamW, Ema, GateWorkspace};
-use crate::corruption::make::CorruptedData;
+use super::options::TrainOptions;
+use super::run_dir::{repair_log, RunDir};
+use super::sampling::sample;
 use crate::data::loader::{Loader, LoaderOptions};
-use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
-use crate::diffusion::{ddim_sample, DdimOptions};
-use crate::diffusion::{edm_heun_sample, EdmOptions};
-use crate::nn::{Model, ModelConfig, Prediction};
+use crate::nn::{Model, ModelConfig};
 use crate::nvtx;
-use crate::objectives::ambient::{ambient_loss, ambient_sample, AmbientOptions, AmbientSampleOptions};
-use crate::objectives::gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective};
-use crate::objectives::tweedie::{tweedie_loss, tweedie_sample, ConsistencyOptions, TweedieOptions, TweedieSampling};
-use crate::{backward, no_grad, ops, DType, Device, ParamStore, Tensor};
+use crate::objectives::{Objective, Phase, StepInputs};
+use crate::{backward, no_grad, DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
+use rand::SeedableRng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// The training objective (`--loss`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LossKind {
-    /// Plain denoising on clean images (the oracle baseline; with a corrupted dataset it uses the file's
-    /// clean images, which only the oracle may see).
-    Supervised,
-    /// GSURE on the corrupted observations (DDIM U-Net, VP schedule).
-    Gsure,
-    /// The naive baseline: plain denoising on the zero-filled observations as if they were clean images.
-    Naive,
-    /// Ambient Diffusion on masked images (DDPM++ U-Net with mask channels, EDM).
-    Ambient,
-    /// Ambient-Tweedie on noisy images (DDPM++ U-Net, EDM), with `--consistency W` below σ_n.
-    Tweedie,
-}
-
-/// How a run's sample grids are drawn, fixed when the run starts.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Sampling {
-    /// DDIM (VP family) or EDM Heun with fully observed mask channels.
-    #[default]
-    Standard,
-    /// Ambient's fixed-mask sampler: masks keep a pixel with probability (1 − p)(1 − δ).
-    Ambient { p: f64 },
-    /// Truncated Tweedie sampling to σ_n (Full after consistency training).
-    Tweedie { sigma_n: f64, full: bool },
-}
-
-/// What a run trains on: clean images, or a corrupted dataset (observations, masks and, for evaluation
-/// and the oracle only, the clean images).
-pub enum TrainData {
-    Clean(ImageSet),
-    Corrupted(CorruptedData),
-}
-
-impl From<ImageSet> for TrainData {
-    fn from(d: ImageSet) -> Self {
-        TrainData::Clean(d)
-    }
-}
-
-impl TrainData {
-    pub fn len(&self) -> usize {
-        match self {
-            TrainData::Clean(d) => d.len(),
-            TrainData::Corrupted(d) => d.len(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// [N, C, H, W] of what the network sees (spectral channels for corrupted data).
-    pub fn dims(&self) -> [usize; 4] {
-        match self {
-            TrainData::Clean(d) => d.dims,
-            TrainData::Corrupted(d) => d.dims,
-        }
-    }
-    /// The zero-filled observations H† y of `indices` in image space, for the naive baseline: the
-    /// observations themselves for pixel-basis operators, and the inverse FFT of the zero-filled k-space
-    /// (the aliased complex image) for MRI.
-    fn observed(&self, indices: &[usize]) -> Result<Vec<f32>> {
-        match self {
-            TrainData::Corrupted(d) => {
-                let m = d.dims[1] * d.dims[2] * d.dims[3];
-                let y: Vec<f32> = indices.iter().flat_map(|&i| d.y[i * m..(i + 1) * m].iter().copied()).collect();
-                if d.spec.kind != crate::corruption::OpKind::Mri {
-                    return Ok(y);
-                }
-                let k = Tensor::from_f32(&y, [indices.len(), d.dims[1], d.dims[2], d.dims[3]], &Device::Cpu)?;
-                crate::no_grad(|| ops::fft::ifft2c(&k))?.to_vec_f32()
-            }
-            TrainData::Clean(_) => bail!("--loss naive trains on corrupted observations: pass --data FILE"),
-        }
-    }
-    /// The clean images of `indices`, for the supervised objective.
-    fn clean(&self, indices: &[usize]) -> Result<Vec<f32>> {
-        match self {
-            TrainData::Clean(d) => Ok(d.gather(indices)),
-            TrainData::Corrupted(d) => {
-                let Some((values, dims)) = &d.clean else {
-                    bail!("--loss supervised needs clean images, and this corrupted dataset has none");
-                };
-                let m = dims[1] * dims[2] * dims[3];
-                let picked: Vec<f32> =
-                    indices.iter().flat_map(|&i| values[i * m..(i + 1) * m].iter().copied()).collect();
-                // MRI observes real images through complex k-space: the oracle learns them as complex images.
-                let images = ImageSet { images: picked, dims: [indices.len(), dims[1], dims[2], dims[3]] };
-                let images = images.for_model_channels(d.dims[1]).with_context(|| {
-                    format!("--loss supervised: the clean images {dims:?} do not match the observations {:?}", d.dims)
-                })?;
-                if images.dims[2..] != d.dims[2..] {
-                    bail!("--loss supervised: the clean images {dims:?} do not match the observations {:?}", d.dims);
-                }
-                Ok(images.images)
-            }
-        }
-    }
-}
-
-/// The data a run trains on: the dataset at `path` (clean or corrupted, by its metadata), or else the
-/// built-in phantoms at the model's resolution, corrupted for a corrupted-data loss by its paper's operator.
-pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &ModelConfig) -> Result<TrainData> {
-    let wants_corrupted = options.loss != LossKind::Supervised;
-    match path {
-        Some(p) => {
-            let kind = crate::data::dataset::kind_of(p)?;
-            if kind.as_deref() == Some("corrupted") {
-                Ok(TrainData::Corrupted(CorruptedData::open(p)?))
-            } else if wants_corrupted {
-                bail!(
-                    "{}: --loss {:?} trains on corrupted observations, and this is a clean dataset; make one with \
-                     `gsure data make --source {} --op ... --out FILE`",
-                    p.display(),
-                    options.loss,
-                    p.display()
-                )
-            } else {
-                Ok(TrainData::Clean(crate::data::load_clean(p)?))
-            }
-        }
-        None => {
-            let clean = crate::data::phantoms(options.phantoms, model.resolution(), 1234);
-            if !wants_corrupted {
-                return Ok(TrainData::Clean(clean));
-            }
-            use crate::corruption::{OpKind, OpSpec};
-            let spec = match options.loss {
-                // Ambient Diffusion's setting: pixels dropped with p = 0.6, no noise.
-                LossKind::Ambient => OpSpec { p: Some(0.6), ..OpSpec::new(OpKind::Pixel) },
-                // Ambient-Tweedie's: Gaussian noise σ_n = 0.1 on [-1, 1] images.
-                LossKind::Tweedie => OpSpec { sigma0: 0.1, ..OpSpec::new(OpKind::Noise) },
-                // GSURE's: 4×4 patches dropped with p = 0.4, σ0 = 0.02.
-                _ => OpSpec { sigma0: 0.02, p: Some(0.4), patch: Some(4), ..OpSpec::new(OpKind::Patch) },
-            };
-            let name = format!("phantoms(n={}, size={}, seed=1234)", options.phantoms, model.resolution());
-            Ok(TrainData::Corrupted(crate::corruption::make::make_dataset(&clean, &spec, options.seed, &name)?))
-        }
-    }
-}
-
-/// Ambient needs masked images and a mask-conditioned DDPM++; Tweedie noisy images and a plain DDPM++.
-fn check_edm_objective(loss: LossKind, data: &TrainData, model: &Model) -> Result<()> {
-    let TrainData::Corrupted(d) = data else {
-        bail!("--loss {loss:?} trains on corrupted observations: pass --data FILE made by `gsure data make`");
-    };
-    let Model::Edm(den) = model else {
-        bail!("--loss {loss:?} trains the DDPM++ U-Net with EDM; choose an EDM configuration (tiny-ambient, tiny-edm, ...)");
-    };
-    let (extra, c) = (den.net.config.extra_in_channels, d.dims[1]);
-    use crate::corruption::OpKind;
-    match loss {
-        LossKind::Ambient => {
-            if !matches!(d.spec.kind, OpKind::Pixel | OpKind::Patch | OpKind::Box) {
-                bail!("--loss ambient learns from masked images; this dataset was made with --op {:?}", d.spec.kind);
-            }
-            if extra != c {
-                bail!("--loss ambient feeds the mask as {c} extra input channels; this configuration has {extra} (use tiny-ambient or ambient-celeba64)");
-            }
-        }
-        _ => {
-            if d.spec.kind != OpKind::Noise {
-                bail!(
-                    "--loss tweedie learns from noisy images (--op noise); this dataset was made with --op {:?}",
-                    d.spec.kind
-                );
-            }
-            if d.spec.sigma0 <= 0.0 {
-                bail!("--loss tweedie needs noisy data: the dataset's sigma0 is 0");
-            }
-            if extra != 0 {
-                bail!("--loss tweedie uses a network without mask channels; this configuration has {extra} (use tiny-edm)");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Batches of indices only: the training thread reads what it needs for them.
-struct IndexSource(usize);
-
-impl crate::data::loader::Source for IndexSource {
-    fn len(&self) -> usize {
-        self.0
-    }
-    fn gather(&self, _: &[usize]) -> Vec<crate::data::loader::HostTensor> {
-        Vec::new()
-    }
-}
-
-/// Everything that defines a run; stored in every checkpoint.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainOptions {
-    pub config: String,
-    pub steps: u64,
-    pub batch: usize,
-    pub lr: f64,
-    pub warmup: u64,
-    pub grad_clip: f64,
-    pub ema_decay: f64,
-    pub seed: u64,
-    pub checkpoint_every: u64,
-    pub sample_every: u64,
-    pub log_every: u64,
-    pub bf16: bool,
-    pub loss: LossKind,
-    /// GSURE's loss mode (`ybar`, `xt`, `reference`).
-    #[serde(default)]
-    pub gsure_mode: GsureMode,
-    /// Smallest timestep GSURE trains (0: all).
-    #[serde(default)]
-    pub t_min: usize,
-    /// Weight of Ambient-Tweedie's consistency loss (0: off).
-    #[serde(default)]
-    pub consistency: f64,
-    /// How sample grids are drawn (set from the data when the run starts).
-    #[serde(default)]
-    pub sampling: Sampling,
-    pub beta_start: f64,
-    /// Number of built-in phantoms when no data file is given.
-    pub phantoms: usize,
-}
-
-impl TrainOptions {
-    /// Refuses settings no run can train with, naming the flag and the fix (before anything is written).
-    pub fn validate(&self) -> Result<()> {
-        if self.batch == 0 {
-            bail!("--batch 0: a step needs at least one image; pass --batch 1 or more");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("--lr {}: the learning rate must be a positive number such as 2e-4", self.lr);
-        }
-        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
-            bail!("grad_clip {}: the clipping norm must be ≥ 0 (0 turns clipping off)", self.grad_clip);
-        }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            bail!("ema_decay {}: the EMA decay must be in [0, 1), such as 0.9999", self.ema_decay);
-        }
-        if !(self.beta_start.is_finite() && self.beta_start > 0.0) {
-            bail!("--beta-start {}: β_start must be a positive number such as 1e-4", self.beta_start);
-        }
-        if !(self.consistency.is_finite() && self.consistency >= 0.0) {
-            bail!("--consistency {}: the consistency weight must be ≥ 0 (0 turns it off)", self.consistency);
-        }
-        Ok(())
-    }
-
-    /// β_start of the VP schedule for `data` when none was chosen: for corrupted data the GSURE paper's
-    /// σ0², which the top-up noising needs at every t (s_t² ≥ σ0²), when larger than the configuration's.
-    pub fn default_beta_start(&self, data: &TrainData) -> f64 {
-        match data {
-            TrainData::Corrupted(d) => (d.spec.sigma0 * d.spec.sigma0).max(self.beta_start),
-            _ => self.beta_start,
-        }
-    }
-
-    /// Defaults for a configuration: the papers' settings (docs/METHODS.md §8) for the big models, quick ones
-    /// for the `tiny` models.
-    pub fn for_config(config: &str) -> Self {
-        let tiny = config.starts_with("tiny");
-        let (batch, lr) = match config {
-            c if c.starts_with("tiny") => (16, 1e-3),
-            "ambient-celeba64" => (256, 2e-4),
-            "edm-ddpmpp-cifar10" => (512, 1e-3),
-            "gsure-mri320" => (32, 1e-5),
-            _ => (128, 5e-5),
-        };
-        TrainOptions {
-            config: config.to_string(),
-            steps: if tiny { 600 } else { 180_000 },
-            batch,
-            lr,
-            warmup: if tiny { 50 } else { 1000 },
-            grad_clip: 1.0,
-            ema_decay: if tiny { 0.99 } else { 0.9999 },
-            seed: 0,
-            checkpoint_every: if tiny { 200 } else { 5000 },
-            sample_every: if tiny { 300 } else { 10_000 },
-            log_every: if tiny { 20 } else { 100 },
-            bf16: false,
-            loss: LossKind::Supervised,
-            gsure_mode: GsureMode::default(),
-            t_min: 0,
-            consistency: 0.0,
-            sampling: Sampling::Standard,
-            beta_start: 1e-4,
-            phantoms: 512,
-        }
-    }
-}
-
-/// Paths inside a run directory.
-pub struct RunDir(pub PathBuf);
-
-impl RunDir {
-    pub fn checkpoint(&self) -> PathBuf {
-        self.0.join("checkpoint.safetensors")
-    }
-    pub fn log(&self) -> PathBuf {
-        self.0.join("log.jsonl")
-    }
-    pub fn loss_plot(&self) -> PathBuf {
-        self.0.join("loss.png")
-    }
-    pub fn samples(&self, step: u64) -> PathBuf {
-        self.0.join(format!("samples_{step:07}.png"))
-    }
-}
 
 /// What happened to a run, for the CLI to report.
 #[derive(Debug)]
@@ -356,38 +42,13 @@ pub struct Trainer {
     pub schedule: VpSchedule,
     pub step: u64,
     pub data: Arc<TrainData>,
-    gsure: Option<GsureObjective>,
+    objective: Box<dyn Objective>,
     /// Device buffers of the step gate (gradient norm, clip scale, skip), reused every step.
     gate: GateWorkspace,
     /// Batches in a per-epoch shuffled order that depends only on (seed, epoch), prepared on a background
     /// thread; a resumed run starts at the epoch and batch where the step count puts it.
     loader: Loader,
     pub run: RunDir,
-}
-
-/// Makes a run's log agree with its checkpoint before a (resumed) run appends to it: keeps the complete
-/// records of steps 1..=`step` and drops the rest (a partial last line left by a kill, and the records of
-/// steps after the checkpoint, which the resumed run replays). Rewritten through a temporary file and a
-/// rename only when something is dropped.
-fn repair_log(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let mut kept = String::with_capacity(text.len());
-    let mut dropped = false;
-    for line in text.split_inclusive('\n') {
-        let record_step = line
-            .strip_suffix('\n')
-            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .and_then(|v| v["step"].as_u64());
-        match record_step {
-            Some(s) if s <= step => kept.push_str(line),
-            _ => dropped = true,
-        }
-    }
-    if dropped {
-        crate::io::outputs::write_atomic(path, kept.as_bytes())
-            .with_context(|| format!("repairing {} to the checkpoint's step {step}", path.display()))?;
-    }
-    Ok(())
 }
 
 fn mix(seed: u64, step: u64) -> u64 {
@@ -463,38 +124,13 @@ impl Trainer {
         if options.batch > data.len() {
             bail!("--batch {} is larger than the dataset ({} images); lower --batch", options.batch, data.len());
         }
-        let compute = if options.bf16 { DType::BF16 } else { DType::F32 };
-        let gsure = match (&data, options.loss, &model) {
-            (_, LossKind::Supervised | LossKind::Naive, _) => None,
-            (TrainData::Corrupted(d), LossKind::Gsure, Model::Ddim(_)) => {
-                check_config(&schedule, d.spec.sigma0 * d.spec.sigma0, options.t_min)?;
-                Some(GsureObjective::for_dtype(options.gsure_mode, compute))
-            }
-            (TrainData::Clean(_), LossKind::Gsure, _) => {
-                bail!("--loss gsure trains on corrupted observations: pass --data FILE made by `gsure data make`")
-            }
-            (_, LossKind::Gsure, Model::Edm(_)) => bail!(
-                "--loss gsure trains the DDIM U-Net on the VP schedule; choose --config tiny, tiny32, tiny-mri32, tiny-mri64, gsure-celeba32 or gsure-mri320"
-            ),
-            (data, LossKind::Ambient | LossKind::Tweedie, model) => {
-                check_edm_objective(options.loss, data, model)?;
-                None
-            }
-        };
+        let objective = crate::objectives::for_loss(options.loss);
+        objective.check(&data, &model, &schedule, &options)?;
         if !resume {
-            options.sampling = match (&data, options.loss) {
-                (TrainData::Corrupted(d), LossKind::Ambient) => Sampling::Ambient { p: d.spec.p.unwrap_or(0.0) },
-                (TrainData::Corrupted(d), LossKind::Tweedie) => {
-                    Sampling::Tweedie { sigma_n: d.spec.sigma0, full: options.consistency > 0.0 }
-                }
-                _ => Sampling::Standard,
-            };
+            options.sampling = objective.sampling(&data, &options);
         }
         let per_epoch = (data.len() / options.batch) as u64;
-        let source: Arc<dyn crate::data::loader::Source> = match &data {
-            TrainData::Clean(d) => Arc::new(d.clone()),
-            TrainData::Corrupted(d) => Arc::new(IndexSource(d.len())),
-        };
+        let source = data.loader_source();
         let data = Arc::new(data);
         let loader = Loader::new(
             source,
@@ -524,7 +160,7 @@ impl Trainer {
             schedule,
             step,
             data,
-            gsure,
+            objective,
             gate: GateWorkspace::default(),
             loader,
             run,
@@ -544,110 +180,20 @@ impl Trainer {
         let _step = nvtx::range("step");
         let o = &self.options;
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
-        let [_, c, h, w] = self.data.dims();
-        let b = o.batch;
-        let data = nvtx::range("data");
+        let phase = Phase::data();
         let batch = self.loader.next().context("the data loader stopped")?;
-        let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
-        let dropout_seed = Some(mix(o.seed, self.step) ^ 1);
-        if let (Some(objective), TrainData::Corrupted(d), Model::Ddim(net)) = (&self.gsure, &*self.data, &self.model) {
-            // Built on the host: the objective draws its noise and probe there and uploads everything once.
-            let spectral = d.spectral(&batch.indices, &Device::Cpu, DType::F32)?;
-            drop(data);
-            let range = nvtx::range("objective");
-            let loss = gsure_step_loss(
-                net,
-                objective,
-                &spectral,
-                &self.schedule,
-                o.t_min,
-                &mut rng,
-                dropout_seed,
-                compute,
-                &self.device,
-            )?;
-            drop(range);
-            return self.finish_step(loss);
-        }
-        if let (LossKind::Ambient | LossKind::Tweedie, TrainData::Corrupted(d), Model::Edm(den)) =
-            (o.loss, &*self.data, &self.model)
-        {
-            let m = d.dims[1] * d.dims[2] * d.dims[3];
-            let gather = |v: &[f32]| -> Vec<f32> {
-                batch.indices.iter().flat_map(|&i| v[i * m..(i + 1) * m].iter().copied()).collect()
-            };
-            let y = Tensor::from_f32(&gather(&d.y), [b, c, h, w], &self.device)?;
-            let a = match o.loss {
-                LossKind::Ambient => Some(Tensor::from_f32(&gather(&d.mask), [b, c, h, w], &self.device)?),
-                _ => None,
-            };
-            drop(data);
-            let range = nvtx::range("objective");
-            let loss = if let Some(a) = a {
-                let opts =
-                    AmbientOptions { compute: Some(compute), mean_over_pixels: true, ..AmbientOptions::default() };
-                ambient_loss(den, &y, &a, &batch.indices, &opts, &mut rng, dropout_seed)?
-            } else {
-                let consistency = (o.consistency > 0.0)
-                    .then(|| ConsistencyOptions { weight: o.consistency, ..ConsistencyOptions::default() });
-                let opts = TweedieOptions {
-                    compute: Some(compute),
-                    mean_over_pixels: true,
-                    consistency,
-                    ..TweedieOptions::default()
-                };
-                tweedie_loss(den, &y, &vec![d.spec.sigma0; b], &opts, &mut rng, dropout_seed)?
-            };
-            drop(range);
-            return self.finish_step(loss);
-        }
-        let images = match o.loss {
-            LossKind::Naive => self.data.observed(&batch.indices)?,
-            _ => self.data.clean(&batch.indices)?,
-        };
-        let x0 = Tensor::from_f32(&images, [b, c, h, w], &self.device)?;
-        let eps = Tensor::randn([b, c, h, w], DType::F32, &self.device, &mut rng)?;
-        drop(data);
-        let objective = nvtx::range("objective");
-        let loss = match &self.model {
-            // VP: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, plain MSE against x0 or ε.
-            Model::Ddim(net) => {
-                let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..self.schedule.steps())).collect();
-                let coef = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-                    let v: Vec<f32> = ts.iter().map(|&t| f(self.schedule.alpha_bar(t)) as f32).collect();
-                    Tensor::from_f32(&v, [b], &self.device)
-                };
-                let x_t = ops::add(
-                    &ops::mul_along(&x0, &coef(&|a| a.sqrt())?, 0)?,
-                    &ops::mul_along(&eps, &coef(&|a| (1.0 - a).sqrt())?, 0)?,
-                )?;
-                let t = Tensor::from_f32(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b], &self.device)?;
-                let pred = net.forward(&x_t.to_dtype(compute)?, &t, dropout_seed)?.to_dtype(DType::F32)?;
-                let target = match net.config.prediction {
-                    Prediction::X0 => &x0,
-                    Prediction::Eps => &eps,
-                };
-                ops::mean_all(&ops::square(&ops::sub(&pred, target)?)?)?
-            }
-            // EDM: x_t = x0 + σ n with ln σ ~ N(P_mean, P_std²); loss λ(σ) · mean over pixels of (D − x0)²,
-            // averaged over the batch (EDM sums over pixels; the constant factor does not matter to Adam).
-            Model::Edm(den) => {
-                let sigma: Vec<f64> = (0..b).map(|_| den.edm.sample_sigma(&mut rng)).collect();
-                let per_example = |v: Vec<f64>| Tensor::from_f64(&v, [b], DType::F32, &self.device);
-                let x_t = ops::add(&x0, &ops::mul_along(&eps, &per_example(sigma.clone())?, 0)?)?;
-                let extra = den.net.config.extra_in_channels;
-                // Clean data is fully observed: the mask channels (if any) are all ones.
-                let mask =
-                    if extra > 0 { Some(Tensor::full([b, extra, h, w], 1.0, compute, &self.device)?) } else { None };
-                let d =
-                    den.denoise(&x_t.to_dtype(compute)?, &sigma, mask.as_ref(), dropout_seed)?.to_dtype(DType::F32)?;
-                let sq = ops::sum_per_example(&ops::square(&ops::sub(&d, &x0)?)?)?;
-                let m = (c * h * w) as f64;
-                let weights = per_example(sigma.iter().map(|&s| den.edm.loss_weight(s) / (m * b as f64)).collect())?;
-                ops::sum_all(&ops::mul(&sq, &weights)?)?
-            }
-        };
-        drop(objective);
+        let loss = self.objective.loss(StepInputs {
+            indices: &batch.indices,
+            data: &self.data,
+            model: &self.model,
+            schedule: &self.schedule,
+            options: o,
+            rng: &mut rng,
+            dropout_seed: Some(mix(o.seed, self.step) ^ 1),
+            compute: if o.bf16 { DType::BF16 } else { DType::F32 },
+            device: &self.device,
+            phase,
+        })?;
         self.finish_step(loss)
     }
 
@@ -786,105 +332,4 @@ impl Trainer {
         }
         Ok(())
     }
-}
-
-/// Samples from a trained network: DDIM (50 steps) for the VP family, EDM Heun (18 steps) for EDM.
-/// Returns [n, C, H, W] f32 values.
-pub fn sample(
-    model: &Model,
-    schedule: &VpSchedule,
-    sampling: Sampling,
-    n: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<Vec<f32>> {
-    let _range = nvtx::range("sample");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let x = match (model, sampling) {
-        (Model::Edm(den), Sampling::Ambient { p }) => {
-            let opts = AmbientSampleOptions { p, ..AmbientSampleOptions::default() };
-            ambient_sample(den, &opts, n, DType::F32, device, &mut rng)?.0
-        }
-        (Model::Edm(den), Sampling::Tweedie { sigma_n, full }) => {
-            let mode = if full { TweedieSampling::Full } else { TweedieSampling::Truncated { sigma_n } };
-            tweedie_sample(den, EdmOptions::default(), mode, n, DType::F32, device, &mut rng)?
-        }
-        (model, _) => sample_standard(model, schedule, n, &mut rng, device)?,
-    };
-    x.to_vec_f32()
-}
-
-fn sample_standard(
-    model: &Model,
-    schedule: &VpSchedule,
-    n: usize,
-    rng: &mut StdRng,
-    device: &Device,
-) -> Result<Tensor> {
-    let x = match model {
-        Model::Ddim(net) => {
-            let c = &net.config;
-            let shape = [n, c.in_channels, c.resolution, c.resolution];
-            ddim_sample(schedule, DdimOptions::default(), shape, DType::F32, device, rng, |x, t| {
-                let tt = Tensor::full([n], t as f64, DType::F32, device)?;
-                let out = net.forward(x, &tt, None)?;
-                match c.prediction {
-                    Prediction::X0 => Ok(out),
-                    Prediction::Eps => {
-                        let ab = schedule.alpha_bar(t);
-                        crate::diffusion::samplers::lincomb(&[
-                            (1.0 / ab.sqrt(), x),
-                            (-(1.0 - ab).sqrt() / ab.sqrt(), &out),
-                        ])
-                    }
-                }
-            })?
-        }
-        Model::Edm(den) => {
-            let c = &den.net.config;
-            let shape = [n, c.in_channels, c.resolution, c.resolution];
-            let mask = if c.extra_in_channels > 0 {
-                Some(Tensor::full([n, c.extra_in_channels, c.resolution, c.resolution], 1.0, DType::F32, device)?)
-            } else {
-                None
-            };
-            edm_heun_sample(&den.edm, EdmOptions::default(), shape, DType::F32, device, rng, |x, sigma| {
-                den.denoise(x, &vec![sigma; n], mask.as_ref(), None)
-            })?
-        }
-    };
-    Ok(x)
-}
-
-/// The run in `run_dir` with its EMA weights loaded: (options, model configuration, model, VP schedule,
-/// step of the checkpoint).
-pub fn load_run(
-    run_dir: &Path,
-    device: &Device,
-) -> Result<(TrainOptions, ModelConfig, Model, VpSchedule, Option<u64>)> {
-    let run = RunDir(run_dir.to_path_buf());
-    if !run.checkpoint().exists() {
-        bail!(
-            "{} holds no checkpoint.safetensors; train first (gsure train --out {})",
-            run_dir.display(),
-            run_dir.display()
-        );
-    }
-    let meta = checkpoint::read_meta(&run.checkpoint())?;
-    let options: TrainOptions = serde_json::from_value(meta["options"].clone())
-        .with_context(|| format!("{}: metadata field \"options\" is unreadable", run.checkpoint().display()))?;
-    let config = ModelConfig::by_name(&options.config)?;
-    let mut params = ParamStore::new();
-    let model = Model::new(&config, &mut params, 0, device)?;
-    checkpoint::load_weights(&run.checkpoint(), &params, "ema")?;
-    let schedule = VpSchedule::linear(options.beta_start)?;
-    Ok((options, config, model, schedule, meta["step"].as_u64()))
-}
-
-/// Samples `n` images from the EMA weights of the run in `run_dir`: ([n, C, H, W], values).
-pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Result<([usize; 4], Vec<f32>)> {
-    let (options, config, model, schedule, _) = load_run(run_dir, device)?;
-    let values = sample(&model, &schedule, options.sampling, n, seed, device)?;
-    let r = config.resolution();
-    Ok(([n, config.image_channels(), r, r], values))
 }
