@@ -52,6 +52,11 @@ const GRAD_CASES: &[Case] = &[
     (1, 2, 4, 4, 2, 5, 1, 2),
     (5, 2, 5, 4, 3, 3, 1, 1), // several images: dW sums over the batch
     (1, 2, 6, 7, 2, 1, 2, 0), // 1x1 stride 2: odd rows/cols never reached, their dx is 0
+    // small images, a batch that does not divide evenly: several images share each CPU GEMM, the last
+    // group shorter (3×3, 1×1 and stride 2)
+    (7, 2, 4, 3, 3, 3, 1, 1),
+    (7, 3, 4, 4, 2, 1, 1, 0),
+    (7, 2, 5, 4, 3, 3, 2, 1),
 ];
 
 #[test]
@@ -80,6 +85,10 @@ fn forward_matches_naive_loops() {
         (2, 4, 6, 6, 3, 1, 1, 0),
         (1, 2, 8, 7, 3, 3, 2, 0),
         (2, 3, 5, 4, 2, 3, 1, 3), // padding wider than the kernel reach
+        // images side by side in one GEMM (small images, uneven groups), as in GRAD_CASES
+        (9, 3, 5, 4, 4, 3, 1, 1),
+        (9, 4, 6, 6, 3, 1, 1, 0),
+        (9, 3, 7, 5, 2, 3, 2, 1),
     ];
     for (i, &case) in cases.iter().enumerate() {
         let t = inputs(case, 100 + i as u64);

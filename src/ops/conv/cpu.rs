@@ -18,14 +18,15 @@ fn valid_columns(g: &Geom, kw: usize) -> (usize, usize) {
     (lo.min(g.wo), hi)
 }
 
-/// col[(c*K + kh)*K + kw][oh*W_out + ow] = x[c, oh*s - p + kh, ow*s - p + kw] (0 outside the image).
-fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
+/// col[(c*K + kh)*K + kw][oh*W_out + ow] = x[c, oh*s - p + kh, ow*s - p + kw] (0 outside the image), row r
+/// of `col` starting at r·ld.
+fn im2col<T: Real>(g: &Geom, x: &[T], col: &mut [T], ld: usize) {
     let (q, k) = (g.ho * g.wo, g.k);
     for c in 0..g.c {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for kh in 0..k {
             for kw in 0..k {
-                let row = &mut col[((c * k + kh) * k + kw) * q..][..q];
+                let row = &mut col[((c * k + kh) * k + kw) * ld..][..q];
                 let (lo, hi) = valid_columns(g, kw);
                 for oh in 0..g.ho {
                     let ih = (oh * g.stride + kh) as isize - g.pad as isize;
@@ -90,13 +91,13 @@ fn zero_wrapped<T: Real>(g: &Geom, row: &mut [T], start: usize, end: usize, (lo,
 }
 
 /// im2col for [`keeps_size`] geometry: one copy per row plus the wrapped edges, instead of one per image row.
-fn im2col_same<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
+fn im2col_same<T: Real>(g: &Geom, x: &[T], col: &mut [T], ld: usize) {
     let (hw, k) = (g.h * g.w, g.k);
     for c in 0..g.c {
         let plane = &x[c * hw..(c + 1) * hw];
         for kh in 0..k {
             for kw in 0..k {
-                let row = &mut col[((c * k + kh) * k + kw) * hw..][..hw];
+                let row = &mut col[((c * k + kh) * k + kw) * ld..][..hw];
                 let Some((start, end, src, cols)) = shifted_run(g, kh, kw) else {
                     row.fill(T::zero());
                     continue;
@@ -112,13 +113,13 @@ fn im2col_same<T: Real>(g: &Geom, x: &[T], col: &mut [T]) {
 
 /// The adjoint of [`im2col_same`]: the wrapped entries of each dcol row are zeroed (dcol is scratch), then the
 /// row is added onto the plane (zero to begin with) in one contiguous, vectorised run.
-fn col2im_same<T: Real>(g: &Geom, dcol: &mut [T], dx: &mut [T]) {
+fn col2im_same<T: Real>(g: &Geom, dcol: &mut [T], ld: usize, dx: &mut [T]) {
     let (hw, k) = (g.h * g.w, g.k);
     for c in 0..g.c {
         let plane = &mut dx[c * hw..(c + 1) * hw];
         for kh in 0..k {
             for kw in 0..k {
-                let row = &mut dcol[((c * k + kh) * k + kw) * hw..][..hw];
+                let row = &mut dcol[((c * k + kh) * k + kw) * ld..][..hw];
                 let Some((start, end, src, cols)) = shifted_run(g, kh, kw) else { continue };
                 zero_wrapped(g, row, start, end, cols);
                 for (d, &s) in plane[src..src + (end - start)].iter_mut().zip(&row[start..end]) {
@@ -129,53 +130,25 @@ fn col2im_same<T: Real>(g: &Geom, dcol: &mut [T], dx: &mut [T]) {
     }
 }
 
-/// A 1×1, stride-1, unpadded convolution reads its input as the column matrix itself: no copy.
-fn is_pointwise(g: &Geom) -> bool {
-    g.k == 1 && g.stride == 1 && g.pad == 0
-}
-
-/// Elements of the scratch column matrix one image needs (none for a pointwise convolution).
-fn columns_len(g: &Geom) -> usize {
-    if is_pointwise(g) {
-        0
-    } else {
-        g.kdim() * g.ho * g.wo
-    }
-}
-
-/// The column matrix of one image: the image itself for a pointwise convolution, else im2col into `buf`
-/// ([`columns_len`] elements of scratch, every one of them written here).
-fn columns<'a, T: Real>(g: &Geom, xn: &'a [T], buf: &'a mut [T]) -> &'a [T] {
-    if is_pointwise(g) {
-        return xn;
-    }
-    if keeps_size(g) {
-        im2col_same(g, xn, buf);
-    } else {
-        im2col(g, xn, buf);
-    }
-    buf
-}
-
-/// The adjoint of im2col: dx[c, ih, iw] += dcol[row][q] for every (row, q) that read pixel (ih, iw); dx
-/// starts at zero (the caller's fresh output).
-fn col2im<T: Real>(g: &Geom, dcol: &[T], dx: &mut [T]) {
+/// The adjoint of im2col: dx[c, ih, iw] += dcol[row][q] for every (row, q) that read pixel (ih, iw), row r of
+/// `dcol` starting at r·ld; dx starts at zero (the caller's fresh output).
+fn col2im<T: Real>(g: &Geom, dcol: &[T], ld: usize, dx: &mut [T]) {
     let (q, k) = (g.ho * g.wo, g.k);
     for c in 0..g.c {
         let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
         for kh in 0..k {
             for kw in 0..k {
-                let row = &dcol[((c * k + kh) * k + kw) * q..][..q];
+                let row = &dcol[((c * k + kh) * k + kw) * ld..][..q];
                 let (lo, hi) = valid_columns(g, kw);
+                if hi <= lo {
+                    continue;
+                }
                 for oh in 0..g.ho {
                     let ih = (oh * g.stride + kh) as isize - g.pad as isize;
                     if ih < 0 || ih >= g.h as isize {
                         continue;
                     }
                     let line = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    if hi <= lo {
-                        continue;
-                    }
                     let src = &row[oh * g.wo + lo..oh * g.wo + hi];
                     if g.stride == 1 {
                         // Contiguous on both sides, so the compiler vectorises the add.
@@ -193,86 +166,191 @@ fn col2im<T: Real>(g: &Geom, dcol: &[T], dx: &mut [T]) {
     }
 }
 
+/// A 1×1, stride-1, unpadded convolution reads its input as the column matrix itself: no copy.
+fn is_pointwise(g: &Geom) -> bool {
+    g.k == 1 && g.stride == 1 && g.pad == 0
+}
+
+/// The columns one GEMM should have at least. Below this the GEMM spends as long packing the weights (once
+/// per call) and reading and writing its output tile (once per depth block) as multiplying: at `tiny`'s
+/// 8×8 level, one image per call made packing 14 % of the whole training step.
+const GEMM_COLUMNS: usize = 256;
+
+/// How many images share one GEMM, their column matrices side by side: image j's columns are q..q+Q of a
+/// [rows, nb·Q] matrix. Large images (Q ≥ [`GEMM_COLUMNS`]) go one at a time, as they always did.
+fn images_per_gemm(g: &Geom, at_most: usize) -> usize {
+    (GEMM_COLUMNS / (g.ho * g.wo).max(1)).clamp(1, at_most.max(1))
+}
+
+/// `nb` images of `rows` × `q` values each ([nb, rows, q], as the tensors store them) as one [rows, nb·q]
+/// matrix, image j in columns j·q..(j+1)·q.
+fn side_by_side<T: Real>(images: &[T], rows: usize, q: usize, nb: usize, out: &mut [T]) {
+    for (j, image) in images.chunks(rows * q).take(nb).enumerate() {
+        for (r, src) in image.chunks(q).enumerate() {
+            out[r * nb * q + j * q..][..q].copy_from_slice(src);
+        }
+    }
+}
+
+/// The inverse of [`side_by_side`]: a [rows, nb·q] matrix back to `nb` images [nb, rows, q].
+fn stacked<T: Real>(matrix: &[T], rows: usize, q: usize, nb: usize, images: &mut [T]) {
+    for (j, image) in images.chunks_mut(rows * q).take(nb).enumerate() {
+        for (r, dst) in image.chunks_mut(q).enumerate() {
+            dst.copy_from_slice(&matrix[r * nb * q + j * q..][..q]);
+        }
+    }
+}
+
+/// The column matrix [Kd, nb·Q] of the `nb` images in `xs`: the images themselves for one pointwise image,
+/// else built in `buf` (Kd·nb·Q elements of scratch, every one of them written here).
+fn columns<'a, T: Real>(g: &Geom, xs: &'a [T], nb: usize, buf: &'a mut [T]) -> &'a [T] {
+    let (q, image) = (g.ho * g.wo, g.c * g.h * g.w);
+    if is_pointwise(g) {
+        if nb == 1 {
+            return &xs[..image];
+        }
+        side_by_side(xs, g.c, q, nb, buf);
+        return buf;
+    }
+    for (j, xn) in xs.chunks(image).take(nb).enumerate() {
+        let col = &mut buf[j * q..];
+        if keeps_size(g) {
+            im2col_same(g, xn, col, nb * q);
+        } else {
+            im2col(g, xn, col, nb * q);
+        }
+    }
+    buf
+}
+
+/// Scratch elements [`columns`] needs for `nb` images.
+fn columns_len(g: &Geom, nb: usize) -> usize {
+    if is_pointwise(g) && nb == 1 {
+        0
+    } else {
+        g.kdim() * nb * g.ho * g.wo
+    }
+}
+
+/// Images per parallel task for the forward and input-gradient GEMMs: enough columns per GEMM, but never
+/// fewer tasks than threads when the batch allows it. (Their results do not depend on it: each output sums
+/// over the same depth in the same order however many images share a call.)
+fn images_per_task(g: &Geom) -> usize {
+    images_per_gemm(g, g.n.div_ceil(rayon::current_num_threads()))
+}
+
 /// y = conv(x, w) + b, shape [N, C_out, H_out, W_out].
 pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
-    let q = g.ho * g.wo;
+    let (q, kd, image) = (g.ho * g.wo, g.kdim(), g.c * g.h * g.w);
     let mut y = vec![T::zero(); g.n * g.co * q];
     if y.is_empty() {
         return y;
     }
-    y.par_chunks_mut(g.co * q)
-        .zip(x.par_chunks(g.c * g.h * g.w))
-        .for_each(|(yn, xn)| T::with_scratch(columns_len(g), |buf| conv_image(g, xn, w, b, buf, yn)));
-    y
-}
-
-/// y[n] for one image, its column matrix built in `buf`.
-fn conv_image<T: Real>(g: &Geom, xn: &[T], w: &[T], b: Option<&[T]>, buf: &mut [T], yn: &mut [T]) {
-    let (q, kd) = (g.ho * g.wo, g.kdim());
-    {
-        let col = columns(g, xn, buf);
+    let nb = images_per_task(g);
+    y.par_chunks_mut(nb * g.co * q).zip(x.par_chunks(nb * image)).for_each(|(ys, xs)| {
+        let nb = xs.len() / image;
+        let staged = if nb == 1 { 0 } else { g.co * nb * q };
+        T::with_scratch(columns_len(g, nb) + staged, |buf| {
+            let (cols, out) = buf.split_at_mut(columns_len(g, nb));
+            let col = columns(g, xs, nb, cols);
+            // Y (C_out x nb·Q) = W (C_out x Kd) · col (Kd x nb·Q); one image writes straight into y
+            let ld = (nb * q) as isize;
+            if nb == 1 {
+                T::gemm(g.co, kd, q, (w, kd as isize, 1), (col, ld, 1), T::zero(), (&mut ys[..], ld, 1));
+            } else {
+                T::gemm(g.co, kd, nb * q, (w, kd as isize, 1), (col, ld, 1), T::zero(), (&mut out[..], ld, 1));
+                stacked(out, g.co, q, nb, ys);
+            }
+        });
         if let Some(b) = b {
-            for (row, &bv) in yn.chunks_mut(q).zip(b) {
-                row.fill(bv);
+            for (row, &bv) in ys.chunks_mut(q).zip(b.iter().cycle()) {
+                row.iter_mut().for_each(|v| *v += bv);
             }
         }
-        let beta = if b.is_some() { T::one() } else { T::zero() };
-        // y[n] (C_out x Q) = W (C_out x Kd) · col (Kd x Q) [+ bias already in y[n]]
-        T::gemm(g.co, kd, q, (w, kd as isize, 1), (col, q as isize, 1), beta, (yn, q as isize, 1));
-    }
+    });
+    y
 }
 
 /// dx = conv^T(dy, w), shape [N, C_in, H, W].
 pub fn dgrad<T: Real>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
-    let (q, kd) = (g.ho * g.wo, g.kdim());
-    let mut dx = vec![T::zero(); g.n * g.c * g.h * g.w];
+    let (q, kd, image) = (g.ho * g.wo, g.kdim(), g.c * g.h * g.w);
+    let mut dx = vec![T::zero(); g.n * image];
     if dx.is_empty() {
         return dx;
     }
-    dx.par_chunks_mut(g.c * g.h * g.w).zip(dy.par_chunks(g.co * q)).for_each(|(dxn, dyn_)| {
-        // dcol (Kd x Q) = W^T (Kd x C_out; W read with swapped strides) · dy[n] (C_out x Q); for a
-        // pointwise convolution dcol is dx[n] itself.
+    let nb = images_per_task(g);
+    dx.par_chunks_mut(nb * image).zip(dy.par_chunks(nb * g.co * q)).for_each(|(dxs, dys)| {
+        let nb = dxs.len() / image;
+        // dcol (Kd x nb·Q) = W^T (Kd x C_out; W read with swapped strides) · dy (C_out x nb·Q); for one
+        // pointwise image dcol is dx[n] itself.
         let wt = (w, 1, kd as isize);
-        if is_pointwise(g) {
-            T::gemm(kd, g.co, q, wt, (dyn_, q as isize, 1), T::zero(), (dxn, q as isize, 1));
+        let ld = (nb * q) as isize;
+        if is_pointwise(g) && nb == 1 {
+            T::gemm(kd, g.co, q, wt, (dys, ld, 1), T::zero(), (dxs, ld, 1));
             return;
         }
-        T::with_scratch(kd * q, |dcol| {
-            T::gemm(kd, g.co, q, wt, (dyn_, q as isize, 1), T::zero(), (dcol, q as isize, 1));
-            if keeps_size(g) {
-                col2im_same(g, dcol, dxn);
+        let staged = if nb == 1 { 0 } else { g.co * nb * q };
+        T::with_scratch(kd * nb * q + staged, |buf| {
+            let (dcol, dyb) = buf.split_at_mut(kd * nb * q);
+            let dyb = if nb == 1 {
+                dys
             } else {
-                col2im(g, dcol, dxn);
+                side_by_side(dys, g.co, q, nb, dyb);
+                &*dyb
+            };
+            T::gemm(kd, g.co, nb * q, wt, (dyb, ld, 1), T::zero(), (&mut dcol[..], ld, 1));
+            if is_pointwise(g) {
+                stacked(dcol, g.c, q, nb, dxs);
+                return;
+            }
+            for (j, dxn) in dxs.chunks_mut(image).enumerate() {
+                if keeps_size(g) {
+                    col2im_same(g, &mut dcol[j * q..], nb * q, dxn);
+                } else {
+                    col2im(g, &dcol[j * q..], nb * q, dxn);
+                }
             }
         })
     });
     dx
 }
 
-/// dW = sum_n dy[n] · im2col(x[n])^T, shape [C_out, C_in, K, K]. The batch is cut into a fixed number of
-/// runs (independent of the thread count), each summed into its own buffer in parallel, and the partial
-/// sums are added in run order: the result is bit-identical from run to run, which resumable training needs.
+/// dW = sum_n dy[n] · im2col(x[n])^T, shape [C_out, C_in, K, K]. The batch is cut into runs of a length set
+/// by the shape alone (never by the thread count), each summed into its own buffer in parallel, images
+/// side by side in groups of [`images_per_gemm`], and the partial sums are added in run order: the result
+/// is bit-identical from run to run and machine to machine, which resumable training needs.
 pub fn wgrad<T: Real>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     const RUNS: usize = 8;
-    let (q, kd) = (g.ho * g.wo, g.kdim());
+    let (q, kd, image) = (g.ho * g.wo, g.kdim(), g.c * g.h * g.w);
     let zero = || vec![T::zero(); g.co * kd];
     if g.co * kd == 0 || g.n == 0 {
         return zero();
     }
-    let per_run = g.n.div_ceil(RUNS);
+    let nb = images_per_gemm(g, g.n);
+    let per_run = g.n.div_ceil(RUNS).max(nb);
     let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per_run))
         .into_par_iter()
         .map(|r| {
             let mut dw = zero();
-            T::with_scratch(columns_len(g), |buf| {
-                for n in r * per_run..((r + 1) * per_run).min(g.n) {
-                    let col = columns(g, &x[n * g.c * g.h * g.w..(n + 1) * g.c * g.h * g.w], buf);
-                    let dyn_ = &dy[n * g.co * q..(n + 1) * g.co * q];
-                    // dW (C_out x Kd) += dy[n] (C_out x Q) · col^T (Q x Kd; col read with swapped strides)
-                    let dwv = (&mut dw[..], kd as isize, 1);
-                    T::gemm(g.co, q, kd, (dyn_, q as isize, 1), (col, 1, q as isize), T::one(), dwv);
-                }
-            });
+            let images = r * per_run..((r + 1) * per_run).min(g.n);
+            for first in images.clone().step_by(nb) {
+                let nb = nb.min(images.end - first);
+                let staged = if nb == 1 { 0 } else { g.co * nb * q };
+                T::with_scratch(columns_len(g, nb) + staged, |buf| {
+                    let (cols, dyb) = buf.split_at_mut(columns_len(g, nb));
+                    let col = columns(g, &x[first * image..(first + nb) * image], nb, cols);
+                    let dys = &dy[first * g.co * q..(first + nb) * g.co * q];
+                    let dyb = if nb == 1 {
+                        dys
+                    } else {
+                        side_by_side(dys, g.co, q, nb, dyb);
+                        &*dyb
+                    };
+                    // dW (C_out x Kd) += dy (C_out x nb·Q) · col^T (nb·Q x Kd; col read with swapped strides)
+                    let ld = (nb * q) as isize;
+                    T::gemm(g.co, nb * q, kd, (dyb, ld, 1), (col, 1, ld), T::one(), (&mut dw[..], kd as isize, 1));
+                });
+            }
             dw
         })
         .collect();
