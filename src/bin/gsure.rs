@@ -371,18 +371,19 @@ struct TrainArgs {
     /// --data FILE from `gsure data make`, or the built-in phantoms with 4×4 patches dropped at p = 0.4) or
     /// naive (the baseline that treats the zero-filled observations as clean images), ambient (masked
     /// images; --config tiny-ambient or ambient-celeba64) or tweedie (noisy images; --config tiny-edm, ...).
-    #[arg(long, value_enum, default_value = "gsure")]
-    loss: gsure::train::LossKind,
+    /// Default: gsure.
+    #[arg(long, value_enum)]
+    loss: Option<gsure::train::LossKind>,
     /// GSURE loss mode: ybar (default, unbiased, lowest variance), xt (the paper's equation), reference
     /// (the official code's, biased; for comparison).
-    #[arg(long, value_enum, default_value = "ybar")]
-    gsure_mode: gsure::objectives::gsure::GsureMode,
-    /// Smallest timestep GSURE trains.
-    #[arg(long, default_value_t = 0)]
-    t_min: usize,
-    /// Weight of the Ambient-Tweedie consistency loss below σ_n (0: off; the paper uses about 0.01).
-    #[arg(long, default_value_t = 0.0)]
-    consistency: f64,
+    #[arg(long, value_enum)]
+    gsure_mode: Option<gsure::objectives::gsure::GsureMode>,
+    /// Smallest timestep GSURE trains (default 0).
+    #[arg(long)]
+    t_min: Option<usize>,
+    /// Weight of the Ambient-Tweedie consistency loss below σ_n (default 0: off; the paper uses about 0.01).
+    #[arg(long)]
+    consistency: Option<f64>,
     /// β_start of the linear VP schedule (default 1e-4, or σ0² of a corrupted dataset when larger).
     #[arg(long)]
     beta_start: Option<f64>,
@@ -401,7 +402,8 @@ struct TrainArgs {
     /// bf16 activations with f32 master weights (CUDA).
     #[arg(long)]
     bf16: bool,
-    /// Continue the run in --out from its checkpoint.
+    /// Continue the run in --out from its checkpoint, with its stored settings and data (flags that disagree
+    /// with them are refused; --steps may raise the total).
     #[arg(long)]
     resume: bool,
     /// Start over in an --out that holds a previous run.
@@ -599,18 +601,51 @@ fn train(a: TrainArgs) -> Result<()> {
         opts.seed = s;
     }
     opts.bf16 = a.bf16;
-    opts.loss = a.loss;
-    opts.gsure_mode = a.gsure_mode;
-    opts.t_min = a.t_min;
-    opts.consistency = a.consistency;
-    let data = gsure::train::load_train_data(a.data.as_deref(), &opts, &model)?;
-    opts.beta_start = a.beta_start.unwrap_or_else(|| opts.default_beta_start(&data));
+    opts.loss = a.loss.unwrap_or(gsure::train::LossKind::Gsure);
+    opts.gsure_mode = a.gsure_mode.unwrap_or_default();
+    opts.t_min = a.t_min.unwrap_or(0);
+    opts.consistency = a.consistency.unwrap_or(0.0);
+    opts.data = a.data.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
+    if let Some(b) = a.beta_start {
+        opts.beta_start = b;
+    }
+    // (without a checkpoint, Trainer::new says why there is nothing to resume)
+    let opts = if a.resume && gsure::train::RunDir(a.out.clone()).checkpoint().exists() {
+        // the stored run decides the data, seed and objective; a flag that disagrees is an error
+        let given: Vec<&str> = [
+            ("data", a.data.is_some()),
+            ("seed", a.seed.is_some()),
+            ("batch", a.batch.is_some()),
+            ("lr", a.lr.is_some()),
+            ("loss", a.loss.is_some()),
+            ("gsure-mode", a.gsure_mode.is_some()),
+            ("t-min", a.t_min.is_some()),
+            ("consistency", a.consistency.is_some()),
+            ("beta-start", a.beta_start.is_some()),
+            ("bf16", a.bf16),
+        ]
+        .into_iter()
+        .filter_map(|(flag, on)| on.then_some(flag))
+        .collect();
+        let stored = gsure::train::stored_options(&a.out)
+            .with_context(|| format!("--resume: reading the run in {}", a.out.display()))?;
+        let mut asked = opts;
+        asked.steps = a.steps.unwrap_or(0);
+        stored.resumed(&asked, &given, &a.out)?
+    } else {
+        opts
+    };
+    let data = gsure::train::load_train_data(opts.data.as_deref(), &opts, &model)?;
+    let mut opts = opts;
+    if a.beta_start.is_none() && !a.resume {
+        opts.beta_start = opts.default_beta_start(&data);
+    }
     let mut trainer = gsure::train::Trainer::new(opts, data, &a.out, &device, a.resume, a.force)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || {
-            eprintln!("\nstopping: saving a checkpoint (press Ctrl-C again to abort)");
+            eprintln!("\nstopping: saving a checkpoint (a second Ctrl-C or SIGTERM aborts)");
             if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 std::process::exit(130);
             }
@@ -645,7 +680,12 @@ fn train(a: TrainArgs) -> Result<()> {
         summary.final_loss,
         a.out.display()
     );
-    if a.data.is_none() && !summary.stopped_early {
+    if summary.stopped_early {
+        // an interrupted run is not a finished one: schedulers and scripts read the exit status
+        eprintln!("interrupted: continue with `gsure train --out {} --resume`", a.out.display());
+        std::process::exit(130);
+    }
+    if trainer.options.data.is_none() {
         // Trained on built-in phantoms: measure denoising on phantoms it never saw, against the clean truth.
         let heldout = gsure::data::phantoms(256, model.resolution(), 4321);
         let points = gsure::eval::denoise::heldout_report(&trainer, &heldout)?;

@@ -66,6 +66,10 @@ pub struct TrainOptions {
     pub beta_start: f64,
     /// Number of built-in phantoms when no data file is given.
     pub phantoms: usize,
+    /// The dataset file the run trains on (absolute where it could be resolved; None: the built-in
+    /// phantoms). A resumed run reads it again, so its data does not depend on the resuming command line.
+    #[serde(default)]
+    pub data: Option<std::path::PathBuf>,
 }
 
 impl TrainOptions {
@@ -90,6 +94,41 @@ impl TrainOptions {
             bail!("--consistency {}: the consistency weight must be ≥ 0 (0 turns it off)", self.consistency);
         }
         Ok(())
+    }
+
+    /// The options a resumed run continues with: the stored run's (`self`), its step count raised to
+    /// `requested.steps` when that is larger. Every flag in `given` (the flags on the resuming command line,
+    /// named without dashes) must agree with the stored run: a resumed run cannot change its data, seed,
+    /// objective or optimiser, and silently ignoring the flag would leave the user believing it did.
+    pub fn resumed(self, requested: &TrainOptions, given: &[&str], run: &std::path::Path) -> Result<TrainOptions> {
+        let same_file = |a: &Option<std::path::PathBuf>, b: &Option<std::path::PathBuf>| match (a, b) {
+            (Some(a), Some(b)) => a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok(),
+            (a, b) => a == b,
+        };
+        let data = |d: &Option<std::path::PathBuf>| d.as_ref().map_or("phantoms".into(), |p| p.display().to_string());
+        for &flag in given {
+            let (stored, asked) = match flag {
+                "config" => (self.config.clone(), requested.config.clone()),
+                "data" if !same_file(&self.data, &requested.data) => (data(&self.data), data(&requested.data)),
+                "seed" => (self.seed.to_string(), requested.seed.to_string()),
+                "batch" => (self.batch.to_string(), requested.batch.to_string()),
+                "lr" => (self.lr.to_string(), requested.lr.to_string()),
+                "loss" => (format!("{:?}", self.loss), format!("{:?}", requested.loss)),
+                "gsure-mode" => (format!("{:?}", self.gsure_mode), format!("{:?}", requested.gsure_mode)),
+                "t-min" => (self.t_min.to_string(), requested.t_min.to_string()),
+                "consistency" => (self.consistency.to_string(), requested.consistency.to_string()),
+                "beta-start" => (self.beta_start.to_string(), requested.beta_start.to_string()),
+                "bf16" => (self.bf16.to_string(), requested.bf16.to_string()),
+                _ => continue,
+            };
+            if stored.to_lowercase() != asked.to_lowercase() {
+                bail!(
+                    "--resume: the run in {} was trained with --{flag} {stored}, and this command line gives                      --{flag} {asked}; a resumed run keeps its settings: drop --{flag}, or start a new run in                      another --out",
+                    run.display()
+                );
+            }
+        }
+        Ok(TrainOptions { steps: self.steps.max(requested.steps), ..self })
     }
 
     /// β_start of the VP schedule for `data` when none was chosen: for corrupted data the GSURE paper's
@@ -132,6 +171,7 @@ impl TrainOptions {
             sampling: Sampling::Standard,
             beta_start: 1e-4,
             phantoms: 512,
+            data: None,
         }
     }
 }

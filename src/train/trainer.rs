@@ -55,6 +55,14 @@ fn mix(seed: u64, step: u64) -> u64 {
     crate::nn::layer_seed(seed, step.wrapping_add(0x5151))
 }
 
+/// The options stored in the checkpoint of the run in `out`.
+pub fn stored_options(out: &Path) -> Result<TrainOptions> {
+    let path = RunDir(out.to_path_buf()).checkpoint();
+    let meta = checkpoint::read_meta(&path)?;
+    serde_json::from_value(meta["options"].clone())
+        .with_context(|| format!("{}: metadata field \"options\" is unreadable", path.display()))
+}
+
 impl Trainer {
     /// Starts a run in `out` (refused if `out` holds a previous run, unless `force`), or continues the run
     /// there when `resume` (its stored options win; `steps` may be raised).
@@ -68,14 +76,20 @@ impl Trainer {
     ) -> Result<Trainer> {
         options.validate()?;
         let run = RunDir(out.to_path_buf());
-        let has_run = run.checkpoint().exists() || run.log().exists();
+        // A log without a checkpoint is a run that died before its first checkpoint: nothing to resume, and
+        // nothing a new run would lose.
+        let has_checkpoint = run.checkpoint().exists();
+        let has_run = has_checkpoint || run.log().exists();
         if resume {
-            if !run.checkpoint().exists() {
-                bail!("--resume: {} holds no checkpoint.safetensors to continue from", out.display());
+            if !has_checkpoint {
+                bail!(
+                    "--resume: {} holds no checkpoint.safetensors to continue from{}; start the run again \
+                     without --resume",
+                    out.display(),
+                    if has_run { " (the run there stopped before its first checkpoint)" } else { "" }
+                );
             }
-            let meta = checkpoint::read_meta(&run.checkpoint())?;
-            let stored: TrainOptions = serde_json::from_value(meta["options"].clone())
-                .with_context(|| format!("{}: metadata field \"options\" is unreadable", run.checkpoint().display()))?;
+            let stored = stored_options(out)?;
             if stored.config != options.config {
                 bail!(
                     "--resume: {} was trained with --config {}, not {}",
@@ -84,9 +98,8 @@ impl Trainer {
                     options.config
                 );
             }
-            let steps = options.steps.max(stored.steps);
-            options = TrainOptions { steps, ..stored };
-        } else if has_run && !force {
+            options = stored.resumed(&options, &[], out)?;
+        } else if has_checkpoint && !force {
             bail!("{} holds a previous run; pass --resume to continue it or --force to start over", out.display());
         }
         // --force replaces the old run only once every check below has passed (at the end of `new`).
