@@ -610,7 +610,7 @@ fn train(a: TrainArgs) -> Result<()> {
         opts.beta_start = b;
     }
     // (without a checkpoint, Trainer::new says why there is nothing to resume)
-    let opts = if a.resume && gsure::train::RunDir(a.out.clone()).checkpoint().exists() {
+    let mut opts = if a.resume && gsure::train::RunDir(a.out.clone()).checkpoint().exists() {
         // the stored run decides the data, seed and objective; a flag that disagrees is an error
         let given: Vec<&str> = [
             ("data", a.data.is_some()),
@@ -636,7 +636,6 @@ fn train(a: TrainArgs) -> Result<()> {
         opts
     };
     let data = gsure::train::load_train_data(opts.data.as_deref(), &opts, &model)?;
-    let mut opts = opts;
     if a.beta_start.is_none() && !a.resume {
         opts.beta_start = opts.default_beta_start(&data);
     }
