@@ -816,6 +816,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    gsure::backend::cpu::alloc::keep_freed_memory();
     match Cli::parse().command {
         Command::Info => {
             println!("gsure {}", env!("CARGO_PKG_VERSION"));

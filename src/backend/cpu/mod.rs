@@ -1,5 +1,6 @@
 //! The CPU reference backend: plain loops over `Vec<f32>`/`Vec<f64>`, written to be read. Each op's CPU
 //! twin lives next to its CUDA launcher in `src/ops/<op>/cpu.rs` and is generic over [`Real`].
+pub mod alloc;
 mod exp;
 
 use num_traits::{Float, FromPrimitive};
