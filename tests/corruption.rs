@@ -345,7 +345,8 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn corrupted_datasets_round_trip_and_match_the_operator() {
-    let src = gsure::data::phantoms(5, 16, 1);
+    // Enough examples that every coordinate is observed in some example (make_dataset and open refuse less).
+    let src = gsure::data::phantoms(64, 16, 1);
     for s in [
         OpSpec { sigma0: 0.1, ..pixel(0.5) },
         patch(0.3, 4),
@@ -366,12 +367,12 @@ fn corrupted_datasets_round_trip_and_match_the_operator() {
         let meta = gsure::io::safetensors::File::open(&path).unwrap().meta().clone();
         assert_eq!(meta["kind"], "corrupted");
         assert_eq!(meta["operator"], s.kind.name());
-        assert_eq!(meta["count"], 5);
+        assert_eq!(meta["count"], 64);
         assert_eq!(meta["source"], "phantoms");
         let op = back.operator().unwrap();
         assert_eq!(meta["basis"], op.basis().name());
         let cs = if s.kind == OpKind::Mri { 2 } else { 1 };
-        assert_eq!(back.dims, [5, cs, 16, 16]);
+        assert_eq!(back.dims, [64, cs, 16, 16]);
         // The stored masks are the seeded masks, and y is H x (plus noise only on O) in spectral coordinates.
         let idx = [0, 3, 4];
         let b = op.batch(17, &idx);
@@ -399,12 +400,13 @@ fn corrupted_datasets_round_trip_and_match_the_operator() {
 #[test]
 fn corrupted_dataset_files_are_validated() {
     use gsure::io::safetensors::{write, Entry};
-    let src = gsure::data::phantoms(2, 8, 1);
+    let n = 16;
+    let src = gsure::data::phantoms(n, 8, 1);
     let d = make_dataset(&src, &pixel(0.5), 1, "phantoms").unwrap();
     let meta = d.meta().unwrap().to_json();
     let path = tmp("bad.safetensors");
     let put = |y: &[f32], mask: &[f32], meta: &serde_json::Value| {
-        let dims = vec![2, 1, 8, 8];
+        let dims = vec![n, 1, 8, 8];
         write(
             &path,
             &[
@@ -425,6 +427,21 @@ fn corrupted_dataset_files_are_validated() {
     m[0] = 0.5;
     let e = put(&d.y, &m, &meta);
     assert!(e.contains("\"mask\"") && e.contains("0 or 1"), "{e}");
+    // Stored masks under which a coordinate is observed in no example (here pixel 9), or nothing at all.
+    let (mut y, mut m) = (d.y.clone(), d.mask.clone());
+    for i in 0..n {
+        y[i * 64 + 9] = 0.0;
+        m[i * 64 + 9] = 0.0;
+    }
+    let e = put(&y, &m, &meta);
+    assert!(e.contains("bad.safetensors") && e.contains("\"mask\""), "{e}");
+    assert!(
+        e.contains("1 of 64 coordinates are observed in none of the 16 examples (the first at row 1, column 1)"),
+        "{e}"
+    );
+    let zeros = vec![0.0; d.mask.len()];
+    let e = put(&zeros, &zeros, &meta);
+    assert!(e.contains("64 of 64 coordinates") && e.contains("Fix"), "{e}");
     let mut bad = meta.clone();
     bad["kind"] = "clean".into();
     let e = put(&d.y, &d.mask, &bad);
@@ -437,28 +454,30 @@ fn corrupted_dataset_files_are_validated() {
     bad["count"] = 3.into();
     let e = put(&d.y, &d.mask, &bad);
     assert!(e.contains("\"count\""), "{e}");
-    // make_dataset refuses what check_observable refuses.
+    // make_dataset refuses what check_observable refuses, and draws that leave a coordinate unobserved.
     let e = err_of(make_dataset(&src, &boxed(6), 1, "phantoms"));
     assert!(e.contains("never observed") && e.contains("--box"), "{e}");
+    let e = err_of(make_dataset(&gsure::data::phantoms(2, 8, 1), &pixel(0.5), 1, "phantoms"));
+    assert!(e.contains("observed in none of the 2 examples") && e.contains("--n"), "{e}");
 }
 
 #[test]
 fn a_mask_stored_once_per_example_is_shared_over_channels() {
     use gsure::data::dataset::{Array4, CorruptedDataset};
-    let src = gsure::data::phantoms(3, 8, 1);
+    let src = gsure::data::phantoms(24, 8, 1);
     let d = make_dataset(&src, &OpSpec { sigma0: 0.1, ..mri(2.0, 2, false) }, 4, "phantoms").unwrap();
     let hw = 64;
     let single: Vec<f32> = d.mask.chunks_exact(2 * hw).flat_map(|m| m[..hw].to_vec()).collect();
     let path = tmp("mask1.safetensors");
     let y = Array4 { data: &d.y, dims: d.dims };
-    let mask = Array4 { data: &single, dims: [3, 1, 8, 8] };
+    let mask = Array4 { data: &single, dims: [24, 1, 8, 8] };
     CorruptedDataset::write(&path, y, mask, None, &d.meta().unwrap()).unwrap();
     let back = CorruptedData::open(&path).unwrap();
     assert_eq!(back.mask, d.mask);
     assert!(back.clean.is_none());
     let sb = back.spectral(&[2, 0], &Device::Cpu, DType::F32).unwrap();
     assert_eq!(sb.observed.dims(), [2, 2, 8, 8]);
-    assert!(err_of(back.spectral(&[3], &Device::Cpu, DType::F32)).contains("out of range"));
+    assert!(err_of(back.spectral(&[24], &Device::Cpu, DType::F32)).contains("out of range"));
 }
 
 #[test]

@@ -137,7 +137,18 @@ fn data_make(a: MakeArgs) -> Result<()> {
     let (source, name) = if a.source == "phantoms" {
         let n = a.n.unwrap_or(256);
         let seed = a.phantom_seed;
-        (gsure::data::phantoms(n, a.size, seed), format!("phantoms(n={n}, size={}, seed={seed})", a.size))
+        if n == 0 || a.size == 0 {
+            anyhow::bail!("--n {n} --size {}: phantoms need at least one image of at least 1×1 pixels", a.size);
+        }
+        gsure::corruption::make::check_make_fits(n, [1, a.size, a.size], a.op)?;
+        let bar = indicatif::ProgressBar::new(n as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} phantoms  eta {eta}")
+                .expect("valid template"),
+        );
+        let set = gsure::data::phantoms::phantoms_with_progress(n, a.size, seed, |i| bar.set_position(i as u64 + 1));
+        bar.finish_and_clear();
+        (set, format!("phantoms(n={n}, size={}, seed={seed})", a.size))
     } else {
         let path = std::path::Path::new(&a.source);
         let mut set = gsure::data::load_clean(path).with_context(|| format!("--source {}", a.source))?;
@@ -409,6 +420,9 @@ struct TrainArgs {
     /// Start over in an --out that holds a previous run.
     #[arg(long)]
     force: bool,
+    /// Steps between checkpoints (default: the configuration's, 200 for tiny ones); a resume may change it.
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
 }
 
 #[derive(Args)]
@@ -635,6 +649,12 @@ fn train(a: TrainArgs) -> Result<()> {
     } else {
         opts
     };
+    if let Some(every) = a.checkpoint_every {
+        if every == 0 {
+            anyhow::bail!("--checkpoint-every 0: give the steps between checkpoints, 1 or more");
+        }
+        opts.checkpoint_every = every;
+    }
     let data = gsure::train::load_train_data(opts.data.as_deref(), &opts, &model)?;
     if a.beta_start.is_none() && !a.resume {
         opts.beta_start = opts.default_beta_start(&data);
@@ -742,7 +762,7 @@ fn bench_ops(a: OpsArgs) -> Result<()> {
                 "partial": true, "gsure_version": env!("CARGO_PKG_VERSION"), "dtype": dtype.name(),
                 "device": bench::report::DeviceInfo::of(&device), "cases": done,
             });
-            if let Err(e) = std::fs::write(path, partial.to_string()) {
+            if let Err(e) = gsure::io::outputs::write_atomic(path, partial.to_string().as_bytes()) {
                 eprintln!("could not write partial results to {}: {e}", path.display());
             }
         }
@@ -770,7 +790,8 @@ fn bench_ops(a: OpsArgs) -> Result<()> {
 /// Writes a report as pretty JSON and says so.
 fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing the results to {}", path.display()))?;
+    gsure::io::outputs::write_atomic(path, (text + "\n").as_bytes())
+        .with_context(|| format!("writing the results to {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

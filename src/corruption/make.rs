@@ -41,6 +41,17 @@ pub struct CorruptedData {
     pub clean: Option<(Vec<f32>, [usize; 4])>,
 }
 
+/// Refuses a `data make` of `n` images of [C, H, W] under the `kind` family whose buffers would not fit
+/// in memory, before any image is drawn: the source and its clean copy, the observations and masks, and
+/// the serialised file (which holds all three) are alive at once when it is written.
+pub fn check_make_fits(n: usize, chw: [usize; 3], kind: OpKind) -> Result<()> {
+    use crate::io::budget::{check_fits, f32_bytes};
+    let [c, h, w] = chw;
+    let cs = op_chw(kind, chw)[0];
+    let bytes = 3 * f32_bytes(&[n, c, h, w]) + 4 * f32_bytes(&[n, cs, h, w]);
+    check_fits(&format!("gsure data make: {n} images of {c}×{h}×{w}"), bytes, "lower --n or --size")
+}
+
 /// Corrupts every image of `source` with the operator of `spec` (masks and noise seeded per example from
 /// `seed`), refusing operators under which some coordinate is never observed.
 pub fn make_dataset(source: &ImageSet, spec: &OpSpec, seed: u64, source_name: &str) -> Result<CorruptedData> {
@@ -48,6 +59,7 @@ pub fn make_dataset(source: &ImageSet, spec: &OpSpec, seed: u64, source_name: &s
     if n == 0 {
         bail!("gsure data make: the source {source_name} holds no images. Fix: give a non-empty dataset");
     }
+    check_make_fits(n, [c, h, w], spec.kind)?;
     let op = spec.build(op_chw(spec.kind, [c, h, w]))?;
     check_observable(op.as_ref())?;
     let cs = op.spectral_channels();
@@ -72,7 +84,7 @@ pub fn make_dataset(source: &ImageSet, spec: &OpSpec, seed: u64, source_name: &s
             }
         }
     }
-    Ok(CorruptedData {
+    let data = CorruptedData {
         spec: op.spec(),
         seed,
         source: source_name.to_string(),
@@ -80,7 +92,13 @@ pub fn make_dataset(source: &ImageSet, spec: &OpSpec, seed: u64, source_name: &s
         y,
         mask,
         clean: Some((source.images.clone(), source.dims)),
-    })
+    };
+    data.check_every_coordinate_observed().map_err(|e| {
+        anyhow::anyhow!(
+            "gsure data make ({source_name}): {e:#} Fix: more images (--n), or an operator that observes more"
+        )
+    })?;
+    Ok(data)
 }
 
 /// The image [C, H, W] an operator family acts on given the source images: MRI promotes real images to
@@ -180,7 +198,33 @@ impl CorruptedData {
                 bail!("{p}: tensor \"mask\" differs between channels at flat index {i}; the observed set is shared by all channels. Fix: {FIX}");
             }
         }
+        data.check_every_coordinate_observed()
+            .map_err(|e| anyhow::anyhow!("{p}: tensor \"mask\": {e:#} Fix: {FIX}"))?;
         Ok(data)
+    }
+
+    /// Refuses stored masks under which some coordinate is observed in no example: the losses never see
+    /// it, so nothing is learned there (all-zero masks train at loss 0). The operator's π > 0 says the
+    /// distribution covers every coordinate; this checks the draws that were stored.
+    fn check_every_coordinate_observed(&self) -> Result<()> {
+        let [n, cs, h, w] = self.dims;
+        let hw = h * w;
+        let mut seen = vec![false; hw];
+        for i in 0..n {
+            for (s, &m) in seen.iter_mut().zip(&self.mask[i * cs * hw..i * cs * hw + hw]) {
+                *s |= m != 0.0;
+            }
+        }
+        let never = seen.iter().filter(|&&s| !s).count();
+        if let Some(first) = seen.iter().position(|&s| !s) {
+            bail!(
+                "{never} of {hw} coordinates are observed in none of the {n} examples (the first at row {}, column \
+                 {}); nothing can be learned there, and a set that observes nothing trains at loss 0.",
+                first / w,
+                first % w
+            );
+        }
+        Ok(())
     }
 
     /// The operators of examples `indices`, with the masks stored in the file.

@@ -46,6 +46,12 @@ fn random_phantom(rng: &mut StdRng) -> Vec<Ellipse> {
 
 /// `count` phantoms of `size`×`size` pixels, one channel, values in [-1, 1], reproducible from `seed`.
 pub fn phantoms(count: usize, size: usize, seed: u64) -> ImageSet {
+    phantoms_with_progress(count, size, seed, |_| {})
+}
+
+/// [`phantoms`], calling `done(i)` after image i (rendering is 16 supersamples a pixel: large sides take
+/// seconds an image, which a command shows as progress).
+pub fn phantoms_with_progress(count: usize, size: usize, seed: u64, mut done: impl FnMut(usize)) -> ImageSet {
     const SS: usize = 4;
     let mut images = Vec::with_capacity(count * size * size);
     for i in 0..count {
@@ -65,6 +71,7 @@ pub fn phantoms(count: usize, size: usize, seed: u64) -> ImageSet {
                 images.push((v * 2.0 - 1.0) as f32);
             }
         }
+        done(i);
     }
     ImageSet { images, dims: [count, 1, size, size] }
 }

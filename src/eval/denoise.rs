@@ -36,8 +36,7 @@ pub fn heldout_report(trainer: &crate::train::Trainer, clean: &crate::data::Imag
         model_denoiser(&model, &trainer.schedule, &trainer.device),
     )?;
     let path = trainer.run.0.join("denoise_mse.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&points)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    crate::io::outputs::write_atomic(&path, (serde_json::to_string_pretty(&points)? + "\n").as_bytes())?;
     Ok(points)
 }
 

@@ -486,8 +486,7 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
         plot_series,
     };
     let path = out.join("reconstruct.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    crate::io::outputs::write_atomic(&path, (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
     log(&format!("wrote {}", path.display()));
     Ok(report)
 }

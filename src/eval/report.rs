@@ -177,7 +177,16 @@ fn read_samples(path: &Path, dims: [usize; 4], n: usize) -> Result<Vec<f32>> {
         bail!("{}: samples of shape {shape:?} for a model of images {:?}", path.display(), &dims[1..]);
     }
     let k = n.min(shape[0]);
-    Ok(values[..k * dims[1] * dims[2] * dims[3]].to_vec())
+    let values = &values[..k * dims[1] * dims[2] * dims[3]];
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: sample {} holds {}; non-finite samples are not scored. Fix: draw the samples again from a run whose loss stayed finite",
+            path.display(),
+            i / (dims[1] * dims[2] * dims[3]),
+            values[i]
+        );
+    }
+    Ok(values.to_vec())
 }
 
 /// Sample/nearest-training-image pairs, the most similar first.
@@ -256,12 +265,57 @@ fn denoise_chart() -> Chart {
     Chart::new("Denoising error of the trained network", "t (diffusion step)", "MSE of x̂₀ against x₀").log_x().log_y()
 }
 
+/// What can be checked from the options and files alone, checked before any network runs: a metric that
+/// needs --train has it (with labels for fid), and every --compare-with curve reads.
+fn check_inputs(opts: &EvalOptions) -> Result<()> {
+    let needs_train = |m: Metric| opts.what.contains(&m);
+    if let (None, Some(name)) = (
+        &opts.train,
+        [(Metric::Fid, "fid"), (Metric::Memorisation, "memorisation")].into_iter().find(|(m, _)| needs_train(*m)),
+    ) {
+        bail!(
+            "eval: --what {} needs --train FILE, the clean training set{}. Fix: pass --train, or drop {} from --what",
+            name.1,
+            if name.0 == Metric::Fid { " whose labels the classifier learns" } else { "" },
+            name.1
+        );
+    }
+    if let (Some(train), true) = (&opts.train, needs_train(Metric::Fid)) {
+        let ds = CleanDataset::open(train).with_context(|| format!("--train {}", train.display()))?;
+        if !ds.has_labels() {
+            bail!(
+                "--train {}: the file has no \"labels\" tensor, and --what fid trains its classifier on the clean \
+                 labels. Fix: import the training set with --labels (gsure data import), or drop fid from --what",
+                train.display()
+            );
+        }
+    }
+    if !opts.compare_with.is_empty() && !opts.what.contains(&Metric::Denoise) {
+        bail!("eval: --compare-with adds curves to the denoising plot; add denoise to --what, or drop --compare-with");
+    }
+    for p in &opts.compare_with {
+        read_denoise_curve(p).with_context(|| format!("--compare-with {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// A metric that is not finite is an error, never a score (NaN samples would otherwise score a perfect 0).
+fn finite(name: &str, v: f64) -> Result<f64> {
+    if !v.is_finite() {
+        bail!(
+            "eval: {name} came out {v}; the samples or the network's outputs are not finite, so no score is reported"
+        );
+    }
+    Ok(v)
+}
+
 /// Runs the evaluation and writes eval.json and the plots; `log` receives progress lines.
 pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) -> Result<EvalReport> {
     let start = std::time::Instant::now();
     if opts.what.is_empty() {
         bail!("eval: nothing to compute; pass --what with some of denoise, swd, fid, memorisation");
     }
+    check_inputs(opts)?;
     let out = opts.out_dir();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let (train_opts, config, model, schedule, step) = load_run(&opts.run, device)?;
@@ -321,6 +375,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
         )?;
         for p in &points {
             log(&format!("  t = {:3}  σ = {:8.4}  MSE = {:.6} ± {:.6}", p.t, p.sigma, p.mse, p.std_error));
+            finite(&format!("the denoising MSE at t = {}", p.t), p.mse)?;
         }
         let plot = out.join("denoise_mse.png");
         let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.t as f64, p.mse)).collect();
@@ -380,6 +435,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
             let so = SwdOptions { projections: opts.projections, seed: opts.seed };
             let s = sliced_wasserstein(&samples, n, held, n_held, m, so)?;
             log(&format!("sliced Wasserstein: {:.5} ± {:.5} ({} directions)", s.swd, s.std_error, s.projections));
+            finite("the sliced Wasserstein distance", s.swd)?;
             report.swd = Some(s);
         }
         if opts.what.contains(&Metric::Fid) {
@@ -408,6 +464,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
             let (f_s, p_s) = net.features(&samples, n, 256, device)?;
             let d = classifier::FEATURES;
             let fd = frechet_between(&Gaussian::fit(&f_s, n, d)?, &Gaussian::fit(&f_held, n_held, d)?)?;
+            finite("the Fréchet distance", fd)?;
             let mut counts = vec![0; net.classes];
             p_s.iter().for_each(|&p| counts[p] += 1);
             log(&format!(
@@ -458,8 +515,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
     }
     report.seconds = start.elapsed().as_secs_f64();
     let path = out.join("eval.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    crate::io::outputs::write_atomic(&path, (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
     log(&format!("wrote {}", path.display()));
     Ok(report)
 }

@@ -12,13 +12,15 @@ pub fn write_png(path: &Path, width: usize, height: usize, channels: usize, pixe
     if pixels.len() != width * height * channels {
         bail!("PNG: {} bytes for {width}×{height}×{channels}", pixels.len());
     }
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    enc.set_color(color);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header().with_context(|| format!("writing {}", path.display()))?;
-    w.write_image_data(pixels).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, width as u32, height as u32);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().with_context(|| format!("encoding {}", path.display()))?;
+        w.write_image_data(pixels).with_context(|| format!("encoding {}", path.display()))?;
+    }
+    super::outputs::write_atomic(path, &bytes)
 }
 
 /// Tiles N images [N, C, H, W] (C = 1 or 3, values in [lo, hi]; C = 2 is a complex image, drawn by its

@@ -45,9 +45,20 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` atomically (temporary file, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(path, |tmp| std::fs::write(tmp, bytes).with_context(|| format!("writing {}", tmp.display())))
+}
+
+/// Runs `write` on the temporary name of `path`, then renames it into place. A failed write (a full
+/// disk, a read-only folder) removes what it left, so the old file stays and no half file fills the disk.
+pub(crate) fn write_via_temp(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    let done = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }
 
 /// Removes our temporary files in `dir` (`.NAME.tmpPID`) left by a process that no longer runs (killed

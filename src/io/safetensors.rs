@@ -1,7 +1,7 @@
 //! Reading and writing named f32 tensors as safetensors, with a JSON metadata entry. Writes are atomic
 //! (temporary file in the same folder, then rename), reads are memory-mapped and every failure names the
 //! file and the tensor.
-use super::outputs::temp_path;
+use super::outputs::write_via_temp;
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -29,10 +29,9 @@ pub fn write(path: &Path, entries: &[Entry], meta: &serde_json::Value) -> Result
         views.push((e.name.clone(), view));
     }
     let info = HashMap::from([(META_KEY.to_string(), meta.to_string())]);
-    let tmp = temp_path(path);
-    safetensors::serialize_to_file(views, Some(info), &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    write_via_temp(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(info), tmp).with_context(|| format!("writing {}", tmp.display()))
+    })
 }
 
 /// A memory-mapped safetensors file.

@@ -35,6 +35,13 @@ impl ModelConfig {
             ModelConfig::Edm(c) => c.in_channels,
         }
     }
+    /// Channels of the first (full-resolution) level.
+    pub fn base_channels(&self) -> usize {
+        match self {
+            ModelConfig::Ddim(c) => c.ch,
+            ModelConfig::Edm(c) => c.model_channels,
+        }
+    }
     pub fn resolution(&self) -> usize {
         match self {
             ModelConfig::Ddim(c) => c.resolution,

@@ -439,7 +439,17 @@ impl Objective for Gsure {
 
     fn check(&self, data: &TrainData, model: &Model, schedule: &VpSchedule, options: &TrainOptions) -> Result<()> {
         let (d, _) = Gsure::parts(data, model)?;
-        check_config(schedule, d.spec.sigma0 * d.spec.sigma0, options.t_min)
+        check_config(schedule, d.spec.sigma0 * d.spec.sigma0, options.t_min).map_err(|e| {
+            let source = match &options.data {
+                Some(path) => format!("--data {}", path.display()),
+                None => "the built-in corrupted phantoms".to_string(),
+            };
+            anyhow::anyhow!(
+                "{source} (observation noise σ0 = {}, --beta-start {:.4e}): {e:#}",
+                d.spec.sigma0,
+                schedule.betas[0]
+            )
+        })
     }
 
     fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {

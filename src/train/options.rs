@@ -123,7 +123,9 @@ impl TrainOptions {
             };
             if stored.to_lowercase() != asked.to_lowercase() {
                 bail!(
-                    "--resume: the run in {} was trained with --{flag} {stored}, and this command line gives                      --{flag} {asked}; a resumed run keeps its settings: drop --{flag}, or start a new run in                      another --out",
+                    "--resume: the run in {} was trained with --{flag} {stored}, and this command line gives \
+                     --{flag} {asked}; a resumed run keeps its settings: drop --{flag}, or start a new run in \
+                     another --out",
                     run.display()
                 );
             }

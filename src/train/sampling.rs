@@ -37,7 +37,24 @@ pub fn sample(
         }
         (model, _) => sample_standard(model, schedule, n, &mut rng, device)?,
     };
-    x.to_vec_f32()
+    let values = x.to_vec_f32()?;
+    check_finite(&values, n)?;
+    Ok(values)
+}
+
+/// Non-finite samples are refused, not returned: written out they look like a result, and NaN images
+/// score a perfect sliced-Wasserstein 0.
+fn check_finite(values: &[f32], n: usize) -> Result<()> {
+    let Some(first) = values.iter().position(|v| !v.is_finite()) else { return Ok(()) };
+    let per = values.len() / n.max(1);
+    let bad = values.chunks(per.max(1)).filter(|s| s.iter().any(|v| !v.is_finite())).count();
+    bail!(
+        "sampling produced non-finite values in {bad} of {n} samples (the first in sample {}: {}); the \
+         network's output diverged, so nothing is written or scored. Fix: sample from a run whose training \
+         loss stayed finite, or retrain from an earlier checkpoint with a lower --lr",
+        first / per.max(1),
+        values[first]
+    )
 }
 
 fn sample_standard(
@@ -108,9 +125,25 @@ pub fn load_run(
 }
 
 /// Samples `n` images from the EMA weights of the run in `run_dir`: ([n, C, H, W], values).
+/// They are drawn in batches of the run's training batch (memory it is known to fit), so memory grows
+/// with `n` only through the values returned; the first batch uses `seed` itself, later ones seeds
+/// derived from it, so a given (seed, n) always gives the same samples.
 pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Result<([usize; 4], Vec<f32>)> {
     let (options, config, model, schedule, _) = load_run(run_dir, device)?;
-    let values = sample(&model, &schedule, options.sampling, n, seed, device)?;
     let r = config.resolution();
-    Ok(([n, config.image_channels(), r, r], values))
+    let dims = [n, config.image_channels(), r, r];
+    if n == 0 {
+        bail!("sample --n 0: nothing to draw; give --n 1 or more");
+    }
+    // The values, the PNG grid drawn from them and the serialised safetensors file are held at once.
+    let what = format!("{n} samples of {}×{r}×{r}", dims[1]);
+    crate::io::budget::check_fits(&what, 3 * crate::io::budget::f32_bytes(&dims), "lower --n")?;
+    let chunk = options.batch.max(1);
+    let mut values = Vec::with_capacity(dims.iter().product());
+    for (k, start) in (0..n).step_by(chunk).enumerate() {
+        let b = chunk.min(n - start);
+        let seed_k = if k == 0 { seed } else { crate::nn::layer_seed(seed, k as u64) };
+        values.extend(sample(&model, &schedule, options.sampling, b, seed_k, device)?);
+    }
+    Ok((dims, values))
 }

@@ -137,6 +137,11 @@ impl Trainer {
         if options.batch > data.len() {
             bail!("--batch {} is larger than the dataset ({} images); lower --batch", options.batch, data.len());
         }
+        // A floor, not an estimate: the first level alone keeps a conv's input and output and both their
+        // gradients per image; the whole U-Net holds many times that.
+        let floor = 4 * crate::io::budget::f32_bytes(&[options.batch, model_config.base_channels(), r, r]);
+        let what = format!("a training step of --config {} at --batch {}", options.config, options.batch);
+        crate::io::budget::check_fits(&what, floor, "lower --batch")?;
         let objective = crate::objectives::for_loss(options.loss);
         objective.check(&data, &model, &schedule, &options)?;
         if !resume {

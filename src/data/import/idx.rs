@@ -4,8 +4,9 @@
 //! major. Images are 0x00000803 ([N, H, W]), labels 0x00000801 ([N]).
 use super::{read_maybe_gz, Imported};
 use crate::data::transforms::Image;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Map};
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 pub const MAGIC_IMAGES: u32 = 0x0000_0803;
@@ -24,6 +25,28 @@ const LABELS_FIX: &str = "pass an IDX labels file (e.g. train-labels-idx1-ubyte 
 
 /// Parses IDX bytes read from `path`, which must carry `magic`.
 pub fn parse(path: &Path, bytes: &[u8], magic: u32) -> Result<Idx> {
+    let p = path.display();
+    let dims = parse_header(path, bytes, magic)?;
+    let header = 4 + 4 * dims.len();
+    // Checked product: a corrupt header must not overflow into a small, plausible size.
+    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let body = bytes.len() - header;
+    match count {
+        Some(c) if c == body => {}
+        Some(c) if c > body => bail!(
+            "{p}: the header's dimension sizes {dims:?} need {c} data bytes but the file holds {body}; the file is truncated. Fix: download or re-create it"
+        ),
+        Some(c) => bail!(
+            "{p}: the header's dimension sizes {dims:?} need {c} data bytes but the file holds {body}; the dimension sizes or the file are wrong. Fix: download or re-create it"
+        ),
+        None => bail!("{p}: the header's dimension sizes {dims:?} overflow; the header is corrupt. Fix: download or re-create it"),
+    }
+    Ok(Idx { dims, data: bytes[header..].to_vec() })
+}
+
+/// The dimension sizes in the header at the start of `bytes` (which may hold more), checked: the magic
+/// number, the header's length, no zero size.
+fn parse_header(path: &Path, bytes: &[u8], magic: u32) -> Result<Vec<usize>> {
     let p = path.display();
     let fix = if magic == MAGIC_IMAGES { IMAGES_FIX } else { LABELS_FIX };
     let what = if magic == MAGIC_IMAGES {
@@ -60,23 +83,10 @@ pub fn parse(path: &Path, bytes: &[u8], magic: u32) -> Result<Idx> {
             u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
         })
         .collect();
-    // Checked product: a corrupt header must not overflow into a small, plausible size.
-    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let body = bytes.len() - header;
-    match count {
-        Some(c) if c == body => {}
-        Some(c) if c > body => bail!(
-            "{p}: the header's dimension sizes {dims:?} need {c} data bytes but the file holds {body}; the file is truncated. Fix: download or re-create it"
-        ),
-        Some(c) => bail!(
-            "{p}: the header's dimension sizes {dims:?} need {c} data bytes but the file holds {body}; the dimension sizes or the file are wrong. Fix: download or re-create it"
-        ),
-        None => bail!("{p}: the header's dimension sizes {dims:?} overflow; the header is corrupt. Fix: download or re-create it"),
-    }
     if dims.contains(&0) {
         bail!("{p}: dimension sizes {dims:?} hold no values. Fix: {fix}");
     }
-    Ok(Idx { dims, data: bytes[header..].to_vec() })
+    Ok(dims)
 }
 
 /// Reads an IDX file (gzip-compressed or not) that must carry `magic`.
@@ -84,14 +94,78 @@ pub fn read_file(path: &Path, magic: u32) -> Result<Idx> {
     parse(path, &read_maybe_gz(path)?, magic)
 }
 
+/// Reads an IDX file's header, then the bytes of its first `limit` items only (all without a limit), so a
+/// small compressed file that inflates to gigabytes costs what is kept, never more. The returned `dims`
+/// are the header's (dims[0] is the file's item count); `data` holds the kept items. Memory for the kept
+/// items and the copies an import makes of them is checked before they are read.
+pub fn read_file_limited(path: &Path, magic: u32, limit: Option<usize>) -> Result<Idx> {
+    let p = path.display();
+    let mut reader = open_maybe_gz(path)?;
+    let header_len = 4 + 4 * (magic & 0xff) as usize;
+    let head = read_up_to(&mut reader, header_len, path)?;
+    let dims = parse_header(path, &head, magic)?;
+    let n = dims[0];
+    let keep = limit.map_or(n, |l| l.min(n));
+    let item = dims[1..].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let Some(need) = item.and_then(|i| i.checked_mul(keep)).filter(|&b| b as u64 <= super::MAX_BYTES) else {
+        bail!(
+            "{p}: the header's dimension sizes {dims:?} make {keep} items larger than {} GiB, which gsure refuses. Fix: download or re-create the file, or lower --limit",
+            super::MAX_BYTES >> 30
+        );
+    };
+    // The bytes, their f32 images, the dataset array and the serialised file: 13 bytes per byte kept.
+    crate::io::budget::check_fits(
+        &format!("{p}: importing {keep} of its {n} items"),
+        13 * need as u128,
+        "lower --limit",
+    )?;
+    let data = read_up_to(&mut reader, need, path)?;
+    if data.len() < need {
+        bail!(
+            "{p}: the header's dimension sizes {dims:?} need {need} data bytes for {keep} items but the file holds {}; the file is truncated. Fix: download or re-create it",
+            data.len()
+        );
+    }
+    if keep == n && !read_up_to(&mut reader, 1, path)?.is_empty() {
+        bail!(
+            "{p}: the file holds more data than the header's dimension sizes {dims:?} say; the dimension sizes or the file are wrong. Fix: download or re-create it"
+        );
+    }
+    Ok(Idx { dims, data })
+}
+
+/// The file, decompressed on the fly when it starts with gzip's magic bytes (whatever its name).
+fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut buffered = std::io::BufReader::new(file);
+    let start = buffered.fill_buf().with_context(|| format!("reading {}", path.display()))?;
+    if start.len() >= 2 && start[0] == 0x1f && start[1] == 0x8b {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(buffered)))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+/// Up to `len` bytes (fewer only at the end of the stream); a broken gzip stream is named as such.
+fn read_up_to(reader: &mut dyn Read, len: usize, path: &Path) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(len);
+    reader.take(len as u64).read_to_end(&mut out).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the gzip stream is broken ({e}); the file is truncated or corrupt. Fix: download or re-create it",
+            path.display()
+        )
+    })?;
+    Ok(out)
+}
+
 /// Images (and labels) from IDX files: pixels 0..255 become -1..1, labels class ids.
 pub fn read(images: &Path, labels: Option<&Path>, limit: Option<usize>) -> Result<Imported> {
-    let im = read_file(images, MAGIC_IMAGES)?;
+    let im = read_file_limited(images, MAGIC_IMAGES, limit)?;
     let (n, h, w) = (im.dims[0], im.dims[1], im.dims[2]);
     let keep = limit.map_or(n, |l| l.min(n));
     let labels = match labels {
         Some(lp) => {
-            let lb = read_file(lp, MAGIC_LABELS)?;
+            let lb = read_file_limited(lp, MAGIC_LABELS, limit)?;
             if lb.dims[0] != n {
                 bail!(
                     "{}: {} labels but {} holds {n} images; they must match. Fix: pass the labels file that belongs to these images",

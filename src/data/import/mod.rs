@@ -165,6 +165,19 @@ pub fn transform(mut images: Vec<Image>, opts: &ImportOptions, source: &str) -> 
         bail!("--size 0: the output side must be at least 1");
     }
     let rgb = !opts.grey && images.iter().any(|i| i.c == 3);
+    if let Some(side) = opts.size {
+        // The resized images, the dataset array and the serialised file are alive at once.
+        let c = if opts.grey {
+            1
+        } else if rgb {
+            3
+        } else {
+            images[0].c
+        };
+        let bytes = 3 * crate::io::budget::f32_bytes(&[images.len(), c, side, side]);
+        let what = format!("{source}: {} images at --size {side}", images.len());
+        crate::io::budget::check_fits(&what, bytes, "lower --size or --limit")?;
+    }
     for img in images.iter_mut() {
         if opts.grey {
             *img = greyscale(img);
