@@ -289,43 +289,34 @@ fn sizes_no_machine_holds_are_refused_with_the_memory_they_need() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// An IDX images file that inflates to ~3.9 GB from a few MB of gzip (zeros, in repeated gzip members).
-fn gzip_bomb(path: &Path) {
+/// `head` then `zeros` zero bytes as gzip: ~3.9 GB from a few MB, in repeated gzip members (which every
+/// gzip reader must accept).
+fn gzip_bomb(path: &Path, head: &[u8], zeros: u64) {
     use flate2::{write::GzEncoder, Compression};
     use std::io::Write;
-    let (n, side) = (3700u32, 1024u32);
     let chunk = vec![0u8; 16 << 20];
     let member = |bytes: &[u8]| {
         let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
         enc.write_all(bytes).unwrap();
         enc.finish().unwrap()
     };
-    let mut head = vec![0, 0, 8, 3];
-    for d in [n, side, side] {
-        head.extend_from_slice(&d.to_be_bytes());
-    }
-    let zeros = member(&chunk);
+    let full = member(&chunk);
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    f.write_all(&member(&head)).unwrap();
-    let total = n as u64 * side as u64 * side as u64;
-    for _ in 0..total / chunk.len() as u64 {
-        f.write_all(&zeros).unwrap();
+    f.write_all(&member(head)).unwrap();
+    for _ in 0..zeros / chunk.len() as u64 {
+        f.write_all(&full).unwrap();
     }
-    f.write_all(&member(&chunk[..(total % chunk.len() as u64) as usize])).unwrap();
+    f.write_all(&member(&chunk[..(zeros % chunk.len() as u64) as usize])).unwrap();
 }
 
+/// `gsure data import ARGS` with 1 GiB of address space: inflating a whole 3.9 GB bomb, as the importers
+/// once did, cannot fit.
 #[cfg(unix)]
-#[test]
-fn a_gzip_bomb_costs_what_the_import_keeps() {
+fn import_within_1_gib(args: &[&str]) -> Output {
     use std::os::unix::process::CommandExt;
-    let d = dir("bomb");
-    let bomb = d.join("bomb-idx3-ubyte.gz");
-    gzip_bomb(&bomb);
-    assert!(std::fs::metadata(&bomb).unwrap().len() < 64 << 20);
-    let out = d.join("kept.safetensors");
-    let mut c = gsure(&["data", "import", "--format", "idx", "--input", bomb.to_str().unwrap(), "--limit", "3"]);
-    c.args(["--out", out.to_str().unwrap()]);
-    // 1 GiB of address space: inflating the whole 3.9 GB file, as the importer once did, cannot fit.
+    let mut c = gsure(&["data", "import"]);
+    c.args(args);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         c.pre_exec(|| {
             let limit = libc::rlimit { rlim_cur: 1 << 30, rlim_max: 1 << 30 };
@@ -335,23 +326,41 @@ fn a_gzip_bomb_costs_what_the_import_keeps() {
             Ok(())
         });
     }
-    let o = c.output().unwrap();
+    c.output().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_gzip_bomb_costs_what_the_import_keeps() {
+    let d = dir("bomb");
+    // IDX: a header for 3,700 images of 1024×1024, then as many zero bytes; --limit 3 keeps three.
+    let bomb = d.join("bomb-idx3-ubyte.gz");
+    let mut head = vec![0, 0, 8, 3];
+    for v in [3700u32, 1024, 1024] {
+        head.extend_from_slice(&v.to_be_bytes());
+    }
+    gzip_bomb(&bomb, &head, 3700 << 20);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 64 << 20);
+    let (b, out) = (bomb.to_str().unwrap(), d.join("kept.safetensors"));
+    let o = import_within_1_gib(&["--format", "idx", "--input", b, "--limit", "3", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
     let set = gsure::data::dataset::CleanDataset::open(&out).unwrap();
     assert_eq!(set.dims(), [3, 1, 1024, 1024]);
     // Without --limit the import would keep it all: refused up front with what that would take.
     let all = d.join("all.safetensors");
-    let e = refused(&run(&[
-        "data",
-        "import",
-        "--format",
-        "idx",
-        "--input",
-        bomb.to_str().unwrap(),
-        "--out",
-        all.to_str().unwrap(),
-    ]));
+    let e = refused(&run(&["data", "import", "--format", "idx", "--input", b, "--out", all.to_str().unwrap()]));
     assert!(e.contains("would need at least") && e.contains("--limit"), "{e}");
+
+    // NIfTI: a valid 32×32×8 volume followed by 3.9 GB of bytes the header does not claim.
+    let volume: Vec<f64> = (0..32 * 32 * 8).map(|i| ((i * 37) % 251) as f64).collect();
+    let nii = gsure::data::import::nifti::encode([32, 32, 8], 16, true, &volume, 1.0, 0.0);
+    let bomb = d.join("bomb.nii.gz");
+    gzip_bomb(&bomb, &nii, 3700 << 20);
+    let out = d.join("slices.safetensors");
+    let o =
+        import_within_1_gib(&["--format", "nifti", "--input", bomb.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert_eq!(gsure::data::dataset::CleanDataset::open(&out).unwrap().dims()[2..], [32, 32]);
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -128,11 +128,11 @@ struct MakeArgs {
 
 fn data_make(a: MakeArgs) -> Result<()> {
     use gsure::corruption::make::make_dataset;
-    if a.out.exists() && !a.force {
-        anyhow::bail!(
-            "--out {}: the file exists and would be replaced. Fix: choose another --out, or pass --force",
-            a.out.display()
-        );
+    let source_file = (a.source != "phantoms").then(|| std::path::PathBuf::from(&a.source));
+    let inputs: Vec<&std::path::Path> = source_file.iter().map(|p| p.as_path()).collect();
+    gsure::io::outputs::check_new(std::slice::from_ref(&a.out), &inputs, a.force, "--out")?;
+    if let Some(p) = &a.preview {
+        gsure::io::outputs::check_new(std::slice::from_ref(p), &inputs, a.force, "--preview")?;
     }
     let (source, name) = if a.source == "phantoms" {
         let n = a.n.unwrap_or(256);

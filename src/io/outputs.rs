@@ -26,6 +26,11 @@ pub fn check_new(outputs: &[PathBuf], inputs: &[&Path], force: bool, flag: &str)
             );
         }
     }
+    for out in outputs {
+        for stale in remove_stale_temps_of(out) {
+            eprintln!("removed {}, left by an interrupted write", stale.display());
+        }
+    }
     Ok(())
 }
 
@@ -65,11 +70,26 @@ pub(crate) fn write_via_temp(path: &Path, write: impl FnOnce(&Path) -> Result<()
 /// mid-write, or stopped by a full disk): they are never the only copy of anything, and one can hold the
 /// disk full. Files of running processes and anything not ours are left alone. Returns what was removed.
 pub fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
+    remove_stale(dir, |_| true)
+}
+
+/// [`remove_stale_temps`] for the temporary files of one output `path` only (its folder may hold others'
+/// files, or another command's work in progress).
+pub fn remove_stale_temps_of(path: &Path) -> Vec<PathBuf> {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else { return Vec::new() };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    remove_stale(dir, |stem| stem == name)
+}
+
+fn remove_stale(dir: &Path, of: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = stale_temp_pid(&name) else { continue };
+        let Some((stem, pid)) = stale_temp_pid(&name) else { continue };
+        if !of(stem) {
+            continue;
+        }
         let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
         if !alive && entry.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(entry.path()).is_ok() {
             removed.push(entry.path());
@@ -78,12 +98,12 @@ pub fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// The process id in a temporary name of ours (`.NAME.tmpPID`), if `name` is one.
-fn stale_temp_pid(name: &str) -> Option<u32> {
+/// The file name and process id in a temporary name of ours (`.NAME.tmpPID`), if `name` is one.
+fn stale_temp_pid(name: &str) -> Option<(&str, u32)> {
     let rest = name.strip_prefix('.')?;
     let (stem, pid) = rest.rsplit_once(".tmp")?;
     if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    pid.parse().ok()
+    Some((stem, pid.parse().ok()?))
 }

@@ -2,11 +2,10 @@
 //! whose first two bytes are 0, third the element type (0x08 = unsigned byte, the only one these datasets
 //! use) and fourth the number of dimensions; then one big-endian u32 per dimension; then the values, row
 //! major. Images are 0x00000803 ([N, H, W]), labels 0x00000801 ([N]).
-use super::{read_maybe_gz, Imported};
+use super::{open_maybe_gz, read_maybe_gz, read_up_to, Imported};
 use crate::data::transforms::Image;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::{json, Map};
-use std::io::{BufRead, Read};
 use std::path::Path;
 
 pub const MAGIC_IMAGES: u32 = 0x0000_0803;
@@ -132,30 +131,6 @@ pub fn read_file_limited(path: &Path, magic: u32, limit: Option<usize>) -> Resul
         );
     }
     Ok(Idx { dims, data })
-}
-
-/// The file, decompressed on the fly when it starts with gzip's magic bytes (whatever its name).
-fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
-    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut buffered = std::io::BufReader::new(file);
-    let start = buffered.fill_buf().with_context(|| format!("reading {}", path.display()))?;
-    if start.len() >= 2 && start[0] == 0x1f && start[1] == 0x8b {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(buffered)))
-    } else {
-        Ok(Box::new(buffered))
-    }
-}
-
-/// Up to `len` bytes (fewer only at the end of the stream); a broken gzip stream is named as such.
-fn read_up_to(reader: &mut dyn Read, len: usize, path: &Path) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(len);
-    reader.take(len as u64).read_to_end(&mut out).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: the gzip stream is broken ({e}); the file is truncated or corrupt. Fix: download or re-create it",
-            path.display()
-        )
-    })?;
-    Ok(out)
 }
 
 /// Images (and labels) from IDX files: pixels 0..255 become -1..1, labels class ids.

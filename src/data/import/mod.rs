@@ -11,7 +11,7 @@ use super::dataset::{sibling_path, Array4, CleanDataset, CleanMeta};
 use super::transforms::{fit, greyscale, split_indices, to_rgb, Image, Resize};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 /// The largest file (after decompression) an importer reads: bounds the memory a hostile header or a gzip
@@ -271,5 +271,29 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     if out.len() as u64 > MAX_BYTES {
         bail!("{}: decompresses to more than {} GiB; gsure refuses files this large", path.display(), MAX_BYTES >> 30);
     }
+    Ok(out)
+}
+
+/// The file, decompressed on the fly when it starts with gzip's magic bytes (whatever its name).
+pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut buffered = std::io::BufReader::new(file);
+    let start = buffered.fill_buf().with_context(|| format!("reading {}", path.display()))?;
+    if start.len() >= 2 && start[0] == 0x1f && start[1] == 0x8b {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(buffered)))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+/// Up to `len` bytes (fewer only at the end of the stream); a broken gzip stream is named as such.
+pub(crate) fn read_up_to(reader: &mut dyn Read, len: usize, path: &Path) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(len);
+    reader.take(len as u64).read_to_end(&mut out).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the gzip stream is broken ({e}); the file is truncated or corrupt. Fix: download or re-create it",
+            path.display()
+        )
+    })?;
     Ok(out)
 }

@@ -5,7 +5,7 @@
 //! scl_inter (116), magic (344, "n+1\0" for a single file). The voxels start at vox_offset, x fastest, then
 //! y, then z. Values are scaled by scl_slope/scl_inter (when the slope is not 0), clipped at two percentiles
 //! of the volume and mapped to [-1, 1].
-use super::{read_maybe_gz, ImportOptions, Imported};
+use super::{open_maybe_gz, read_up_to, ImportOptions, Imported};
 use crate::data::transforms::{center_pad, Image};
 use anyhow::{bail, Result};
 use serde_json::{json, Map};
@@ -38,8 +38,8 @@ fn datatype(code: i16) -> Option<(&'static str, usize)> {
 
 const FIX: &str = "download or re-create the file (or convert it with a NIfTI tool such as fslmaths or nibabel)";
 
-/// Parses NIfTI-1 bytes read from `path`.
-pub fn parse(path: &Path, b: &[u8]) -> Result<Volume> {
+/// The header at the start of `b` (which must hold at least its 348 bytes; the voxels need not follow).
+fn header(path: &Path, b: &[u8]) -> Result<Header> {
     let p = path.display();
     if b.len() < HEADER_SIZE {
         bail!(
@@ -99,9 +99,6 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Volume> {
     let vox = vox as usize;
     let count = dims[0] * dims[1] * dims[2]; // each < 2^15: no overflow
     let end = vox + count * esize;
-    if b.len() < end {
-        bail!("{p}: the header (dim {dims:?}, {tname}, vox_offset {vox}) needs {end} bytes but the file holds {}; it is truncated. Fix: {FIX}", b.len());
-    }
     let (mut slope, mut inter) = (f32_at(112), f32_at(116));
     if !slope.is_finite() || (slope != 0.0 && !inter.is_finite()) {
         bail!("{p}: header fields scl_slope/scl_inter are {slope}/{inter}; they must be finite. Fix: {FIX}");
@@ -109,6 +106,32 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Volume> {
     if slope == 0.0 {
         // The standard's convention: a zero slope means the voxel values are used as stored.
         (slope, inter) = (1.0, 0.0);
+    }
+    let pixdim = [f32_at(80), f32_at(84), f32_at(88)];
+    Ok(Header { le, dims, pixdim, code, tname, esize, vox, end, slope, inter })
+}
+
+/// The header's fields that place and decode the voxels, checked.
+struct Header {
+    le: bool,
+    dims: [usize; 3],
+    pixdim: [f32; 3],
+    code: i16,
+    tname: &'static str,
+    esize: usize,
+    vox: usize,
+    /// The byte after the last voxel: vox_offset + voxels × size.
+    end: usize,
+    slope: f32,
+    inter: f32,
+}
+
+/// Parses NIfTI-1 bytes read from `path`.
+pub fn parse(path: &Path, b: &[u8]) -> Result<Volume> {
+    let p = path.display();
+    let Header { le, dims, pixdim, code, tname, esize, vox, end, slope, inter } = header(path, b)?;
+    if b.len() < end {
+        bail!("{p}: the header (dim {dims:?}, {tname}, vox_offset {vox}) needs {end} bytes but the file holds {}; it is truncated. Fix: {FIX}", b.len());
     }
     let raw = &b[vox..end];
     let data: Vec<f32> = raw
@@ -137,13 +160,27 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Volume> {
         let (x, y, z) = (i % dims[0], (i / dims[0]) % dims[1], i / (dims[0] * dims[1]));
         bail!("{p}: voxel ({x}, {y}, {z}) is {} (values must be finite). Fix: replace non-finite voxels (e.g. fslmaths IN -nan OUT)", data[i]);
     }
-    let pixdim = [f32_at(80), f32_at(84), f32_at(88)];
     Ok(Volume { dims, pixdim, data })
 }
 
-/// Reads a `.nii` or `.nii.gz` file.
+/// Reads a `.nii` or `.nii.gz` file: the header, then only the bytes its voxels take (a small compressed
+/// file that inflates far beyond them costs what the volume needs, never more), memory checked first.
 pub fn read_file(path: &Path) -> Result<Volume> {
-    parse(path, &read_maybe_gz(path)?)
+    let mut stream = open_maybe_gz(path)?;
+    let mut bytes = read_up_to(&mut *stream, HEADER_SIZE, path)?;
+    if bytes.len() < HEADER_SIZE {
+        return parse(path, &bytes);
+    }
+    let h = header(path, &bytes)?;
+    // The bytes, the volume in f32, its slices and the dataset file made from them.
+    let what = format!("{}: a volume of {:?} voxels", path.display(), h.dims);
+    crate::io::budget::check_fits(
+        &what,
+        h.end as u128 + 12 * (h.dims.iter().product::<usize>() as u128),
+        "import smaller volumes",
+    )?;
+    bytes.extend(read_up_to(&mut *stream, h.end - HEADER_SIZE, path)?);
+    parse(path, &bytes)
 }
 
 /// The value at percentile `q` (0-100) of `values` (nearest rank).
