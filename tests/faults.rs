@@ -395,6 +395,25 @@ fn untrustworthy_inputs_and_results_are_refused_before_work() {
     assert!(start.elapsed() < Duration::from_secs(20), "refusals took {:?}", start.elapsed());
     assert!(!run_dir.join("eval").join("eval.json").exists(), "nothing was scored");
 
+    // A dataset whose masks leave a pixel unobserved in every example is not written.
+    let few = d.join("few.safetensors");
+    let e = refused(&run(&[
+        "data",
+        "make",
+        "--op",
+        "pixel",
+        "--p",
+        "0.5",
+        "--n",
+        "2",
+        "--size",
+        "8",
+        "--out",
+        few.to_str().unwrap(),
+    ]));
+    assert!(e.contains("observed in none of the 2 examples") && e.contains("--n"), "{e}");
+    assert!(!few.exists());
+
     // NaN samples are not a score.
     let nan = d.join("nan.safetensors");
     let values = vec![f32::NAN; 4 * 16 * 16];

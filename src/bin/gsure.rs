@@ -161,6 +161,9 @@ fn data_make(a: MakeArgs) -> Result<()> {
     let spec = a.operator.spec(a.op, a.r);
     let t = std::time::Instant::now();
     let data = make_dataset(&source, &spec, a.seed, &name)?;
+    data.check_every_coordinate_observed().map_err(|e| {
+        anyhow::anyhow!("gsure data make ({name}): {e:#} Fix: more images (--n), or an operator that observes more")
+    })?;
     data.write(&a.out)?;
     let observed = data.mask.iter().filter(|&&m| m != 0.0).count() as f64 / data.mask.len() as f64;
     let [n, c, h, w] = data.dims;
@@ -302,6 +305,72 @@ enum BenchCommand {
     Ops(OpsArgs),
     /// Times whole training steps (data, noising, forward, loss, backward, clip, AdamW, EMA) per model.
     Train(BenchTrainArgs),
+    /// GSURE's gradient noise against the oracle's at a run's EMA weights, per t (CPU): oracle, masked
+    /// loss, GSURE's data term, whole GSURE (see gsure::objectives::variance).
+    GsureVariance(VarianceArgs),
+}
+
+#[derive(Args)]
+struct VarianceArgs {
+    /// A GSURE (or oracle) run on a pixel-basis corrupted dataset; its data file is read from the run.
+    #[arg(long)]
+    run: std::path::PathBuf,
+    /// Timesteps, comma-separated (default 10,50,100,300,600,900).
+    #[arg(long, value_delimiter = ',')]
+    times: Vec<usize>,
+    /// Batches per timestep.
+    #[arg(long, default_value_t = 64)]
+    batches: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Writes the results as JSON to this file.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+fn bench_gsure_variance(a: VarianceArgs) -> Result<()> {
+    use gsure::objectives::variance::{gradient_variance, VarianceOptions};
+    if let Some(out) = &a.out {
+        gsure::io::outputs::check_new(std::slice::from_ref(out), &[], false, "--out")?;
+    }
+    let (options, config, model, params, schedule, step) =
+        gsure::train::load_run_with_params(&a.run, &gsure::Device::Cpu)?;
+    let gsure::nn::Model::Ddim(net) = &model else {
+        anyhow::bail!("--run {}: the gradient variance is measured for DDIM U-Net runs (GSURE's)", a.run.display());
+    };
+    let data = gsure::train::load_train_data(options.data.as_deref(), &options, &config)?;
+    let gsure::train::TrainData::Corrupted(data) = data else {
+        anyhow::bail!(
+            "--run {}: the run trained on clean images; GSURE's gradient needs its corrupted data",
+            a.run.display()
+        );
+    };
+    let mut o = VarianceOptions { batches: a.batches, batch: a.batch, seed: a.seed, ..VarianceOptions::default() };
+    if !a.times.is_empty() {
+        o.times = a.times;
+    }
+    let points = gradient_variance(net, &params, &data, &schedule, &o, |line| eprintln!("{line}"))?;
+    println!("{:>4} {:>11} {:>11} {:>11} {:>9} {:>9}", "t", "loss", "‖E g‖", "tr Cov", "rel.var", "dist");
+    for p in &points {
+        for s in &p.losses {
+            println!(
+                "{:>4} {:>11} {:>11.4e} {:>11.4e} {:>9.3} {:>9.3}",
+                p.t, s.loss, s.mean_norm, s.trace_cov, s.relative_variance, s.distance_to_oracle
+            );
+        }
+    }
+    if let Some(out) = &a.out {
+        let json = serde_json::json!({
+            "run": a.run, "step": step, "config": options.config, "loss": format!("{:?}", options.loss),
+            "data": options.data, "batches": o.batches, "batch": o.batch, "seed": o.seed,
+            "commit": std::env::var("GSURE_COMMIT").ok(), "points": points,
+        });
+        write_json(out, &json)?;
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -876,6 +945,7 @@ fn main() -> Result<()> {
         }
         Command::Bench { what: BenchCommand::Ops(a) } => bench_ops(a)?,
         Command::Bench { what: BenchCommand::Train(a) } => bench_train(a)?,
+        Command::Bench { what: BenchCommand::GsureVariance(a) } => bench_gsure_variance(a)?,
     }
     Ok(())
 }

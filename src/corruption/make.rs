@@ -84,7 +84,7 @@ pub fn make_dataset(source: &ImageSet, spec: &OpSpec, seed: u64, source_name: &s
             }
         }
     }
-    let data = CorruptedData {
+    Ok(CorruptedData {
         spec: op.spec(),
         seed,
         source: source_name.to_string(),
@@ -92,13 +92,7 @@ pub fn make_dataset(source: &ImageSet, spec: &OpSpec, seed: u64, source_name: &s
         y,
         mask,
         clean: Some((source.images.clone(), source.dims)),
-    };
-    data.check_every_coordinate_observed().map_err(|e| {
-        anyhow::anyhow!(
-            "gsure data make ({source_name}): {e:#} Fix: more images (--n), or an operator that observes more"
-        )
-    })?;
-    Ok(data)
+    })
 }
 
 /// The image [C, H, W] an operator family acts on given the source images: MRI promotes real images to
@@ -203,10 +197,12 @@ impl CorruptedData {
         Ok(data)
     }
 
-    /// Refuses stored masks under which some coordinate is observed in no example: the losses never see
-    /// it, so nothing is learned there (all-zero masks train at loss 0). The operator's π > 0 says the
-    /// distribution covers every coordinate; this checks the draws that were stored.
-    fn check_every_coordinate_observed(&self) -> Result<()> {
+    /// Refuses masks under which some coordinate is observed in no example: the losses never see it, so
+    /// nothing is learned there (all-zero masks train at loss 0). The operator's π > 0 says the distribution
+    /// covers every coordinate; this checks the draws. Every dataset file must pass it ([`Self::open`], and
+    /// `gsure data make` before it writes); in memory it is the caller's choice (a one-step parity test
+    /// trains on two images on purpose).
+    pub fn check_every_coordinate_observed(&self) -> Result<()> {
         let [n, cs, h, w] = self.dims;
         let hw = h * w;
         let mut seen = vec![false; hw];

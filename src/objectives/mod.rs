@@ -10,6 +10,7 @@ pub mod ambient;
 pub mod gsure;
 pub mod supervised;
 pub mod tweedie;
+pub mod variance;
 
 pub use gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective, Noised, ProbeKind};
 

@@ -13,5 +13,5 @@ pub use data::{load_train_data, TrainData};
 pub use optim::{clip_gate, clip_grad_norm, AdamConfig, AdamW, Ema, GateValues, GateWorkspace, StepGate};
 pub use options::{LossKind, Sampling, TrainOptions};
 pub use run_dir::RunDir;
-pub use sampling::{load_run, sample, sample_run};
+pub use sampling::{load_run, load_run_with_params, sample, sample_run};
 pub use trainer::{stored_options, TrainSummary, Trainer};

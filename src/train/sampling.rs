@@ -105,6 +105,16 @@ pub fn load_run(
     run_dir: &Path,
     device: &Device,
 ) -> Result<(TrainOptions, ModelConfig, Model, VpSchedule, Option<u64>)> {
+    let (options, config, model, _, schedule, step) = load_run_with_params(run_dir, device)?;
+    Ok((options, config, model, schedule, step))
+}
+
+/// [`load_run`] with the parameter store of the model (for gradients at the run's EMA weights).
+#[allow(clippy::type_complexity)]
+pub fn load_run_with_params(
+    run_dir: &Path,
+    device: &Device,
+) -> Result<(TrainOptions, ModelConfig, Model, ParamStore, VpSchedule, Option<u64>)> {
     let run = RunDir(run_dir.to_path_buf());
     if !run.checkpoint().exists() {
         bail!(
@@ -121,7 +131,7 @@ pub fn load_run(
     let model = Model::new(&config, &mut params, 0, device)?;
     checkpoint::load_weights(&run.checkpoint(), &params, "ema")?;
     let schedule = VpSchedule::linear(options.beta_start)?;
-    Ok((options, config, model, schedule, meta["step"].as_u64()))
+    Ok((options, config, model, params, schedule, meta["step"].as_u64()))
 }
 
 /// Samples `n` images from the EMA weights of the run in `run_dir`: ([n, C, H, W], values).
