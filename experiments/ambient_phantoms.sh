@@ -30,18 +30,18 @@ for p in 0.6 0.9; do
 done
 run() { # name config loss data
   "$gsure" train --config "$2" --loss "$3" --data "$4" --steps "$steps" --out "$out/$1" --force
-  "$gsure" eval --run "$out/$1" --data "$out/test.safetensors" --what denoise,swd --samples "$samples" \
+  "$gsure" eval --force --run "$out/$1" --data "$out/test.safetensors" --what denoise,swd --samples "$samples" \
     --out "$out/$1/eval"
 }
 run oracle tiny-edm supervised "$out/train-p0.6.safetensors"
 "$gsure" data make --op noise --sigma0 0 --n "$samples" --size 16 --phantom-seed 999 --out "$out/floor.safetensors" --force
-"$gsure" eval --run "$out/oracle" --data "$out/test.safetensors" --what swd --samples "$samples" \
+"$gsure" eval --force --run "$out/oracle" --data "$out/test.safetensors" --what swd --samples "$samples" \
   --samples-from "$out/floor.safetensors" --out "$out/floor"
 delta=0.1 # the objective's default further corruption
 for p in 0.6 0.9; do
   run "ambient-p$p" tiny-ambient ambient "$out/train-p$p.safetensors"
   for keep in "$(python3 -c "print(round((1-$p)*(1-$delta), 6))")" "$(python3 -c "print(round(1-$p, 6))")"; do
-    "$gsure" eval --run "$out/ambient-p$p" --data "$out/test.safetensors" --what denoise --mask-keep "$keep" \
+    "$gsure" eval --force --run "$out/ambient-p$p" --data "$out/test.safetensors" --what denoise --mask-keep "$keep" \
       --out "$out/ambient-p$p/eval-keep$keep"
   done
   run "naive-p$p" tiny-edm naive "$out/train-p$p.safetensors"

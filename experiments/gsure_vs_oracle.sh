@@ -43,9 +43,9 @@ esac
 for loss in supervised gsure naive; do
   "$gsure" train --config "$config" --loss "$loss" --data "$out/train.safetensors" --beta-start 4e-4 \
     --steps "$steps" --out "$out/$loss" --force
-  "$gsure" eval --run "$out/$loss" --data "$out/test.safetensors" --what denoise --out "$out/$loss/eval"
+  "$gsure" eval --force --run "$out/$loss" --data "$out/test.safetensors" --what denoise --out "$out/$loss/eval"
 done
-"$gsure" eval --run "$out/gsure" --data "$out/test.safetensors" --what denoise --out "$out/compare" \
+"$gsure" eval --force --run "$out/gsure" --data "$out/test.safetensors" --what denoise --out "$out/compare" \
   --compare-with "$out/supervised/eval/eval.json,$out/naive/eval/eval.json"
 python3 - "$out" <<'PY'
 import json, sys

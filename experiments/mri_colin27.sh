@@ -28,11 +28,11 @@ test=data/brain-t1-64-test.safetensors
 for loss in supervised gsure naive; do
   "$gsure" train --config tiny-mri64 --loss "$loss" --data "$out/train.safetensors" --beta-start 1e-4 \
     --steps "$steps" --batch "$batch" --out "$out/$loss" --force
-  "$gsure" eval --run "$out/$loss" --data "$test" --what denoise --out "$out/$loss/eval"
+  "$gsure" eval --force --run "$out/$loss" --data "$test" --what denoise --out "$out/$loss/eval"
 done
-"$gsure" reconstruct --run "$out/gsure" --compare-run "$out/supervised" --data "$test" --op mri \
+"$gsure" reconstruct --force --run "$out/gsure" --compare-run "$out/supervised" --data "$test" --op mri \
   --R 4,6,8,10,12 --sigma0 0.01 --n 15 --out "$out/gsure/reconstruct"
-"$gsure" reconstruct --run "$out/naive" --data "$test" --op mri --R 4,6,8,10,12 --sigma0 0.01 --n 15 \
+"$gsure" reconstruct --force --run "$out/naive" --data "$test" --op mri --R 4,6,8,10,12 --sigma0 0.01 --n 15 \
   --out "$out/naive/reconstruct"
 python3 - "$out" <<'PY'
 import json, sys

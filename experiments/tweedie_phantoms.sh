@@ -36,7 +36,7 @@ for s in 0.1 0.2; do # the oracle trains on the clean images of either file
 done
 evalrun() { # name [extra eval args...]
   local name="$1"; shift
-  "$gsure" eval --run "$out/$name" --data "$out/test.safetensors" --samples "$samples" "$@"
+  "$gsure" eval --force --run "$out/$name" --data "$out/test.safetensors" --samples "$samples" "$@"
 }
 if [ -n "$oracle_from" ]; then # the same oracle run as experiments/ambient_phantoms.sh (same phantoms, steps, β_start)
   rm -rf "$out/oracle" && cp -r "$oracle_from" "$out/oracle" && rm -rf "$out/oracle/eval"

@@ -206,10 +206,8 @@ fn a_read_only_folder_is_refused_naming_the_path() {
     let d = dir("ro");
     let Some(_fs) = Tmpfs::mount(&d, "ro,size=1m") else { return };
     let out = d.join("run");
-    let start = Instant::now();
     let e = refused(&train(&out, &["--steps", "4"]).output().unwrap());
     assert!(e.contains(out.to_str().unwrap()) && e.contains("Read-only file system"), "{e}");
-    assert!(start.elapsed() < Duration::from_secs(30), "refused only after {:?}", start.elapsed());
     let target = d.join("set.safetensors");
     let e = refused(&run(&[
         "data",
@@ -275,10 +273,8 @@ fn sizes_no_machine_holds_are_refused_with_the_memory_they_need() {
             "--size",
         ),
     ] {
-        let start = Instant::now();
         let e = refused(&run(&args));
         assert!(e.contains("would need at least") && e.contains("available") && e.contains(fix), "{e}");
-        assert!(start.elapsed() < Duration::from_secs(10), "refused after {:?}", start.elapsed());
         assert!(!out.exists());
     }
     let run_dir = d.join("run");
@@ -382,7 +378,6 @@ fn untrustworthy_inputs_and_results_are_refused_before_work() {
         args.extend_from_slice(extra);
         run(&args)
     };
-    let start = Instant::now();
     let e = refused(&eval(&["--what", "denoise,fid"]));
     assert!(e.contains("--train"), "{e}");
     // A training set without labels cannot train fid's classifier.
@@ -392,8 +387,8 @@ fn untrustworthy_inputs_and_results_are_refused_before_work() {
     assert!(e.contains("--compare-with") && e.contains("none.json"), "{e}");
     let e = refused(&eval(&["--what", "swd", "--compare-with", h]));
     assert!(e.contains("denoise"), "{e}");
-    assert!(start.elapsed() < Duration::from_secs(20), "refusals took {:?}", start.elapsed());
-    assert!(!run_dir.join("eval").join("eval.json").exists(), "nothing was scored");
+    // Refused before any network ran: the evaluation folder was not even created.
+    assert!(!run_dir.join("eval").exists(), "nothing was evaluated");
 
     // A dataset whose masks leave a pixel unobserved in every example is not written.
     let few = d.join("few.safetensors");
@@ -422,5 +417,16 @@ fn untrustworthy_inputs_and_results_are_refused_before_work() {
     let e = refused(&eval(&["--what", "swd", "--samples-from", nan.to_str().unwrap()]));
     assert!(e.contains("NaN") && e.contains("not scored"), "{e}");
     assert!(!run_dir.join("eval").join("eval.json").exists(), "nothing was scored");
+
+    // An evaluation is not replaced without --force.
+    let o = eval(&["--what", "denoise"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = run_dir.join("eval").join("eval.json");
+    let first = std::fs::read(&report).unwrap();
+    let e = refused(&eval(&["--what", "denoise", "--seed", "3"]));
+    assert!(e.contains("eval.json") && e.contains("--force"), "{e}");
+    assert_eq!(std::fs::read(&report).unwrap(), first, "the earlier evaluation, byte for byte");
+    let o = eval(&["--what", "denoise", "--seed", "3", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -562,6 +562,9 @@ struct EvalArgs {
     /// eval.json files of other runs to draw beside this run's denoising curve (denoise_compare.png).
     #[arg(long, value_delimiter = ',')]
     compare_with: Vec<std::path::PathBuf>,
+    /// Replace an earlier evaluation in the output folder.
+    #[arg(long)]
+    force: bool,
     /// cpu or cuda (default: cuda when usable, else cpu).
     #[arg(long)]
     device: Option<String>,
@@ -604,6 +607,9 @@ struct ReconstructArgs {
     /// Output folder (default: RUN/reconstruct).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Replace an earlier reconstruction in the output folder.
+    #[arg(long)]
+    force: bool,
     /// cpu or cuda (default: cuda when usable, else cpu).
     #[arg(long)]
     device: Option<String>,
@@ -627,6 +633,7 @@ fn reconstruct(a: ReconstructArgs) -> Result<()> {
     o.compare_run = a.compare_run;
     o.batch = a.batch;
     o.out = a.out;
+    o.force = a.force;
     gsure::eval::reconstruct::reconstruct(&o, &device, |line| eprintln!("{line}"))?;
     Ok(())
 }
@@ -652,6 +659,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     o.classifier.steps = a.classifier_steps;
     o.out = a.out;
     o.compare_with = a.compare_with;
+    o.force = a.force;
     gsure::eval::evaluate(&o, &device, |line| eprintln!("{line}"))?;
     Ok(())
 }

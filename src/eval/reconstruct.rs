@@ -197,6 +197,8 @@ pub struct ReconstructOptions {
     pub compare_run: Option<PathBuf>,
     /// Output folder (default RUN/reconstruct).
     pub out: Option<PathBuf>,
+    /// Replace an earlier reconstruction in the output folder.
+    pub force: bool,
     /// Images per batch of network passes.
     pub batch: usize,
 }
@@ -213,6 +215,7 @@ impl ReconstructOptions {
             seed: 0,
             compare_run: None,
             out: None,
+            force: false,
             batch: 16,
         }
     }
@@ -347,6 +350,8 @@ pub fn reconstruct(opts: &ReconstructOptions, device: &Device, mut log: impl FnM
         opts.r_list.iter().map(|&r| OpSpec { r: Some(r), ..opts.op.clone() }).collect()
     };
     let out = opts.out_dir();
+    crate::io::outputs::check_new(&[out.join("reconstruct.json")], &[], opts.force, "--out")
+        .context("an earlier reconstruction is in the output folder")?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut results = Vec::new();
     for spec in &settings {

@@ -47,6 +47,8 @@ pub struct EvalOptions {
     pub projections: usize,
     pub classifier: ClassifierOptions,
     pub out: Option<PathBuf>,
+    /// Replace an earlier evaluation in the output folder (its eval.json and plots).
+    pub force: bool,
     /// Fraction of pixels a mask-channel (Ambient) model sees in the denoising evaluation (1: all of them;
     /// the fraction its training masks kept asks it the question it was trained on). See
     /// [`MaskedView`].
@@ -71,6 +73,7 @@ impl EvalOptions {
             projections: 512,
             classifier: ClassifierOptions::default(),
             out: None,
+            force: false,
             mask_keep: 1.0,
             compare_with: Vec::new(),
         }
@@ -316,9 +319,12 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
         bail!("eval: nothing to compute; pass --what with some of denoise, swd, fid, memorisation");
     }
     check_inputs(opts)?;
-    let out = opts.out_dir();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let (train_opts, config, model, schedule, step) = load_run(&opts.run, device)?;
+    let view = masked_view(opts, &model)?;
+    let out = opts.out_dir();
+    crate::io::outputs::check_new(&[out.join("eval.json")], &[], opts.force, "--out")
+        .context("an earlier evaluation is in the output folder")?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let r = config.resolution();
     let c = config.image_channels();
     let family = match model {
@@ -362,7 +368,6 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
 
     if opts.what.contains(&Metric::Denoise) {
         let _range = crate::nvtx::range("eval denoise");
-        let view = masked_view(opts, &model)?;
         log(&format!("denoising MSE on {n_held} held-out images at {} times", super::denoise::default_times().len()));
         let dopts = DenoiseOptions { batch: opts.batch, seed: opts.seed, ..DenoiseOptions::default() };
         let points = denoise_mse(
