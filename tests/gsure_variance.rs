@@ -21,7 +21,7 @@ fn small_net(params: &mut ParamStore, prediction: Prediction) -> DdimUnet {
 }
 
 fn opts() -> VarianceOptions {
-    VarianceOptions { times: vec![20, 500], batches: 6, batch: 4, seed: 1 }
+    VarianceOptions { times: vec![20, 500], batches: 6, batch: 4, seed: 1, ..VarianceOptions::default() }
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn masking_the_loss_adds_variance_and_keeps_the_oracle_expectation_within_its_no
     let spec = OpSpec { sigma0: 0.02, p: Some(0.4), ..OpSpec::new(OpKind::Pixel) };
     let data = make_dataset(&src, &spec, 0, "phantoms").unwrap();
     let schedule = VpSchedule::linear(4e-4).unwrap();
-    let o = VarianceOptions { times: vec![50], batches: 24, batch: 8, seed: 2 };
+    let o = VarianceOptions { times: vec![50], batches: 24, batch: 8, seed: 2, ..VarianceOptions::default() };
     let p = &gradient_variance(&net, &params, &data, &schedule, &o, |_| {}).unwrap()[0];
     let [oracle, masked, _, whole] = [0, 1, 2, 3].map(|i| &p.losses[i]);
     assert!(masked.trace_cov > oracle.trace_cov, "{masked:?} against {oracle:?}");

@@ -162,7 +162,10 @@ fn data_make(a: MakeArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let data = make_dataset(&source, &spec, a.seed, &name)?;
     data.check_every_coordinate_observed().map_err(|e| {
-        anyhow::anyhow!("gsure data make ({name}): {e:#} Fix: more images (--n), or an operator that observes more")
+        anyhow::anyhow!(
+            "gsure data make ({name}): {e:#} Fix: more images (a larger --n, or a larger --source), or an \
+             operator that observes more"
+        )
     })?;
     data.write(&a.out)?;
     let observed = data.mask.iter().filter(|&&m| m != 0.0).count() as f64 / data.mask.len() as f64;
@@ -329,12 +332,15 @@ struct VarianceArgs {
     /// Writes the results as JSON to this file.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 fn bench_gsure_variance(a: VarianceArgs) -> Result<()> {
     use gsure::objectives::variance::{gradient_variance, VarianceOptions};
     if let Some(out) = &a.out {
-        gsure::io::outputs::check_new(std::slice::from_ref(out), &[], false, "--out")?;
+        gsure::io::outputs::check_new(std::slice::from_ref(out), &[], a.force, "--out")?;
     }
     let (options, config, model, params, schedule, step) =
         gsure::train::load_run_with_params(&a.run, &gsure::Device::Cpu)?;
@@ -348,7 +354,13 @@ fn bench_gsure_variance(a: VarianceArgs) -> Result<()> {
             a.run.display()
         );
     };
-    let mut o = VarianceOptions { batches: a.batches, batch: a.batch, seed: a.seed, ..VarianceOptions::default() };
+    let mut o = VarianceOptions {
+        batches: a.batches,
+        batch: a.batch,
+        seed: a.seed,
+        mode: options.gsure_mode,
+        ..VarianceOptions::default()
+    };
     if !a.times.is_empty() {
         o.times = a.times;
     }
@@ -366,6 +378,7 @@ fn bench_gsure_variance(a: VarianceArgs) -> Result<()> {
         let json = serde_json::json!({
             "run": a.run, "step": step, "config": options.config, "loss": format!("{:?}", options.loss),
             "data": options.data, "batches": o.batches, "batch": o.batch, "seed": o.seed,
+            "gsure_mode": format!("{:?}", o.mode).to_lowercase(),
             "commit": std::env::var("GSURE_COMMIT").ok(), "points": points,
         });
         write_json(out, &json)?;

@@ -48,8 +48,8 @@ pub fn check_make_fits(n: usize, chw: [usize; 3], kind: OpKind) -> Result<()> {
     use crate::io::budget::{check_fits, f32_bytes};
     let [c, h, w] = chw;
     let cs = op_chw(kind, chw)[0];
-    let bytes = 3 * f32_bytes(&[n, c, h, w]) + 4 * f32_bytes(&[n, cs, h, w]);
-    check_fits(&format!("gsure data make: {n} images of {c}×{h}×{w}"), bytes, "lower --n or --size")
+    let bytes = f32_bytes(&[n, c, h, w]).saturating_mul(3).saturating_add(f32_bytes(&[n, cs, h, w]).saturating_mul(4));
+    check_fits(&format!("gsure data make: {n} images of {c}×{h}×{w}"), bytes, "lower --n (or --size, for phantoms)")
 }
 
 /// Corrupts every image of `source` with the operator of `spec` (masks and noise seeded per example from

@@ -422,6 +422,7 @@ pub fn evaluate(opts: &EvalOptions, device: &Device, mut log: impl FnMut(&str)) 
                     let seed = crate::nn::layer_seed(opts.seed ^ 0x5a3b_1e55, k as u64);
                     v.extend(crate::train::sample(&model, &schedule, train_opts.sampling, b, seed, device)?);
                 }
+                crate::train::sampling::check_finite_samples(&v, opts.samples)?;
                 v
             }
         };

@@ -4,18 +4,39 @@
 //! sides) states what they will take and asks here first.
 use anyhow::{bail, Result};
 
-/// Bytes of `count` f32 values, in u128 so that no product of user-given sizes can wrap.
+/// Bytes of an f32 array of `dims`, saturating at u128::MAX: no product of user-given sizes can wrap to a
+/// small, acceptable number (callers scale it with `saturating_mul` for the same reason).
 pub fn f32_bytes(dims: &[usize]) -> u128 {
-    dims.iter().map(|&d| d as u128).product::<u128>() * 4
+    dims.iter().try_fold(4u128, |a, &d| a.checked_mul(d as u128)).unwrap_or(u128::MAX)
 }
 
-/// The memory the kernel says can be allocated without swapping (`MemAvailable` in /proc/meminfo), read
-/// when asked (it changes while other processes run); `None` where there is no /proc/meminfo.
+/// The memory this process can allocate now, read when asked (it changes while other processes run): the
+/// least of the kernel's `MemAvailable` (/proc/meminfo), the cgroup's headroom (`memory.max` less
+/// `memory.current`, cgroup v2, as in a container) and the address-space limit (`RLIMIT_AS`). `None` when
+/// none of them is known.
 pub fn available_bytes() -> Option<u128> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let meminfo = || -> Option<u128> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    let read = |p: &str| std::fs::read_to_string(p).ok()?.trim().parse::<u128>().ok();
+    let cgroup = || Some(read("/sys/fs/cgroup/memory.max")?.saturating_sub(read("/sys/fs/cgroup/memory.current")?));
+    [meminfo(), cgroup(), address_space_limit()].into_iter().flatten().min()
+}
+
+#[cfg(unix)]
+fn address_space_limit() -> Option<u128> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u128)
+}
+
+#[cfg(not(unix))]
+fn address_space_limit() -> Option<u128> {
+    None
 }
 
 /// `bytes` as the unit a person reads (KiB … TiB, one decimal).
@@ -61,7 +82,8 @@ mod tests {
         assert!(e.contains("phantoms(n=1000000000, size=32) would need at least 3.7 TiB"), "{e}");
         assert!(e.contains("Fix: lower --n"), "{e}");
         assert!(check_fits("a small set", f32_bytes(&[16, 1, 32, 32]), "-").is_ok());
-        assert!(check_fits("usize overflow", f32_bytes(&[usize::MAX, usize::MAX]), "-").is_err());
+        assert_eq!(f32_bytes(&[usize::MAX, usize::MAX]), u128::MAX, "saturates, never wraps");
+        assert!(check_fits("usize overflow", f32_bytes(&[usize::MAX, usize::MAX]).saturating_mul(3), "-").is_err());
     }
 
     #[test]

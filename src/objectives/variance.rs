@@ -9,8 +9,9 @@
 //!   floor, and its variance what masking the loss alone costs;
 //! * `gsure-data`: GSURE's data term W² ⊙ (D(x̄_t) − ȳ)² on O, from the top-up noised observation x̄_t
 //!   (no signal off O) and the noisy target ȳ;
-//! * `gsure`: the whole GSURE loss (`ybar` mode): the data term plus the Monte-Carlo divergence, drawn with
-//!   the same noise and probe as `gsure-data`, so their difference is the divergence term's share.
+//! * `gsure`: the whole GSURE loss (the run's mode, `ybar` by default): the data term plus the Monte-Carlo
+//!   divergence, drawn with the same noise and probe as `gsure-data`, so their difference is the
+//!   divergence term's share. (In `xt` mode the data term's target is x̄_t/√ᾱ_t, not ȳ.)
 //!
 //! For each loss: ‖E g‖, tr Cov g (E‖g − E g‖², one batch's gradient), their ratio, and ‖E g − E g_oracle‖
 //! relative to ‖E g_oracle‖. The expectations are means over `batches` batches, so the distances carry a
@@ -37,11 +38,19 @@ pub struct VarianceOptions {
     pub batches: usize,
     pub batch: usize,
     pub seed: u64,
+    /// The GSURE loss whose terms are measured (a run's `--gsure-mode`).
+    pub mode: GsureMode,
 }
 
 impl Default for VarianceOptions {
     fn default() -> Self {
-        VarianceOptions { times: vec![10, 50, 100, 300, 600, 900], batches: 64, batch: 16, seed: 0 }
+        VarianceOptions {
+            times: vec![10, 50, 100, 300, 600, 900],
+            batches: 64,
+            batch: 16,
+            seed: 0,
+            mode: GsureMode::Ybar,
+        }
     }
 }
 
@@ -125,14 +134,14 @@ pub fn gradient_variance(
     if opts.batch == 0 || opts.batch > n || opts.batches < 2 {
         bail!("gradient variance: batch {} of {n} images and {} batches (at least 2)", opts.batch, opts.batches);
     }
+    if let Some(t) = opts.times.iter().find(|&&t| t >= schedule.steps()) {
+        bail!("gradient variance: t = {t} is outside the schedule's {} steps", schedule.steps());
+    }
     let device = Device::Cpu;
     let m = c * h * w;
-    let objective = GsureObjective::for_dtype(GsureMode::Ybar, DType::F32);
+    let objective = GsureObjective::for_dtype(opts.mode, DType::F32);
     let mut points = Vec::new();
     for &t in &opts.times {
-        if t >= schedule.steps() {
-            bail!("gradient variance: t = {t} is outside the schedule's {} steps", schedule.steps());
-        }
         let ab = schedule.alpha_bar(t);
         let (sab, s1ab) = (ab.sqrt(), (1.0 - ab).sqrt());
         let b = opts.batch;

@@ -37,14 +37,12 @@ pub fn sample(
         }
         (model, _) => sample_standard(model, schedule, n, &mut rng, device)?,
     };
-    let values = x.to_vec_f32()?;
-    check_finite(&values, n)?;
-    Ok(values)
+    x.to_vec_f32()
 }
 
-/// Non-finite samples are refused, not returned: written out they look like a result, and NaN images
-/// score a perfect sliced-Wasserstein 0.
-fn check_finite(values: &[f32], n: usize) -> Result<()> {
+/// Refuses non-finite samples: written out they look like a result, and NaN images score a perfect
+/// sliced-Wasserstein 0. `gsure sample` and `gsure eval` call it; a training run's preview grid only warns.
+pub fn check_finite_samples(values: &[f32], n: usize) -> Result<()> {
     let Some(first) = values.iter().position(|v| !v.is_finite()) else { return Ok(()) };
     let per = values.len() / n.max(1);
     let bad = values.chunks(per.max(1)).filter(|s| s.iter().any(|v| !v.is_finite())).count();
@@ -147,7 +145,7 @@ pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Resul
     }
     // The values, the PNG grid drawn from them and the serialised safetensors file are held at once.
     let what = format!("{n} samples of {}×{r}×{r}", dims[1]);
-    crate::io::budget::check_fits(&what, 3 * crate::io::budget::f32_bytes(&dims), "lower --n")?;
+    crate::io::budget::check_fits(&what, crate::io::budget::f32_bytes(&dims).saturating_mul(3), "lower --n")?;
     let chunk = options.batch.max(1);
     let mut values = Vec::with_capacity(dims.iter().product());
     for (k, start) in (0..n).step_by(chunk).enumerate() {
@@ -155,5 +153,6 @@ pub fn sample_run(run_dir: &Path, n: usize, seed: u64, device: &Device) -> Resul
         let seed_k = if k == 0 { seed } else { crate::nn::layer_seed(seed, k as u64) };
         values.extend(sample(&model, &schedule, options.sampling, b, seed_k, device)?);
     }
+    check_finite_samples(&values, n)?;
     Ok((dims, values))
 }

@@ -98,7 +98,9 @@ impl Trainer {
                     options.config
                 );
             }
-            options = stored.resumed(&options, &[], out)?;
+            // How often to checkpoint is the one setting a resume may change: it shapes no weight.
+            let checkpoint_every = options.checkpoint_every;
+            options = TrainOptions { checkpoint_every, ..stored.resumed(&options, &[], out)? };
         } else if has_checkpoint && !force {
             bail!("{} holds a previous run; pass --resume to continue it or --force to start over", out.display());
         }
@@ -139,7 +141,8 @@ impl Trainer {
         }
         // A floor, not an estimate: the first level alone keeps a conv's input and output and both their
         // gradients per image; the whole U-Net holds many times that.
-        let floor = 4 * crate::io::budget::f32_bytes(&[options.batch, model_config.base_channels(), r, r]);
+        let floor =
+            crate::io::budget::f32_bytes(&[options.batch, model_config.base_channels(), r, r]).saturating_mul(4);
         let what = format!("a training step of --config {} at --batch {}", options.config, options.batch);
         crate::io::budget::check_fits(&what, floor, "lower --batch")?;
         let objective = crate::objectives::for_loss(options.loss);
@@ -337,6 +340,10 @@ impl Trainer {
         let c = self.model_config.image_channels();
         let (h, w) = (r, r);
         let path = self.run.samples(self.step);
+        // A preview is not a result: non-finite values are drawn (clipped) and said, and training goes on.
+        if let Err(e) = super::sampling::check_finite_samples(&imgs, n) {
+            eprintln!("warning: the preview {} at step {}: {e:#}", path.display(), self.step);
+        }
         crate::io::image::grid_png(&path, &imgs, [n, c, h, w], -1.0, 1.0)?;
         Ok(path)
     }

@@ -174,7 +174,7 @@ pub fn transform(mut images: Vec<Image>, opts: &ImportOptions, source: &str) -> 
         } else {
             images[0].c
         };
-        let bytes = 3 * crate::io::budget::f32_bytes(&[images.len(), c, side, side]);
+        let bytes = crate::io::budget::f32_bytes(&[images.len(), c, side, side]).saturating_mul(3);
         let what = format!("{source}: {} images at --size {side}", images.len());
         crate::io::budget::check_fits(&what, bytes, "lower --size or --limit")?;
     }

@@ -163,8 +163,9 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Volume> {
     Ok(Volume { dims, pixdim, data })
 }
 
-/// Reads a `.nii` or `.nii.gz` file: the header, then only the bytes its voxels take (a small compressed
-/// file that inflates far beyond them costs what the volume needs, never more), memory checked first.
+/// Reads a `.nii` or `.nii.gz` file: the header, then the bytes up to its last voxel and nothing after
+/// (a small compressed file that inflates far beyond them costs what its header claims, never more), with
+/// memory for those bytes and the volume's copies checked first.
 pub fn read_file(path: &Path) -> Result<Volume> {
     let mut stream = open_maybe_gz(path)?;
     let mut bytes = read_up_to(&mut *stream, HEADER_SIZE, path)?;
