@@ -5,7 +5,9 @@
 //          ema_update_multi_f32.
 // The gate is four floats on the device, [loss, grad norm, clip scale, skip]: grad_clip_gate_f32 writes it,
 // AdamW and EMA read it (skip != 0: the loss or the norm is not finite, and neither touches any weight), and
-// the host reads it whenever it wants the step's loss and norm.
+// the host reads it whenever it wants the step's loss and norm. With `sticky` the gate halts the run: once a
+// step's skip is set, every later gate written into the same buffer says halted (skip = 2), so a host that
+// reads gates a few steps late still finds the weights of the step before the first bad one.
 // Each slot describes one parameter tensor; slots are laid end to end in chunks of CHUNK elements and block b
 // finds its slot by binary search over the slots' first-chunk indices. When `shadow` is set the updated
 // weight is also written as bf16 (the copy the bf16 forward reads), saving a separate cast pass.
@@ -74,7 +76,7 @@ __device__ __forceinline__ double warp_sum_f64(double v) {
 // gate on every run), the clip scale that brings it down to max_norm (when max_norm > 0), and the skip flag.
 extern "C" __global__ void __launch_bounds__(256)
     grad_clip_gate_f32(const float* __restrict__ partial, int chunks, const float* __restrict__ loss, float max_norm,
-                       float* __restrict__ gate) {
+                       int sticky, float* __restrict__ gate) {
   __shared__ double warps[8];
   double acc = 0.0;
   for (int i = threadIdx.x; i < chunks; i += blockDim.x) acc += (double)partial[i];
@@ -86,11 +88,12 @@ extern "C" __global__ void __launch_bounds__(256)
   for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += warps[w];
   const float norm = (float)sqrt(total), l = loss ? *loss : 0.f;  // loss may be null: the norm alone
   const bool finite = isfinite(l) && isfinite(norm);
+  const bool halted = sticky && gate[GATE_SKIP] != 0.f;  // the previous gate of this buffer: a bad step before
   const float scale = max_norm > 0.f && norm > max_norm ? max_norm / (norm + 1e-6f) : 1.f;
   gate[GATE_LOSS] = l;
   gate[GATE_NORM] = norm;
-  gate[GATE_SCALE] = finite ? scale : 0.f;
-  gate[GATE_SKIP] = finite ? 0.f : 1.f;
+  gate[GATE_SCALE] = finite && !halted ? scale : 0.f;
+  gate[GATE_SKIP] = halted ? 2.f : (finite ? 0.f : 1.f);
 }
 
 template <typename G>

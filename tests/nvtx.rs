@@ -94,7 +94,9 @@ fn a_training_step_reads_by_name_on_a_timeline() {
     for step in steps {
         assert_eq!(
             step.child_names(),
-            ["data", "objective", "backward", "clip", "optimiser", "ema", "loss readback"],
+            // `run` queues the step's gate to the host and goes on ("gate to host"); `train_step` would
+            // wait for it ("loss readback").
+            ["data", "objective", "backward", "clip", "optimiser", "ema", "gate to host"],
             "the step's phases, in order"
         );
         let objective = step.find("objective").unwrap();

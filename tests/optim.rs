@@ -209,3 +209,42 @@ fn gated_step_matches_cpu_and_a_skipped_step_changes_nothing() {
         assert!(err < 1e-5, "gated AdamW/EMA CUDA vs CPU: {err:.2e}");
     }
 }
+
+/// A sticky gate halts the run at the first bad step: a finite step after it is skipped too (halted),
+/// so weights read late are still the step-before-the-bad-one's; an ordinary gate judges each step alone.
+/// The CUDA kernel and its CPU twin agree.
+#[test]
+fn a_sticky_gate_halts_every_step_after_a_bad_one() {
+    let run = |device: &Device| {
+        let (ps, g, loss) = gated_problem(device, 1.0);
+        let nan = ops::scale(&loss, f64::NAN).unwrap();
+        let mut opt = AdamW::new(AdamConfig { lr: 0.01, ..AdamConfig::default() }, &ps).unwrap();
+        let mut ws = gsure::train::GateWorkspace::sticky();
+        let mut seen = Vec::new();
+        let mut weights = Vec::new();
+        for l in [&loss, &nan, &loss, &loss] {
+            let gate = gsure::train::clip_gate(&ps, &g, Some(l), 10.0, &mut ws).unwrap();
+            opt.step_gated(&ps, &g, 0.01, &gate).unwrap();
+            let v = gate.read().unwrap();
+            seen.push((v.skip, v.halted, v.scale == 0.0));
+            weights.push(ps.iter().map(|(_, p)| p.to_vec_f64().unwrap()).collect::<Vec<_>>());
+        }
+        assert_eq!(
+            seen,
+            [(false, false, false), (true, false, true), (true, true, true), (true, true, true)],
+            "{device:?}"
+        );
+        assert!(
+            weights[1] == weights[0] && weights[3] == weights[0],
+            "no weight moves after the bad step ({device:?})"
+        );
+        // Not sticky: the finite step after a bad one goes ahead.
+        let mut plain = gsure::train::GateWorkspace::default();
+        gsure::train::clip_gate(&ps, &g, Some(&nan), 10.0, &mut plain).unwrap();
+        let v = gsure::train::clip_gate(&ps, &g, Some(&loss), 10.0, &mut plain).unwrap().read().unwrap();
+        assert!(!v.skip && !v.halted, "{device:?}: {v:?}");
+    };
+    run(&Device::Cpu);
+    let Some(gpu) = gpu_or_skip("a_sticky_gate_halts_every_step_after_a_bad_one") else { return };
+    run(&gpu);
+}

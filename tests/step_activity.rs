@@ -18,7 +18,8 @@ fn options(loss: LossKind) -> TrainOptions {
 
 /// What one steady-state CUDA step asks of the stream (the step's cost in round trips, counted by the
 /// engine on hardware and on the emulated device alike). Held to one host wait (the step's loss and
-/// gradient norm, read after the update) and no driver allocation, for the oracle and for GSURE.
+/// gradient norm, read after the update) and no driver allocation, for the oracle and for GSURE; and,
+/// queued as a run queues them, to no host wait at all.
 #[test]
 fn a_steady_state_cuda_step_waits_once_and_allocates_nothing() {
     let Some(gpu) = gsure::testing::gpu_or_skip("step activity on CUDA") else { return };
@@ -40,6 +41,24 @@ fn a_steady_state_cuda_step_waits_once_and_allocates_nothing() {
         assert_eq!(a.synchronisations, 1, "{loss:?}: {a:?}");
         assert_eq!(a.device_to_host, 1, "{loss:?}: {a:?}");
         assert_eq!(a.device_allocations, 0, "{loss:?}: {a:?}");
+        // As `Trainer::run` drives it: each gate goes to pinned host memory behind its step, and no step
+        // waits; the host waits once, for whatever is still in flight, when it needs the weights.
+        t.step_nowait().unwrap();
+        let before = g.activity();
+        let mut arrived = Vec::new();
+        for _ in 0..3 {
+            arrived.extend(t.step_nowait().unwrap().into_iter().map(|(s, _)| s));
+        }
+        let a = g.activity() - before;
+        println!("{loss:?}: 3 steps queued without waiting: {a:?}");
+        assert_eq!(a.synchronisations, 0, "{loss:?}: {a:?}");
+        assert_eq!(a.device_to_host, 3, "{loss:?}: {a:?}");
+        assert_eq!(a.device_allocations, 0, "{loss:?}: {a:?}");
+        let before = g.activity();
+        arrived.extend(t.wait_gates().unwrap().into_iter().map(|(s, _)| s));
+        assert!((g.activity() - before).synchronisations <= 1);
+        assert_eq!(arrived.last(), Some(&t.step), "every queued step's gate arrives, in order");
+        assert!(arrived.windows(2).all(|w| w[1] == w[0] + 1));
         let _ = std::fs::remove_dir_all(&out);
     }
 }

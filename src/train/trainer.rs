@@ -4,7 +4,7 @@
 //! uninterrupted one would have done.
 use super::checkpoint;
 use super::data::TrainData;
-use super::optim::{clip_gate, AdamConfig, AdamW, Ema, GateWorkspace};
+use super::optim::{clip_gate, AdamConfig, AdamW, Ema, GateRing, GateValues, GateWorkspace, StepGate};
 use super::options::TrainOptions;
 use super::run_dir::{repair_log, RunDir};
 use super::sampling::sample;
@@ -43,8 +43,13 @@ pub struct Trainer {
     pub step: u64,
     pub data: Arc<TrainData>,
     objective: Box<dyn Objective>,
-    /// Device buffers of the step gate (gradient norm, clip scale, skip), reused every step.
+    /// Device buffers of the step gate (gradient norm, clip scale, skip), reused every step; sticky, so
+    /// that a gate read late still finds the weights of the step before the first bad one.
     gate: GateWorkspace,
+    /// CUDA gates on their way to the host: `run` reads each when its copy has landed, so no step waits.
+    ring: GateRing,
+    /// Host milliseconds each queued step took, until its gate is read and logged.
+    queued_ms: std::collections::VecDeque<f64>,
     /// Batches in a per-epoch shuffled order that depends only on (seed, epoch), prepared on a background
     /// thread; a resumed run starts at the epoch and batch where the step count puts it.
     loader: Loader,
@@ -182,7 +187,9 @@ impl Trainer {
             step,
             data,
             objective,
-            gate: GateWorkspace::default(),
+            gate: GateWorkspace::sticky(),
+            ring: GateRing::default(),
+            queued_ms: std::collections::VecDeque::new(),
             loader,
             run,
         })
@@ -196,9 +203,21 @@ impl Trainer {
         checkpoint::save(&self.run.checkpoint(), &self.params, &self.ema, &self.opt, &self.meta())
     }
 
-    /// One optimisation step; returns (loss, gradient norm).
+    /// One optimisation step, waiting for its gate; returns (loss, gradient norm).
     pub fn train_step(&mut self) -> Result<(f64, f64)> {
         let _step = nvtx::range("step");
+        let gate = self.queue_step()?;
+        let values = {
+            let _range = nvtx::range("loss readback");
+            gate.read()?
+        };
+        self.settle(self.step, values)?;
+        Ok((values.loss, values.norm))
+    }
+
+    /// One optimisation step, queued: forward, backward, gate, AdamW and EMA are on their way (on CUDA the
+    /// host does not wait for them) and `step` counts it. Its gate says how it went.
+    fn queue_step(&mut self) -> Result<StepGate> {
         let o = &self.options;
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
         let phase = Phase::data();
@@ -215,14 +234,16 @@ impl Trainer {
             device: &self.device,
             phase,
         })?;
-        self.finish_step(loss)
+        let gate = self.update(loss)?;
+        self.step += 1;
+        Ok(gate)
     }
 
-    /// Back-propagates, clips, updates the weights and their average, then reads the step's loss and
-    /// gradient norm; (loss, grad norm). Nothing between the backward pass and that one read waits for the
-    /// host: the clip gate is computed on the device and AdamW and the EMA read it there, leaving every
-    /// weight untouched when the loss or the norm is not finite, and the run then stops naming the step.
-    fn finish_step(&mut self, loss: Tensor) -> Result<(f64, f64)> {
+    /// Back-propagates, clips, and updates the weights and their average, gated on the device: the clip
+    /// gate is computed where the gradients live and AdamW and the EMA read it there, leaving every weight
+    /// untouched when the loss or the norm is not finite (or, the gate being sticky, was at an earlier
+    /// step). Nothing here waits for the device.
+    fn update(&mut self, loss: Tensor) -> Result<StepGate> {
         let o = &self.options;
         let grads = {
             let _range = nvtx::range("backward");
@@ -242,31 +263,32 @@ impl Trainer {
             self.ema.update_gated(&self.params, Some(&gate))
         })?;
         drop(grads);
-        let values = {
-            let _range = nvtx::range("loss readback");
-            gate.read()?
-        };
-        if values.skip {
-            let what = if values.loss.is_finite() {
-                format!("the gradient norm became {}", values.norm)
-            } else {
-                format!("the loss became {}", values.loss)
-            };
-            let checkpoint = self.run.checkpoint();
-            let last_good = if checkpoint.exists() {
-                format!("the last good checkpoint is {}", checkpoint.display())
-            } else {
-                "no checkpoint was written before it".to_string()
-            };
-            bail!(
-                "{what} at step {}; stopping with the weights of the step before ({last_good}). Lower --lr \
-                 (now {})",
-                self.step,
-                self.options.lr
-            );
+        Ok(gate)
+    }
+
+    /// Takes the gate of step `step` (1-based): a bad step stops the run with the weights of the step
+    /// before it, which the sticky gate has kept however many steps were queued after it.
+    fn settle(&mut self, step: u64, values: GateValues) -> Result<()> {
+        if !values.skip {
+            return Ok(());
         }
-        self.step += 1;
-        Ok((values.loss, values.norm))
+        self.step = step - 1;
+        let what = if values.loss.is_finite() {
+            format!("the gradient norm became {}", values.norm)
+        } else {
+            format!("the loss became {}", values.loss)
+        };
+        let checkpoint = self.run.checkpoint();
+        let last_good = if checkpoint.exists() {
+            format!("the last good checkpoint is {}", checkpoint.display())
+        } else {
+            "no checkpoint was written before it".to_string()
+        };
+        bail!(
+            "{what} at step {}; stopping with the weights of the step before ({last_good}). Lower --lr (now {})",
+            self.step,
+            self.options.lr
+        )
     }
 
     /// A copy of the model holding the EMA weights (the weights used for sampling and evaluation).
@@ -294,30 +316,49 @@ impl Trainer {
         let first = self.step;
         let mut last_loss = f64::NAN;
         let mut stopped_early = false;
+        // One record per step, written as its gate arrives: on CUDA a step or two after it was queued.
+        let mut record = |trainer: &mut Trainer, step: u64, values: GateValues| -> Result<()> {
+            last_loss = values.loss;
+            let step_ms = trainer.queued_ms.pop_front().unwrap_or(f64::NAN);
+            let line = serde_json::json!({
+                "step": step, "loss": values.loss, "grad_norm": values.norm, "step_ms": step_ms,
+            });
+            // One write per record: a kill leaves whole lines, or at worst one partial last line, which
+            // `repair_log` drops on the next resume.
+            log.write_all(format!("{line}\n").as_bytes())
+                .with_context(|| format!("writing {}", trainer.run.log().display()))?;
+            progress(step, trainer.options.steps, values.loss);
+            Ok(())
+        };
         while self.step < self.options.steps {
             if stop.load(Ordering::Relaxed) {
                 stopped_early = true;
                 break;
             }
             let t0 = std::time::Instant::now();
-            let (loss, norm) = self.train_step()?;
-            last_loss = loss;
+            let arrived = self.step_nowait()?;
+            self.queued_ms.push_back(t0.elapsed().as_secs_f64() * 1e3);
+            for (s, values) in arrived {
+                record(self, s, values)?;
+            }
             let step = self.step;
-            let line = serde_json::json!({
-                "step": step, "loss": loss, "grad_norm": norm,
-                "step_ms": t0.elapsed().as_secs_f64() * 1e3,
-            });
-            // One write per record: a kill leaves whole lines, or at worst one partial last line, which
-            // `repair_log` drops on the next resume.
-            log.write_all(format!("{line}\n").as_bytes())
-                .with_context(|| format!("writing {}", self.run.log().display()))?;
-            progress(step, self.options.steps, loss);
-            if step.is_multiple_of(self.options.checkpoint_every) {
+            let checkpoint = step.is_multiple_of(self.options.checkpoint_every);
+            let preview = self.options.sample_every > 0 && step.is_multiple_of(self.options.sample_every);
+            if checkpoint || preview {
+                // What is saved or drawn must be the weights of steps that all went well.
+                for (s, values) in self.wait_gates()? {
+                    record(self, s, values)?;
+                }
+            }
+            if checkpoint {
                 self.save_checkpoint()?;
             }
-            if self.options.sample_every > 0 && step.is_multiple_of(self.options.sample_every) {
+            if preview {
                 self.write_samples()?;
             }
+        }
+        for (s, values) in self.wait_gates()? {
+            record(self, s, values)?;
         }
         self.save_checkpoint()?;
         if !stopped_early && self.step > first && self.options.sample_every > 0 {
@@ -331,6 +372,44 @@ impl Trainer {
             stopped_early,
             images_per_second: (self.step - first) as f64 * self.options.batch as f64 / secs,
         })
+    }
+
+    /// One optimisation step, queued without waiting for the device (on the CPU it is done on return).
+    /// Returns the (step, gate) of every step whose gate has reached the host since, oldest first; a bad
+    /// step among them is an error that names it, with the trainer back at the step before it.
+    pub fn step_nowait(&mut self) -> Result<Vec<(u64, GateValues)>> {
+        let _step = nvtx::range("step");
+        let gate = self.queue_step()?;
+        let step = self.step;
+        let _range = nvtx::range("gate to host");
+        let arrived = match &self.device {
+            Device::Cuda(gpu) => {
+                self.ring.push(gpu, step, &gate)?;
+                self.ring.ready()?
+            }
+            Device::Cpu => vec![(step, gate.read()?)],
+        };
+        self.settle_all(arrived)
+    }
+
+    /// The gates of every step still in flight, waiting for the device once when there are any; checked
+    /// as in [`Self::step_nowait`].
+    pub fn wait_gates(&mut self) -> Result<Vec<(u64, GateValues)>> {
+        let arrived = match &self.device {
+            Device::Cuda(gpu) if self.ring.in_flight() > 0 => {
+                let gpu = gpu.clone();
+                self.ring.drain(&gpu)?
+            }
+            _ => Vec::new(),
+        };
+        self.settle_all(arrived)
+    }
+
+    fn settle_all(&mut self, arrived: Vec<(u64, GateValues)>) -> Result<Vec<(u64, GateValues)>> {
+        for &(step, values) in &arrived {
+            self.settle(step, values)?;
+        }
+        Ok(arrived)
     }
 
     pub fn write_samples(&self) -> Result<PathBuf> {

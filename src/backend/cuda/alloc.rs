@@ -243,6 +243,17 @@ impl<T: GpuElem> GpuBuf<T> {
         stream.synchronize().map_err(|e| anyhow!("device to host copy: {e:?}"))?;
         Ok(host)
     }
+    /// Queues a copy of the buffer into pinned host memory and returns at once: `dst`'s own event marks
+    /// when it has landed (reading `dst` through cudarc waits for that event).
+    pub fn copy_to_pinned(&self, dst: &mut cudarc::driver::PinnedHostSlice<T>) -> Result<()> {
+        if dst.len() != self.len {
+            bail!("pinned copy of {} elements into a host buffer of {}", self.len, dst.len());
+        }
+        bump(&self.pool.activity.device_to_host);
+        // SAFETY: as in upload.
+        let view = unsafe { self.block.as_ref().unwrap().transmute::<T>(self.len) }.expect("block large enough");
+        self.pool.stream.memcpy_dtoh(&view, dst).map_err(|e| anyhow!("device to pinned host copy: {e:?}"))
+    }
     pub fn copy_from(&mut self, src: &GpuBuf<T>) -> Result<()> {
         bump(&self.pool.activity.device_to_device);
         if src.len != self.len {

@@ -171,6 +171,10 @@ impl Gpu {
     pub fn activity(&self) -> StreamActivity {
         self.pool.activity()
     }
+    /// Counts a host wait made outside `synchronize` (an event the host blocks on).
+    pub(crate) fn count_host_wait(&self) {
+        self.pool.activity.synchronisations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     /// Counted by `launch!` before every kernel launch.
     #[doc(hidden)]
     pub fn count_launch(&self) {

@@ -14,6 +14,13 @@ pub struct StepGate {
     values: Tensor,
 }
 
+impl GateValues {
+    /// [loss, norm, scale, skip] as the kernel writes them (skip: 0 go, 1 this step is bad, 2 halted).
+    pub(super) fn from_raw(v: [f64; 4]) -> GateValues {
+        GateValues { loss: v[0], norm: v[1], scale: v[2], skip: v[3] != 0.0, halted: v[3] > 1.5 }
+    }
+}
+
 /// The gate read back to the host.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GateValues {
@@ -23,15 +30,24 @@ pub struct GateValues {
     pub norm: f64,
     /// The factor (≤ 1) every gradient is multiplied by; 0 when the step is skipped.
     pub scale: f64,
-    /// The loss or the norm is not finite: AdamW and the EMA leave every weight as it was.
+    /// The loss or the norm is not finite, or (a sticky gate) an earlier step's was: AdamW and the EMA
+    /// leave every weight as it was.
     pub skip: bool,
+    /// A sticky gate after a bad step: this step was skipped because an earlier one was, not for its own
+    /// values.
+    pub halted: bool,
 }
 
 impl StepGate {
     /// Reads the gate to the host (on CUDA, a synchronisation).
     pub fn read(&self) -> Result<GateValues> {
         let v = self.values.to_vec_f64().context("reading the step gate")?;
-        Ok(GateValues { loss: v[0], norm: v[1], scale: v[2], skip: v[3] != 0.0 })
+        Ok(GateValues::from_raw([v[0], v[1], v[2], v[3]]))
+    }
+
+    /// The four values on the device (the gate ring copies them to the host without waiting).
+    pub(super) fn values(&self) -> &Tensor {
+        &self.values
     }
 
     pub(super) fn device(&self) -> &Device {
@@ -51,6 +67,18 @@ pub struct GateWorkspace {
     slots: DeviceSlots,
     partial: Option<GpuBuf<f32>>,
     gate: Option<Tensor>,
+    /// The gate halts the run at the first bad step (see [`GateWorkspace::sticky`]).
+    sticky: bool,
+    /// The CPU twin's previous skip flag (the device keeps its own in `gate`).
+    cpu_skip: f64,
+}
+
+impl GateWorkspace {
+    /// A workspace whose gates halt the run at the first bad step: every later gate says skip (halted),
+    /// until a new workspace is made. For a trainer that reads gates late (the gate ring).
+    pub fn sticky() -> Self {
+        GateWorkspace { sticky: true, ..GateWorkspace::default() }
+    }
 }
 
 /// The gate of one step: the norm of every parameter's gradient (parameters without one are left out),
@@ -81,7 +109,11 @@ pub fn clip_gate(
         }
     }
     match &device {
-        Device::Cpu => cpu_gate(&present, loss, max_norm),
+        Device::Cpu => {
+            let gate = cpu_gate(&present, loss, max_norm, ws.sticky && ws.cpu_skip != 0.0)?;
+            ws.cpu_skip = gate.values.to_vec_f64()?[3];
+            Ok(gate)
+        }
         Device::Cuda(gpu) => {
             let mut rows = SlotRows::default();
             for (name, g) in &present {
@@ -128,6 +160,7 @@ pub fn clip_gate(
                 rows.chunks as i32,
                 loss_ptr,
                 max_norm as f32,
+                ws.sticky as i32,
                 gate.storage_ptr()?
             )?;
             Ok(StepGate { values: gate })
@@ -135,8 +168,9 @@ pub fn clip_gate(
     }
 }
 
-/// The CPU twin of grad_sumsq_f32 + grad_clip_gate_f32 (in f64 throughout).
-fn cpu_gate(present: &[(&String, Tensor)], loss: Option<&Tensor>, max_norm: f64) -> Result<StepGate> {
+/// The CPU twin of grad_sumsq_f32 + grad_clip_gate_f32 (in f64 throughout); `halted`: a sticky gate after a
+/// bad step.
+fn cpu_gate(present: &[(&String, Tensor)], loss: Option<&Tensor>, max_norm: f64, halted: bool) -> Result<StepGate> {
     let mut total = 0.0;
     for (_, g) in present {
         let g = if g.dtype() == DType::BF16 { g.to_dtype(DType::F32)? } else { g.clone() };
@@ -148,14 +182,21 @@ fn cpu_gate(present: &[(&String, Tensor)], loss: Option<&Tensor>, max_norm: f64)
         None => 0.0,
     };
     let finite = loss.is_finite() && norm.is_finite();
-    let scale = if !finite {
+    let scale = if !finite || halted {
         0.0
     } else if max_norm > 0.0 && norm > max_norm {
         max_norm / (norm + 1e-6)
     } else {
         1.0
     };
-    let values = [loss, norm, scale, if finite { 0.0 } else { 1.0 }];
+    let skip = if halted {
+        2.0
+    } else if finite {
+        0.0
+    } else {
+        1.0
+    };
+    let values = [loss, norm, scale, skip];
     Ok(StepGate { values: Tensor::from_f64(&values, [4], DType::F64, &Device::Cpu)? })
 }
 

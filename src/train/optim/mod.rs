@@ -4,8 +4,10 @@
 mod adamw;
 mod ema;
 mod gate;
+mod gate_ring;
 mod slots;
 
 pub use adamw::{AdamConfig, AdamW};
 pub use ema::Ema;
 pub use gate::{clip_gate, clip_grad_norm, GateValues, GateWorkspace, StepGate};
+pub use gate_ring::GateRing;
