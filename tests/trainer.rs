@@ -101,13 +101,15 @@ fn a_non_finite_loss_stops_a_cuda_run_with_its_weights_untouched() {
 }
 
 fn non_finite_stop(device: &Device, name: &str) {
+    late_non_finite_stop(device, &format!("{name}-late"));
     let out = dir(name);
     // A learning rate this large drives the weights to overflow within a few steps.
     let opts = TrainOptions { lr: 1e30, warmup: 1, grad_clip: 0.0, checkpoint_every: 1, ..options(50) };
     let data = gsure::data::phantoms(16, 16, 1);
     let mut t = Trainer::new(opts, data, &out, device, false, false).unwrap();
     let err = t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap_err().to_string();
-    assert!(err.contains(&format!("at step {}", t.step)) && err.contains("last good checkpoint"), "{err}");
+    let named = format!("at step {}; stopping with the weights of step {}", t.step + 1, t.step);
+    assert!(err.contains(&named) && err.contains("last good checkpoint"), "{err}");
     for (name, p) in t.params.iter() {
         assert!(
             p.to_vec_f64().unwrap().iter().all(|v| v.is_finite()),
@@ -121,6 +123,19 @@ fn non_finite_stop(device: &Device, name: &str) {
     for name in f.names() {
         assert!(f.f32(name).unwrap().1.iter().all(|v| v.is_finite()), "{name} holds non-finite values");
     }
+}
+
+/// The bad step found when its gate is read, with no checkpoint forcing a wait each step: the log holds
+/// every good step before it, the error names it, and the weights are those of the step before it.
+fn late_non_finite_stop(device: &Device, name: &str) {
+    let out = dir(name);
+    let opts = TrainOptions { lr: 1e30, warmup: 1, grad_clip: 0.0, checkpoint_every: 1000, ..options(50) };
+    let mut t = Trainer::new(opts, gsure::data::phantoms(16, 16, 1), &out, device, false, false).unwrap();
+    let err = t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap_err().to_string();
+    let logged: Vec<u64> = losses(&out).iter().enumerate().map(|(i, _)| i as u64 + 1).collect();
+    assert_eq!(logged.last().copied().unwrap_or(0), t.step, "every good step is logged, and no other");
+    assert!(err.contains(&format!("at step {}", t.step + 1)) && err.contains("no checkpoint"), "{err}");
+    assert!(t.params.iter().all(|(_, p)| p.to_vec_f64().unwrap().iter().all(|v| v.is_finite())));
 }
 
 #[test]

@@ -262,7 +262,8 @@ pub struct TrainResult {
     pub last_loss: Option<f64>,
     pub last_grad_norm: Option<f64>,
     /// CUDA: what the last timed step asked of the stream (launches, copies, host waits, driver
-    /// allocations), counted inside `Trainer::train_step` (the bench's own end-of-step wait is not in it).
+    /// allocations), counted around `Trainer::step_nowait`, the step as `Trainer::run` queues it (the
+    /// bench's own end-of-step wait, which times the whole step, is not in it).
     pub step_activity: Option<crate::backend::cuda::StreamActivity>,
     /// Seconds spent on the configuration: set-up, warm-up and timed steps.
     pub seconds: f64,
@@ -425,7 +426,7 @@ pub fn run(
         steps: opts.steps,
         warmup: opts.warmup,
         max_seconds: opts.max_seconds,
-        timing: "wall clock per Trainer::train_step (batch gather and upload, noising, forward, loss, backward, \
+        timing: "wall clock per Trainer::step_nowait (batch gather and upload, noising, forward, loss, backward, \
                  clip, AdamW, EMA), the GPU synchronised at the end of every step; median over the timed steps"
             .into(),
         results,
@@ -496,9 +497,14 @@ fn run_with(r: &mut TrainResult, opts: &TrainBenchOptions, device: &Device, data
     for i in 0..opts.steps {
         let t = Instant::now();
         let before = device.gpu().map(|g| g.activity());
-        last = trainer.train_step()?;
+        // As a training run queues it: the step's gate goes to the host behind its work, no wait.
+        let mut arrived = trainer.step_nowait()?.into_result()?;
         r.step_activity = device.gpu().zip(before).map(|(g, b)| g.activity() - b);
         sync()?;
+        arrived.extend(trainer.wait_gates()?.into_result()?);
+        if let Some(&(_, v)) = arrived.last() {
+            last = (v.loss, v.norm);
+        }
         r.step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         if let Some(max) = opts.max_seconds {
             if i + 1 < opts.steps && timed.elapsed().as_secs_f64() > max {

@@ -14,4 +14,4 @@ pub use optim::{clip_gate, clip_grad_norm, AdamConfig, AdamW, Ema, GateValues, G
 pub use options::{LossKind, Sampling, TrainOptions};
 pub use run_dir::RunDir;
 pub use sampling::{load_run, load_run_with_params, sample, sample_run};
-pub use trainer::{stored_options, TrainSummary, Trainer};
+pub use trainer::{stored_options, Arrived, TrainSummary, Trainer};

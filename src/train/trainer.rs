@@ -56,6 +56,23 @@ pub struct Trainer {
     pub run: RunDir,
 }
 
+/// Gates that reached the host: the good steps, oldest first, and the error a bad step after them stops
+/// the run with.
+pub struct Arrived {
+    pub gates: Vec<(u64, GateValues)>,
+    pub stop: Option<anyhow::Error>,
+}
+
+impl Arrived {
+    /// The good steps, or the bad step's error.
+    pub fn into_result(self) -> Result<Vec<(u64, GateValues)>> {
+        match self.stop {
+            Some(e) => Err(e),
+            None => Ok(self.gates),
+        }
+    }
+}
+
 fn mix(seed: u64, step: u64) -> u64 {
     crate::nn::layer_seed(seed, step.wrapping_add(0x5151))
 }
@@ -285,7 +302,7 @@ impl Trainer {
             "no checkpoint was written before it".to_string()
         };
         bail!(
-            "{what} at step {}; stopping with the weights of the step before ({last_good}). Lower --lr (now {})",
+            "{what} at step {step}; stopping with the weights of step {} ({last_good}). Lower --lr (now {})",
             self.step,
             self.options.lr
         )
@@ -338,16 +355,23 @@ impl Trainer {
             let t0 = std::time::Instant::now();
             let arrived = self.step_nowait()?;
             self.queued_ms.push_back(t0.elapsed().as_secs_f64() * 1e3);
-            for (s, values) in arrived {
+            for (s, values) in arrived.gates {
                 record(self, s, values)?;
+            }
+            if let Some(e) = arrived.stop {
+                return Err(e);
             }
             let step = self.step;
             let checkpoint = step.is_multiple_of(self.options.checkpoint_every);
             let preview = self.options.sample_every > 0 && step.is_multiple_of(self.options.sample_every);
             if checkpoint || preview {
                 // What is saved or drawn must be the weights of steps that all went well.
-                for (s, values) in self.wait_gates()? {
+                let arrived = self.wait_gates()?;
+                for (s, values) in arrived.gates {
                     record(self, s, values)?;
+                }
+                if let Some(e) = arrived.stop {
+                    return Err(e);
                 }
             }
             if checkpoint {
@@ -357,8 +381,12 @@ impl Trainer {
                 self.write_samples()?;
             }
         }
-        for (s, values) in self.wait_gates()? {
+        let arrived = self.wait_gates()?;
+        for (s, values) in arrived.gates {
             record(self, s, values)?;
+        }
+        if let Some(e) = arrived.stop {
+            return Err(e);
         }
         self.save_checkpoint()?;
         if !stopped_early && self.step > first && self.options.sample_every > 0 {
@@ -375,9 +403,11 @@ impl Trainer {
     }
 
     /// One optimisation step, queued without waiting for the device (on the CPU it is done on return).
-    /// Returns the (step, gate) of every step whose gate has reached the host since, oldest first; a bad
-    /// step among them is an error that names it, with the trainer back at the step before it.
-    pub fn step_nowait(&mut self) -> Result<Vec<(u64, GateValues)>> {
+    /// Returns the (step, gate) of every step whose gate has reached the host since, oldest first, up to a
+    /// bad one, which comes as [`Arrived::stop`]. After a bad step the trainer's `step` is back at the step
+    /// before it, but its optimiser and loader have moved on with the steps queued since: drop it and
+    /// resume from the checkpoint.
+    pub fn step_nowait(&mut self) -> Result<Arrived> {
         let _step = nvtx::range("step");
         let gate = self.queue_step()?;
         let step = self.step;
@@ -389,12 +419,12 @@ impl Trainer {
             }
             Device::Cpu => vec![(step, gate.read()?)],
         };
-        self.settle_all(arrived)
+        Ok(self.settle_all(arrived))
     }
 
     /// The gates of every step still in flight, waiting for the device once when there are any; checked
     /// as in [`Self::step_nowait`].
-    pub fn wait_gates(&mut self) -> Result<Vec<(u64, GateValues)>> {
+    pub fn wait_gates(&mut self) -> Result<Arrived> {
         let arrived = match &self.device {
             Device::Cuda(gpu) if self.ring.in_flight() > 0 => {
                 let gpu = gpu.clone();
@@ -402,14 +432,19 @@ impl Trainer {
             }
             _ => Vec::new(),
         };
-        self.settle_all(arrived)
+        Ok(self.settle_all(arrived))
     }
 
-    fn settle_all(&mut self, arrived: Vec<(u64, GateValues)>) -> Result<Vec<(u64, GateValues)>> {
-        for &(step, values) in &arrived {
-            self.settle(step, values)?;
+    /// The good steps of `arrived` up to the first bad one, and the error that bad one stops the run with.
+    fn settle_all(&mut self, arrived: Vec<(u64, GateValues)>) -> Arrived {
+        let mut gates = Vec::with_capacity(arrived.len());
+        for (step, values) in arrived {
+            if let Err(e) = self.settle(step, values) {
+                return Arrived { gates, stop: Some(e) };
+            }
+            gates.push((step, values));
         }
-        Ok(arrived)
+        Arrived { gates, stop: None }
     }
 
     pub fn write_samples(&self) -> Result<PathBuf> {

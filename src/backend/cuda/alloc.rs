@@ -243,8 +243,9 @@ impl<T: GpuElem> GpuBuf<T> {
         stream.synchronize().map_err(|e| anyhow!("device to host copy: {e:?}"))?;
         Ok(host)
     }
-    /// Queues a copy of the buffer into pinned host memory and returns at once: `dst`'s own event marks
-    /// when it has landed (reading `dst` through cudarc waits for that event).
+    /// Queues a copy of the buffer into pinned host memory and returns at once. The caller must know the
+    /// copy has landed (an event recorded after it has passed) before reading `dst` or freeing it: this
+    /// engine turns cudarc's own event tracking off (context.rs), so `dst` does not wait by itself.
     pub fn copy_to_pinned(&self, dst: &mut cudarc::driver::PinnedHostSlice<T>) -> Result<()> {
         if dst.len() != self.len {
             bail!("pinned copy of {} elements into a host buffer of {}", self.len, dst.len());

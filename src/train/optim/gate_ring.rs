@@ -78,10 +78,21 @@ impl GateRing {
     }
 
     fn take_front(&mut self) -> Result<(u64, GateValues)> {
+        // The slot's event has passed (ready) or been waited for (drain): the copy has landed.
         let (step, slot) = self.pending.pop_front().expect("a pending gate");
         let v = slot.host.as_slice().map_err(|e| anyhow!("reading the step gate: {e:?}"))?;
         let values = GateValues::from_raw([v[0] as f64, v[1] as f64, v[2] as f64, v[3] as f64]);
         self.free.push(slot);
         Ok((step, values))
+    }
+}
+
+impl Drop for GateRing {
+    /// A copy still in flight writes into its slot's pinned memory: wait for the last one before the slots
+    /// are freed (a run stopped by an error drops its ring with copies queued).
+    fn drop(&mut self) {
+        if let Some((_, last)) = self.pending.back() {
+            let _ = last.copied.synchronize();
+        }
     }
 }
