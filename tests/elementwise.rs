@@ -147,3 +147,56 @@ fn cuda_parity_reduce_rows_beyond_grid_y() {
         }
     }
 }
+
+/// Arrays long enough to be split over the thread pool give, to the bit, what short pieces of them give
+/// (those run in one loop): the split is by position only, forward and backward, f32 and f64.
+#[test]
+fn long_arrays_split_over_threads_match_short_pieces_bitwise() {
+    let mut r = rng(11);
+    let n = 100_003; // past the split threshold and not a multiple of its chunk
+    let piece = 1000;
+    for dtype in [DType::F32, DType::F64] {
+        let xs: Vec<Tensor> = (0..3).map(|_| randn(&[n], &mut r).to_dtype(dtype).unwrap()).collect();
+        let m = mask(&[n], 0.5, &mut r).to_dtype(dtype).unwrap();
+        let ops_all: Vec<(&str, Op)> = unary_ops()
+            .into_iter()
+            .chain(binary_ops())
+            .chain([("where", (|x: &[Tensor]| ops::where_(&x[2], &x[0], &x[1])) as Op)])
+            .collect();
+        for (name, op) in ops_all {
+            let inputs = [xs[0].clone(), xs[1].clone(), m.clone()];
+            let whole = op(&inputs).unwrap().to_vec_f64().unwrap();
+            let mut pieces = Vec::with_capacity(n);
+            for start in (0..n).step_by(piece) {
+                let len = piece.min(n - start);
+                let part: Vec<Tensor> = inputs
+                    .iter()
+                    .map(|t| {
+                        Tensor::from_f64(
+                            &t.to_vec_f64().unwrap()[start..start + len],
+                            [len],
+                            dtype,
+                            &gsure::Device::Cpu,
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                pieces.extend(op(&part).unwrap().to_vec_f64().unwrap());
+            }
+            assert!(whole.iter().zip(&pieces).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} {dtype:?}");
+        }
+        // The backward of the unary ops (x, y and dy: three arrays split together) as well.
+        for (name, op) in unary_ops() {
+            let grad_of = |x: &[f64]| -> Vec<f64> {
+                let x = Tensor::from_f64(x, [x.len()], dtype, &gsure::Device::Cpu).unwrap().set_requires_grad(true);
+                let y = op(std::slice::from_ref(&x)).unwrap();
+                let g = gsure::backward(&ops::sum_all(&y).unwrap()).unwrap();
+                g.get(&x).unwrap().to_vec_f64().unwrap()
+            };
+            let x = xs[0].to_vec_f64().unwrap();
+            let whole = grad_of(&x);
+            let pieces: Vec<f64> = x.chunks(piece).flat_map(grad_of).collect();
+            assert!(whole.iter().zip(&pieces).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} backward {dtype:?}");
+        }
+    }
+}

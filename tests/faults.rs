@@ -254,6 +254,32 @@ fn outputs_that_point_at_the_users_files_are_refused_and_the_files_kept() {
     assert!(e.contains("--force"), "{e}");
     let e = refused(&run(&["data", "import", "--format", "idx", "--input", c, "--out", c, "--force"]));
     assert!(e.contains("input"), "{e}");
+    // plot over an existing file.
+    let e = refused(&run(&["plot", "loss", r, "--out", c]));
+    assert!(e.contains("--force") || e.contains("input"), "{e}");
+    // data import's --preview over an existing PNG.
+    let idx = d.join("images-idx3-ubyte");
+    let mut bytes = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4];
+    bytes.extend([7u8; 32]);
+    std::fs::write(&idx, bytes).unwrap();
+    let png = d.join("preview-all.png");
+    std::fs::write(&png, b"mine").unwrap();
+    let (i, p, o) = (idx.to_str().unwrap(), d.join("preview.png"), d.join("imported.safetensors"));
+    let e = refused(&run(&[
+        "data",
+        "import",
+        "--format",
+        "idx",
+        "--input",
+        i,
+        "--out",
+        o.to_str().unwrap(),
+        "--preview",
+        p.to_str().unwrap(),
+    ]));
+    assert!(e.contains("--preview") && e.contains("preview-all.png"), "{e}");
+    assert_eq!(std::fs::read(&png).unwrap(), b"mine");
+    assert!(!o.exists(), "refused before anything was written");
     assert_eq!(std::fs::read(&checkpoint).unwrap(), kept, "the checkpoint, byte for byte");
     let _ = std::fs::remove_dir_all(&d);
 }

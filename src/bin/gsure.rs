@@ -265,6 +265,15 @@ fn data_import(a: ImportArgs) -> Result<()> {
     o.min_foreground = a.min_foreground;
     o.clip_percentiles = clip;
     o.force = a.force;
+    if let Some(p) = &a.preview {
+        let splits: Vec<String> = match &o.split {
+            import::Split::Named(name) => vec![name.clone()],
+            import::Split::Test(_) => vec!["train".into(), "test".into()],
+        };
+        let pngs: Vec<std::path::PathBuf> =
+            splits.iter().map(|s| gsure::data::dataset::sibling_path(&p.with_extension("png"), s)).collect();
+        gsure::io::outputs::check_new(&pngs, &[o.input.as_path()], a.force, "--preview")?;
+    }
     let t = std::time::Instant::now();
     for w in import::import(&o, &a.out)? {
         let [n, c, h, wd] = w.dims;
@@ -300,6 +309,9 @@ struct PlotArgs {
     /// The PNG to write.
     #[arg(long)]
     out: std::path::PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -953,10 +965,14 @@ fn main() -> Result<()> {
         Command::Data { what: DataCommand::Import(a) } => data_import(a)?,
         Command::Data { what: DataCommand::Make(a) } => data_make(a)?,
         Command::Plot { what: PlotCommand::Loss(a) } => {
+            let inputs: Vec<&std::path::Path> = a.inputs.iter().map(|p| p.as_path()).collect();
+            gsure::io::outputs::check_new(std::slice::from_ref(&a.out), &inputs, a.force, "--out")?;
             gsure::train::loss_curve::compare(&a.inputs, &a.out)?;
             println!("wrote {}", a.out.display());
         }
         Command::Plot { what: PlotCommand::Denoise(a) } => {
+            let inputs: Vec<&std::path::Path> = a.inputs.iter().map(|p| p.as_path()).collect();
+            gsure::io::outputs::check_new(std::slice::from_ref(&a.out), &inputs, a.force, "--out")?;
             let mut curves = Vec::new();
             for p in &a.inputs {
                 curves.extend(gsure::eval::report::read_denoise_curves(p)?);
