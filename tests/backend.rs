@@ -42,7 +42,7 @@ fn cpu_dtype_round_trip_and_gradient_through_casts() {
 }
 
 #[test]
-fn transfers_round_trip_exactly_in_f32_and_within_bf16_rounding() {
+fn cuda_transfers_round_trip_exactly_in_f32_and_within_bf16_rounding() {
     let _device = device_lock();
     let Some(gpu) = gpu_or_skip("transfers") else { return };
     let mut r = rng(2);
@@ -58,7 +58,7 @@ fn transfers_round_trip_exactly_in_f32_and_within_bf16_rounding() {
 }
 
 #[test]
-fn gradients_flow_across_devices() {
+fn gradients_flow_across_cuda_and_cpu() {
     let _device = device_lock();
     let Some(gpu) = gpu_or_skip("gradients_flow_across_devices") else { return };
     let mut r = rng(3);
@@ -72,7 +72,7 @@ fn gradients_flow_across_devices() {
 }
 
 #[test]
-fn steady_state_makes_no_device_allocations() {
+fn cuda_steady_state_makes_no_device_allocations() {
     let _device = device_lock();
     let Some(dev) = gpu_or_skip("steady_state_makes_no_device_allocations") else { return };
     let gpu = dev.gpu().unwrap().clone();
@@ -96,7 +96,7 @@ fn steady_state_makes_no_device_allocations() {
 }
 
 #[test]
-fn out_of_memory_is_an_error_naming_the_sizes() {
+fn cuda_out_of_memory_is_an_error_naming_the_sizes() {
     let _device = device_lock();
     let Some(dev) = gpu_or_skip("out_of_memory_is_an_error_naming_the_sizes") else { return };
     let gpu = dev.gpu().unwrap();

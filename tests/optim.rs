@@ -169,7 +169,7 @@ fn clip_gate_holds_loss_norm_scale_and_skip() {
 /// A skipped gate leaves every weight, moment and average as it was; the CUDA gate and gated step agree
 /// with the CPU twin.
 #[test]
-fn gated_step_matches_cpu_and_a_skipped_step_changes_nothing() {
+fn gated_cuda_step_matches_cpu_and_a_skipped_step_changes_nothing() {
     let run = |device: &Device, poison: bool| {
         let (ps, g, loss) = gated_problem(device, 1.0);
         let loss = if poison { ops::scale(&loss, f64::NAN).unwrap() } else { loss };
@@ -214,7 +214,7 @@ fn gated_step_matches_cpu_and_a_skipped_step_changes_nothing() {
 /// so weights read late are still the step-before-the-bad-one's; an ordinary gate judges each step alone.
 /// The CUDA kernel and its CPU twin agree.
 #[test]
-fn a_sticky_gate_halts_every_step_after_a_bad_one() {
+fn a_sticky_cuda_gate_halts_every_step_after_a_bad_one() {
     let run = |device: &Device| {
         let (ps, g, loss) = gated_problem(device, 1.0);
         let nan = ops::scale(&loss, f64::NAN).unwrap();

@@ -177,6 +177,28 @@ fn gsure_trains_on_corrupted_phantoms_and_resumes_exactly() {
 }
 
 #[test]
+fn a_complex_model_trains_on_the_built_in_data_with_every_ddim_loss() {
+    // No --data: the oracle sees the phantoms as complex images, GSURE and the naive baseline GSURE's MRI
+    // setting (k-space lines at R = 4), so the MRI configurations run out of the box as the image ones do.
+    use gsure::train::{LossKind, TrainData};
+    for loss in [LossKind::Supervised, LossKind::Naive, LossKind::Gsure] {
+        let o = TrainOptions { loss, beta_start: 1e-4, config: "tiny-mri32".into(), steps: 1, ..options(1) };
+        let data = corrupted(&o);
+        match (&data, loss) {
+            (TrainData::Clean(d), LossKind::Supervised) => assert_eq!(d.dims[1], 2),
+            (TrainData::Corrupted(d), _) => {
+                assert_eq!((d.spec.kind, d.dims[1]), (gsure::corruption::OpKind::Mri, 2), "{loss:?}")
+            }
+            _ => panic!("{loss:?}: unexpected built-in data"),
+        }
+        let out = dir(&format!("complex-{loss:?}"));
+        let mut t = Trainer::new(o, data, &out, &Device::Cpu, false, false).unwrap();
+        let (l, _) = t.train_step().unwrap();
+        assert!(l.is_finite(), "{loss:?}: loss {l}");
+    }
+}
+
+#[test]
 fn gsure_refuses_clean_data_edm_models_and_a_too_small_beta_start() {
     use gsure::train::LossKind;
     let clean = gsure::data::phantoms(16, 16, 1);

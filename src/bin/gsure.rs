@@ -473,7 +473,8 @@ struct TrainArgs {
     #[arg(long)]
     data: Option<std::path::PathBuf>,
     /// Training objective: supervised (the oracle, on clean images), gsure (on corrupted observations:
-    /// --data FILE from `gsure data make`, or the built-in phantoms with 4×4 patches dropped at p = 0.4) or
+    /// --data FILE from `gsure data make`, or the built-in phantoms with 4×4 patches dropped at p = 0.4, or
+    /// for the complex tiny-mri/gsure-mri320 configurations k-space lines kept at R = 4, σ0 = 0.01) or
     /// naive (the baseline that treats the zero-filled observations as clean images), ambient (masked
     /// images; --config tiny-ambient or ambient-celeba64) or tweedie (noisy images; --config tiny-edm, ...).
     /// Default: gsure.

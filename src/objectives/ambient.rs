@@ -380,7 +380,7 @@ pub struct Ambient;
 
 impl Objective for Ambient {
     /// The paper's: pixels dropped with p = 0.6, no noise.
-    fn default_operator(&self) -> Option<OpSpec> {
+    fn default_operator(&self, _: usize) -> Option<OpSpec> {
         Some(OpSpec { p: Some(0.6), ..OpSpec::new(OpKind::Pixel) })
     }
 

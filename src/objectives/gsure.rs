@@ -432,9 +432,13 @@ impl Gsure {
 }
 
 impl Objective for Gsure {
-    /// The paper's: 4×4 patches dropped with p = 0.4, σ0 = 0.02.
-    fn default_operator(&self) -> Option<OpSpec> {
-        Some(OpSpec { sigma0: 0.02, p: Some(0.4), patch: Some(4), ..OpSpec::new(OpKind::Patch) })
+    /// The paper's: for images 4×4 patches dropped with p = 0.4, σ0 = 0.02; for a complex (2-channel) model
+    /// its MRI setting, k-space lines at R = 4 with the centre lines always kept, σ0 = 0.01.
+    fn default_operator(&self, image_channels: usize) -> Option<OpSpec> {
+        Some(match image_channels {
+            2 => OpSpec { sigma0: 0.01, r: Some(4.0), ..OpSpec::new(OpKind::Mri) },
+            _ => OpSpec { sigma0: 0.02, p: Some(0.4), patch: Some(4), ..OpSpec::new(OpKind::Patch) },
+        })
     }
 
     fn check(&self, data: &TrainData, model: &Model, schedule: &VpSchedule, options: &TrainOptions) -> Result<()> {

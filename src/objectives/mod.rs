@@ -24,9 +24,10 @@ use rand::rngs::StdRng;
 
 /// A training objective as the trainer sees it.
 pub trait Objective: Send + Sync {
-    /// The corruption its paper trains on, applied to the built-in phantoms when no `--data` is given;
-    /// None for an objective that learns from clean images (which also accepts a clean dataset).
-    fn default_operator(&self) -> Option<OpSpec>;
+    /// The corruption its paper trains on, applied to the built-in phantoms when no `--data` is given, for a
+    /// model that sees `image_channels` channels (2: complex MRI images); None for an objective that learns
+    /// from clean images (which also accepts a clean dataset).
+    fn default_operator(&self, image_channels: usize) -> Option<OpSpec>;
 
     /// Refuses data, a model or options it cannot train with, naming the flag and the fix; called before the
     /// run writes anything.

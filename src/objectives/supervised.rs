@@ -16,7 +16,7 @@ use rand::Rng;
 pub struct Supervised;
 
 impl Objective for Supervised {
-    fn default_operator(&self) -> Option<OpSpec> {
+    fn default_operator(&self, _: usize) -> Option<OpSpec> {
         None
     }
 
@@ -36,8 +36,8 @@ pub struct Naive;
 
 impl Objective for Naive {
     /// GSURE's operator: the naive baseline is GSURE's comparison on the same data.
-    fn default_operator(&self) -> Option<OpSpec> {
-        super::gsure::Gsure.default_operator()
+    fn default_operator(&self, image_channels: usize) -> Option<OpSpec> {
+        super::gsure::Gsure.default_operator(image_channels)
     }
 
     /// Whether the data is corrupted is found out at the first step.

@@ -486,7 +486,7 @@ pub struct Tweedie;
 
 impl Objective for Tweedie {
     /// The paper's: Gaussian noise σ_n = 0.1 on [-1, 1] images.
-    fn default_operator(&self) -> Option<OpSpec> {
+    fn default_operator(&self, _: usize) -> Option<OpSpec> {
         Some(OpSpec { sigma0: 0.1, ..OpSpec::new(OpKind::Noise) })
     }
 

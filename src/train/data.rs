@@ -51,7 +51,7 @@ impl TrainData {
 /// The data a run trains on: the dataset at `path` (clean or corrupted, by its metadata), or else the
 /// built-in phantoms at the model's resolution, corrupted for a corrupted-data loss by its paper's operator.
 pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &ModelConfig) -> Result<TrainData> {
-    let operator = crate::objectives::for_loss(options.loss).default_operator();
+    let operator = crate::objectives::for_loss(options.loss).default_operator(model.image_channels());
     match path {
         Some(p) => {
             let kind = crate::data::dataset::kind_of(p)?;
@@ -66,15 +66,25 @@ pub fn load_train_data(path: Option<&Path>, options: &TrainOptions, model: &Mode
                     p.display()
                 )
             } else {
-                Ok(TrainData::Clean(crate::data::load_clean(p)?))
+                Ok(TrainData::Clean(complex_if_model_is(crate::data::load_clean(p)?, model)))
             }
         }
         None => {
             let clean = crate::data::phantoms(options.phantoms, model.resolution(), 1234);
-            let Some(spec) = operator else { return Ok(TrainData::Clean(clean)) };
+            let Some(spec) = operator else { return Ok(TrainData::Clean(complex_if_model_is(clean, model))) };
             let name = format!("phantoms(n={}, size={}, seed=1234)", options.phantoms, model.resolution());
             Ok(TrainData::Corrupted(crate::corruption::make::make_dataset(&clean, &spec, options.seed, &name)?))
         }
+    }
+}
+
+/// Real 1-channel images as complex ones for a complex (MRI) model; anything else unchanged, for the
+/// trainer's check to refuse by name if it does not fit.
+fn complex_if_model_is(clean: ImageSet, model: &ModelConfig) -> ImageSet {
+    let [n, c, h, w] = clean.dims;
+    match (c, model.image_channels()) {
+        (1, 2) => ImageSet { images: crate::data::real_to_complex(&clean.images, h * w), dims: [n, 2, h, w] },
+        _ => clean,
     }
 }
 
