@@ -12,6 +12,15 @@
 // enforces block size against __launch_bounds__, the 48 KiB dynamic shared memory default, the 227 KiB
 // opt-in ceiling and grid limits, then runs the grid (block.cpp) before it returns: the emulated device is
 // synchronous. A failing launch prints its report and returns CUDA_ERROR_LAUNCH_FAILED.
+//
+// CUDA graphs by stream capture: on a capturing stream every operation (launch, copy, memset, event record,
+// host function) is checked as it is issued and recorded instead of run; cuGraphLaunch runs the recorded
+// nodes in order, reading host memory and kernel pointers as they are then, and refuses a node whose device
+// memory has been freed since the capture. The capture rules a GPU enforces are enforced here (capture on the
+// legacy stream, synchronising or allocating while a global or thread-local capture is active, waiting on an
+// event from outside the capture: each an error that invalidates the capture), and one more: a captured copy
+// to or from the host must use page-locked memory (cuMemHostAlloc), since a pageable buffer is usually gone by
+// the time the graph replays.
 #include <cuda.h>
 // cudarc binds both the plain and the versioned names of these; cuda.h would rename the plain ones.
 #undef cuDeviceGetUuid
@@ -21,15 +30,18 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "block.h"
@@ -102,6 +114,24 @@ struct Memory {
 Memory& memory() {
   static Memory* m = new Memory();
   return *m;
+}
+
+// Page-locked host allocations (cuMemHostAlloc), base -> bytes: what a captured copy may read or write.
+struct Pinned {
+  std::mutex m;
+  std::map<uintptr_t, size_t> live;
+  bool contains(const void* p, size_t bytes) {
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    std::lock_guard<std::mutex> lk(m);
+    auto it = live.upper_bound(a);
+    if (it == live.begin()) return false;
+    --it;
+    return a >= it->first && a + bytes <= it->first + it->second;
+  }
+};
+Pinned& pinned() {
+  static Pinned* p = new Pinned();
+  return *p;
 }
 
 CUresult check_range(const char* fn, CUdeviceptr p, size_t bytes) {
@@ -197,7 +227,82 @@ void trace_launch(const Function& f) {
 struct Event {
   std::chrono::steady_clock::time_point t;
   bool recorded = false;
+  uint64_t capture = 0;  // the capture that recorded it last (0: recorded outside any capture)
 };
+
+// ------------------------------------------------------------------------------ streams and graphs
+// One operation of a stream, run at once or, on a capturing stream, when its graph is launched.
+struct Node {
+  std::string what;  // for reports: "kernel NAME", "cuMemcpyHtoDAsync of N bytes", ...
+  std::function<CUresult()> run;
+};
+struct Graph {
+  std::vector<Node> nodes;
+};
+struct GraphExec {
+  std::vector<Node> nodes;
+};
+struct Stream {
+  uint64_t capture = 0;  // id of the capture in progress, 0 when not capturing
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+  std::thread::id capturing_thread;
+  std::string invalidated;  // why the capture in progress can no longer end in a graph ("" while it can)
+  std::unique_ptr<Graph> graph;
+};
+
+bool is_legacy(CUstream s) { return s == nullptr || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD; }
+Stream* stream_of(CUstream s) { return is_legacy(s) ? nullptr : reinterpret_cast<Stream*>(s); }
+bool capturing(CUstream s) {
+  Stream* st = stream_of(s);
+  return st && st->capture;
+}
+
+// Every stream with a capture in progress, for the calls a capture forbids process-wide (global mode) or on
+// its own thread (thread-local mode).
+std::mutex captures_mutex;
+std::set<Stream*> active_captures;
+std::atomic<uint64_t> next_capture{1};
+
+// For a call that synchronises with the device or allocates outside stream order (cuMemAlloc, a synchronous
+// copy, cuStreamSynchronize, ...): CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED when a capture forbids it, and that
+// capture is invalidated, as on a GPU.
+CUresult unsafe_during_capture(const char* call) {
+  std::lock_guard<std::mutex> lk(captures_mutex);
+  CUresult r = CUDA_SUCCESS;
+  for (Stream* st : active_captures) {
+    const bool forbids = st->mode == CU_STREAM_CAPTURE_MODE_GLOBAL ||
+                         (st->mode == CU_STREAM_CAPTURE_MODE_THREAD_LOCAL &&
+                          st->capturing_thread == std::this_thread::get_id());
+    if (!forbids) continue;
+    if (st->invalidated.empty()) {
+      st->invalidated = std::string(call) + " was called during the capture";
+      say(std::string(call) + " during a stream capture: not permitted (the capture is invalidated; issue it "
+          "before cuStreamBeginCapture or after cuStreamEndCapture)");
+    }
+    r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
+  return r;
+}
+
+// Runs `node` now, or records it on a capturing stream.
+CUresult issue(CUstream s, Node node) {
+  Stream* st = stream_of(s);
+  if (!st || !st->capture) return node.run();
+  if (!st->invalidated.empty()) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+  st->graph->nodes.push_back(std::move(node));
+  return CUDA_SUCCESS;
+}
+
+// A captured copy's host side must be page-locked: checked when it is captured.
+CUresult check_host_side(CUstream s, const char* call, const void* host, size_t n) {
+  if (!capturing(s) || n == 0 || pinned().contains(host, n)) return CUDA_SUCCESS;
+  Stream* st = stream_of(s);
+  st->invalidated = std::string(call) + " with pageable host memory";
+  say(std::string(call) + " during a stream capture with pageable host memory at " +
+      Memory::hex(reinterpret_cast<uintptr_t>(host)) + ": a graph reads and writes host memory when it is "
+      "launched, so use a page-locked buffer (cuMemHostAlloc) that lives as long as the graph");
+  return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+}
 
 int dummy_context, dummy_pool;
 
@@ -315,7 +420,7 @@ CUresult cuCtxPopCurrent_v2(CUcontext* ctx) {
 CUresult cuCtxCreate_v3(CUcontext* ctx, void*, int, unsigned, CUdevice d) { return cuDevicePrimaryCtxRetain(ctx, d); }
 CUresult cuCtxCreate_v4(CUcontext* ctx, CUctxCreateParams*, unsigned, CUdevice d) { return cuDevicePrimaryCtxRetain(ctx, d); }
 CUresult cuCtxDestroy_v2(CUcontext) { return CUDA_SUCCESS; }
-CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+CUresult cuCtxSynchronize() { return unsafe_during_capture("cuCtxSynchronize"); }
 CUresult cuCtxSetFlags(unsigned int) { return CUDA_SUCCESS; }
 CUresult cuCtxGetStreamPriorityRange(int* least, int* greatest) {
   if (least) *least = 0;
@@ -341,60 +446,140 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
   if (total) *total = memory().total;
   return CUDA_SUCCESS;
 }
-CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) { return memory().alloc(p, bytes); }
-CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) { return memory().alloc(p, bytes); }
-CUresult cuMemAllocFromPoolAsync(CUdeviceptr* p, size_t bytes, CUmemoryPool, CUstream) {
+// Allocation outside stream order is forbidden while a capture is active; the stream-ordered forms would be
+// graph memory nodes, which the emulated device does not model (allocate before the capture, as a caching
+// allocator in steady state does).
+CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+  if (CUresult r = unsafe_during_capture("cuMemAlloc")) return r;
   return memory().alloc(p, bytes);
 }
-CUresult cuMemFree_v2(CUdeviceptr p) { return memory().free(p); }
-CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return memory().free(p); }
+CUresult alloc_async(const char* call, CUdeviceptr* p, size_t bytes, CUstream s) {
+  if (capturing(s)) {
+    stream_of(s)->invalidated = std::string(call) + " on the capturing stream";
+    say(std::string(call) + " on a capturing stream: graph memory nodes are not emulated (allocate before "
+        "cuStreamBeginCapture)");
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
+  return memory().alloc(p, bytes);
+}
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream s) { return alloc_async("cuMemAllocAsync", p, bytes, s); }
+CUresult cuMemAllocFromPoolAsync(CUdeviceptr* p, size_t bytes, CUmemoryPool, CUstream s) {
+  return alloc_async("cuMemAllocFromPoolAsync", p, bytes, s);
+}
+CUresult cuMemFree_v2(CUdeviceptr p) {
+  if (CUresult r = unsafe_during_capture("cuMemFree")) return r;
+  return memory().free(p);
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
+  if (capturing(s)) {
+    stream_of(s)->invalidated = "cuMemFreeAsync on the capturing stream";
+    say("cuMemFreeAsync on a capturing stream: graph memory nodes are not emulated (free after "
+        "cuStreamEndCapture)");
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
+  return memory().free(p);
+}
 CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned int) {
   if (!p) return CUDA_ERROR_INVALID_VALUE;
   *p = std::malloc(bytes ? bytes : 1);
-  return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+  if (!*p) return CUDA_ERROR_OUT_OF_MEMORY;
+  std::lock_guard<std::mutex> lk(pinned().m);
+  pinned().live[reinterpret_cast<uintptr_t>(*p)] = bytes ? bytes : 1;
+  return CUDA_SUCCESS;
 }
 CUresult cuMemAllocHost_v2(void** p, size_t bytes) { return cuMemHostAlloc(p, bytes, 0); }
 CUresult cuMemFreeHost(void* p) {
+  {
+    std::lock_guard<std::mutex> lk(pinned().m);
+    pinned().live.erase(reinterpret_cast<uintptr_t>(p));
+  }
   std::free(p);
   return CUDA_SUCCESS;
 }
 
-CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
-  if (CUresult r = check_range("cuMemcpyHtoD", dst, n)) return r;
-  if (n) std::memcpy(reinterpret_cast<void*>(dst), src, n);
-  return CUDA_SUCCESS;
+// The copies and memsets, each as a node: checked when issued, and again when a graph replays it (the
+// memory may have been freed in between).
+Node htod(CUdeviceptr dst, const void* src, size_t n) {
+  return {"cuMemcpyHtoDAsync of " + std::to_string(n) + " bytes to " + Memory::hex(dst), [=] {
+            if (CUresult r = check_range("cuMemcpyHtoD", dst, n)) return r;
+            if (n) std::memcpy(reinterpret_cast<void*>(dst), src, n);
+            return CUDA_SUCCESS;
+          }};
 }
-CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream) {
-  return cuMemcpyHtoD_v2(dst, src, n);
+Node dtoh(void* dst, CUdeviceptr src, size_t n) {
+  return {"cuMemcpyDtoHAsync of " + std::to_string(n) + " bytes from " + Memory::hex(src), [=] {
+            if (CUresult r = check_range("cuMemcpyDtoH", src, n)) return r;
+            if (n) std::memcpy(dst, reinterpret_cast<const void*>(src), n);
+            return CUDA_SUCCESS;
+          }};
+}
+Node dtod(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+  return {"cuMemcpyDtoDAsync of " + std::to_string(n) + " bytes", [=] {
+            if (CUresult r = check_range("cuMemcpyDtoD (destination)", dst, n)) return r;
+            if (CUresult r = check_range("cuMemcpyDtoD (source)", src, n)) return r;
+            if (n) std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
+            return CUDA_SUCCESS;
+          }};
+}
+Node memset8(CUdeviceptr dst, unsigned char v, size_t n) {
+  return {"cuMemsetD8Async of " + std::to_string(n) + " bytes", [=] {
+            if (CUresult r = check_range("cuMemsetD8", dst, n)) return r;
+            if (n) std::memset(reinterpret_cast<void*>(dst), v, n);
+            return CUDA_SUCCESS;
+          }};
+}
+Node memset32(CUdeviceptr dst, unsigned int v, size_t n) {
+  return {"cuMemsetD32Async of " + std::to_string(n) + " words", [=] {
+            if (CUresult r = check_range("cuMemsetD32", dst, n * 4)) return r;
+            auto* p = reinterpret_cast<unsigned int*>(dst);
+            for (size_t i = 0; i < n; ++i) p[i] = v;
+            return CUDA_SUCCESS;
+          }};
+}
+// A captured node's device range must be valid when captured too (a GPU refuses a bad copy at capture).
+CUresult issue_checked(CUstream s, Node node, const char* call, CUdeviceptr p, size_t bytes) {
+  if (CUresult r = check_range(call, p, bytes)) return r;
+  return issue(s, std::move(node));
+}
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
+  if (CUresult r = unsafe_during_capture("cuMemcpyHtoD")) return r;
+  return htod(dst, src, n).run();
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
+  if (CUresult r = check_host_side(s, "cuMemcpyHtoDAsync", src, n)) return r;
+  return issue_checked(s, htod(dst, src, n), "cuMemcpyHtoDAsync", dst, n);
 }
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
-  if (CUresult r = check_range("cuMemcpyDtoH", src, n)) return r;
-  if (n) std::memcpy(dst, reinterpret_cast<const void*>(src), n);
-  return CUDA_SUCCESS;
+  if (CUresult r = unsafe_during_capture("cuMemcpyDtoH")) return r;
+  return dtoh(dst, src, n).run();
 }
-CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream) { return cuMemcpyDtoH_v2(dst, src, n); }
+CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream s) {
+  if (CUresult r = check_host_side(s, "cuMemcpyDtoHAsync", dst, n)) return r;
+  return issue_checked(s, dtoh(dst, src, n), "cuMemcpyDtoHAsync", src, n);
+}
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
-  if (CUresult r = check_range("cuMemcpyDtoD (destination)", dst, n)) return r;
-  if (CUresult r = check_range("cuMemcpyDtoD (source)", src, n)) return r;
-  if (n) std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
-  return CUDA_SUCCESS;
+  if (CUresult r = unsafe_during_capture("cuMemcpyDtoD")) return r;
+  return dtod(dst, src, n).run();
 }
-CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream) {
-  return cuMemcpyDtoD_v2(dst, src, n);
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
+  if (CUresult r = check_range("cuMemcpyDtoDAsync (source)", src, n)) return r;
+  return issue_checked(s, dtod(dst, src, n), "cuMemcpyDtoDAsync (destination)", dst, n);
 }
 CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
-  if (CUresult r = check_range("cuMemsetD8", dst, n)) return r;
-  if (n) std::memset(reinterpret_cast<void*>(dst), v, n);
-  return CUDA_SUCCESS;
+  if (CUresult r = unsafe_during_capture("cuMemsetD8")) return r;
+  return memset8(dst, v, n).run();
 }
-CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) { return cuMemsetD8_v2(dst, v, n); }
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
+  return issue_checked(s, memset8(dst, v, n), "cuMemsetD8Async", dst, n);
+}
 CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned int v, size_t n) {
-  if (CUresult r = check_range("cuMemsetD32", dst, n * 4)) return r;
-  auto* p = reinterpret_cast<unsigned int*>(dst);
-  for (size_t i = 0; i < n; ++i) p[i] = v;
-  return CUDA_SUCCESS;
+  if (CUresult r = unsafe_during_capture("cuMemsetD32")) return r;
+  return memset32(dst, v, n).run();
 }
-CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, CUstream) { return cuMemsetD32_v2(dst, v, n); }
+CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, CUstream s) {
+  return issue_checked(s, memset32(dst, v, n), "cuMemsetD32Async", dst, n * 4);
+}
 
 // Memory pools: one default pool whose attributes are accepted and read back as zero.
 CUresult cuDeviceGetDefaultMemPool(CUmemoryPool* pool, CUdevice) {
@@ -412,24 +597,104 @@ CUresult cuMemPoolGetAttribute(CUmemoryPool, CUmemPool_attribute, void* value) {
 CUresult cuMemPoolTrimTo(CUmemoryPool, size_t) { return CUDA_SUCCESS; }
 
 // ------------------------------------------------------------------------------------ streams, events
-int dummy_stream;
 CUresult cuStreamCreate(CUstream* s, unsigned int) {
   if (!s) return CUDA_ERROR_INVALID_VALUE;
-  *s = reinterpret_cast<CUstream>(&dummy_stream);
+  *s = reinterpret_cast<CUstream>(new Stream());
   return CUDA_SUCCESS;
 }
 CUresult cuStreamCreateWithPriority(CUstream* s, unsigned int f, int) { return cuStreamCreate(s, f); }
-CUresult cuStreamDestroy_v2(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamQuery(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned int) { return CUDA_SUCCESS; }
-CUresult cuStreamIsCapturing(CUstream, CUstreamCaptureStatus* status) {
-  if (status) *status = CU_STREAM_CAPTURE_STATUS_NONE;
+CUresult cuStreamDestroy_v2(CUstream s) {
+  Stream* st = stream_of(s);
+  if (!st) return CUDA_ERROR_INVALID_HANDLE;
+  if (st->capture) {
+    say("cuStreamDestroy of a stream whose capture was never ended (end it with cuStreamEndCapture)");
+    std::lock_guard<std::mutex> lk(captures_mutex);
+    active_captures.erase(st);
+  }
+  delete st;
   return CUDA_SUCCESS;
 }
-CUresult cuLaunchHostFunc(CUstream, CUhostFn fn, void* data) {
-  if (fn) fn(data);
+CUresult cuStreamSynchronize(CUstream s) {
+  if (capturing(s)) {
+    stream_of(s)->invalidated = "cuStreamSynchronize of the capturing stream";
+    say("cuStreamSynchronize of a capturing stream: not permitted (the capture is invalidated)");
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
+  return unsafe_during_capture("cuStreamSynchronize");
+}
+CUresult cuStreamQuery(CUstream s) {
+  if (capturing(s)) {
+    stream_of(s)->invalidated = "cuStreamQuery of the capturing stream";
+    say("cuStreamQuery of a capturing stream: not permitted (the capture is invalidated)");
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
   return CUDA_SUCCESS;
+}
+CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int) {
+  if (!e) return CUDA_ERROR_INVALID_HANDLE;
+  Stream* st = stream_of(s);
+  if (st && st->capture && reinterpret_cast<Event*>(e)->capture != st->capture) {
+    st->invalidated = "cuStreamWaitEvent on an event recorded outside the capture";
+    say("cuStreamWaitEvent in a capture on an event recorded outside it: not permitted "
+        "(CUDA_ERROR_STREAM_CAPTURE_ISOLATION; the capture is invalidated)");
+    return CUDA_ERROR_STREAM_CAPTURE_ISOLATION;
+  }
+  return CUDA_SUCCESS;  // the emulated device has run everything issued before it
+}
+CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus* status) {
+  if (!status) return CUDA_ERROR_INVALID_VALUE;
+  Stream* st = stream_of(s);
+  *status = !st || !st->capture          ? CU_STREAM_CAPTURE_STATUS_NONE
+            : st->invalidated.empty()    ? CU_STREAM_CAPTURE_STATUS_ACTIVE
+                                         : CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+  return CUDA_SUCCESS;
+}
+CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) {
+  Stream* st = stream_of(s);
+  if (!st) {
+    say("cuStreamBeginCapture on the legacy (NULL) stream: not permitted; capture a stream made by "
+        "cuStreamCreate");
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
+  if (st->capture) return CUDA_ERROR_ILLEGAL_STATE;
+  if (mode != CU_STREAM_CAPTURE_MODE_GLOBAL && mode != CU_STREAM_CAPTURE_MODE_THREAD_LOCAL &&
+      mode != CU_STREAM_CAPTURE_MODE_RELAXED)
+    return CUDA_ERROR_INVALID_VALUE;
+  st->capture = next_capture++;
+  st->mode = mode;
+  st->capturing_thread = std::this_thread::get_id();
+  st->invalidated.clear();
+  st->graph = std::make_unique<Graph>();
+  std::lock_guard<std::mutex> lk(captures_mutex);
+  active_captures.insert(st);
+  return CUDA_SUCCESS;
+}
+CUresult cuStreamEndCapture(CUstream s, CUgraph* graph) {
+  if (!graph) return CUDA_ERROR_INVALID_VALUE;
+  *graph = nullptr;
+  Stream* st = stream_of(s);
+  if (!st || !st->capture) return CUDA_ERROR_ILLEGAL_STATE;
+  if (st->mode != CU_STREAM_CAPTURE_MODE_RELAXED && st->capturing_thread != std::this_thread::get_id())
+    return CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD;
+  {
+    std::lock_guard<std::mutex> lk(captures_mutex);
+    active_captures.erase(st);
+  }
+  st->capture = 0;
+  std::unique_ptr<Graph> g = std::move(st->graph);
+  if (!st->invalidated.empty()) {
+    say("cuStreamEndCapture: the capture was invalidated (" + st->invalidated + "); no graph");
+    return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+  }
+  *graph = reinterpret_cast<CUgraph>(g.release());
+  return CUDA_SUCCESS;
+}
+CUresult cuLaunchHostFunc(CUstream s, CUhostFn fn, void* data) {
+  if (!fn) return CUDA_ERROR_INVALID_VALUE;
+  return issue(s, {"host function", [=] {
+                     fn(data);
+                     return CUDA_SUCCESS;
+                   }});
 }
 
 CUresult cuEventCreate(CUevent* e, unsigned int) {
@@ -441,15 +706,21 @@ CUresult cuEventDestroy_v2(CUevent e) {
   delete reinterpret_cast<Event*>(e);
   return CUDA_SUCCESS;
 }
-CUresult cuEventRecord(CUevent e, CUstream) {
+// Inside a capture the record becomes a node: a replay marks the event then, as an external event-record
+// node would on a GPU.
+CUresult cuEventRecord(CUevent e, CUstream s) {
   if (!e) return CUDA_ERROR_INVALID_HANDLE;
   auto* ev = reinterpret_cast<Event*>(e);
-  ev->t = std::chrono::steady_clock::now();
-  ev->recorded = true;
-  return CUDA_SUCCESS;
+  if (Stream* st = stream_of(s); st && st->capture) ev->capture = st->capture;
+  else ev->capture = 0;
+  return issue(s, {"cuEventRecord", [ev] {
+                     ev->t = std::chrono::steady_clock::now();
+                     ev->recorded = true;
+                     return CUDA_SUCCESS;
+                   }});
 }
 CUresult cuEventQuery(CUevent) { return CUDA_SUCCESS; }
-CUresult cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+CUresult cuEventSynchronize(CUevent) { return unsafe_during_capture("cuEventSynchronize"); }
 CUresult cuEventElapsedTime_v2(float* ms, CUevent a, CUevent b) {
   if (!ms || !a || !b) return CUDA_ERROR_INVALID_VALUE;
   auto *ea = reinterpret_cast<Event*>(a), *eb = reinterpret_cast<Event*>(b);
@@ -458,6 +729,47 @@ CUresult cuEventElapsedTime_v2(float* ms, CUevent a, CUevent b) {
   return CUDA_SUCCESS;
 }
 CUresult cuEventElapsedTime(float* ms, CUevent a, CUevent b) { return cuEventElapsedTime_v2(ms, a, b); }
+
+// -------------------------------------------------------------------------------------------- graphs
+CUresult cuGraphInstantiateWithFlags(CUgraphExec* exec, CUgraph graph, unsigned long long flags) {
+  if (!exec || !graph) return CUDA_ERROR_INVALID_VALUE;
+  if (flags & CUDA_GRAPH_INSTANTIATE_FLAG_DEVICE_LAUNCH) {
+    say("cuGraphInstantiateWithFlags: device launch is not emulated");
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  *exec = reinterpret_cast<CUgraphExec>(new GraphExec{reinterpret_cast<Graph*>(graph)->nodes});
+  return CUDA_SUCCESS;
+}
+CUresult cuGraphClone(CUgraph* clone, CUgraph graph) {
+  if (!clone || !graph) return CUDA_ERROR_INVALID_VALUE;
+  *clone = reinterpret_cast<CUgraph>(new Graph(*reinterpret_cast<Graph*>(graph)));
+  return CUDA_SUCCESS;
+}
+CUresult cuGraphDestroy(CUgraph graph) {
+  delete reinterpret_cast<Graph*>(graph);
+  return CUDA_SUCCESS;
+}
+CUresult cuGraphExecDestroy(CUgraphExec exec) {
+  delete reinterpret_cast<GraphExec*>(exec);
+  return CUDA_SUCCESS;
+}
+CUresult cuGraphUpload(CUgraphExec exec, CUstream) { return exec ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
+// Runs the nodes in capture order (a captured single stream is a chain); the first failure names its node.
+CUresult cuGraphLaunch(CUgraphExec exec, CUstream s) {
+  if (!exec) return CUDA_ERROR_INVALID_VALUE;
+  if (capturing(s)) {
+    say("cuGraphLaunch into a capturing stream (a child graph) is not emulated");
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  const auto& nodes = reinterpret_cast<GraphExec*>(exec)->nodes;
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (CUresult r = nodes[i].run()) {
+      say("cuGraphLaunch: node " + std::to_string(i) + " of " + std::to_string(nodes.size()) + " (" +
+          nodes[i].what + ") failed");
+      return r;
+    }
+  return CUDA_SUCCESS;
+}
 
 // ------------------------------------------------------------------------------------------ modules
 CUresult cuModuleLoadData(CUmodule* out, const void* image) {
@@ -586,7 +898,7 @@ CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* n, CUfunction
 }
 
 CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                        unsigned smem, CUstream, void** params, void** extra) {
+                        unsigned smem, CUstream stream, void** params, void** extra) {
   auto* fn = reinterpret_cast<Function*>(f);
   if (!fn) return CUDA_ERROR_INVALID_HANDLE;
   const std::string name = fn->entry->name;
@@ -615,30 +927,42 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
                        : " bytes set with cuFuncSetAttribute"));
   if (extra) return refuse("the `extra` argument form is not emulated");
   if (fn->entry->nparams > 0 && !params) return refuse("kernelParams is null");
-  // Copy the arguments (the caller's may go away once the launch is queued) and check pointer arguments.
-  std::vector<std::vector<unsigned char>> storage((size_t)fn->entry->nparams);
-  std::vector<void*> args((size_t)fn->entry->nparams);
+  // Copy the arguments (the caller's may go away once the launch is queued, and a captured launch replays
+  // them) and check pointer arguments now; a replay checks them again, against the memory live then.
+  auto storage = std::make_shared<std::vector<std::vector<unsigned char>>>((size_t)fn->entry->nparams);
   for (int i = 0; i < fn->entry->nparams; ++i) {
     const uint32_t size = fn->entry->param_sizes[i];
-    storage[i].assign(static_cast<unsigned char*>(params[i]), static_cast<unsigned char*>(params[i]) + size);
-    args[i] = storage[i].data();
-    if (fn->entry->param_is_pointer[i] && size == 8) {
+    (*storage)[i].assign(static_cast<unsigned char*>(params[i]), static_cast<unsigned char*>(params[i]) + size);
+  }
+  auto bad_pointer = [fn, storage]() -> std::string {
+    for (int i = 0; i < fn->entry->nparams; ++i) {
+      if (!fn->entry->param_is_pointer[i] || fn->entry->param_sizes[i] != 8) continue;
       uint64_t p;
-      std::memcpy(&p, args[i], 8);
+      std::memcpy(&p, (*storage)[i].data(), 8);
       if (p != 0 && !memory().contains(p, 0) && !memory().contains(p - 1, 1))
-        return refuse("parameter " + std::to_string(i) + " (a pointer) is " + Memory::hex(p) +
-                      ", which is not device memory");
+        return "parameter " + std::to_string(i) + " (a pointer) is " + Memory::hex(p) + ", which is not device memory";
     }
-  }
-  trace_launch(*fn);
-  Launch l{fn->entry, fn->module->host->path.c_str(), {gx, gy, gz}, {bx, by, bz}, smem, args.data(),
-           fn->module->host->handle};
-  const std::string error = run_launch(l);
-  if (!error.empty()) {
-    say(error);
-    return CUDA_ERROR_LAUNCH_FAILED;
-  }
-  return CUDA_SUCCESS;
+    return "";
+  };
+  if (std::string why = bad_pointer(); !why.empty()) return refuse(why);
+  const unsigned sm = smem;
+  return issue(stream, {"kernel " + name, [=] {
+                          if (std::string why = bad_pointer(); !why.empty()) {
+                            say("kernel " + name + " (replayed from a graph): " + why + " (freed since the capture?)");
+                            return CUDA_ERROR_INVALID_VALUE;
+                          }
+                          std::vector<void*> args(storage->size());
+                          for (size_t i = 0; i < args.size(); ++i) args[i] = (*storage)[i].data();
+                          trace_launch(*fn);
+                          Launch l{fn->entry, fn->module->host->path.c_str(), {gx, gy, gz}, {bx, by, bz}, sm,
+                                   args.data(), fn->module->host->handle};
+                          const std::string error = run_launch(l);
+                          if (!error.empty()) {
+                            say(error);
+                            return CUDA_ERROR_LAUNCH_FAILED;
+                          }
+                          return CUDA_SUCCESS;
+                        }});
 }
 
 CUresult cuProfilerStart() { return CUDA_SUCCESS; }
@@ -661,6 +985,11 @@ CUresult cuGetErrorName(CUresult e, const char** s) {
     NAME(CUDA_ERROR_LAUNCH_FAILED)
     NAME(CUDA_ERROR_NOT_SUPPORTED)
     NAME(CUDA_ERROR_FILE_NOT_FOUND)
+    NAME(CUDA_ERROR_ILLEGAL_STATE)
+    NAME(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)
+    NAME(CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)
+    NAME(CUDA_ERROR_STREAM_CAPTURE_ISOLATION)
+    NAME(CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD)
 #undef NAME
     default: *s = "CUDA_ERROR_UNKNOWN"; break;
   }
@@ -677,6 +1006,10 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
     case CUDA_ERROR_LAUNCH_FAILED: *s = "unspecified launch failure (the emulator printed the kernel, block, "
                                         "thread and line)"; break;
     case CUDA_ERROR_NOT_SUPPORTED: *s = "operation not supported by the emulated device"; break;
+    case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: *s = "operation not permitted when stream is capturing (the "
+                                                     "emulator printed which)"; break;
+    case CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: *s = "operation failed due to a previous error during "
+                                                     "capture (the emulator printed which)"; break;
     default: return cuGetErrorName(e, s);
   }
   return CUDA_SUCCESS;

@@ -2,7 +2,7 @@
 // cudarc resolves symbols lazily and panics on a missing one, so each exists and fails loudly instead:
 // it prints its name and returns CUDA_ERROR_NOT_SUPPORTED. (No cuda.h here: these definitions take no
 // parameters, which is ABI-compatible with any caller on x86-64 and would clash with its prototypes.)
-// CUDA graphs are listed here until the emulator records and replays them.
+// cuGraphInstantiate (the CUDA 11 signature, which cudarc binds but never calls) stays here.
 #include <cstdio>
 
 namespace {
@@ -17,15 +17,7 @@ int unsupported(const char* name) {
 UNSUPPORTED(cuDestroyExternalMemory)
 UNSUPPORTED(cuExternalMemoryGetMappedBuffer)
 UNSUPPORTED(cuImportExternalMemory)
-UNSUPPORTED(cuGraphClone)
-UNSUPPORTED(cuGraphDestroy)
-UNSUPPORTED(cuGraphExecDestroy)
 UNSUPPORTED(cuGraphInstantiate)
-UNSUPPORTED(cuGraphInstantiateWithFlags)
-UNSUPPORTED(cuGraphLaunch)
-UNSUPPORTED(cuGraphUpload)
-UNSUPPORTED(cuStreamBeginCapture_v2)
-UNSUPPORTED(cuStreamEndCapture)
 UNSUPPORTED(cuLaunchCooperativeKernel)
 UNSUPPORTED(cuMemAdvise_v2)
 UNSUPPORTED(cuMemAllocManaged)

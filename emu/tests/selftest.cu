@@ -120,3 +120,7 @@ extern "C" __global__ void st_global_oob(float* out, int n) {
   if (threadIdx.x == 0) out[n] = 1.f;  // one past the allocation
 }
 extern "C" __global__ void __launch_bounds__(256) st_bounded(float* out) { out[threadIdx.x] = (float)threadIdx.x; }
+extern "C" __global__ void st_axpy(const float* x, float* y, float a, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] += a * x[i];
+}

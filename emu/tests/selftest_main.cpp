@@ -3,6 +3,7 @@
 //   selftest PTX basic      kernels vs loops, launch limits, divergence and deadlock reports (any schedule)
 //   selftest PTX mutants    the mutants fail (run under --schedule warp-ahead)
 //   selftest PTX race       the race detector reports st_race and the mutant, and not st_no_race
+//   selftest PTX graphs     stream capture and replay, and the capture rules a GPU enforces
 //   selftest PTX CASE       one kernel expected to crash the process under ASan (dynamic_oob, global_oob)
 #include <cuda.h>
 
@@ -216,11 +217,93 @@ void race() {
   check(st == CUDA_ERROR_LAUNCH_FAILED, "race detector: block_sum without its WAR barrier is reported");
 }
 
+// Stream capture: a captured upload, kernel and download replay with the host data of each launch; the
+// calls a capture forbids are refused and invalidate it; a replay over freed memory fails naming its node.
+void graphs() {
+  const int n = 300;
+  CUstream s;
+  CU(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+  float *in, *out;
+  CU(cuMemHostAlloc((void**)&in, n * sizeof(float), 0));
+  CU(cuMemHostAlloc((void**)&out, n * sizeof(float), 0));
+  CUdeviceptr dx = upload(std::vector<float>(n, 0.f)), dy = upload(std::vector<float>(n, 0.f));
+  float a = 2.f;
+  int nn = n;
+  std::vector<void*> args{&dx, &dy, &a, &nn};
+  CUevent done;
+  CU(cuEventCreate(&done, 0));
+
+  CU(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+  CUstreamCaptureStatus status;
+  CU(cuStreamIsCapturing(s, &status));
+  check(status == CU_STREAM_CAPTURE_STATUS_ACTIVE, "capture: the stream reports an active capture");
+  CU(cuMemcpyHtoDAsync(dx, in, n * sizeof(float), s));
+  CU(cuLaunchKernel(fn("st_axpy"), (n + 127) / 128, 1, 1, 128, 1, 1, 0, s, args.data(), nullptr));
+  a = 100.f;  // the launch keeps the value it was captured with
+  CU(cuMemcpyDtoHAsync(out, dy, n * sizeof(float), s));
+  CU(cuEventRecord(done, s));
+  CUgraph g;
+  CU(cuStreamEndCapture(s, &g));
+  CUgraphExec exec;
+  CU(cuGraphInstantiateWithFlags(&exec, g, 0));
+  check(download<float>(dy, n) == std::vector<float>(n, 0.f), "capture: nothing runs until the graph launches");
+
+  bool ok = true;
+  for (int replay = 1; replay <= 2; ++replay) {
+    for (int i = 0; i < n; ++i) in[i] = (float)(i * replay);
+    CU(cuGraphLaunch(exec, s));
+    CU(cuStreamSynchronize(s));
+    // y accumulates 2·x of each replay: 2·i after the first, 2·i + 4·i after the second
+    for (int i = 0; i < n; ++i) ok = ok && out[i] == (replay == 1 ? 2.f * i : 6.f * i);
+  }
+  check(ok, "graph replay: each launch reads the host buffer as it is then, with the captured arguments");
+
+  CUgraph none;
+  check(cuStreamBeginCapture(nullptr, CU_STREAM_CAPTURE_MODE_GLOBAL) == CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+        "capture on the legacy stream is refused");
+  CUdeviceptr p;
+  CU(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+  check(cuMemAlloc(&p, 256) == CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "cuMemAlloc during a global capture is refused");
+  CU(cuStreamIsCapturing(s, &status));
+  check(status == CU_STREAM_CAPTURE_STATUS_INVALIDATED, "... and invalidates the capture");
+  check(cuStreamEndCapture(s, &none) == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED && none == nullptr,
+        "... whose end gives no graph");
+
+  CU(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_RELAXED));
+  check(cuMemAlloc(&p, 256) == CUDA_SUCCESS, "cuMemAlloc during a relaxed capture is allowed");
+  check(cuStreamSynchronize(s) == CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "synchronising the capturing stream is refused");
+  check(cuStreamEndCapture(s, &none) == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "... and invalidates the capture");
+  cuMemFree(p);
+
+  std::vector<float> pageable(n);
+  CU(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+  check(cuMemcpyHtoDAsync(dx, pageable.data(), n * sizeof(float), s) == CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+        "a captured copy from pageable host memory is refused");
+  check(cuStreamEndCapture(s, &none) == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "... and invalidates the capture");
+
+  CUevent outside;
+  CU(cuEventCreate(&outside, 0));
+  CU(cuEventRecord(outside, s));
+  CU(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+  check(cuStreamWaitEvent(s, outside, 0) == CUDA_ERROR_STREAM_CAPTURE_ISOLATION,
+        "waiting on an event recorded outside the capture is refused");
+  check(cuStreamEndCapture(s, &none) == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "... and invalidates the capture");
+
+  cuMemFree(dy);
+  check(cuGraphLaunch(exec, s) == CUDA_ERROR_INVALID_VALUE, "a replay whose kernel argument was freed fails");
+  CU(cuGraphExecDestroy(exec));
+  CU(cuGraphDestroy(g));
+  cuMemFree(dx);
+  cuMemFreeHost(in);
+  cuMemFreeHost(out);
+  CU(cuStreamDestroy(s));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: selftest PTX basic|mutants|race|dynamic_oob|global_oob\n");
+    std::fprintf(stderr, "usage: selftest PTX basic|mutants|race|graphs|dynamic_oob|global_oob\n");
     return 2;
   }
   std::ifstream f(argv[1]);
@@ -238,6 +321,7 @@ int main(int argc, char** argv) {
   if (what == "basic") basic();
   else if (what == "mutants") mutants();
   else if (what == "race") race();
+  else if (what == "graphs") graphs();
   else if (what == "dynamic_oob" || what == "global_oob") {
     CUdeviceptr d;
     CU(cuMemAlloc(&d, 64 * sizeof(float)));
