@@ -305,15 +305,18 @@ fn gsure_is_unbiased_on_a_linear_gaussian_model_and_reference_drifts() {
         .iter()
         .map(|&s| (0..16).map(|k| if k % 5 == 0 { s } else { 0.0 } + 0.3 * gauss(&mut r)).collect())
         .collect();
+    // Every variant `gsure train` offers (--gsure-mode ybar|xt, --gsure-probe rademacher|gaussian).
     for (mode, constant) in [(GsureMode::Ybar, sigma0_2), (GsureMode::Xt, s2)] {
-        let mut obj = GsureObjective::for_dtype(mode, DType::F64);
-        obj.probe = ProbeKind::Gaussian;
-        for (k, a) in thetas.iter().enumerate() {
-            let (exact, fd) = linear_gaussian_diffs(&obj, a, 100 + k as u64);
-            for (name, d) in [("exact divergence", &exact), ("FD Hutchinson", &fd)] {
-                let (mean, se) = mean_se(d);
-                println!("{mode:?} θ{k} {name}: E[L_gsure − L_oracle] = {mean:.5} ± {se:.5} (expected {constant:.5})");
-                assert!((mean - constant).abs() < 5.0 * se, "{mode:?} θ{k} {name}: {mean} vs {constant} (se {se})");
+        for probe in [ProbeKind::Rademacher, ProbeKind::Gaussian] {
+            let obj = GsureObjective { probe, ..GsureObjective::for_dtype(mode, DType::F64) };
+            for (k, a) in thetas.iter().enumerate() {
+                let (exact, fd) = linear_gaussian_diffs(&obj, a, 100 + k as u64);
+                for (name, d) in [("exact divergence", &exact), ("FD Hutchinson", &fd)] {
+                    let (mean, se) = mean_se(d);
+                    let case = format!("{mode:?} {probe:?} θ{k} {name}");
+                    println!("{case}: E[L_gsure − L_oracle] = {mean:.5} ± {se:.5} (expected {constant:.5})");
+                    assert!((mean - constant).abs() < 5.0 * se, "{case}: {mean} vs {constant} (se {se})");
+                }
             }
         }
     }

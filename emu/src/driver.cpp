@@ -536,6 +536,14 @@ Node memset32(CUdeviceptr dst, unsigned int v, size_t n) {
             return CUDA_SUCCESS;
           }};
 }
+Node memset16(CUdeviceptr dst, unsigned short v, size_t n) {
+  return {"cuMemsetD16Async of " + std::to_string(n) + " halfwords", [=] {
+            if (CUresult r = check_range("cuMemsetD16", dst, n * 2)) return r;
+            auto* p = reinterpret_cast<unsigned short*>(dst);
+            for (size_t i = 0; i < n; ++i) p[i] = v;
+            return CUDA_SUCCESS;
+          }};
+}
 // A captured node's device range must be valid when captured too (a GPU refuses a bad copy at capture).
 CUresult issue_checked(CUstream s, Node node, const char* call, CUdeviceptr p, size_t bytes) {
   if (CUresult r = check_range(call, p, bytes)) return r;
@@ -572,6 +580,13 @@ CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
 }
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
   return issue_checked(s, memset8(dst, v, n), "cuMemsetD8Async", dst, n);
+}
+CUresult cuMemsetD16_v2(CUdeviceptr dst, unsigned short v, size_t n) {
+  if (CUresult r = unsafe_during_capture("cuMemsetD16")) return r;
+  return memset16(dst, v, n).run();
+}
+CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, size_t n, CUstream s) {
+  return issue_checked(s, memset16(dst, v, n), "cuMemsetD16Async", dst, n * 2);
 }
 CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned int v, size_t n) {
   if (CUresult r = unsafe_during_capture("cuMemsetD32")) return r;

@@ -371,6 +371,7 @@ fn bench_gsure_variance(a: VarianceArgs) -> Result<()> {
         batch: a.batch,
         seed: a.seed,
         mode: options.gsure_mode,
+        probe: options.gsure_probe,
         ..VarianceOptions::default()
     };
     if !a.times.is_empty() {
@@ -391,6 +392,7 @@ fn bench_gsure_variance(a: VarianceArgs) -> Result<()> {
             "run": a.run, "step": step, "config": options.config, "loss": format!("{:?}", options.loss),
             "data": options.data, "batches": o.batches, "batch": o.batch, "seed": o.seed,
             "gsure_mode": format!("{:?}", o.mode).to_lowercase(),
+            "gsure_probe": format!("{:?}", o.probe).to_lowercase(),
             "commit": std::env::var("GSURE_COMMIT").ok(), "points": points,
         });
         write_json(out, &json)?;
@@ -484,6 +486,10 @@ struct TrainArgs {
     /// (the official code's, biased; for comparison).
     #[arg(long, value_enum)]
     gsure_mode: Option<gsure::objectives::gsure::GsureMode>,
+    /// GSURE's Hutchinson probe on the observed set: rademacher (default, ±1: the lower-variance choice) or
+    /// gaussian.
+    #[arg(long, value_enum)]
+    gsure_probe: Option<gsure::objectives::gsure::ProbeKind>,
     /// Smallest timestep GSURE trains (default 0).
     #[arg(long)]
     t_min: Option<usize>,
@@ -720,6 +726,7 @@ fn train(a: TrainArgs) -> Result<()> {
     opts.bf16 = a.bf16;
     opts.loss = a.loss.unwrap_or(gsure::train::LossKind::Gsure);
     opts.gsure_mode = a.gsure_mode.unwrap_or_default();
+    opts.gsure_probe = a.gsure_probe.unwrap_or_default();
     opts.t_min = a.t_min.unwrap_or(0);
     opts.consistency = a.consistency.unwrap_or(0.0);
     opts.data = a.data.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
@@ -736,6 +743,7 @@ fn train(a: TrainArgs) -> Result<()> {
             ("lr", a.lr.is_some()),
             ("loss", a.loss.is_some()),
             ("gsure-mode", a.gsure_mode.is_some()),
+            ("gsure-probe", a.gsure_probe.is_some()),
             ("t-min", a.t_min.is_some()),
             ("consistency", a.consistency.is_some()),
             ("beta-start", a.beta_start.is_some()),

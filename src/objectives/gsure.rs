@@ -458,7 +458,10 @@ impl Objective for Gsure {
 
     fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {
         let (d, net) = Gsure::parts(step.data, step.model)?;
-        let objective = GsureObjective::for_dtype(step.options.gsure_mode, step.compute);
+        let objective = GsureObjective {
+            probe: step.options.gsure_probe,
+            ..GsureObjective::for_dtype(step.options.gsure_mode, step.compute)
+        };
         // Built on the host: the objective draws its noise and probe there and uploads everything once.
         let spectral = d.spectral(step.indices, &Device::Cpu, DType::F32)?;
         step.phase.objective();

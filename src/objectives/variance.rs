@@ -16,7 +16,7 @@
 //! For each loss: ‖E g‖, tr Cov g (E‖g − E g‖², one batch's gradient), their ratio, and ‖E g − E g_oracle‖
 //! relative to ‖E g_oracle‖. The expectations are means over `batches` batches, so the distances carry a
 //! Monte-Carlo part of about √(tr Cov / batches) / ‖E g_oracle‖, which `masked` shows.
-use super::gsure::{GsureMode, GsureObjective, Noised};
+use super::gsure::{GsureMode, GsureObjective, Noised, ProbeKind};
 use crate::corruption::{Basis, CorruptedData};
 use crate::diffusion::schedule::VpSchedule;
 use crate::nn::{DdimUnet, Prediction};
@@ -38,8 +38,9 @@ pub struct VarianceOptions {
     pub batches: usize,
     pub batch: usize,
     pub seed: u64,
-    /// The GSURE loss whose terms are measured (a run's `--gsure-mode`).
+    /// The GSURE loss whose terms are measured (a run's `--gsure-mode` and `--gsure-probe`).
     pub mode: GsureMode,
+    pub probe: ProbeKind,
 }
 
 impl Default for VarianceOptions {
@@ -50,6 +51,7 @@ impl Default for VarianceOptions {
             batch: 16,
             seed: 0,
             mode: GsureMode::Ybar,
+            probe: ProbeKind::Rademacher,
         }
     }
 }
@@ -139,7 +141,7 @@ pub fn gradient_variance(
     }
     let device = Device::Cpu;
     let m = c * h * w;
-    let objective = GsureObjective::for_dtype(opts.mode, DType::F32);
+    let objective = GsureObjective { probe: opts.probe, ..GsureObjective::for_dtype(opts.mode, DType::F32) };
     let mut points = Vec::new();
     for &t in &opts.times {
         let ab = schedule.alpha_bar(t);

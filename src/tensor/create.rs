@@ -55,9 +55,25 @@ impl Tensor {
         Tensor::from_storage(storage, shape, device.clone())
     }
 
+    /// Every element `value`. On CUDA a memset of its bit pattern, with no host buffer: so the backward
+    /// pass's seed gradient can be captured into a graph.
     pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        Tensor::from_f64(&vec![value; shape.numel()], shape, dtype, device)
+        let n = shape.numel();
+        let storage = match (device, dtype) {
+            (Device::Cuda(gpu), DType::F32) if n > 0 => {
+                let mut b = gpu.alloc::<f32>(n)?;
+                b.fill(value as f32)?;
+                Storage::Cuda(CudaStorage::F32(b))
+            }
+            (Device::Cuda(gpu), DType::BF16) if n > 0 => {
+                let mut b = gpu.alloc::<bf16>(n)?;
+                b.fill(bf16::from_f64(value))?;
+                Storage::Cuda(CudaStorage::BF16(b))
+            }
+            _ => return Tensor::from_f64(&vec![value; n], shape, dtype, device),
+        };
+        Tensor::from_storage(storage, shape, device.clone())
     }
 
     /// Standard normal entries drawn from `rng` (on the host, so CPU and CUDA get the same values).

@@ -156,6 +156,26 @@ impl Tensor {
         *self.storage_mut() = values;
         Ok(())
     }
+    /// Writes `src`'s values into this tensor's own storage (same shape, dtype and device), keeping its
+    /// address: how the inputs of a captured CUDA graph are refreshed before a replay (`assign` swaps the
+    /// storage instead, which a graph would not see).
+    pub fn overwrite(&self, src: &Tensor) -> Result<()> {
+        self.check_same(src, "overwrite")?;
+        if self.same_storage(src) {
+            return Ok(());
+        }
+        use crate::backend::cuda::CudaStorage as Gpu;
+        let from = src.storage();
+        let mut to = self.storage_mut();
+        match (&mut *to, &*from) {
+            (Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(b))) => a.copy_from_slice(b),
+            (Storage::Cpu(CpuStorage::F64(a)), Storage::Cpu(CpuStorage::F64(b))) => a.copy_from_slice(b),
+            (Storage::Cuda(Gpu::F32(a)), Storage::Cuda(Gpu::F32(b))) => a.copy_from(b)?,
+            (Storage::Cuda(Gpu::BF16(a)), Storage::Cuda(Gpu::BF16(b))) => a.copy_from(b)?,
+            _ => bail!("overwrite: {} storage into {} storage", src.dtype().name(), self.dtype().name()),
+        }
+        Ok(())
+    }
     /// Whether two tensors share storage (a reshape or detach of one another).
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)

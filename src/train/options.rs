@@ -1,7 +1,7 @@
 //! What defines a run: the options stored in every checkpoint, the objective and sampling they choose, their
 //! validation and the defaults per configuration.
 use super::data::TrainData;
-use crate::objectives::gsure::GsureMode;
+use crate::objectives::gsure::{GsureMode, ProbeKind};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,9 @@ pub struct TrainOptions {
     /// GSURE's loss mode (`ybar`, `xt`, `reference`).
     #[serde(default)]
     pub gsure_mode: GsureMode,
+    /// GSURE's Hutchinson probe distribution (Rademacher, Gaussian).
+    #[serde(default)]
+    pub gsure_probe: ProbeKind,
     /// Smallest timestep GSURE trains (0: all).
     #[serde(default)]
     pub t_min: usize,
@@ -115,6 +118,7 @@ impl TrainOptions {
                 "lr" => (self.lr.to_string(), requested.lr.to_string()),
                 "loss" => (format!("{:?}", self.loss), format!("{:?}", requested.loss)),
                 "gsure-mode" => (format!("{:?}", self.gsure_mode), format!("{:?}", requested.gsure_mode)),
+                "gsure-probe" => (format!("{:?}", self.gsure_probe), format!("{:?}", requested.gsure_probe)),
                 "t-min" => (self.t_min.to_string(), requested.t_min.to_string()),
                 "consistency" => (self.consistency.to_string(), requested.consistency.to_string()),
                 "beta-start" => (self.beta_start.to_string(), requested.beta_start.to_string()),
@@ -168,6 +172,7 @@ impl TrainOptions {
             bf16: false,
             loss: LossKind::Supervised,
             gsure_mode: GsureMode::default(),
+            gsure_probe: ProbeKind::default(),
             t_min: 0,
             consistency: 0.0,
             sampling: Sampling::Standard,

@@ -2,13 +2,20 @@
 //! driver, so a training step that repeats the same shapes makes no cuMemAlloc in steady state. Size
 //! classes keep 3 significant bits (at most 12.5 % slack). Reuse is safe without events because every
 //! kernel and copy runs on the one stream: a block handed out again is only touched by later work.
+//!
+//! While a CUDA graph is captured (`Gpu::capture`) the blocks the capture takes belong to its [`Arena`]:
+//! the graph's kernels keep their addresses, so those blocks stay out of everyone else's reach until the
+//! graph and every buffer holding one of them are gone. Blocks freed during the capture are reused by the
+//! same capture (a replay runs its nodes in capture order, so that reuse is as safe as in eager mode).
 use super::GpuElem;
 use anyhow::{anyhow, bail, Result};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 /// Counters of the caching allocator.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -39,6 +46,8 @@ pub struct StreamActivity {
     pub synchronisations: u64,
     /// Calls into the driver's allocator (pool misses).
     pub device_allocations: u64,
+    /// Replays of captured CUDA graphs (each runs many kernels and copies, not counted above).
+    pub graph_launches: u64,
 }
 
 impl std::ops::Sub for StreamActivity {
@@ -52,6 +61,7 @@ impl std::ops::Sub for StreamActivity {
             memsets: self.memsets - o.memsets,
             synchronisations: self.synchronisations - o.synchronisations,
             device_allocations: self.device_allocations - o.device_allocations,
+            graph_launches: self.graph_launches - o.graph_launches,
         }
     }
 }
@@ -64,6 +74,7 @@ pub(crate) struct ActivityCounters {
     device_to_device: AtomicU64,
     memsets: AtomicU64,
     pub synchronisations: AtomicU64,
+    pub graph_launches: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -75,12 +86,41 @@ pub(crate) struct Pool {
     ctx: Arc<CudaContext>,
     state: Mutex<PoolState>,
     pub(crate) activity: ActivityCounters,
+    /// Whether a capture is in progress (checked on every launch and copy before taking any lock).
+    capturing: AtomicBool,
 }
+
+type FreeLists = BTreeMap<usize, Vec<CudaSlice<u8>>>;
 
 #[derive(Default)]
 struct PoolState {
-    free: BTreeMap<usize, Vec<CudaSlice<u8>>>,
+    free: FreeLists,
     stats: AllocStats,
+    capture: Option<Capture>,
+}
+
+/// The capture in progress: the thread issuing it, and whether any other thread used the stream meanwhile
+/// (its work would have been recorded into the graph).
+struct Capture {
+    thread: ThreadId,
+    arena: Arc<Arena>,
+    intruded: bool,
+}
+
+/// The device blocks of one captured graph (see the module doc). Dropped when the graph and the last buffer
+/// taken during its capture are: its blocks then go back to the pool's free lists.
+pub(crate) struct Arena {
+    pool: Arc<Pool>,
+    free: Mutex<FreeLists>,
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let blocks = std::mem::take(&mut *self.free.lock().unwrap());
+        for block in blocks.into_values().flatten() {
+            self.pool.give_back(block);
+        }
+    }
 }
 
 /// Rounds a byte count up to its size class: 512-byte granularity, then 3 significant bits.
@@ -96,11 +136,83 @@ fn size_class(bytes: usize) -> usize {
 
 impl Pool {
     pub(crate) fn new(stream: Arc<CudaStream>, ctx: Arc<CudaContext>) -> Self {
-        Pool { stream, ctx, state: Mutex::new(PoolState::default()), activity: ActivityCounters::default() }
+        Pool {
+            stream,
+            ctx,
+            state: Mutex::new(PoolState::default()),
+            activity: ActivityCounters::default(),
+            capturing: AtomicBool::new(false),
+        }
     }
 
-    fn take(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+    /// Notes a use of the stream: during a capture, one from another thread spoils the graph.
+    pub(crate) fn note_stream_use(&self) {
+        if self.capturing.load(Ordering::Relaxed) {
+            let mut st = self.state.lock().unwrap();
+            if let Some(c) = st.capture.as_mut() {
+                c.intruded |= c.thread != std::thread::current().id();
+            }
+        }
+    }
+
+    /// Starts routing this thread's allocations into a new arena (`Gpu::capture`).
+    pub(crate) fn begin_capture(self: &Arc<Self>) -> Result<()> {
+        let mut st = self.state.lock().unwrap();
+        if st.capture.is_some() {
+            bail!("a CUDA graph capture is already in progress on this device (captures do not nest)");
+        }
+        let arena = Arc::new(Arena { pool: self.clone(), free: Mutex::new(FreeLists::new()) });
+        st.capture = Some(Capture { thread: std::thread::current().id(), arena, intruded: false });
+        self.capturing.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Ends the capture: its arena, and whether another thread used the stream during it.
+    pub(crate) fn end_capture(&self) -> (Arc<Arena>, bool) {
+        let mut st = self.state.lock().unwrap();
+        self.capturing.store(false, Ordering::Relaxed);
+        let c = st.capture.take().expect("end_capture after begin_capture");
+        (c.arena, c.intruded)
+    }
+
+    /// A block of `bytes` and the arena it belongs to (during a capture).
+    fn take(&self, bytes: usize) -> Result<(CudaSlice<u8>, Option<Arc<Arena>>)> {
         let class = size_class(bytes);
+        let arena = self.state.lock().unwrap().capture.as_ref().map(|c| c.arena.clone());
+        if let Some(arena) = arena {
+            return Ok((self.take_for_capture(class, &arena)?, Some(arena)));
+        }
+        Ok((self.take_class(class)?, None))
+    }
+
+    /// During a capture: a block the capture freed, else one from the free lists, else a synchronous driver
+    /// allocation (the stream-ordered one would become a graph memory node; capture runs in relaxed mode,
+    /// which permits cuMemAlloc).
+    fn take_for_capture(&self, class: usize, arena: &Arena) -> Result<CudaSlice<u8>> {
+        if let Some(block) = arena.free.lock().unwrap().get_mut(&class).and_then(|v| v.pop()) {
+            return Ok(block);
+        }
+        let mut st = self.state.lock().unwrap();
+        if let Some(block) = st.free.get_mut(&class).and_then(|v| v.pop()) {
+            st.stats.reuses += 1;
+            st.stats.cached_bytes -= class;
+            st.stats.in_use_bytes += class;
+            st.stats.peak_in_use_bytes = st.stats.peak_in_use_bytes.max(st.stats.in_use_bytes);
+            return Ok(block);
+        }
+        // SAFETY: a fresh allocation of `class` bytes, owned by the returned slice (freed on its stream).
+        let block = unsafe {
+            let ptr = cudarc::driver::result::malloc_sync(class)
+                .map_err(|e| anyhow!("allocating {class} bytes of GPU memory during a graph capture: {e:?}"))?;
+            self.stream.upgrade_device_ptr::<u8>(ptr, class)
+        };
+        st.stats.device_allocs += 1;
+        st.stats.in_use_bytes += class;
+        st.stats.peak_in_use_bytes = st.stats.peak_in_use_bytes.max(st.stats.in_use_bytes);
+        Ok(block)
+    }
+
+    fn take_class(&self, class: usize) -> Result<CudaSlice<u8>> {
         {
             let mut st = self.state.lock().unwrap();
             if let Some(block) = st.free.get_mut(&class).and_then(|v| v.pop()) {
@@ -149,7 +261,11 @@ impl Pool {
         st.free.entry(class).or_default().push(block);
     }
 
+    /// Returns the free lists to the driver; does nothing during a capture (its frees would be recorded).
     pub(crate) fn trim(&self) {
+        if self.capturing.load(Ordering::Relaxed) {
+            return;
+        }
         let blocks: Vec<CudaSlice<u8>> = {
             let mut st = self.state.lock().unwrap();
             st.stats.cached_bytes = 0;
@@ -173,6 +289,7 @@ impl Pool {
             memsets: get(&a.memsets),
             synchronisations: get(&a.synchronisations),
             device_allocations: self.stats().device_allocs,
+            graph_launches: get(&a.graph_launches),
         }
     }
 
@@ -189,14 +306,16 @@ pub struct GpuBuf<T: GpuElem> {
     ptr: u64,
     len: usize,
     pool: Arc<Pool>,
+    /// The graph arena the block belongs to, if it was taken during a capture.
+    arena: Option<Arc<Arena>>,
     _elem: PhantomData<T>,
 }
 
 impl<T: GpuElem> GpuBuf<T> {
     pub(crate) fn new(pool: &Arc<Pool>, len: usize) -> Result<Self> {
-        let block = pool.take(len * std::mem::size_of::<T>())?;
+        let (block, arena) = pool.take(len * std::mem::size_of::<T>())?;
         let ptr = block.device_ptr(&pool.stream).0;
-        Ok(GpuBuf { block: Some(block), ptr, len, pool: pool.clone(), _elem: PhantomData })
+        Ok(GpuBuf { block: Some(block), ptr, len, pool: pool.clone(), arena, _elem: PhantomData })
     }
     pub fn len(&self) -> usize {
         self.len
@@ -215,16 +334,44 @@ impl<T: GpuElem> GpuBuf<T> {
         self.block.as_mut().expect("live buffer")
     }
     pub fn zero(&mut self) -> Result<()> {
+        self.pool.note_stream_use();
         bump(&self.pool.activity.memsets);
         let stream = self.pool.stream.clone();
         let n = self.bytes();
         let mut view = self.block_mut().slice_mut(0..n);
         stream.memset_zeros(&mut view).map_err(|e| anyhow!("cuMemsetAsync: {e:?}"))
     }
+    /// Sets every element to `value` on the stream, by a memset of its bit pattern (no host buffer, so it
+    /// may be captured into a graph). Elements of 2 or 4 bytes.
+    pub fn fill(&mut self, value: T) -> Result<()> {
+        self.pool.note_stream_use();
+        bump(&self.pool.activity.memsets);
+        let stream = self.pool.stream.cu_stream();
+        // SAFETY: the ranges lie inside the block (len elements of T); T is plain data of the matched size.
+        let r = unsafe {
+            match std::mem::size_of::<T>() {
+                4 => cudarc::driver::sys::cuMemsetD32Async(
+                    self.ptr,
+                    std::mem::transmute_copy::<T, u32>(&value),
+                    self.len,
+                    stream,
+                ),
+                2 => cudarc::driver::sys::cuMemsetD16Async(
+                    self.ptr,
+                    std::mem::transmute_copy::<T, u16>(&value),
+                    self.len,
+                    stream,
+                ),
+                n => bail!("fill: elements of {n} bytes (only 2 and 4)"),
+            }
+        };
+        r.result().map_err(|e| anyhow!("cuMemsetAsync (fill): {e:?}"))
+    }
     pub fn upload(&mut self, host: &[T]) -> Result<()> {
         if host.len() != self.len {
             bail!("upload of {} elements into a buffer of {}", host.len(), self.len);
         }
+        self.pool.note_stream_use();
         bump(&self.pool.activity.host_to_device);
         let stream = self.pool.stream.clone();
         let len = self.len;
@@ -233,6 +380,7 @@ impl<T: GpuElem> GpuBuf<T> {
         stream.memcpy_htod(host, &mut view).map_err(|e| anyhow!("host to device copy: {e:?}"))
     }
     pub fn download(&self) -> Result<Vec<T>> {
+        self.pool.note_stream_use();
         bump(&self.pool.activity.device_to_host);
         bump(&self.pool.activity.synchronisations);
         let stream = &self.pool.stream;
@@ -250,17 +398,18 @@ impl<T: GpuElem> GpuBuf<T> {
         if dst.len() != self.len {
             bail!("pinned copy of {} elements into a host buffer of {}", self.len, dst.len());
         }
+        self.pool.note_stream_use();
         bump(&self.pool.activity.device_to_host);
         // SAFETY: as in upload.
         let view = unsafe { self.block.as_ref().unwrap().transmute::<T>(self.len) }.expect("block large enough");
         self.pool.stream.memcpy_dtoh(&view, dst).map_err(|e| anyhow!("device to pinned host copy: {e:?}"))
     }
     pub fn copy_from(&mut self, src: &GpuBuf<T>) -> Result<()> {
+        self.pool.note_stream_use();
         bump(&self.pool.activity.device_to_device);
         if src.len != self.len {
             bail!("device copy of {} elements into a buffer of {}", src.len, self.len);
         }
-        bump(&self.pool.activity.memsets);
         let stream = self.pool.stream.clone();
         let n = self.bytes();
         let from = src.block.as_ref().unwrap().slice(0..n);
@@ -272,7 +421,10 @@ impl<T: GpuElem> GpuBuf<T> {
 impl<T: GpuElem> Drop for GpuBuf<T> {
     fn drop(&mut self) {
         if let Some(block) = self.block.take() {
-            self.pool.give_back(block);
+            match &self.arena {
+                Some(arena) => arena.free.lock().unwrap().entry(block.len()).or_default().push(block),
+                None => self.pool.give_back(block),
+            }
         }
     }
 }

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// One CUDA device: its context, the stream every op runs on, loaded kernel modules and the allocator.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    pub(super) stream: Arc<CudaStream>,
     functions: Mutex<HashMap<(usize, String), CudaFunction>>,
     modules: Mutex<HashMap<usize, Arc<CudaModule>>>,
-    pool: Arc<Pool>,
+    pub(super) pool: Arc<Pool>,
     name: String,
     compute_capability: (i32, i32),
     /// Streaming multiprocessors, read once from the device: launchers size grid-stride grids by it.
@@ -69,8 +69,9 @@ impl Gpu {
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| anyhow!("creating the CUDA context: {e:?}"))?;
         // One stream and raw-pointer kernel arguments: cudarc's per-buffer event tracking is not needed.
+        // A created stream, not the legacy default one, which cannot be captured into a CUDA graph.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        let stream = ctx.new_stream().map_err(|e| anyhow!("creating the CUDA stream: {e:?}"))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let compute_capability = ctx.compute_capability().map_err(|e| anyhow!("{e:?}"))?;
         let sm_count = ctx
@@ -178,6 +179,7 @@ impl Gpu {
     /// Counted by `launch!` before every kernel launch.
     #[doc(hidden)]
     pub fn count_launch(&self) {
+        self.pool.note_stream_use();
         self.pool.activity.launches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     pub fn alloc_stats(&self) -> AllocStats {

@@ -3,9 +3,11 @@
 //! launch and every free goes through the one stream, so stream order is the only synchronisation needed.
 mod alloc;
 mod context;
+mod graph;
 
 pub use alloc::{AllocStats, GpuBuf, StreamActivity};
 pub use context::Gpu;
+pub use graph::Graph;
 
 use crate::tensor::DType;
 use half::bf16;
