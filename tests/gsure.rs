@@ -305,15 +305,16 @@ fn gsure_is_unbiased_on_a_linear_gaussian_model_and_reference_drifts() {
         .iter()
         .map(|&s| (0..16).map(|k| if k % 5 == 0 { s } else { 0.0 } + 0.3 * gauss(&mut r)).collect())
         .collect();
-    // Every variant `gsure train` offers (--gsure-mode ybar|xt, --gsure-probe rademacher|gaussian).
+    // Every variant `gsure train` offers (--gsure-mode ybar|xt, --gsure-probe rademacher|gaussian,
+    // --gsure-div-every 1|4).
     for (mode, constant) in [(GsureMode::Ybar, sigma0_2), (GsureMode::Xt, s2)] {
-        for probe in [ProbeKind::Rademacher, ProbeKind::Gaussian] {
-            let obj = GsureObjective { probe, ..GsureObjective::for_dtype(mode, DType::F64) };
+        for (probe, div_every) in [(ProbeKind::Rademacher, 1), (ProbeKind::Gaussian, 1), (ProbeKind::Rademacher, 4)] {
+            let obj = GsureObjective { probe, div_every, ..GsureObjective::for_dtype(mode, DType::F64) };
             for (k, a) in thetas.iter().enumerate() {
                 let (exact, fd) = linear_gaussian_diffs(&obj, a, 100 + k as u64);
                 for (name, d) in [("exact divergence", &exact), ("FD Hutchinson", &fd)] {
                     let (mean, se) = mean_se(d);
-                    let case = format!("{mode:?} {probe:?} θ{k} {name}");
+                    let case = format!("{mode:?} {probe:?} div-every {div_every} θ{k} {name}");
                     println!("{case}: E[L_gsure − L_oracle] = {mean:.5} ± {se:.5} (expected {constant:.5})");
                     assert!((mean - constant).abs() < 5.0 * se, "{case}: {mean} vs {constant} (se {se})");
                 }
@@ -544,6 +545,58 @@ fn step_loss_trains_a_tiny_unet_in_pixel_and_fourier_bases() {
             .unwrap();
     assert!(loss.item().unwrap().is_finite());
     backward(&loss).unwrap();
+}
+
+#[test]
+fn a_divergence_on_a_subset_reweights_the_first_examples_and_leaves_the_rest_without_one() {
+    let (net, _) = tiny_unet(DType::F64);
+    let mut r = rng(41);
+    let sched = VpSchedule::linear(4e-4).unwrap();
+    let n = 5;
+    let x: Vec<Vec<f64>> = (0..n).map(|_| (0..64).map(|_| 0.5 * gauss(&mut r)).collect()).collect();
+    let b = pixel_batch(&x, &[0.8; 64], 0.05, &mut r);
+    let b = SpectralBatch {
+        ybar: b.ybar.reshape(vec![n, 1, 8, 8]).unwrap(),
+        observed: b.observed.reshape(vec![n, 1, 8, 8]).unwrap(),
+        nu: b.nu.reshape(vec![n, 1, 8, 8]).unwrap(),
+        w2: b.w2.reshape(vec![n, 1, 8, 8]).unwrap(),
+        ..b
+    };
+    let ts: Vec<usize> = vec![20, 300, 700, 50, 999];
+    let f = |xin: &Tensor, t: &Tensor| net.forward(xin, t, None);
+    let per_example = |div_every: usize| {
+        let obj = GsureObjective { div_every, ..GsureObjective::for_dtype(GsureMode::Ybar, DType::F64) };
+        obj.loss_per_example(&f, &b, &sched, &ts, &mut rng(7)).unwrap().to_vec_f64().unwrap()
+    };
+    // Per example: fid_r + (n/s)·div_r on the first s rows, fid_r beyond. With the same draws (every row's
+    // probe is drawn, then zeroed beyond s), three settings pin fid and div down and check the third.
+    let (a, c, e) = (per_example(1), per_example(3), per_example(5)); // s = 5, 2 (weight 2.5), 1 (weight 5)
+    let div0 = (e[0] - a[0]) / 4.0;
+    let div1 = a[1] - e[1];
+    let expected = [a[0] - div0 + 2.5 * div0, e[1] + 2.5 * div1, e[2], e[3], e[4]];
+    for row in 0..n {
+        let tol = 1e-9 * (1.0 + expected[row].abs());
+        assert!((c[row] - expected[row]).abs() < tol, "row {row}: {} vs {}", c[row], expected[row]);
+    }
+    for row in 2..n {
+        assert!((a[row] - e[row]).abs() > 1e-12, "row {row} should carry a divergence term with div_every 1");
+    }
+    // ε-prediction and the two-forward (dropout) path take the N + s and s example batches.
+    let (mut eps_net, _) = tiny_unet(DType::F32);
+    eps_net.config.prediction = Prediction::Eps;
+    let b32 = SpectralBatch {
+        ybar: b.ybar.to_dtype(DType::F32).unwrap(),
+        observed: b.observed.to_dtype(DType::F32).unwrap(),
+        nu: b.nu.to_dtype(DType::F32).unwrap(),
+        w2: b.w2.to_dtype(DType::F32).unwrap(),
+        ..b
+    };
+    for (seed, batched) in [(None, true), (Some(3u64), false)] {
+        let obj = GsureObjective { div_every: 2, batched, ..GsureObjective::for_dtype(GsureMode::Ybar, DType::F32) };
+        let loss = gsure_step_loss(&eps_net, &obj, &b32, &sched, 0, &mut r, seed, DType::F32, &Device::Cpu).unwrap();
+        assert!(loss.item().unwrap().is_finite());
+        backward(&loss).unwrap();
+    }
 }
 
 #[test]

@@ -372,6 +372,7 @@ fn bench_gsure_variance(a: VarianceArgs) -> Result<()> {
         seed: a.seed,
         mode: options.gsure_mode,
         probe: options.gsure_probe,
+        div_every: options.gsure_div_every,
         ..VarianceOptions::default()
     };
     if !a.times.is_empty() {
@@ -393,6 +394,7 @@ fn bench_gsure_variance(a: VarianceArgs) -> Result<()> {
             "data": options.data, "batches": o.batches, "batch": o.batch, "seed": o.seed,
             "gsure_mode": format!("{:?}", o.mode).to_lowercase(),
             "gsure_probe": format!("{:?}", o.probe).to_lowercase(),
+            "gsure_div_every": o.div_every,
             "commit": std::env::var("GSURE_COMMIT").ok(), "points": points,
         });
         write_json(out, &json)?;
@@ -490,6 +492,10 @@ struct TrainArgs {
     /// gaussian.
     #[arg(long, value_enum)]
     gsure_probe: Option<gsure::objectives::gsure::ProbeKind>,
+    /// GSURE estimates the divergence for 1 example in K (default 1: every example); its perturbed pass then
+    /// costs ⌈B/K⌉ images instead of B. Unbiased (the estimated ones weigh K times more).
+    #[arg(long, value_name = "K")]
+    gsure_div_every: Option<usize>,
     /// Smallest timestep GSURE trains (default 0).
     #[arg(long)]
     t_min: Option<usize>,
@@ -727,6 +733,10 @@ fn train(a: TrainArgs) -> Result<()> {
     opts.loss = a.loss.unwrap_or(gsure::train::LossKind::Gsure);
     opts.gsure_mode = a.gsure_mode.unwrap_or_default();
     opts.gsure_probe = a.gsure_probe.unwrap_or_default();
+    opts.gsure_div_every = a.gsure_div_every.unwrap_or(1);
+    if opts.gsure_div_every == 0 {
+        anyhow::bail!("--gsure-div-every 0: K is how many examples share one divergence estimate; give 1 or more");
+    }
     opts.t_min = a.t_min.unwrap_or(0);
     opts.consistency = a.consistency.unwrap_or(0.0);
     opts.data = a.data.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
@@ -744,6 +754,7 @@ fn train(a: TrainArgs) -> Result<()> {
             ("loss", a.loss.is_some()),
             ("gsure-mode", a.gsure_mode.is_some()),
             ("gsure-probe", a.gsure_probe.is_some()),
+            ("gsure-div-every", a.gsure_div_every.is_some()),
             ("t-min", a.t_min.is_some()),
             ("consistency", a.consistency.is_some()),
             ("beta-start", a.beta_start.is_some()),

@@ -74,6 +74,17 @@ pub struct GsureObjective {
     /// needed when the network is stochastic per batch position, e.g. dropout masks hashed from the flat
     /// element index, which would differ between the two halves of a 2N batch).
     pub batched: bool,
+    /// The divergence is estimated for 1 example in `div_every` (the first ⌈N/div_every⌉ of the batch, whose
+    /// divergence coefficients are scaled by N/⌈N/div_every⌉; the rest get none): the perturbed pass then
+    /// costs ⌈N/div_every⌉ examples instead of N. Unbiased, since a batch is a random sample in random order;
+    /// it trades the divergence term's variance, which is negligible where it was measured
+    /// (experiments/RESULTS.md (i)), for compute. 1: every example.
+    #[serde(default = "every_example")]
+    pub div_every: usize,
+}
+
+fn every_example() -> usize {
+    1
 }
 
 impl Default for GsureObjective {
@@ -91,7 +102,15 @@ impl GsureObjective {
             DType::BF16 => (0.1, 2e-2),
             _ => (1e-2, 1e-4),
         };
-        GsureObjective { mode, probe: ProbeKind::Rademacher, eps0, eps_min, lambda_ref: 1e-4, batched: true }
+        GsureObjective {
+            mode,
+            probe: ProbeKind::Rademacher,
+            eps0,
+            eps_min,
+            lambda_ref: 1e-4,
+            batched: true,
+            div_every: 1,
+        }
     }
 
     /// The finite-difference step at ᾱ_t.
@@ -106,6 +125,11 @@ impl GsureObjective {
             GsureMode::Xt => 2.0 * (1.0 - alpha_bar) / alpha_bar.sqrt(),
             GsureMode::Reference => 2.0 * (1.0 - alpha_bar) * self.lambda_ref,
         }
+    }
+
+    /// How many examples of a batch of `n` get a divergence estimate (the first ones).
+    pub fn div_rows(&self, n: usize) -> usize {
+        n.div_ceil(self.div_every.max(1))
     }
 
     /// Whether ν enters the divergence coefficient (the `ybar` mode).
@@ -182,6 +206,18 @@ impl GsureObjective {
             alpha.push(self.alpha(ab));
             eps.push(e);
         }
+        // Divergence on the first `s` examples only (see `div_every`): the others keep their draws (so the
+        // noise is that of the full estimator) but get no probe, and the first ones' weight grows by n / s.
+        let s = self.div_rows(n);
+        if s < n {
+            for (row, a) in alpha.iter_mut().enumerate() {
+                *a = if row < s { *a * n as f64 / s as f64 } else { 0.0 };
+            }
+            for i in s * m..n * m {
+                probe[i] = 0.0;
+                xe[i] = xt[i];
+            }
+        }
         let up = |v: &[f64]| Tensor::from_f64(v, shape.clone(), dtype, &device);
         let tv: Vec<f64> = t.iter().map(|&t| t as f64).collect();
         Ok(Noised {
@@ -253,18 +289,31 @@ impl GsureObjective {
         ops::mean_all(&self.loss_per_example(net, batch, schedule, t, rng)?)
     }
 
-    /// (D(x̄_t), D(x̄_t + ε b)): one forward of the 2N concatenation, or two forwards when not `batched`.
+    /// (D(x̄_t), D(x̄_t + ε b)): one forward of the N + s concatenation (s = [`Self::div_rows`]), or two
+    /// forwards when not `batched`. Beyond the first s examples D(x̄_t + ε b) is D(x̄_t) itself (no probe there).
     pub fn both_outputs(
         &self,
         net: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
         p: &Noised,
     ) -> Result<(Tensor, Tensor)> {
-        if !self.batched {
-            return Ok((net(&p.xt, &p.t)?, net(&p.xt_eps, &p.t)?));
-        }
         let n = p.xt.dims()[0];
-        let out = net(&cat_batch(&p.xt, &p.xt_eps)?, &cat_batch(&p.t, &p.t)?)?;
-        split_batch(&out, n)
+        let s = self.div_rows(n);
+        if s == n {
+            if !self.batched {
+                return Ok((net(&p.xt, &p.t)?, net(&p.xt_eps, &p.t)?));
+            }
+            let out = net(&cat_batch(&p.xt, &p.xt_eps)?, &cat_batch(&p.t, &p.t)?)?;
+            return split_batch(&out, n);
+        }
+        let (xe, te) = (rows(&p.xt_eps, 0, s)?, rows(&p.t, 0, s)?);
+        let (d, d_eps_s) = if self.batched {
+            let out = net(&cat_batch(&p.xt, &xe)?, &cat_batch(&p.t, &te)?)?;
+            (rows(&out, 0, n)?, rows(&out, n, s)?)
+        } else {
+            (net(&p.xt, &p.t)?, net(&xe, &te)?)
+        };
+        let d_eps = cat_batch(&d_eps_s, &rows(&d, s, n - s)?)?;
+        Ok((d, d_eps))
     }
 }
 
@@ -312,6 +361,18 @@ pub fn cat_batch(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let mut dims = a.dims().to_vec();
     dims[0] = na + nb;
     joined.reshape(dims)
+}
+
+/// Examples `start..start + len` of x [N, ...] (gradients flow back).
+pub fn rows(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    let n = x.dims().first().copied().unwrap_or(0);
+    if start + len > n || len == 0 {
+        bail!("rows: examples {start}..{} of a batch of {n} (shape {})", start + len, x.shape());
+    }
+    let m = x.numel() / n;
+    let mut dims = x.dims().to_vec();
+    dims[0] = len;
+    layout::narrow_channels(&x.reshape(vec![1, n, m])?, start, len)?.reshape(dims)
 }
 
 /// The inverse of [`cat_batch`] for two halves: x [2N, ...] → ([N, ...], [N, ...]) (gradients flow back).
@@ -391,10 +452,12 @@ pub fn gsure_step_loss(
     let out_dtype = batch.ybar.dtype();
     let drawn = obj.prepare(batch, schedule, &t, rng)?;
     let (batch, drawn) = (batch.to_device(device)?, drawn.to_device(device)?);
-    // ε-prediction: x̂0 = (x − √(1−ᾱ) ε̂) / √ᾱ per example, the coefficients from the host's timesteps for the
-    // [N] calls and for the batched [2N] one (the same timesteps twice).
-    let eps_coefs = |copies: usize| -> Result<(Tensor, Tensor)> {
-        let ab: Vec<f64> = (0..copies).flat_map(|_| t.iter().map(|&t| schedule.alpha_bar(t))).collect();
+    // ε-prediction: x̂0 = (x − √(1−ᾱ) ε̂) / √ᾱ per example, the coefficients from the host's timesteps for
+    // each batch the network sees: the [N] examples, the first s of them (the perturbed pass alone) and the
+    // batched [N + s].
+    let s = obj.div_rows(n);
+    let eps_coefs = |ts: &[usize]| -> Result<(Tensor, Tensor)> {
+        let ab: Vec<f64> = ts.iter().map(|&t| schedule.alpha_bar(t)).collect();
         let per = |f: &dyn Fn(f64) -> f64| {
             Tensor::from_f64(&ab.iter().map(|&a| f(a)).collect::<Vec<_>>(), [ab.len()], out_dtype, device)
         };
@@ -402,12 +465,24 @@ pub fn gsure_step_loss(
     };
     let coefs = match net.config.prediction {
         Prediction::X0 => None,
-        Prediction::Eps => Some([eps_coefs(1)?, eps_coefs(2)?]),
+        Prediction::Eps => {
+            let joined: Vec<usize> = t.iter().chain(&t[..s]).copied().collect();
+            Some([eps_coefs(&t)?, eps_coefs(&t[..s])?, eps_coefs(&joined)?])
+        }
     };
     let forward = |x: &Tensor, tt: &Tensor| -> Result<Tensor> {
         let out = net.forward(&x.to_dtype(compute)?, tt, dropout_seed)?.to_dtype(out_dtype)?;
-        let Some([single, doubled]) = &coefs else { return Ok(out) };
-        let (noise_scale, inv_sqrt_ab) = if x.dims()[0] == n { single } else { doubled };
+        let Some([all, first, joined]) = &coefs else { return Ok(out) };
+        let rows = x.dims()[0];
+        let (noise_scale, inv_sqrt_ab) = if rows == n {
+            all
+        } else if rows == s {
+            first
+        } else if rows == n + s {
+            joined
+        } else {
+            bail!("gsure: a forward of {rows} examples in a step of {n} (divergence on {s})")
+        };
         let x0 = ops::sub(x, &ops::mul_along(&out, noise_scale, 0)?)?;
         ops::mul_along(&x0, inv_sqrt_ab, 0)
     };
@@ -460,6 +535,7 @@ impl Objective for Gsure {
         let (d, net) = Gsure::parts(step.data, step.model)?;
         let objective = GsureObjective {
             probe: step.options.gsure_probe,
+            div_every: step.options.gsure_div_every,
             ..GsureObjective::for_dtype(step.options.gsure_mode, step.compute)
         };
         // Built on the host: the objective draws its noise and probe there and uploads everything once.

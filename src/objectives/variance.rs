@@ -41,6 +41,7 @@ pub struct VarianceOptions {
     /// The GSURE loss whose terms are measured (a run's `--gsure-mode` and `--gsure-probe`).
     pub mode: GsureMode,
     pub probe: ProbeKind,
+    pub div_every: usize,
 }
 
 impl Default for VarianceOptions {
@@ -52,6 +53,7 @@ impl Default for VarianceOptions {
             seed: 0,
             mode: GsureMode::Ybar,
             probe: ProbeKind::Rademacher,
+            div_every: 1,
         }
     }
 }
@@ -141,7 +143,11 @@ pub fn gradient_variance(
     }
     let device = Device::Cpu;
     let m = c * h * w;
-    let objective = GsureObjective { probe: opts.probe, ..GsureObjective::for_dtype(opts.mode, DType::F32) };
+    let objective = GsureObjective {
+        probe: opts.probe,
+        div_every: opts.div_every,
+        ..GsureObjective::for_dtype(opts.mode, DType::F32)
+    };
     let mut points = Vec::new();
     for &t in &opts.times {
         let ab = schedule.alpha_bar(t);

@@ -57,6 +57,9 @@ pub struct TrainOptions {
     /// GSURE's Hutchinson probe distribution (Rademacher, Gaussian).
     #[serde(default)]
     pub gsure_probe: ProbeKind,
+    /// GSURE estimates the divergence for 1 example in this many (1: all; see `GsureObjective::div_every`).
+    #[serde(default = "every_example")]
+    pub gsure_div_every: usize,
     /// Smallest timestep GSURE trains (0: all).
     #[serde(default)]
     pub t_min: usize,
@@ -119,6 +122,7 @@ impl TrainOptions {
                 "loss" => (format!("{:?}", self.loss), format!("{:?}", requested.loss)),
                 "gsure-mode" => (format!("{:?}", self.gsure_mode), format!("{:?}", requested.gsure_mode)),
                 "gsure-probe" => (format!("{:?}", self.gsure_probe), format!("{:?}", requested.gsure_probe)),
+                "gsure-div-every" => (self.gsure_div_every.to_string(), requested.gsure_div_every.to_string()),
                 "t-min" => (self.t_min.to_string(), requested.t_min.to_string()),
                 "consistency" => (self.consistency.to_string(), requested.consistency.to_string()),
                 "beta-start" => (self.beta_start.to_string(), requested.beta_start.to_string()),
@@ -173,6 +177,7 @@ impl TrainOptions {
             loss: LossKind::Supervised,
             gsure_mode: GsureMode::default(),
             gsure_probe: ProbeKind::default(),
+            gsure_div_every: 1,
             t_min: 0,
             consistency: 0.0,
             sampling: Sampling::Standard,
@@ -181,4 +186,8 @@ impl TrainOptions {
             data: None,
         }
     }
+}
+
+fn every_example() -> usize {
+    1
 }
