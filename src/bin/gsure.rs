@@ -733,9 +733,11 @@ fn train(a: TrainArgs) -> Result<()> {
     opts.loss = a.loss.unwrap_or(gsure::train::LossKind::Gsure);
     opts.gsure_mode = a.gsure_mode.unwrap_or_default();
     opts.gsure_probe = a.gsure_probe.unwrap_or_default();
-    opts.gsure_div_every = a.gsure_div_every.unwrap_or(1);
-    if opts.gsure_div_every == 0 {
-        anyhow::bail!("--gsure-div-every 0: K is how many examples share one divergence estimate; give 1 or more");
+    if let Some(k) = a.gsure_div_every {
+        if k == 0 {
+            anyhow::bail!("--gsure-div-every 0: K is how many examples share one divergence estimate; give 1 or more");
+        }
+        opts.gsure_div_every = k;
     }
     opts.t_min = a.t_min.unwrap_or(0);
     opts.consistency = a.consistency.unwrap_or(0.0);

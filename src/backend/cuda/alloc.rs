@@ -178,7 +178,10 @@ impl Pool {
     /// A block of `bytes` and the arena it belongs to (during a capture).
     fn take(&self, bytes: usize) -> Result<(CudaSlice<u8>, Option<Arc<Arena>>)> {
         let class = size_class(bytes);
-        let arena = self.state.lock().unwrap().capture.as_ref().map(|c| c.arena.clone());
+        let arena = match self.capturing.load(Ordering::Relaxed) {
+            true => self.state.lock().unwrap().capture.as_ref().map(|c| c.arena.clone()),
+            false => None,
+        };
         if let Some(arena) = arena {
             return Ok((self.take_for_capture(class, &arena)?, Some(arena)));
         }
