@@ -60,6 +60,11 @@ void gsure_emu_ldmatrix(uint32_t* regs, int count, int trans, const void* row_ad
 void gsure_emu_cp_async(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
 void gsure_emu_cp_async_commit();
 void gsure_emu_cp_async_wait(int pending, const char* file, int line);
+void gsure_emu_mbar_init(void* bar, unsigned count, const char* file, int line);
+uint64_t gsure_emu_mbar_arrive(void* bar, unsigned expect_tx, const char* file, int line);
+void gsure_emu_mbar_expect_tx(void* bar, unsigned bytes, const char* file, int line);
+void gsure_emu_mbar_wait(void* bar, unsigned parity, const char* file, int line);
+void gsure_emu_bulk_copy_g2s(void* dst, const void* src, unsigned bytes, void* bar, const char* file, int line);
 void gsure_emu_trap(const char* what, const char* file, int line);
 float gsure_emu_atomic_add_f32(float* addr, float v);
 }

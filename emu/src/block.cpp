@@ -1,5 +1,5 @@
-// block.cpp: the block scheduler (fibers, barriers, warp collectives, tensor-core instructions, cp.async)
-// and the worker pool (see block.h).
+// block.cpp: the block scheduler (fibers, barriers, warp collectives, tensor-core instructions, cp.async,
+// mbarriers and bulk async copies) and the worker pool (see block.h).
 #include "block.h"
 
 #include <dlfcn.h>
@@ -19,6 +19,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "fiber.h"
@@ -37,7 +38,7 @@
 namespace gsure_emu {
 namespace {
 
-enum class State : uint8_t { Ready, Barrier, Warp, Done };
+enum class State : uint8_t { Ready, Barrier, Warp, Mbarrier, Done };
 enum class OpKind : uint8_t { Shfl, Vote, SyncWarp, Mma, Ldmatrix };
 
 // A warp collective as one lane posts it; lives on that lane's stack while it waits.
@@ -64,6 +65,24 @@ struct CpAsync {
   int bytes, src_bytes;
 };
 
+// A shared-memory mbarrier (PTX ISA "Parallel Synchronization and Communication Instructions: mbarrier"): an
+// expected arrival count, the arrivals and transaction bytes still pending in the current phase, and how
+// many phases have completed (the current phase's parity is `phase & 1`). The hardware keeps this in the
+// barrier's 8 bytes of shared memory in an unspecified encoding; kernels touch it only through mbarrier
+// instructions, so the emulator keeps it beside the block, keyed by address.
+struct BulkCopy {
+  void* dst;
+  const void* src;
+  unsigned bytes;
+};
+struct Mbarrier {
+  unsigned count = 0, pending = 0;
+  int64_t tx = 0;       // transaction bytes expected and not yet completed in this phase
+  uint64_t phase = 0;   // completed phases
+  std::vector<BulkCopy> in_flight;  // cp.async.bulk copies that complete on this barrier, not landed yet
+  unsigned waiters = 0;
+};
+
 struct Fiber {
   void* sp = nullptr;
   ThreadInfo info{};
@@ -72,6 +91,8 @@ struct Fiber {
   const char* file = nullptr;  // where it waits
   int line = 0;
   WarpOp* op = nullptr;
+  const void* wait_bar = nullptr;  // the mbarrier it waits on, for the phase of parity wait_parity to complete
+  unsigned wait_parity = 0;
   std::vector<std::vector<CpAsync>> committed;  // cp.async groups not yet waited for, oldest first
   std::vector<CpAsync> open;                    // issued since the last commit
 };
@@ -424,6 +445,48 @@ struct Worker {
     yield(f);
     f.op = nullptr;
   }
+  // -------------------------------------------------------------------------------------------- mbarriers
+  std::unordered_map<const void*, Mbarrier> mbars;  // this block's, by shared-memory address
+
+  Mbarrier& mbar(const void* bar, const char* what, const char* file, int line) {
+    auto it = mbars.find(bar);
+    if (it == mbars.end())
+      trap_here(std::string(what) + " on an mbarrier that was never initialised (mbarrier.init)", file, line);
+    return it->second;
+  }
+  [[noreturn]] void trap_here(const std::string& what, const char* file, int line);
+
+  // Bulk copies land late, as late as the hardware may: when the barrier they complete on has all its
+  // arrivals and a thread waits for the phase. So data read without waiting is stale, and a phase completed
+  // by arrivals alone (a missing expect_tx) leaves its copies in flight.
+  void land(Mbarrier& m, const char* file, int line) {
+    for (const BulkCopy& c : m.in_flight) {
+      std::memcpy(c.dst, c.src, c.bytes);
+      m.tx -= c.bytes;
+    }
+    m.in_flight.clear();
+    if (m.tx < 0)
+      trap_here("cp.async.bulk completed more bytes on an mbarrier than its phase expected (an expect_tx is "
+                "missing or too small)", file, line);
+  }
+  // Completes the phase once its arrivals and transaction bytes are in, and wakes whoever waits for it.
+  void try_complete(const void* bar, Mbarrier& m, const char* file, int line) {
+    if (m.pending == 0 && m.tx > 0 && m.waiters > 0) land(m, file, line);
+    if (m.pending != 0 || m.tx != 0) return;
+    ++m.phase;
+    m.pending = m.count;
+    ids.clear();
+    for (auto& g : fibers)
+      if (g.state == State::Mbarrier && g.wait_bar == bar && (m.phase & 1) != g.wait_parity) ids.push_back(g.tid);
+    order(ids);
+    for (unsigned id : ids) {
+      --m.waiters;
+      fibers[id].wait_bar = nullptr;
+      if (tls_fiber && tls_fiber->tid == id) fibers[id].state = State::Ready;  // the running thread goes on
+      else make_ready(id);
+    }
+  }
+
   int pending_check_warp = -1;
   bool race_on = false;
   bool pending_check_barrier = false;
@@ -432,6 +495,11 @@ struct Worker {
   static void fiber_main(void* arg);
   void finish_copies(Fiber& f, size_t keep);
 };
+
+void Worker::trap_here(const std::string& what, const char* file, int line) {
+  gsure_emu_trap(what.c_str(), file, line);
+  std::abort();  // gsure_emu_trap does not return
+}
 
 void Worker::finish_copies(Fiber& f, size_t keep) {
   while (f.committed.size() > keep) {
@@ -479,6 +547,7 @@ void Worker::run_block(const Launch& l, Dim bidx) {
   epoch = 0;
   error.clear();
   ready.clear();
+  mbars.clear();
   race_on = race_enabled();
   rng.seed(schedule().seed * 1000003u + bidx.x * 7919u + bidx.y * 104729u + bidx.z);
   race_block_begin(l, nthreads, dynamic_smem.empty() ? nullptr : dynamic_smem.data(), dynamic_smem.size());
@@ -521,7 +590,10 @@ void Worker::run_block(const Launch& l, Dim bidx) {
       std::map<std::string, unsigned> sites;
       for (auto& f : fibers) {
         if (f.state == State::Done) continue;
-        std::string kind = f.state == State::Barrier ? "__syncthreads" : "warp collective";
+        std::string kind = f.state == State::Barrier ? "__syncthreads"
+                           : f.state == State::Mbarrier
+                               ? "mbarrier wait (parity " + std::to_string(f.wait_parity) + ")"
+                               : "warp collective";
         sites[kind + " at " + f.file + ":" + std::to_string(f.line)]++;
       }
       std::string msg = "deadlock in " + std::string(l.entry->name) + " block (" + std::to_string(bidx.x) + "," +
@@ -553,6 +625,9 @@ void Worker::run_block(const Launch& l, Dim bidx) {
     }
   }
   in_block = 0;
+  for (auto& [bar, m] : mbars)  // copies still in flight land when the block ends
+    for (const BulkCopy& c : m.in_flight) std::memcpy(c.dst, c.src, c.bytes);
+  mbars.clear();
   const std::string race = race_block_end();
   if (!race.empty()) fail(race);
 }
@@ -799,6 +874,55 @@ void gsure_emu_cp_async_commit() {
 }
 
 void gsure_emu_cp_async_wait(int pending, const char*, int) { tls_worker->finish_copies(*tls_fiber, (size_t)pending); }
+
+void gsure_emu_mbar_init(void* bar, unsigned count, const char* file, int line) {
+  Worker& w = *tls_worker;
+  if (reinterpret_cast<uintptr_t>(bar) % 8) w.trap_here("mbarrier.init at an address that is not 8-byte aligned", file, line);
+  if (count == 0 || count >= (1u << 20)) w.trap_here("mbarrier.init with a count outside 1..2^20-1", file, line);
+  Mbarrier& m = w.mbars[bar];
+  if (m.waiters) w.trap_here("mbarrier.init of a barrier that threads wait on", file, line);
+  m = Mbarrier{};
+  m.count = m.pending = count;
+}
+
+uint64_t gsure_emu_mbar_arrive(void* bar, unsigned expect_tx, const char* file, int line) {
+  Worker& w = *tls_worker;
+  Mbarrier& m = w.mbar(bar, "mbarrier.arrive", file, line);
+  const uint64_t token = m.phase;
+  m.tx += expect_tx;
+  --m.pending;
+  w.try_complete(bar, m, file, line);
+  return token;
+}
+
+void gsure_emu_mbar_expect_tx(void* bar, unsigned bytes, const char* file, int line) {
+  Worker& w = *tls_worker;
+  w.mbar(bar, "mbarrier.expect_tx", file, line).tx += bytes;
+}
+
+void gsure_emu_mbar_wait(void* bar, unsigned parity, const char* file, int line) {
+  Worker& w = *tls_worker;
+  Fiber& f = *tls_fiber;
+  Mbarrier& m = w.mbar(bar, "mbarrier.try_wait.parity", file, line);
+  if ((m.phase & 1) != (parity & 1)) return;  // that phase has completed
+  ++m.waiters;
+  f.state = State::Mbarrier;
+  f.wait_bar = bar;
+  f.wait_parity = parity & 1;
+  f.file = file;
+  f.line = line;
+  w.try_complete(bar, m, file, line);  // its copies may be all that is missing
+  if (f.state == State::Mbarrier) w.yield(f);
+}
+
+void gsure_emu_bulk_copy_g2s(void* dst, const void* src, unsigned bytes, void* bar, const char* file, int line) {
+  Worker& w = *tls_worker;
+  if (bytes == 0 || bytes % 16)
+    w.trap_here("cp.async.bulk of " + std::to_string(bytes) + " bytes (a positive multiple of 16)", file, line);
+  if (reinterpret_cast<uintptr_t>(dst) % 16 || reinterpret_cast<uintptr_t>(src) % 16)
+    w.trap_here("cp.async.bulk with an address that is not 16-byte aligned", file, line);
+  w.mbar(bar, "cp.async.bulk (its completion mbarrier)", file, line).in_flight.push_back({dst, src, bytes});
+}
 
 void gsure_emu_trap(const char* what, const char* file, int line) {
   Worker* w = tls_worker;

@@ -124,3 +124,43 @@ extern "C" __global__ void st_axpy(const float* x, float* y, float a, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) y[i] += a * x[i];
 }
+
+// A two-stage bulk-copy pipeline: thread 0 fills stage k % 2 with tile k (256 floats) through
+// cp.async.bulk on `full`, every thread doubles its 4 floats of the tile and arrives on `empty`, which
+// thread 0 waits on before refilling the stage. MODE 0: correct; 1: consumers skip the `full` wait;
+// 2: the producer announces no bytes (arrive without expect_tx); 3: the producer skips the `empty` wait.
+#include "bulk.cuh"
+template <int MODE> __device__ void pipeline(const float* src, float* out, int tiles) {
+  __shared__ __align__(128) float stage[2][256];
+  __shared__ __align__(8) uint64_t full[2], empty[2];
+  const int t = threadIdx.x;
+  if (t == 0)
+    for (int s = 0; s < 2; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], blockDim.x);
+  __syncthreads();
+  for (int k = 0; k < tiles; ++k) {
+    const int s = k % 2;
+    const unsigned parity = (k / 2) & 1;
+    if (t == 0) {
+      if (MODE != 3) mbar_wait(&empty[s], parity ^ 1);
+      if (MODE == 2) mbar_arrive(&full[s]);
+      else mbar_arrive_expect_tx(&full[s], 256 * sizeof(float));
+      bulk_copy_g2s(stage[s], src + k * 256, 256 * sizeof(float), &full[s]);
+    }
+    if (MODE != 1) mbar_wait(&full[s], parity);
+    for (int i = 0; i < 4; ++i) out[k * 256 + t * 4 + i] = 2.f * stage[s][t * 4 + i];
+    mbar_arrive(&empty[s]);
+  }
+}
+extern "C" __global__ void st_bulk_pipeline(const float* src, float* out, int tiles) { pipeline<0>(src, out, tiles); }
+extern "C" __global__ void st_bulk_no_full_wait(const float* src, float* out, int tiles) { pipeline<1>(src, out, tiles); }
+extern "C" __global__ void st_bulk_no_expect_tx(const float* src, float* out, int tiles) { pipeline<2>(src, out, tiles); }
+extern "C" __global__ void st_bulk_no_empty_wait(const float* src, float* out, int tiles) { pipeline<3>(src, out, tiles); }
+// A consumer waits for a phase nobody completes: a deadlock the emulator must name.
+extern "C" __global__ void st_mbar_deadlock(float* out) {
+  __shared__ __align__(8) uint64_t bar;
+  if (threadIdx.x == 0) mbar_init(&bar, blockDim.x + 1);
+  __syncthreads();
+  mbar_arrive(&bar);
+  mbar_wait(&bar, 0);
+  out[threadIdx.x] = 1.f;
+}

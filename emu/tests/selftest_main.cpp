@@ -98,6 +98,24 @@ bool cp_async_ok(const char* kernel, CUresult* status) {
   return ok;
 }
 
+// st_bulk_* over `tiles` tiles of 256 floats with 64 threads: whether out = 2 · src everywhere.
+bool bulk_ok(const char* kernel, CUresult* status) {
+  const int tiles = 6;
+  std::vector<float> src(tiles * 256);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = (float)(i % 1000) - 300.f;
+  CUdeviceptr ds = upload(src), dout = upload(std::vector<float>(src.size(), 0.f));
+  int n = tiles;
+  *status = launch(kernel, 1, 64, 0, {&ds, &dout, &n});
+  bool ok = *status == CUDA_SUCCESS;
+  if (ok) {
+    auto out = download<float>(dout, src.size());
+    for (size_t i = 0; i < src.size(); ++i) ok = ok && out[i] == 2.f * src[i];
+  }
+  cuMemFree(ds);
+  cuMemFree(dout);
+  return ok;
+}
+
 CUresult run_error_kernel(const char* kernel, unsigned block) {
   CUdeviceptr d = upload(std::vector<float>(block, 0.f));
   CUresult r = launch(kernel, 1, block, 0, {&d});
@@ -165,6 +183,9 @@ void basic() {
   }
 
   check(cp_async_ok("st_cp_async", &st), "cp.async lands at its wait; other threads see it after the barrier");
+  check(bulk_ok("st_bulk_pipeline", &st), "cp.async.bulk + mbarrier two-stage pipeline (full/empty barriers by parity)");
+  check(run_error_kernel("st_mbar_deadlock", 64) == CUDA_ERROR_LAUNCH_FAILED,
+        "an mbarrier phase nobody completes is reported as a deadlock");
 
   // Launch limits, as the GPU enforces them.
   {
@@ -206,6 +227,9 @@ void mutants() {
   CUresult st;
   check(!two_sums_ok("st_two_sums_no_war", &st), "mutant block_sum without its WAR barrier gives wrong sums");
   check(!cp_async_ok("st_cp_async_no_wait", &st), "mutant cp.async without its wait reads data that has not landed");
+  check(!bulk_ok("st_bulk_no_full_wait", &st), "mutant bulk-copy consumer without its mbarrier wait reads stale data");
+  check(!bulk_ok("st_bulk_no_expect_tx", &st), "mutant producer without expect_tx: the phase completes before its copy");
+  check(!bulk_ok("st_bulk_no_empty_wait", &st), "mutant producer without its `empty` wait overwrites a stage in use");
 }
 
 void race() {
