@@ -83,4 +83,13 @@ fn a_capture_that_waits_for_the_device_is_refused_and_the_device_still_works() {
     let err = gpu.capture(|| ops::mean_all(&a)?.item()).err().expect("a download inside a capture must fail");
     assert!(format!("{err:#}").contains("captured into a CUDA graph"), "{err:#}");
     assert_eq!(ops::mean_all(&a).unwrap().item().unwrap(), 2.0, "the device works after a refused capture");
+    // A body that panics leaves the device out of capture mode too.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = gpu.capture(|| -> anyhow::Result<()> {
+            let _b = ops::scale(&a, 2.0)?;
+            panic!("inside a capture")
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(ops::mean_all(&a).unwrap().item().unwrap(), 2.0, "the device works after a capture that panicked");
 }

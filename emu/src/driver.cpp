@@ -243,11 +243,21 @@ struct GraphExec {
   std::vector<Node> nodes;
 };
 struct Stream {
-  uint64_t capture = 0;  // id of the capture in progress, 0 when not capturing
+  // A driver is thread-safe, and in a relaxed capture other threads may issue to or query this stream.
+  std::mutex m;
+  std::atomic<uint64_t> capture{0};  // id of the capture in progress, 0 when not capturing
   CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
   std::thread::id capturing_thread;
-  std::string invalidated;  // why the capture in progress can no longer end in a graph ("" while it can)
-  std::unique_ptr<Graph> graph;
+  std::string invalidated;  // (under m) why the capture can no longer end in a graph, "" while it can
+  std::unique_ptr<Graph> graph;  // (under m)
+
+  // Marks the capture in progress invalid, keeping the first reason; says it the first time.
+  void invalidate(const std::string& why, const std::string& report) {
+    std::lock_guard<std::mutex> lk(m);
+    if (!capture || !invalidated.empty()) return;
+    invalidated = why;
+    say(report);
+  }
 };
 
 bool is_legacy(CUstream s) { return s == nullptr || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD; }
@@ -258,9 +268,10 @@ bool capturing(CUstream s) {
 }
 
 // Every stream with a capture in progress, for the calls a capture forbids process-wide (global mode) or on
-// its own thread (thread-local mode).
-std::mutex captures_mutex;
-std::set<Stream*> active_captures;
+// its own thread (thread-local mode). Never destroyed, like memory(): a call during process exit finds them.
+// Lock order: captures_mutex before a stream's own mutex.
+std::mutex& captures_mutex = *new std::mutex();
+std::set<Stream*>& active_captures = *new std::set<Stream*>();
 std::atomic<uint64_t> next_capture{1};
 
 // For a call that synchronises with the device or allocates outside stream order (cuMemAlloc, a synchronous
@@ -274,11 +285,9 @@ CUresult unsafe_during_capture(const char* call) {
                          (st->mode == CU_STREAM_CAPTURE_MODE_THREAD_LOCAL &&
                           st->capturing_thread == std::this_thread::get_id());
     if (!forbids) continue;
-    if (st->invalidated.empty()) {
-      st->invalidated = std::string(call) + " was called during the capture";
-      say(std::string(call) + " during a stream capture: not permitted (the capture is invalidated; issue it "
-          "before cuStreamBeginCapture or after cuStreamEndCapture)");
-    }
+    st->invalidate(std::string(call) + " was called during the capture",
+                   std::string(call) + " during a stream capture: not permitted (the capture is invalidated; "
+                   "issue it before cuStreamBeginCapture or after cuStreamEndCapture)");
     r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   }
   return r;
@@ -287,21 +296,39 @@ CUresult unsafe_during_capture(const char* call) {
 // Runs `node` now, or records it on a capturing stream.
 CUresult issue(CUstream s, Node node) {
   Stream* st = stream_of(s);
-  if (!st || !st->capture) return node.run();
-  if (!st->invalidated.empty()) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
-  st->graph->nodes.push_back(std::move(node));
-  return CUDA_SUCCESS;
+  if (st) {
+    std::unique_lock<std::mutex> lk(st->m);
+    if (st->capture) {
+      if (!st->invalidated.empty()) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+      st->graph->nodes.push_back(std::move(node));
+      return CUDA_SUCCESS;
+    }
+  }
+  return node.run();
 }
 
-// A captured copy's host side must be page-locked: checked when it is captured.
+// A captured copy's host side must be page-locked: checked when it is captured (and again at each replay,
+// by the node itself).
 CUresult check_host_side(CUstream s, const char* call, const void* host, size_t n) {
   if (!capturing(s) || n == 0 || pinned().contains(host, n)) return CUDA_SUCCESS;
-  Stream* st = stream_of(s);
-  st->invalidated = std::string(call) + " with pageable host memory";
-  say(std::string(call) + " during a stream capture with pageable host memory at " +
-      Memory::hex(reinterpret_cast<uintptr_t>(host)) + ": a graph reads and writes host memory when it is "
-      "launched, so use a page-locked buffer (cuMemHostAlloc) that lives as long as the graph");
+  stream_of(s)->invalidate(std::string(call) + " with pageable host memory",
+                           std::string(call) + " during a stream capture with pageable host memory at " +
+                               Memory::hex(reinterpret_cast<uintptr_t>(host)) +
+                               ": a graph reads and writes host memory when it is launched, so use a page-locked "
+                               "buffer (cuMemHostAlloc) that lives as long as the graph");
   return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+}
+// A copy node as captured: at replay its host buffer must still be page-locked memory (not freed since).
+Node host_checked(Node node, const void* host, size_t n) {
+  std::string what = node.what;
+  return {what, [what, host, n, run = std::move(node.run)] {
+            if (n && !pinned().contains(host, n)) {
+              say(what + " (replayed from a graph): its host buffer " + Memory::hex(reinterpret_cast<uintptr_t>(host)) +
+                  " is no longer page-locked memory (freed since the capture?)");
+              return CUDA_ERROR_INVALID_VALUE;
+            }
+            return run();
+          }};
 }
 
 int dummy_context, dummy_pool;
@@ -420,7 +447,18 @@ CUresult cuCtxPopCurrent_v2(CUcontext* ctx) {
 CUresult cuCtxCreate_v3(CUcontext* ctx, void*, int, unsigned, CUdevice d) { return cuDevicePrimaryCtxRetain(ctx, d); }
 CUresult cuCtxCreate_v4(CUcontext* ctx, CUctxCreateParams*, unsigned, CUdevice d) { return cuDevicePrimaryCtxRetain(ctx, d); }
 CUresult cuCtxDestroy_v2(CUcontext) { return CUDA_SUCCESS; }
-CUresult cuCtxSynchronize() { return unsafe_during_capture("cuCtxSynchronize"); }
+// Synchronising the context waits for a capturing stream too: refused during any capture, in every mode.
+CUresult cuCtxSynchronize() {
+  std::vector<Stream*> capturing_now;
+  {
+    std::lock_guard<std::mutex> lk(captures_mutex);
+    capturing_now.assign(active_captures.begin(), active_captures.end());
+  }
+  for (Stream* st : capturing_now)
+    st->invalidate("cuCtxSynchronize was called during the capture",
+                   "cuCtxSynchronize during a stream capture: not permitted (the capture is invalidated)");
+  return capturing_now.empty() ? CUDA_SUCCESS : CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+}
 CUresult cuCtxSetFlags(unsigned int) { return CUDA_SUCCESS; }
 CUresult cuCtxGetStreamPriorityRange(int* least, int* greatest) {
   if (least) *least = 0;
@@ -455,9 +493,9 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
 }
 CUresult alloc_async(const char* call, CUdeviceptr* p, size_t bytes, CUstream s) {
   if (capturing(s)) {
-    stream_of(s)->invalidated = std::string(call) + " on the capturing stream";
-    say(std::string(call) + " on a capturing stream: graph memory nodes are not emulated (allocate before "
-        "cuStreamBeginCapture)");
+    stream_of(s)->invalidate(std::string(call) + " on the capturing stream",
+                             std::string(call) + " on a capturing stream: graph memory nodes are not emulated "
+                             "(allocate before cuStreamBeginCapture)");
     return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   }
   return memory().alloc(p, bytes);
@@ -472,9 +510,9 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
 }
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
   if (capturing(s)) {
-    stream_of(s)->invalidated = "cuMemFreeAsync on the capturing stream";
-    say("cuMemFreeAsync on a capturing stream: graph memory nodes are not emulated (free after "
-        "cuStreamEndCapture)");
+    stream_of(s)->invalidate("cuMemFreeAsync on the capturing stream",
+                             "cuMemFreeAsync on a capturing stream: graph memory nodes are not emulated (free "
+                             "after cuStreamEndCapture)");
     return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   }
   return memory().free(p);
@@ -556,7 +594,8 @@ CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
   if (CUresult r = check_host_side(s, "cuMemcpyHtoDAsync", src, n)) return r;
-  return issue_checked(s, htod(dst, src, n), "cuMemcpyHtoDAsync", dst, n);
+  Node node = capturing(s) ? host_checked(htod(dst, src, n), src, n) : htod(dst, src, n);
+  return issue_checked(s, std::move(node), "cuMemcpyHtoDAsync", dst, n);
 }
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
   if (CUresult r = unsafe_during_capture("cuMemcpyDtoH")) return r;
@@ -564,7 +603,8 @@ CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
 }
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream s) {
   if (CUresult r = check_host_side(s, "cuMemcpyDtoHAsync", dst, n)) return r;
-  return issue_checked(s, dtoh(dst, src, n), "cuMemcpyDtoHAsync", src, n);
+  Node node = capturing(s) ? host_checked(dtoh(dst, src, n), dst, n) : dtoh(dst, src, n);
+  return issue_checked(s, std::move(node), "cuMemcpyDtoHAsync", src, n);
 }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
   if (CUresult r = unsafe_during_capture("cuMemcpyDtoD")) return r;
@@ -631,16 +671,16 @@ CUresult cuStreamDestroy_v2(CUstream s) {
 }
 CUresult cuStreamSynchronize(CUstream s) {
   if (capturing(s)) {
-    stream_of(s)->invalidated = "cuStreamSynchronize of the capturing stream";
-    say("cuStreamSynchronize of a capturing stream: not permitted (the capture is invalidated)");
+    stream_of(s)->invalidate("cuStreamSynchronize of the capturing stream",
+                             "cuStreamSynchronize of a capturing stream: not permitted (the capture is invalidated)");
     return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   }
   return unsafe_during_capture("cuStreamSynchronize");
 }
 CUresult cuStreamQuery(CUstream s) {
   if (capturing(s)) {
-    stream_of(s)->invalidated = "cuStreamQuery of the capturing stream";
-    say("cuStreamQuery of a capturing stream: not permitted (the capture is invalidated)");
+    stream_of(s)->invalidate("cuStreamQuery of the capturing stream",
+                             "cuStreamQuery of a capturing stream: not permitted (the capture is invalidated)");
     return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   }
   return CUDA_SUCCESS;
@@ -649,9 +689,9 @@ CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int) {
   if (!e) return CUDA_ERROR_INVALID_HANDLE;
   Stream* st = stream_of(s);
   if (st && st->capture && reinterpret_cast<Event*>(e)->capture != st->capture) {
-    st->invalidated = "cuStreamWaitEvent on an event recorded outside the capture";
-    say("cuStreamWaitEvent in a capture on an event recorded outside it: not permitted "
-        "(CUDA_ERROR_STREAM_CAPTURE_ISOLATION; the capture is invalidated)");
+    st->invalidate("cuStreamWaitEvent on an event recorded outside the capture",
+                   "cuStreamWaitEvent in a capture on an event recorded outside it: not permitted "
+                   "(CUDA_ERROR_STREAM_CAPTURE_ISOLATION; the capture is invalidated)");
     return CUDA_ERROR_STREAM_CAPTURE_ISOLATION;
   }
   return CUDA_SUCCESS;  // the emulated device has run everything issued before it
@@ -659,9 +699,14 @@ CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int) {
 CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus* status) {
   if (!status) return CUDA_ERROR_INVALID_VALUE;
   Stream* st = stream_of(s);
-  *status = !st || !st->capture          ? CU_STREAM_CAPTURE_STATUS_NONE
-            : st->invalidated.empty()    ? CU_STREAM_CAPTURE_STATUS_ACTIVE
-                                         : CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+  if (!st) {
+    *status = CU_STREAM_CAPTURE_STATUS_NONE;
+    return CUDA_SUCCESS;
+  }
+  std::lock_guard<std::mutex> lk(st->m);
+  *status = !st->capture                ? CU_STREAM_CAPTURE_STATUS_NONE
+            : st->invalidated.empty()   ? CU_STREAM_CAPTURE_STATUS_ACTIVE
+                                        : CU_STREAM_CAPTURE_STATUS_INVALIDATED;
   return CUDA_SUCCESS;
 }
 CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) {
@@ -671,16 +716,17 @@ CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode) {
         "cuStreamCreate");
     return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   }
-  if (st->capture) return CUDA_ERROR_ILLEGAL_STATE;
   if (mode != CU_STREAM_CAPTURE_MODE_GLOBAL && mode != CU_STREAM_CAPTURE_MODE_THREAD_LOCAL &&
       mode != CU_STREAM_CAPTURE_MODE_RELAXED)
     return CUDA_ERROR_INVALID_VALUE;
-  st->capture = next_capture++;
+  std::lock_guard<std::mutex> all(captures_mutex);
+  std::lock_guard<std::mutex> lk(st->m);
+  if (st->capture) return CUDA_ERROR_ILLEGAL_STATE;
   st->mode = mode;
   st->capturing_thread = std::this_thread::get_id();
   st->invalidated.clear();
   st->graph = std::make_unique<Graph>();
-  std::lock_guard<std::mutex> lk(captures_mutex);
+  st->capture = next_capture++;
   active_captures.insert(st);
   return CUDA_SUCCESS;
 }
@@ -688,13 +734,13 @@ CUresult cuStreamEndCapture(CUstream s, CUgraph* graph) {
   if (!graph) return CUDA_ERROR_INVALID_VALUE;
   *graph = nullptr;
   Stream* st = stream_of(s);
-  if (!st || !st->capture) return CUDA_ERROR_ILLEGAL_STATE;
+  if (!st) return CUDA_ERROR_ILLEGAL_STATE;
+  std::lock_guard<std::mutex> all(captures_mutex);
+  std::lock_guard<std::mutex> lk(st->m);
+  if (!st->capture) return CUDA_ERROR_ILLEGAL_STATE;
   if (st->mode != CU_STREAM_CAPTURE_MODE_RELAXED && st->capturing_thread != std::this_thread::get_id())
     return CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD;
-  {
-    std::lock_guard<std::mutex> lk(captures_mutex);
-    active_captures.erase(st);
-  }
+  active_captures.erase(st);
   st->capture = 0;
   std::unique_ptr<Graph> g = std::move(st->graph);
   if (!st->invalidated.empty()) {
@@ -721,18 +767,20 @@ CUresult cuEventDestroy_v2(CUevent e) {
   delete reinterpret_cast<Event*>(e);
   return CUDA_SUCCESS;
 }
-// Inside a capture the record becomes a node: a replay marks the event then, as an external event-record
-// node would on a GPU.
+// Inside a capture a plain record only marks a point other streams may wait on within the capture (as on a
+// GPU, where only cuEventRecordWithFlags(CU_EVENT_RECORD_EXTERNAL) makes a node that replays); outside, it
+// records now.
 CUresult cuEventRecord(CUevent e, CUstream s) {
   if (!e) return CUDA_ERROR_INVALID_HANDLE;
   auto* ev = reinterpret_cast<Event*>(e);
-  if (Stream* st = stream_of(s); st && st->capture) ev->capture = st->capture;
-  else ev->capture = 0;
-  return issue(s, {"cuEventRecord", [ev] {
-                     ev->t = std::chrono::steady_clock::now();
-                     ev->recorded = true;
-                     return CUDA_SUCCESS;
-                   }});
+  if (Stream* st = stream_of(s); st && st->capture) {
+    ev->capture = st->capture;
+    return CUDA_SUCCESS;
+  }
+  ev->capture = 0;
+  ev->t = std::chrono::steady_clock::now();
+  ev->recorded = true;
+  return CUDA_SUCCESS;
 }
 CUresult cuEventQuery(CUevent) { return CUDA_SUCCESS; }
 CUresult cuEventSynchronize(CUevent) { return unsafe_during_capture("cuEventSynchronize"); }

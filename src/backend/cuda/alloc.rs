@@ -114,6 +114,12 @@ pub(crate) struct Arena {
     free: Mutex<FreeLists>,
 }
 
+impl Arena {
+    fn hold(&self, block: CudaSlice<u8>) {
+        self.free.lock().unwrap().entry(block.len()).or_default().push(block);
+    }
+}
+
 impl Drop for Arena {
     fn drop(&mut self) {
         let blocks = std::mem::take(&mut *self.free.lock().unwrap());
@@ -179,7 +185,10 @@ impl Pool {
     fn take(&self, bytes: usize) -> Result<(CudaSlice<u8>, Option<Arc<Arena>>)> {
         let class = size_class(bytes);
         let arena = match self.capturing.load(Ordering::Relaxed) {
-            true => self.state.lock().unwrap().capture.as_ref().map(|c| c.arena.clone()),
+            true => {
+                self.note_stream_use();
+                self.state.lock().unwrap().capture.as_ref().map(|c| c.arena.clone())
+            }
             false => None,
         };
         if let Some(arena) = arena {
@@ -254,6 +263,20 @@ impl Pool {
         st.stats.in_use_bytes += class;
         st.stats.peak_in_use_bytes = st.stats.peak_in_use_bytes.max(st.stats.in_use_bytes);
         Ok(block)
+    }
+
+    /// A block freed by a buffer taken outside any capture. If a capture is in progress, its graph may have
+    /// recorded kernels that use the block (a buffer the captured work consumed and dropped), so the capture's
+    /// arena keeps it for as long as the graph can replay; otherwise it goes back to the free lists.
+    fn give_back_outside(&self, block: CudaSlice<u8>) {
+        if self.capturing.load(Ordering::Relaxed) {
+            let st = self.state.lock().unwrap();
+            if let Some(c) = &st.capture {
+                c.arena.hold(block);
+                return;
+            }
+        }
+        self.give_back(block);
     }
 
     fn give_back(&self, block: CudaSlice<u8>) {
@@ -348,6 +371,8 @@ impl<T: GpuElem> GpuBuf<T> {
     /// may be captured into a graph). Elements of 2 or 4 bytes.
     pub fn fill(&mut self, value: T) -> Result<()> {
         self.pool.note_stream_use();
+        // A raw driver call: make the context current first, as cudarc's own calls do.
+        self.pool.ctx.bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
         bump(&self.pool.activity.memsets);
         let stream = self.pool.stream.cu_stream();
         // SAFETY: the ranges lie inside the block (len elements of T); T is plain data of the matched size.
@@ -425,8 +450,8 @@ impl<T: GpuElem> Drop for GpuBuf<T> {
     fn drop(&mut self) {
         if let Some(block) = self.block.take() {
             match &self.arena {
-                Some(arena) => arena.free.lock().unwrap().entry(block.len()).or_default().push(block),
-                None => self.pool.give_back(block),
+                Some(arena) => arena.hold(block),
+                None => self.pool.give_back_outside(block),
             }
         }
     }

@@ -24,15 +24,34 @@ impl Graph {
     /// Replays the graph on the engine's stream (returns at once; the work is ordered after everything
     /// issued before it, like any launch).
     pub fn launch(&self) -> Result<()> {
+        self.gpu.pool.note_stream_use();
         self.gpu.pool.activity.graph_launches.fetch_add(1, Ordering::Relaxed);
         self.exec.launch().map_err(|e| anyhow!("launching a CUDA graph: {e:?}"))
+    }
+}
+
+/// Ends a capture that `Gpu::capture`'s body left by unwinding: the stream stops capturing (its graph is
+/// dropped) and the allocator leaves capture mode.
+struct CaptureGuard<'a> {
+    gpu: &'a Arc<Gpu>,
+    ended: bool,
+}
+
+impl Drop for CaptureGuard<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.gpu.stream.end_capture(CUgraphInstantiate_flags(0));
+            let _ = self.gpu.pool.end_capture();
+        }
     }
 }
 
 impl Gpu {
     /// Captures the device work `body` issues into a graph, without running it (on a GPU as on the
     /// emulated device). `body` must only issue work: a host wait (a download, `synchronize`) fails the
-    /// capture, as does another thread using the device meanwhile, whose work would be recorded too. The
+    /// capture, as does another thread using the device meanwhile, whose work would be recorded too (and
+    /// would not have run: a capture needs the device to itself). Buffers the work reads that were made before
+    /// the capture are the graph's inputs: they must outlive it (one dropped inside `body` is kept for it). The
     /// buffers `body` allocates keep their addresses for as long as the graph lives; the ones it returns
     /// (in `R`) hold what a replay writes there. Warm the allocator up first (run the same work once
     /// eagerly), so that the capture draws its blocks from the pool and not from the driver.
@@ -44,8 +63,11 @@ impl Gpu {
             let _ = self.pool.end_capture();
             bail!("starting a CUDA graph capture: {e:?}");
         }
+        // Ends the capture however `body` leaves (a panic included), so the device is never left capturing.
+        let mut guard = CaptureGuard { gpu: self, ended: false };
         let out = body();
         let graph = self.stream.end_capture(CUgraphInstantiate_flags(0));
+        guard.ended = true;
         let (arena, intruded) = self.pool.end_capture();
         let out = out.map_err(|e| e.context("in the work captured into a CUDA graph"))?;
         if intruded {
