@@ -921,7 +921,9 @@ void gsure_emu_bulk_copy_g2s(void* dst, const void* src, unsigned bytes, void* b
     w.trap_here("cp.async.bulk of " + std::to_string(bytes) + " bytes (a positive multiple of 16)", file, line);
   if (reinterpret_cast<uintptr_t>(dst) % 16 || reinterpret_cast<uintptr_t>(src) % 16)
     w.trap_here("cp.async.bulk with an address that is not 16-byte aligned", file, line);
-  w.mbar(bar, "cp.async.bulk (its completion mbarrier)", file, line).in_flight.push_back({dst, src, bytes});
+  Mbarrier& m = w.mbar(bar, "cp.async.bulk (its completion mbarrier)", file, line);
+  m.in_flight.push_back({dst, src, bytes});
+  w.try_complete(bar, m, file, line);  // a consumer may already wait for this phase (a producer-only warp)
 }
 
 void gsure_emu_trap(const char* what, const char* file, int line) {

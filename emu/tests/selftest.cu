@@ -164,3 +164,27 @@ extern "C" __global__ void st_mbar_deadlock(float* out) {
   mbar_wait(&bar, 0);
   out[threadIdx.x] = 1.f;
 }
+
+// Warp-specialised: warp 2 only produces (one elected lane), warps 0-1 only consume, so no consumer's wait
+// comes after the producer's copy in its own program order.
+extern "C" __global__ void st_bulk_warp_specialised(const float* src, float* out, int tiles) {
+  __shared__ __align__(128) float stage[2][256];
+  __shared__ __align__(8) uint64_t full[2], empty[2];
+  const int t = threadIdx.x;
+  if (t == 0)
+    for (int s = 0; s < 2; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], 64);
+  __syncthreads();
+  for (int k = 0; k < tiles; ++k) {
+    const int s = k % 2;
+    const unsigned parity = (k / 2) & 1;
+    if (t == 64) {
+      mbar_wait(&empty[s], parity ^ 1);
+      mbar_arrive_expect_tx(&full[s], 256 * sizeof(float));
+      bulk_copy_g2s(stage[s], src + k * 256, 256 * sizeof(float), &full[s]);
+    } else if (t < 64) {
+      mbar_wait(&full[s], parity);
+      for (int i = 0; i < 4; ++i) out[k * 256 + t * 4 + i] = 2.f * stage[s][t * 4 + i];
+      mbar_arrive(&empty[s]);
+    }
+  }
+}

@@ -99,13 +99,13 @@ bool cp_async_ok(const char* kernel, CUresult* status) {
 }
 
 // st_bulk_* over `tiles` tiles of 256 floats with 64 threads: whether out = 2 · src everywhere.
-bool bulk_ok(const char* kernel, CUresult* status) {
+bool bulk_ok(const char* kernel, CUresult* status, unsigned threads = 64) {
   const int tiles = 6;
   std::vector<float> src(tiles * 256);
   for (size_t i = 0; i < src.size(); ++i) src[i] = (float)(i % 1000) - 300.f;
   CUdeviceptr ds = upload(src), dout = upload(std::vector<float>(src.size(), 0.f));
   int n = tiles;
-  *status = launch(kernel, 1, 64, 0, {&ds, &dout, &n});
+  *status = launch(kernel, 1, threads, 0, {&ds, &dout, &n});
   bool ok = *status == CUDA_SUCCESS;
   if (ok) {
     auto out = download<float>(dout, src.size());
@@ -184,6 +184,7 @@ void basic() {
 
   check(cp_async_ok("st_cp_async", &st), "cp.async lands at its wait; other threads see it after the barrier");
   check(bulk_ok("st_bulk_pipeline", &st), "cp.async.bulk + mbarrier two-stage pipeline (full/empty barriers by parity)");
+  check(bulk_ok("st_bulk_warp_specialised", &st, 96), "cp.async.bulk pipeline with a producer-only warp");
   check(run_error_kernel("st_mbar_deadlock", 64) == CUDA_ERROR_LAUNCH_FAILED,
         "an mbarrier phase nobody completes is reported as a deadlock");
 
