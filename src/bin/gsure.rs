@@ -962,7 +962,18 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     gsure::backend::cpu::alloc::keep_freed_memory();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // The command runs on a worker of the CPU backend's thread pool, so the thread that issues the parallel
+    // loops works on them too instead of blocking while they run.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("gsure-cpu-{i}"))
+        .build()
+        .context("starting the CPU thread pool")?;
+    pool.install(|| run(cli))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
         Command::Info => {
             println!("gsure {}", env!("CARGO_PKG_VERSION"));
             println!("kernels compiled: {}", gsure::backend::cuda::Gpu::built_with_kernels());
