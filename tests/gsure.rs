@@ -498,6 +498,11 @@ fn divergence_sweep() {
     }
 }
 
+/// `b` with `f` applied to each of its tensors.
+fn each_field(b: &SpectralBatch, f: impl Fn(&Tensor) -> Tensor) -> SpectralBatch {
+    SpectralBatch { basis: b.basis, ybar: f(&b.ybar), observed: f(&b.observed), nu: f(&b.nu), w2: f(&b.w2) }
+}
+
 #[test]
 fn step_loss_trains_a_tiny_unet_in_pixel_and_fourier_bases() {
     let (net, store) = tiny_unet(DType::F32);
@@ -506,14 +511,7 @@ fn step_loss_trains_a_tiny_unet_in_pixel_and_fourier_bases() {
     let n = 3;
     let x: Vec<Vec<f64>> = (0..n).map(|_| (0..64).map(|_| 0.5 * gauss(&mut r)).collect()).collect();
     let mut b = pixel_batch(&x, &[0.8; 64], 0.02, &mut r);
-    let f32b = |t: &Tensor| t.to_dtype(DType::F32).unwrap().reshape(vec![n, 1, 8, 8]).unwrap();
-    b = SpectralBatch {
-        basis: Basis::Pixel,
-        ybar: f32b(&b.ybar),
-        observed: f32b(&b.observed),
-        nu: f32b(&b.nu),
-        w2: f32b(&b.w2),
-    };
+    b = each_field(&b, |t| t.to_dtype(DType::F32).unwrap().reshape(vec![n, 1, 8, 8]).unwrap());
     check_config(&sched, 0.02 * 0.02, 0).unwrap();
     for mode in [GsureMode::Ybar, GsureMode::Xt, GsureMode::Reference] {
         let obj = GsureObjective::for_dtype(mode, DType::F32);
@@ -555,13 +553,7 @@ fn a_divergence_on_a_subset_reweights_the_first_examples_and_leaves_the_rest_wit
     let n = 5;
     let x: Vec<Vec<f64>> = (0..n).map(|_| (0..64).map(|_| 0.5 * gauss(&mut r)).collect()).collect();
     let b = pixel_batch(&x, &[0.8; 64], 0.05, &mut r);
-    let b = SpectralBatch {
-        ybar: b.ybar.reshape(vec![n, 1, 8, 8]).unwrap(),
-        observed: b.observed.reshape(vec![n, 1, 8, 8]).unwrap(),
-        nu: b.nu.reshape(vec![n, 1, 8, 8]).unwrap(),
-        w2: b.w2.reshape(vec![n, 1, 8, 8]).unwrap(),
-        ..b
-    };
+    let b = each_field(&b, |t| t.reshape(vec![n, 1, 8, 8]).unwrap());
     let ts: Vec<usize> = vec![20, 300, 700, 50, 999];
     let f = |xin: &Tensor, t: &Tensor| net.forward(xin, t, None);
     let per_example = |div_every: usize| {
@@ -584,13 +576,7 @@ fn a_divergence_on_a_subset_reweights_the_first_examples_and_leaves_the_rest_wit
     // ε-prediction and the two-forward (dropout) path take the N + s and s example batches.
     let (mut eps_net, _) = tiny_unet(DType::F32);
     eps_net.config.prediction = Prediction::Eps;
-    let b32 = SpectralBatch {
-        ybar: b.ybar.to_dtype(DType::F32).unwrap(),
-        observed: b.observed.to_dtype(DType::F32).unwrap(),
-        nu: b.nu.to_dtype(DType::F32).unwrap(),
-        w2: b.w2.to_dtype(DType::F32).unwrap(),
-        ..b
-    };
+    let b32 = each_field(&b, |t| t.to_dtype(DType::F32).unwrap());
     for (seed, batched) in [(None, true), (Some(3u64), false)] {
         let obj = GsureObjective { div_every: 2, batched, ..GsureObjective::for_dtype(GsureMode::Ybar, DType::F32) };
         let loss = gsure_step_loss(&eps_net, &obj, &b32, &sched, 0, &mut r, seed, DType::F32, &Device::Cpu).unwrap();

@@ -559,25 +559,11 @@ Node dtod(CUdeviceptr dst, CUdeviceptr src, size_t n) {
             return CUDA_SUCCESS;
           }};
 }
-Node memset8(CUdeviceptr dst, unsigned char v, size_t n) {
-  return {"cuMemsetD8Async of " + std::to_string(n) + " bytes", [=] {
-            if (CUresult r = check_range("cuMemsetD8", dst, n)) return r;
-            if (n) std::memset(reinterpret_cast<void*>(dst), v, n);
-            return CUDA_SUCCESS;
-          }};
-}
-Node memset32(CUdeviceptr dst, unsigned int v, size_t n) {
-  return {"cuMemsetD32Async of " + std::to_string(n) + " words", [=] {
-            if (CUresult r = check_range("cuMemsetD32", dst, n * 4)) return r;
-            auto* p = reinterpret_cast<unsigned int*>(dst);
-            for (size_t i = 0; i < n; ++i) p[i] = v;
-            return CUDA_SUCCESS;
-          }};
-}
-Node memset16(CUdeviceptr dst, unsigned short v, size_t n) {
-  return {"cuMemsetD16Async of " + std::to_string(n) + " halfwords", [=] {
-            if (CUresult r = check_range("cuMemsetD16", dst, n * 2)) return r;
-            auto* p = reinterpret_cast<unsigned short*>(dst);
+// cuMemsetD8/D16/D32: n elements of T set to v (a template, so C++ linkage inside this extern "C" block).
+extern "C++" template <typename T> Node memset_node(const char* call, CUdeviceptr dst, T v, size_t n) {
+  return {std::string(call) + "Async of " + std::to_string(n) + " x " + std::to_string(sizeof(T)) + " bytes", [=] {
+            if (CUresult r = check_range(call, dst, n * sizeof(T))) return r;
+            auto* p = reinterpret_cast<T*>(dst);
             for (size_t i = 0; i < n; ++i) p[i] = v;
             return CUDA_SUCCESS;
           }};
@@ -616,24 +602,24 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstre
 }
 CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
   if (CUresult r = unsafe_during_capture("cuMemsetD8")) return r;
-  return memset8(dst, v, n).run();
+  return memset_node<unsigned char>("cuMemsetD8", dst, v, n).run();
 }
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream s) {
-  return issue_checked(s, memset8(dst, v, n), "cuMemsetD8Async", dst, n);
+  return issue_checked(s, memset_node<unsigned char>("cuMemsetD8", dst, v, n), "cuMemsetD8Async", dst, n);
 }
 CUresult cuMemsetD16_v2(CUdeviceptr dst, unsigned short v, size_t n) {
   if (CUresult r = unsafe_during_capture("cuMemsetD16")) return r;
-  return memset16(dst, v, n).run();
+  return memset_node<unsigned short>("cuMemsetD16", dst, v, n).run();
 }
 CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, size_t n, CUstream s) {
-  return issue_checked(s, memset16(dst, v, n), "cuMemsetD16Async", dst, n * 2);
+  return issue_checked(s, memset_node<unsigned short>("cuMemsetD16", dst, v, n), "cuMemsetD16Async", dst, n * 2);
 }
 CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned int v, size_t n) {
   if (CUresult r = unsafe_during_capture("cuMemsetD32")) return r;
-  return memset32(dst, v, n).run();
+  return memset_node<unsigned int>("cuMemsetD32", dst, v, n).run();
 }
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned int v, size_t n, CUstream s) {
-  return issue_checked(s, memset32(dst, v, n), "cuMemsetD32Async", dst, n * 4);
+  return issue_checked(s, memset_node<unsigned int>("cuMemsetD32", dst, v, n), "cuMemsetD32Async", dst, n * 4);
 }
 
 // Memory pools: one default pool whose attributes are accepted and read back as zero.

@@ -972,6 +972,12 @@ fn main() -> Result<()> {
     pool.install(|| run(cli))
 }
 
+/// A plot's --out follows the output rule: never one of its inputs, replaced only with --force.
+fn check_plot_out(a: &PlotArgs) -> Result<()> {
+    let inputs: Vec<&std::path::Path> = a.inputs.iter().map(|p| p.as_path()).collect();
+    gsure::io::outputs::check_new(std::slice::from_ref(&a.out), &inputs, a.force, "--out")
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info => {
@@ -998,14 +1004,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data { what: DataCommand::Import(a) } => data_import(a)?,
         Command::Data { what: DataCommand::Make(a) } => data_make(a)?,
         Command::Plot { what: PlotCommand::Loss(a) } => {
-            let inputs: Vec<&std::path::Path> = a.inputs.iter().map(|p| p.as_path()).collect();
-            gsure::io::outputs::check_new(std::slice::from_ref(&a.out), &inputs, a.force, "--out")?;
+            check_plot_out(&a)?;
             gsure::train::loss_curve::compare(&a.inputs, &a.out)?;
             println!("wrote {}", a.out.display());
         }
         Command::Plot { what: PlotCommand::Denoise(a) } => {
-            let inputs: Vec<&std::path::Path> = a.inputs.iter().map(|p| p.as_path()).collect();
-            gsure::io::outputs::check_new(std::slice::from_ref(&a.out), &inputs, a.force, "--out")?;
+            check_plot_out(&a)?;
             let mut curves = Vec::new();
             for p in &a.inputs {
                 curves.extend(gsure::eval::report::read_denoise_curves(p)?);

@@ -298,20 +298,17 @@ impl GsureObjective {
     ) -> Result<(Tensor, Tensor)> {
         let n = p.xt.dims()[0];
         let s = self.div_rows(n);
-        if s == n {
-            if !self.batched {
-                return Ok((net(&p.xt, &p.t)?, net(&p.xt_eps, &p.t)?));
-            }
-            let out = net(&cat_batch(&p.xt, &p.xt_eps)?, &cat_batch(&p.t, &p.t)?)?;
-            return split_batch(&out, n);
-        }
-        let (xe, te) = (rows(&p.xt_eps, 0, s)?, rows(&p.t, 0, s)?);
+        let (xe, te) =
+            if s == n { (p.xt_eps.clone(), p.t.clone()) } else { (rows(&p.xt_eps, 0, s)?, rows(&p.t, 0, s)?) };
         let (d, d_eps_s) = if self.batched {
             let out = net(&cat_batch(&p.xt, &xe)?, &cat_batch(&p.t, &te)?)?;
             (rows(&out, 0, n)?, rows(&out, n, s)?)
         } else {
             (net(&p.xt, &p.t)?, net(&xe, &te)?)
         };
+        if s == n {
+            return Ok((d, d_eps_s));
+        }
         let d_eps = cat_batch(&d_eps_s, &rows(&d, s, n - s)?)?;
         Ok((d, d_eps))
     }
@@ -380,13 +377,7 @@ pub fn split_batch(x: &Tensor, n: usize) -> Result<(Tensor, Tensor)> {
     if x.shape().rank() == 0 || x.dims()[0] != 2 * n || n == 0 {
         bail!("split_batch: shape {} is not two halves of {n} examples", x.shape());
     }
-    let m = x.numel() / (2 * n);
-    let flat = x.reshape(vec![1, 2 * n, m])?;
-    let mut dims = x.dims().to_vec();
-    dims[0] = n;
-    let a = layout::narrow_channels(&flat, 0, n)?.reshape(dims.clone())?;
-    let b = layout::narrow_channels(&flat, n, n)?.reshape(dims)?;
-    Ok((a, b))
+    Ok((rows(x, 0, n)?, rows(x, n, n)?))
 }
 
 /// Refuses a schedule under which the top-up noise would not exist: s_t² = (1−ᾱ_t)/ᾱ_t must be at least

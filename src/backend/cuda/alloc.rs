@@ -99,6 +99,26 @@ struct PoolState {
     capture: Option<Capture>,
 }
 
+impl PoolState {
+    /// A cached block of `class` bytes, counted as reused and in use.
+    fn reuse(&mut self, class: usize) -> Option<CudaSlice<u8>> {
+        let block = self.free.get_mut(&class).and_then(|v| v.pop())?;
+        self.stats.reuses += 1;
+        self.stats.cached_bytes -= class;
+        self.count_in_use(class);
+        Some(block)
+    }
+    /// Counts a block of `class` bytes fresh from the driver.
+    fn count_new(&mut self, class: usize) {
+        self.stats.device_allocs += 1;
+        self.count_in_use(class);
+    }
+    fn count_in_use(&mut self, class: usize) {
+        self.stats.in_use_bytes += class;
+        self.stats.peak_in_use_bytes = self.stats.peak_in_use_bytes.max(self.stats.in_use_bytes);
+    }
+}
+
 /// The capture in progress: the thread issuing it, and whether any other thread used the stream meanwhile
 /// (its work would have been recorded into the graph).
 struct Capture {
@@ -205,11 +225,7 @@ impl Pool {
             return Ok(block);
         }
         let mut st = self.state.lock().unwrap();
-        if let Some(block) = st.free.get_mut(&class).and_then(|v| v.pop()) {
-            st.stats.reuses += 1;
-            st.stats.cached_bytes -= class;
-            st.stats.in_use_bytes += class;
-            st.stats.peak_in_use_bytes = st.stats.peak_in_use_bytes.max(st.stats.in_use_bytes);
+        if let Some(block) = st.reuse(class) {
             return Ok(block);
         }
         // SAFETY: a fresh allocation of `class` bytes, owned by the returned slice (freed on its stream).
@@ -218,22 +234,13 @@ impl Pool {
                 .map_err(|e| anyhow!("allocating {class} bytes of GPU memory during a graph capture: {e:?}"))?;
             self.stream.upgrade_device_ptr::<u8>(ptr, class)
         };
-        st.stats.device_allocs += 1;
-        st.stats.in_use_bytes += class;
-        st.stats.peak_in_use_bytes = st.stats.peak_in_use_bytes.max(st.stats.in_use_bytes);
+        st.count_new(class);
         Ok(block)
     }
 
     fn take_class(&self, class: usize) -> Result<CudaSlice<u8>> {
-        {
-            let mut st = self.state.lock().unwrap();
-            if let Some(block) = st.free.get_mut(&class).and_then(|v| v.pop()) {
-                st.stats.reuses += 1;
-                st.stats.cached_bytes -= class;
-                st.stats.in_use_bytes += class;
-                st.stats.peak_in_use_bytes = st.stats.peak_in_use_bytes.max(st.stats.in_use_bytes);
-                return Ok(block);
-            }
+        if let Some(block) = self.state.lock().unwrap().reuse(class) {
+            return Ok(block);
         }
         // SAFETY: uninitialised device memory; every op writes its output before reading it.
         let block = match unsafe { self.stream.alloc::<u8>(class) } {
@@ -258,10 +265,7 @@ impl Pool {
                 })?
             }
         };
-        let mut st = self.state.lock().unwrap();
-        st.stats.device_allocs += 1;
-        st.stats.in_use_bytes += class;
-        st.stats.peak_in_use_bytes = st.stats.peak_in_use_bytes.max(st.stats.in_use_bytes);
+        self.state.lock().unwrap().count_new(class);
         Ok(block)
     }
 
