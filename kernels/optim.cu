@@ -31,6 +31,11 @@ struct AdamHyper {
   float grad_scale;                           // multiplies every gradient (clipping, loss scaling)
 };
 
+// The per-step schedule AdamW may read from the device: [lr, bias correction 1, bias correction 2].
+#define ADAM_LR 0
+#define ADAM_BC1 1
+#define ADAM_BC2 2
+
 // Gate fields (see the top of the file).
 #define GATE_LOSS 0
 #define GATE_NORM 1
@@ -98,7 +103,14 @@ extern "C" __global__ void __launch_bounds__(256)
 
 template <typename G>
 __device__ void adamw_step(const AdamSlot<G>* __restrict__ slots, int num_slots, AdamHyper h,
-                           const float* __restrict__ gate) {
+                           const float* __restrict__ gate, const float* __restrict__ schedule) {
+  // A step replayed from a CUDA graph reads what changes from step to step (learning rate, bias
+  // corrections) from device memory written before the replay.
+  if (schedule) {
+    h.lr = schedule[ADAM_LR];
+    h.bias_correction1 = schedule[ADAM_BC1];
+    h.bias_correction2 = schedule[ADAM_BC2];
+  }
   float scale = h.grad_scale;
   if (gate) {
     if (gate[GATE_SKIP] != 0.f) return;
@@ -121,9 +133,11 @@ __device__ void adamw_step(const AdamSlot<G>* __restrict__ slots, int num_slots,
   }
 }
 
-// `gate` may be null: the update then uses h.grad_scale alone.
-extern "C" __global__ void adamw_step_f32(const AdamSlot<float>* slots, int num_slots, AdamHyper h, const float* gate) {
-  adamw_step<float>(slots, num_slots, h, gate);
+// `gate` may be null: the update then uses h.grad_scale alone. `schedule` may be null: the update then uses
+// the learning rate and bias corrections in h.
+extern "C" __global__ void adamw_step_f32(const AdamSlot<float>* slots, int num_slots, AdamHyper h, const float* gate,
+                                          const float* schedule) {
+  adamw_step<float>(slots, num_slots, h, gate, schedule);
 }
 
 struct EmaSlot {

@@ -3,6 +3,7 @@
 //! seeded and keeps its mask, and bad masks are refused with clear errors.
 #![allow(clippy::needless_range_loop)] // numeric tests index several parallel arrays
 use gsure::diffusion::schedule::Edm;
+use gsure::nn::TrainSeed;
 use gsure::nn::{DdpmppConfig, DdpmppUnet, EdmDenoiser};
 use gsure::objectives::ambient::{
     ambient_loss, ambient_loss_parts, ambient_loss_with, ambient_sample, ambient_sample_with, b_mask, further_mask,
@@ -216,12 +217,12 @@ fn loss_ignores_unobserved_pixels_and_matches_its_formula() {
         ops::add(&y, &ops::mul(&randn(&shape, &mut rng(3)), &ops::affine(&a2, -1.0, 1.0).unwrap()).unwrap()).unwrap();
     let opts = AmbientOptions::default();
     let idx = [4, 9, 2];
-    let l1 = ambient_loss(&den, &y, &a, &idx, &opts, &mut rng(6), Some(1)).unwrap();
-    let l2 = ambient_loss(&den, &other, &a, &idx, &opts, &mut rng(6), Some(1)).unwrap();
+    let l1 = ambient_loss(&den, &y, &a, &idx, &opts, &mut rng(6), Some(TrainSeed::Host(1))).unwrap();
+    let l2 = ambient_loss(&den, &other, &a, &idx, &opts, &mut rng(6), Some(TrainSeed::Host(1))).unwrap();
     assert_eq!(l1.item().unwrap(), l2.item().unwrap(), "values under A = 0 must not matter");
     // ... while observed values do.
     let moved = ops::add(&y, &ops::scale(&a2, 0.3).unwrap()).unwrap();
-    let l3 = ambient_loss(&den, &moved, &a, &idx, &opts, &mut rng(6), Some(1)).unwrap();
+    let l3 = ambient_loss(&den, &moved, &a, &idx, &opts, &mut rng(6), Some(TrainSeed::Host(1))).unwrap();
     assert!((l3.item().unwrap() - l1.item().unwrap()).abs() > 1e-6);
     // Gradients reach the parameters.
     let g = backward(&l1).unwrap();
@@ -268,7 +269,7 @@ fn loss_ignores_unobserved_pixels_and_matches_its_formula() {
     let (_, plain) = small_net(0, 2);
     let o = AmbientOptions { mode: AmbientMode::Naive, ..opts };
     assert!(ambient_loss(&plain, &y, &a, &idx, &o, &mut rng(6), None).unwrap().item().unwrap().is_finite());
-    let parts = ambient_loss_parts(&den, &y, &a, &idx, &opts, &mut rng(6), Some(1)).unwrap();
+    let parts = ambient_loss_parts(&den, &y, &a, &idx, &opts, &mut rng(6), Some(TrainSeed::Host(1))).unwrap();
     assert_eq!(parts.loss.item().unwrap(), l1.item().unwrap(), "same generator, same loss");
 }
 

@@ -2,6 +2,7 @@
 //! shapes, the time embedding, a tiny model that fits 8 images, D(x; σ) -> x as σ -> 0, mask channels,
 //! and CPU/CUDA parity of a whole network.
 use gsure::diffusion::schedule::Edm;
+use gsure::nn::TrainSeed;
 use gsure::nn::{configs, DdpmppConfig, DdpmppUnet, EdmDenoiser, GateScope};
 use gsure::ops::{self, embedding};
 use gsure::testing::{mask, parity, randn, rng};
@@ -213,7 +214,7 @@ fn forward_shapes_and_bad_inputs() {
     let x = f32_randn(&[3, 2, 16, 16], 1);
     let t = Tensor::from_f32(&[-2.0, 0.0, 1.0], [3], &Device::Cpu).unwrap();
     assert_eq!(net.forward(&x, &t, None).unwrap().dims(), &[3, 1, 16, 16]);
-    assert_eq!(net.forward(&x, &t, Some(7)).unwrap().dims(), &[3, 1, 16, 16]);
+    assert_eq!(net.forward(&x, &t, Some(TrainSeed::Host(7))).unwrap().dims(), &[3, 1, 16, 16]);
     let err = net.forward(&f32_randn(&[3, 1, 16, 16], 2), &t, None).unwrap_err().to_string();
     assert!(err.contains("does not fit"), "{err}");
 

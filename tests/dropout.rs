@@ -105,3 +105,31 @@ fn cuda_parity() {
         }
     }
 }
+
+/// A seed in device memory (how a step replayed from a CUDA graph gets new masks) drops exactly what the
+/// same seed given by value drops, forward and backward, for several layers of one step.
+#[test]
+fn a_device_seed_masks_as_the_host_seed_does_on_cuda() {
+    use gsure::nn::{layer_seed, TrainSeed};
+    use gsure::ops::dropout::Seed;
+    let Some(gpu) = gpu_or_skip("dropout with a device seed") else { return };
+    let g = gpu.gpu().unwrap().clone();
+    let n = 10_007;
+    for step_seed in [0u64, 7, u64::MAX - 3] {
+        let words = g.upload(&[step_seed]).unwrap();
+        for layer in [0u64, 1, 23] {
+            let x = ones(n, DType::F32, &gpu).set_requires_grad(true);
+            let host = dropout(&x, 0.3, layer_seed(step_seed, layer)).unwrap();
+            let device = dropout(&x, 0.3, TrainSeed::Device(words.ptr()).for_layer(layer)).unwrap();
+            assert_eq!(host.to_vec_f32().unwrap(), device.to_vec_f32().unwrap(), "seed {step_seed} layer {layer}");
+            let gh = gsure::backward(&gsure::ops::sum_all(&host).unwrap()).unwrap();
+            let gd = gsure::backward(&gsure::ops::sum_all(&device).unwrap()).unwrap();
+            let (gh, gd) = (gh.get(&x).unwrap().to_vec_f32().unwrap(), gd.get(&x).unwrap().to_vec_f32().unwrap());
+            assert_eq!(gh, gd, "seed {step_seed} layer {layer}: backward");
+            assert_eq!(TrainSeed::Host(step_seed).for_layer(layer), Seed::Host(layer_seed(step_seed, layer)));
+        }
+    }
+    // The CPU has no device memory to read a seed from.
+    let x = ones(8, DType::F32, &Device::Cpu);
+    assert!(dropout(&x, 0.3, Seed::Device { step_seed: 0x1000, layer: 0 }).is_err());
+}

@@ -5,6 +5,7 @@
 use gsure::autograd::backward;
 use gsure::corruption::{Basis, SpectralBatch};
 use gsure::diffusion::VpSchedule;
+use gsure::nn::TrainSeed;
 use gsure::nn::{DdimUnet, DdimUnetConfig, Prediction};
 use gsure::objectives::gsure::{cat_batch, split_batch};
 use gsure::objectives::{check_config, gsure_step_loss, GsureMode, GsureObjective, ProbeKind};
@@ -577,7 +578,7 @@ fn a_divergence_on_a_subset_reweights_the_first_examples_and_leaves_the_rest_wit
     let (mut eps_net, _) = tiny_unet(DType::F32);
     eps_net.config.prediction = Prediction::Eps;
     let b32 = each_field(&b, |t| t.to_dtype(DType::F32).unwrap());
-    for (seed, batched) in [(None, true), (Some(3u64), false)] {
+    for (seed, batched) in [(None, true), (Some(TrainSeed::Host(3)), false)] {
         let obj = GsureObjective { div_every: 2, batched, ..GsureObjective::for_dtype(GsureMode::Ybar, DType::F32) };
         let loss = gsure_step_loss(&eps_net, &obj, &b32, &sched, 0, &mut r, seed, DType::F32, &Device::Cpu).unwrap();
         assert!(loss.item().unwrap().is_finite());

@@ -270,6 +270,38 @@ fn resume_equals_an_uninterrupted_run_on_cuda() {
     assert_same_params(&straight, &resumed);
 }
 
+/// A step replayed from a captured CUDA graph does what the same step issued launch by launch does, bit for
+/// bit: the weights, their average and every logged loss, across the warm-up, the capture and the replays
+/// (the learning rate still warming up, so the schedule read from the device changes at every replay), for
+/// both model families, f32 and bf16, on clean and on corrupted data.
+#[test]
+fn a_graph_replayed_cuda_run_equals_the_eager_run() {
+    use gsure::train::LossKind;
+    let Some(gpu) = gsure::testing::gpu_or_skip("graph replay in training") else { return };
+    let cases = [
+        ("tiny", LossKind::Supervised, false),
+        ("tiny", LossKind::Naive, true),
+        ("tiny-edm", LossKind::Supervised, false),
+    ];
+    for (config, loss, bf16) in cases {
+        let o = TrainOptions { config: config.into(), loss, bf16, warmup: 8, beta_start: 4e-4, ..options(6) };
+        let run = |graphs: bool| {
+            let out = dir(&format!("graph-{config}-{loss:?}-{graphs}"));
+            let mut t = Trainer::new(o.clone(), corrupted(&o), &out, &gpu, false, false).unwrap();
+            t.use_cuda_graphs(graphs);
+            t.run(&AtomicBool::new(false), |_, _, _| {}).unwrap();
+            assert_eq!(t.replays_graph(), graphs, "{config} {loss:?}: replaying a graph");
+            (t, losses(&out))
+        };
+        let ((eager, eager_losses), (replayed, replayed_losses)) = (run(false), run(true));
+        assert_eq!(eager_losses, replayed_losses, "{config} {loss:?}: losses");
+        assert_same_params(&eager, &replayed);
+        for ((name, a), (_, b)) in eager.ema.shadow.iter().zip(&replayed.ema.shadow) {
+            assert_eq!(a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap(), "{config} {loss:?}: EMA of {name}");
+        }
+    }
+}
+
 #[test]
 fn force_keeps_the_previous_run_when_the_new_settings_are_refused() {
     let out = dir("force-refused");

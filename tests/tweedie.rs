@@ -5,6 +5,7 @@
 #![allow(clippy::needless_range_loop)] // numeric tests index several parallel arrays
 use gsure::diffusion::schedule::Edm;
 use gsure::diffusion::EdmOptions;
+use gsure::nn::TrainSeed;
 use gsure::nn::{DdpmppConfig, DdpmppUnet, EdmDenoiser};
 use gsure::objectives::tweedie::{
     consistency_term_with, noisy_observations, pseudo_target, truncated_sigma, truncated_std_normal, tweedie_loss,
@@ -359,7 +360,7 @@ fn edm_denoiser_loss_with_consistency_and_sampling() {
     let x_n = randn(&[3, 1, 8, 8], &mut rng(1));
     let sn = [0.1, 0.2, 0.05];
     let opts = TweedieOptions { consistency: Some(ConsistencyOptions::default()), ..Default::default() };
-    let parts = tweedie_loss_parts(&den, &x_n, &sn, &opts, &mut rng(2), Some(3)).unwrap();
+    let parts = tweedie_loss_parts(&den, &x_n, &sn, &opts, &mut rng(2), Some(TrainSeed::Host(3))).unwrap();
     let (lc, s, sp) = parts.consistency.as_ref().unwrap();
     assert!(s.iter().zip(&sn).all(|(s, n)| *s <= *n && *s >= 0.002));
     assert!(sp.iter().zip(s).all(|(p, s)| (p - 0.95 * s).abs() < 1e-15));
@@ -367,7 +368,7 @@ fn edm_denoiser_loss_with_consistency_and_sampling() {
     let lcv = lc.to_vec_f64().unwrap();
     let expect = tw.iter().sum::<f64>() / 3.0 + 0.01 * lcv.iter().sum::<f64>() / 3.0;
     assert!((parts.loss.item().unwrap() - expect).abs() < 1e-12 * expect.abs());
-    let again = tweedie_loss(&den, &x_n, &sn, &opts, &mut rng(2), Some(3)).unwrap();
+    let again = tweedie_loss(&den, &x_n, &sn, &opts, &mut rng(2), Some(TrainSeed::Host(3))).unwrap();
     assert_eq!(again.item().unwrap(), parts.loss.item().unwrap(), "seeded");
     let g = backward(&parts.loss).unwrap();
     assert!(ps.iter().filter(|(_, p)| g.get(p).is_some()).count() > ps.len() / 2);

@@ -520,6 +520,10 @@ struct TrainArgs {
     /// bf16 activations with f32 master weights (CUDA).
     #[arg(long)]
     bf16: bool,
+    /// Issue every CUDA step's launches from the host instead of replaying the step from a captured CUDA
+    /// graph (same weights; for profiling the launches one by one).
+    #[arg(long)]
+    no_cuda_graph: bool,
     /// Continue the run in --out from its checkpoint, with its stored settings and data (flags that disagree
     /// with them are refused; --steps may raise the total).
     #[arg(long)]
@@ -784,6 +788,7 @@ fn train(a: TrainArgs) -> Result<()> {
         opts.beta_start = opts.default_beta_start(&data);
     }
     let mut trainer = gsure::train::Trainer::new(opts, data, &a.out, &device, a.resume, a.force)?;
+    trainer.use_cuda_graphs(!a.no_cuda_graph);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -110,6 +110,12 @@ impl Edm {
             c_noise: sigma.ln() / 4.0,
         }
     }
+    /// [c_in, c_skip, c_out, c_noise] of every σ in `sigma`, one column each.
+    pub fn precond_columns(&self, sigma: &[f64]) -> [Vec<f64>; 4] {
+        let p: Vec<Precond> = sigma.iter().map(|&s| self.precond(s)).collect();
+        let column = |f: fn(&Precond) -> f64| p.iter().map(f).collect();
+        [column(|q| q.c_in), column(|q| q.c_skip), column(|q| q.c_out), column(|q| q.c_noise)]
+    }
     /// λ(σ) = (σ² + σ_d²)/(σ σ_d)².
     pub fn loss_weight(&self, sigma: f64) -> f64 {
         (sigma * sigma + self.sigma_data * self.sigma_data) / (sigma * self.sigma_data).powi(2)

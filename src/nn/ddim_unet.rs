@@ -4,6 +4,7 @@
 //! grid is shifted by one pixel, which matters only for loading the reference's weights (we do not).
 use super::layers::{AttnBlock, Conv2d, GroupNorm, Linear, ResnetBlock};
 use super::Init;
+use super::TrainSeed;
 use crate::ops::{self, embedding, layout};
 use crate::{DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Result};
@@ -241,7 +242,7 @@ impl DdimUnet {
     }
 
     /// D(x_t, t): x [N, in_channels, R, R], t [N] integer timesteps (as floats). `train_seed` turns dropout on.
-    pub fn forward(&self, x: &Tensor, t: &Tensor, train_seed: Option<u64>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, t: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
         let _range = crate::nvtx::range("ddim-unet forward");
         let c = &self.config;
         let (n, ch, h, w) = x.shape().nchw("U-Net input")?;

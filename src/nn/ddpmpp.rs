@@ -22,7 +22,8 @@
 //! Linear(augment_dim, C) that EDM's released CIFAR-10 models carry with augment_dim 9).
 use super::gated::{xavier_bound, Gate, GatedConv2d};
 use super::layers::{add_per_channel, GroupNorm, Linear};
-use super::{layer_seed, Init};
+use super::Init;
+use super::TrainSeed;
 use crate::ops::{self, attention, dropout, embedding, layout, matmul};
 use crate::{DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Result};
@@ -334,13 +335,13 @@ impl UNetBlock {
     }
 
     /// `emb` is the (already SiLU'd) embedding [N, emb]; `train_seed` turns dropout on.
-    pub fn forward(&self, x: &Tensor, emb: &Tensor, train_seed: Option<u64>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, emb: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
         let h = resample(&self.norm0.forward(x, true)?, self.resample)?;
         let h = self.conv0.forward(&h)?;
         let h = add_per_channel(&h, &self.affine.forward(emb)?)?;
         let mut h = self.norm1.forward(&h, true)?;
         if let (Some(seed), true) = (train_seed, self.dropout > 0.0) {
-            h = dropout::dropout(&h, self.dropout, layer_seed(seed, self.index))?;
+            h = dropout::dropout(&h, self.dropout, seed.for_layer(self.index))?;
         }
         let h = self.conv1.forward(&h)?;
         let skip = match &self.skip {
@@ -458,7 +459,7 @@ impl DdpmppUnet {
 
     /// F(x; c_noise): x [N, in + extra, R, R] in the compute dtype, `noise_labels` [N] (EDM's c_noise =
     /// ln(σ)/4; f32, or f64 for f64 CPU runs). `train_seed` turns dropout on.
-    pub fn forward(&self, x: &Tensor, noise_labels: &Tensor, train_seed: Option<u64>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, noise_labels: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
         let _range = crate::nvtx::range("ddpmpp forward");
         let c = &self.config;
         let (n, chans, h, w) = x.shape().nchw("DDPM++ input")?;

@@ -2,10 +2,20 @@
 //! D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ)), with per-example σ, and Ambient Diffusion's
 //! mask channels (§4.3) appended to the network input.
 use super::ddpmpp::DdpmppUnet;
+use super::TrainSeed;
 use crate::diffusion::schedule::Edm;
 use crate::ops::{self, layout};
 use crate::{DType, Tensor};
 use anyhow::{bail, Result};
+
+/// EDM's per-example coefficients of a batch, each [N]: c_in, c_skip and c_out in the image's dtype,
+/// c_noise in f32 (f64 for f64 runs).
+pub struct Preconditioning {
+    pub c_in: Tensor,
+    pub c_skip: Tensor,
+    pub c_out: Tensor,
+    pub c_noise: Tensor,
+}
 
 pub struct EdmDenoiser {
     pub net: DdpmppUnet,
@@ -25,7 +35,42 @@ impl EdmDenoiser {
     /// level per example, `mask` [N, extra_in_channels, R, R] exactly when the network has extra input
     /// channels. `train_seed` turns dropout on. Returns the x0 estimate [N, out_channels, R, R]; c_skip x
     /// needs out_channels = in_channels.
-    pub fn denoise(&self, x: &Tensor, sigma: &[f64], mask: Option<&Tensor>, train_seed: Option<u64>) -> Result<Tensor> {
+    pub fn denoise(
+        &self,
+        x: &Tensor,
+        sigma: &[f64],
+        mask: Option<&Tensor>,
+        train_seed: Option<TrainSeed>,
+    ) -> Result<Tensor> {
+        let n = x.dims().first().copied().unwrap_or(0);
+        if sigma.len() != n {
+            bail!("EDM denoiser: {} noise levels for a batch of {n} (shape {})", sigma.len(), x.shape());
+        }
+        if let Some(bad) = sigma.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            bail!("EDM denoiser: noise level {bad} is not a positive finite number");
+        }
+        let [c_in, c_skip, c_out, c_noise] = self.edm.precond_columns(sigma);
+        let per_example = |v: &[f64], dtype| Tensor::from_f64(v, [n], dtype, x.device());
+        // c_noise stays f32 like DDIM's timesteps (bf16 would round ln σ / 4 coarsely); f64 for f64 runs.
+        let t_dtype = if x.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+        let p = Preconditioning {
+            c_in: per_example(&c_in, x.dtype())?,
+            c_skip: per_example(&c_skip, x.dtype())?,
+            c_out: per_example(&c_out, x.dtype())?,
+            c_noise: per_example(&c_noise, t_dtype)?,
+        };
+        self.denoise_preconditioned(x, &p, mask, train_seed)
+    }
+
+    /// [`Self::denoise`] with the per-example coefficients already on the device (drawn and uploaded with
+    /// a staged step's batch): nothing here reads the host.
+    pub fn denoise_preconditioned(
+        &self,
+        x: &Tensor,
+        p: &Preconditioning,
+        mask: Option<&Tensor>,
+        train_seed: Option<TrainSeed>,
+    ) -> Result<Tensor> {
         let cfg = &self.net.config;
         let (n, c, h, w) = x.shape().nchw("EDM denoiser input")?;
         if c != cfg.in_channels || cfg.out_channels != cfg.in_channels {
@@ -37,11 +82,10 @@ impl EdmDenoiser {
                 cfg.out_channels
             );
         }
-        if sigma.len() != n {
-            bail!("EDM denoiser: {} noise levels for a batch of {n} (shape {})", sigma.len(), x.shape());
-        }
-        if let Some(bad) = sigma.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            bail!("EDM denoiser: noise level {bad} is not a positive finite number");
+        for (name, t) in [("c_in", &p.c_in), ("c_skip", &p.c_skip), ("c_out", &p.c_out), ("c_noise", &p.c_noise)] {
+            if t.dims() != [n] {
+                bail!("EDM denoiser: {name} of shape {} for a batch of {n} (shape {})", t.shape(), x.shape());
+            }
         }
         match (mask, cfg.extra_in_channels) {
             (None, 0) => {}
@@ -62,24 +106,12 @@ impl EdmDenoiser {
             (Some(m), _) => bail!("EDM denoiser: mask of shape {} for a network without mask channels", m.shape()),
         }
 
-        let p: Vec<_> = sigma.iter().map(|&s| self.edm.precond(s)).collect();
-        let per_example = |f: &dyn Fn(usize) -> f64| -> Result<Tensor> {
-            let v: Vec<f64> = (0..n).map(f).collect();
-            Tensor::from_f64(&v, [n], x.dtype(), x.device())
-        };
-        let c_in = per_example(&|i| p[i].c_in)?;
-        let c_skip = per_example(&|i| p[i].c_skip)?;
-        let c_out = per_example(&|i| p[i].c_out)?;
-        // c_noise stays f32 like DDIM's timesteps (bf16 would round ln σ / 4 coarsely); f64 for f64 runs.
-        let t_dtype = if x.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
-        let c_noise = Tensor::from_f64(&p.iter().map(|q| q.c_noise).collect::<Vec<_>>(), [n], t_dtype, x.device())?;
-
-        let mut input = ops::mul_along(x, &c_in, 0)?;
+        let mut input = ops::mul_along(x, &p.c_in, 0)?;
         if let Some(m) = mask {
-            let m = if self.scale_mask { ops::mul_along(m, &c_in, 0)? } else { m.clone() };
+            let m = if self.scale_mask { ops::mul_along(m, &p.c_in, 0)? } else { m.clone() };
             input = layout::concat_channels(&[&input, &m])?;
         }
-        let f = self.net.forward(&input, &c_noise, train_seed)?;
-        ops::add(&ops::mul_along(x, &c_skip, 0)?, &ops::mul_along(&f, &c_out, 0)?)
+        let f = self.net.forward(&input, &p.c_noise, train_seed)?;
+        ops::add(&ops::mul_along(x, &p.c_skip, 0)?, &ops::mul_along(&f, &p.c_out, 0)?)
     }
 }

@@ -1,6 +1,7 @@
 //! The building blocks of the U-Nets: convolution, linear, group norm, the residual block with a time
 //! embedding, and the self-attention block.
-use super::{layer_seed, Init};
+use super::Init;
+use super::TrainSeed;
 use crate::ops::{self, attention, conv, dropout, matmul, norm};
 use crate::Tensor;
 use anyhow::Result;
@@ -124,12 +125,12 @@ impl ResnetBlock {
     }
 
     /// `temb_act` is SiLU(time embedding), shared by every block. `train_seed` enables dropout.
-    pub fn forward(&self, x: &Tensor, temb_act: &Tensor, train_seed: Option<u64>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb_act: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward(x, true)?)?;
         let h = add_per_channel(&h, &self.temb_proj.forward(temb_act)?)?;
         let mut h = self.norm2.forward(&h, true)?;
         if let (Some(seed), true) = (train_seed, self.dropout > 0.0) {
-            h = dropout::dropout(&h, self.dropout, layer_seed(seed, self.index))?;
+            h = dropout::dropout(&h, self.dropout, seed.for_layer(self.index))?;
         }
         let h = self.conv2.forward(&h)?;
         let skip = match &self.nin_shortcut {

@@ -10,7 +10,7 @@ pub mod model;
 
 pub use ddim_unet::{DdimUnet, DdimUnetConfig, Prediction};
 pub use ddpmpp::{DdpmppConfig, DdpmppUnet, GateScope};
-pub use edm::EdmDenoiser;
+pub use edm::{EdmDenoiser, Preconditioning};
 pub use gated::{Gate, GatedConv2d};
 pub use layers::{AttnBlock, Conv2d, GroupNorm, Linear, ResnetBlock};
 pub use model::{Model, ModelConfig};
@@ -41,6 +41,25 @@ impl<'a> Init<'a> {
     pub fn constant(&mut self, name: &str, shape: &[usize], value: f64) -> Result<Tensor> {
         let t = Tensor::full(shape.to_vec(), value, self.dtype, &self.device)?;
         self.store.insert(name, &t)
+    }
+}
+
+/// The seed of a training forward's dropout masks: the step's seed on the host, or the device address of
+/// it (a u64 the dropout kernels read), so that a step replayed from a CUDA graph draws new masks from the
+/// seed written before each replay. Both give the same masks for the same seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainSeed {
+    Host(u64),
+    Device(u64),
+}
+
+impl TrainSeed {
+    /// The seed of layer `layer`'s mask.
+    pub fn for_layer(self, layer: u64) -> crate::ops::dropout::Seed {
+        match self {
+            TrainSeed::Host(seed) => crate::ops::dropout::Seed::Host(layer_seed(seed, layer)),
+            TrainSeed::Device(step_seed) => crate::ops::dropout::Seed::Device { step_seed, layer },
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use crate::corruption::{OpKind, OpSpec};
 use crate::diffusion::samplers::edm_heun_sample;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{Edm, EdmOptions};
+use crate::nn::TrainSeed;
 use crate::nn::{EdmDenoiser, Model};
 use crate::ops::{self, layout};
 use crate::train::{Sampling, TrainData, TrainOptions};
@@ -269,7 +270,7 @@ pub fn ambient_loss(
     indices: &[usize],
     opts: &AmbientOptions,
     rng: &mut impl Rng,
-    train_seed: Option<u64>,
+    train_seed: Option<TrainSeed>,
 ) -> Result<Tensor> {
     Ok(ambient_loss_parts(den, y, a, indices, opts, rng, train_seed)?.loss)
 }
@@ -282,7 +283,7 @@ pub fn ambient_loss_parts(
     indices: &[usize],
     opts: &AmbientOptions,
     rng: &mut impl Rng,
-    train_seed: Option<u64>,
+    train_seed: Option<TrainSeed>,
 ) -> Result<AmbientLoss> {
     ambient_loss_with(
         &den.edm,

@@ -28,6 +28,7 @@
 use super::{Objective, StepInputs};
 use crate::corruption::{Basis, CorruptedData, OpKind, OpSpec, SpectralBatch};
 use crate::diffusion::schedule::VpSchedule;
+use crate::nn::TrainSeed;
 use crate::nn::{DdimUnet, Model, Prediction};
 use crate::ops::gsure_loss::{gsure_loss, GsureCoefs};
 use crate::ops::{self, layout};
@@ -427,7 +428,7 @@ pub fn gsure_step_loss(
     schedule: &VpSchedule,
     t_min: usize,
     rng: &mut impl Rng,
-    dropout_seed: Option<u64>,
+    dropout_seed: Option<TrainSeed>,
     compute: DType,
     device: &Device,
 ) -> Result<Tensor> {

@@ -7,15 +7,18 @@
 //! refuses, how its samples are drawn and the loss of one step. The trainer owns the rest of the step
 //! (optimiser, EMA, logging). [`for_loss`] is the one place that maps `--loss` to an objective.
 pub mod ambient;
+pub mod batch;
 pub mod gsure;
 pub mod supervised;
 pub mod tweedie;
 pub mod variance;
 
+pub use batch::{DeviceBatch, HostBatch, Layout};
 pub use gsure::{check_config, gsure_step_loss, GsureMode, GsureObjective, Noised, ProbeKind};
 
 use crate::corruption::{CorruptedData, OpSpec};
 use crate::diffusion::schedule::VpSchedule;
+use crate::nn::TrainSeed;
 use crate::nn::{EdmDenoiser, Model};
 use crate::train::{LossKind, Sampling, TrainData, TrainOptions};
 use crate::{nvtx, DType, Device, Tensor};
@@ -41,6 +44,54 @@ pub trait Objective: Send + Sync {
     /// The loss of one step, ready for `backward`. It starts in the step's "data" phase and calls
     /// [`Phase::objective`] once the batch is where the loss reads it.
     fn loss(&self, step: StepInputs<'_>) -> Result<Tensor>;
+
+    /// The step split at the bus (batch.rs), for an objective whose device work reads nothing else from the
+    /// host: the trainer then sends each step's host values in one copy and, on CUDA, replays the step from
+    /// a graph. None: the trainer calls [`Objective::loss`].
+    fn staged(&self) -> Option<&dyn StagedObjective> {
+        None
+    }
+}
+
+/// An objective split into its host side and its device side.
+pub trait StagedObjective: Send + Sync {
+    /// Reads the batch and makes every draw of the step, in a fixed order, into `batch`.
+    fn draw(&self, step: DrawInputs<'_>, batch: &mut HostBatch) -> Result<()>;
+
+    /// The loss from the drawn batch, ready for `backward`: the same launches at every step.
+    fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor>;
+}
+
+/// What a staged objective's draw reads.
+pub struct DrawInputs<'a> {
+    /// Dataset indices of the batch.
+    pub indices: &'a [usize],
+    pub data: &'a TrainData,
+    pub model: &'a Model,
+    pub schedule: &'a VpSchedule,
+    pub options: &'a TrainOptions,
+    /// The step's generator, seeded from (seed, step).
+    pub rng: &'a mut StdRng,
+}
+
+/// What a staged objective's device loss reads besides its batch.
+pub struct LossInputs<'a> {
+    pub model: &'a Model,
+    pub options: &'a TrainOptions,
+    /// Turns dropout on.
+    pub dropout_seed: Option<TrainSeed>,
+    /// What the network computes in (the loss and the master weights stay f32).
+    pub compute: DType,
+}
+
+/// A staged objective's loss in one call: draw, send the batch to the device, and the device loss.
+pub fn staged_loss(objective: &dyn StagedObjective, step: StepInputs<'_>) -> Result<Tensor> {
+    let StepInputs { indices, data, model, schedule, options, rng, dropout_seed, compute, device, mut phase } = step;
+    let mut host = HostBatch::new();
+    objective.draw(DrawInputs { indices, data, model, schedule, options, rng }, &mut host)?;
+    let batch = host.to_device(device)?;
+    phase.objective();
+    objective.device_loss(&batch, LossInputs { model, options, dropout_seed, compute })
 }
 
 /// The objective `--loss` names.
@@ -65,7 +116,7 @@ pub struct StepInputs<'a> {
     /// The step's generator, seeded from (seed, step): every draw of the step comes from it, in a fixed order.
     pub rng: &'a mut StdRng,
     /// Turns dropout on, with masks that depend only on (seed, step).
-    pub dropout_seed: Option<u64>,
+    pub dropout_seed: Option<TrainSeed>,
     /// What the network computes in (the loss and the master weights stay f32).
     pub compute: DType,
     pub device: &'a Device,

@@ -1,15 +1,16 @@
 //! The two baselines of plain denoising (docs/METHODS.md §4.1): the oracle ([`Supervised`]) on clean images,
 //! and the naive baseline ([`Naive`]) on the zero-filled observations H† y as if they were clean. Both
 //! train with the denoising loss of the model's family: VP for the DDIM U-Net, EDM for the DDPM++ U-Net.
-use super::{gather, Objective, StepInputs};
+use super::{gather, DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective, StagedObjective, StepInputs};
 use crate::corruption::{OpKind, OpSpec};
 use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
-use crate::nn::{Model, Prediction};
+use crate::nn::{Model, Preconditioning, Prediction};
 use crate::train::{TrainData, TrainOptions};
 use crate::{ops, DType, Device, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
 
 /// Plain denoising on clean images: with a corrupted dataset, on the file's clean images, which only the
 /// oracle may see.
@@ -26,8 +27,22 @@ impl Objective for Supervised {
     }
 
     fn loss(&self, step: StepInputs<'_>) -> Result<Tensor> {
+        super::staged_loss(self, step)
+    }
+
+    fn staged(&self) -> Option<&dyn StagedObjective> {
+        Some(self)
+    }
+}
+
+impl StagedObjective for Supervised {
+    fn draw(&self, step: DrawInputs<'_>, batch: &mut HostBatch) -> Result<()> {
         let images = clean(step.data, step.indices)?;
-        denoising_loss(&images, step)
+        draw_denoising(&images, step, batch)
+    }
+
+    fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
+        denoising_loss(batch, step)
     }
 }
 
@@ -46,8 +61,22 @@ impl Objective for Naive {
     }
 
     fn loss(&self, step: StepInputs<'_>) -> Result<Tensor> {
+        super::staged_loss(self, step)
+    }
+
+    fn staged(&self) -> Option<&dyn StagedObjective> {
+        Some(self)
+    }
+}
+
+impl StagedObjective for Naive {
+    fn draw(&self, step: DrawInputs<'_>, batch: &mut HostBatch) -> Result<()> {
         let images = observed(step.data, step.indices)?;
-        denoising_loss(&images, step)
+        draw_denoising(&images, step, batch)
+    }
+
+    fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
+        denoising_loss(batch, step)
     }
 }
 
@@ -86,50 +115,77 @@ fn clean(data: &TrainData, indices: &[usize]) -> Result<Vec<f32>> {
     Ok(images.images)
 }
 
-/// The denoising loss of the model's family with `images` [B, C, H, W] as x0.
-fn denoising_loss(images: &[f32], mut step: StepInputs<'_>) -> Result<Tensor> {
+/// Draws the denoising loss's noise for `images` [B, C, H, W] as x0: ε, then per example the VP timestep
+/// (with √ᾱ_t, √(1−ᾱ_t)) or the EDM noise level (with its preconditioning and loss weight).
+fn draw_denoising(images: &[f32], step: DrawInputs<'_>, batch: &mut HostBatch) -> Result<()> {
     let [_, c, h, w] = step.data.dims();
     let b = step.indices.len();
-    let (device, compute, dropout_seed) = (step.device, step.compute, step.dropout_seed);
-    let x0 = Tensor::from_f32(images, [b, c, h, w], device)?;
-    let eps = Tensor::randn([b, c, h, w], DType::F32, device, &mut *step.rng)?;
-    step.phase.objective();
     let rng = step.rng;
+    batch.push_f32("x0", [b, c, h, w], images)?;
+    let eps: Vec<f64> = (0..b * c * h * w).map(|_| StandardNormal.sample(&mut *rng)).collect();
+    batch.push_f64("eps", [b, c, h, w], &eps)?;
+    match step.model {
+        Model::Ddim(_) => {
+            let schedule = step.schedule;
+            let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..schedule.steps())).collect();
+            let ab: Vec<f64> = ts.iter().map(|&t| schedule.alpha_bar(t)).collect();
+            batch.push_f64("sqrt_ab", [b], &ab.iter().map(|a| a.sqrt()).collect::<Vec<_>>())?;
+            batch.push_f64("sqrt_1m_ab", [b], &ab.iter().map(|a| (1.0 - a).sqrt()).collect::<Vec<_>>())?;
+            batch.push_f64("t", [b], &ts.iter().map(|&t| t as f64).collect::<Vec<_>>())?;
+        }
+        Model::Edm(den) => {
+            let sigma: Vec<f64> = (0..b).map(|_| den.edm.sample_sigma(&mut *rng)).collect();
+            batch.push_f64("sigma", [b], &sigma)?;
+            for (name, column) in
+                ["c_in", "c_skip", "c_out", "c_noise"].into_iter().zip(den.edm.precond_columns(&sigma))
+            {
+                batch.push_f64(name, [b], &column)?;
+            }
+            let m = (c * h * w) as f64;
+            let weights: Vec<f64> = sigma.iter().map(|&s| den.edm.loss_weight(s) / (m * b as f64)).collect();
+            batch.push_f64("weight", [b], &weights)?;
+        }
+    }
+    Ok(())
+}
+
+/// The denoising loss of the model's family on a batch from [`draw_denoising`].
+fn denoising_loss(batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
+    let (compute, dropout_seed) = (step.compute, step.dropout_seed);
+    let (x0, eps) = (batch.get("x0")?, batch.get("eps")?);
+    let [b, _, h, w] = x0.dims() else { bail!("denoising loss: x0 of shape {} is not [B, C, H, W]", x0.shape()) };
+    let (b, h, w) = (*b, *h, *w);
     match step.model {
         // VP: x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, plain MSE against x0 or ε.
         Model::Ddim(net) => {
-            let schedule = step.schedule;
-            let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..schedule.steps())).collect();
-            let coef = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-                let v: Vec<f32> = ts.iter().map(|&t| f(schedule.alpha_bar(t)) as f32).collect();
-                Tensor::from_f32(&v, [b], device)
-            };
             let x_t = ops::add(
-                &ops::mul_along(&x0, &coef(&|a| a.sqrt())?, 0)?,
-                &ops::mul_along(&eps, &coef(&|a| (1.0 - a).sqrt())?, 0)?,
+                &ops::mul_along(x0, batch.get("sqrt_ab")?, 0)?,
+                &ops::mul_along(eps, batch.get("sqrt_1m_ab")?, 0)?,
             )?;
-            let t = Tensor::from_f32(&ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b], device)?;
-            let pred = net.forward(&x_t.to_dtype(compute)?, &t, dropout_seed)?.to_dtype(DType::F32)?;
+            let pred = net.forward(&x_t.to_dtype(compute)?, batch.get("t")?, dropout_seed)?.to_dtype(DType::F32)?;
             let target = match net.config.prediction {
-                Prediction::X0 => &x0,
-                Prediction::Eps => &eps,
+                Prediction::X0 => x0,
+                Prediction::Eps => eps,
             };
             ops::mean_all(&ops::square(&ops::sub(&pred, target)?)?)
         }
         // EDM: x_t = x0 + σ n with ln σ ~ N(P_mean, P_std²); loss λ(σ) · mean over pixels of (D − x0)²,
         // averaged over the batch (EDM sums over pixels; the constant factor does not matter to Adam).
         Model::Edm(den) => {
-            let sigma: Vec<f64> = (0..b).map(|_| den.edm.sample_sigma(&mut *rng)).collect();
-            let per_example = |v: Vec<f64>| Tensor::from_f64(&v, [b], DType::F32, device);
-            let x_t = ops::add(&x0, &ops::mul_along(&eps, &per_example(sigma.clone())?, 0)?)?;
+            let x_t = ops::add(x0, &ops::mul_along(eps, batch.get("sigma")?, 0)?)?;
             let extra = den.net.config.extra_in_channels;
             // Clean data is fully observed: the mask channels (if any) are all ones.
+            let device = x0.device();
             let mask = if extra > 0 { Some(Tensor::full([b, extra, h, w], 1.0, compute, device)?) } else { None };
-            let d = den.denoise(&x_t.to_dtype(compute)?, &sigma, mask.as_ref(), dropout_seed)?.to_dtype(DType::F32)?;
-            let sq = ops::sum_per_example(&ops::square(&ops::sub(&d, &x0)?)?)?;
-            let m = (c * h * w) as f64;
-            let weights = per_example(sigma.iter().map(|&s| den.edm.loss_weight(s) / (m * b as f64)).collect())?;
-            ops::sum_all(&ops::mul(&sq, &weights)?)
+            let p = Preconditioning {
+                c_in: batch.get("c_in")?.to_dtype(compute)?,
+                c_skip: batch.get("c_skip")?.to_dtype(compute)?,
+                c_out: batch.get("c_out")?.to_dtype(compute)?,
+                c_noise: batch.get("c_noise")?.clone(),
+            };
+            let d = den.denoise_preconditioned(&x_t.to_dtype(compute)?, &p, mask.as_ref(), dropout_seed)?;
+            let sq = ops::sum_per_example(&ops::square(&ops::sub(&d.to_dtype(DType::F32)?, x0)?)?)?;
+            ops::sum_all(&ops::mul(&sq, batch.get("weight")?)?)
         }
     }
 }

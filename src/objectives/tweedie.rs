@@ -41,6 +41,7 @@ use crate::corruption::{OpKind, OpSpec};
 use crate::diffusion::samplers::edm_heun_sample;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{Edm, EdmOptions};
+use crate::nn::TrainSeed;
 use crate::nn::{EdmDenoiser, Model};
 use crate::ops::{self, layout};
 use crate::train::{Sampling, TrainData, TrainOptions};
@@ -395,7 +396,7 @@ pub fn tweedie_loss_with(
     Ok(TweedieLoss { loss, tweedie, sigma_t, consistency })
 }
 
-fn edm_closure<'a>(den: &'a EdmDenoiser, train_seed: Option<u64>) -> impl Denoise + 'a {
+fn edm_closure<'a>(den: &'a EdmDenoiser, train_seed: Option<TrainSeed>) -> impl Denoise + 'a {
     move |x: &Tensor, sigma: &[f64]| {
         let (n, _, h, w) = x.shape().nchw("tweedie denoiser")?;
         let extra = den.net.config.extra_in_channels;
@@ -413,7 +414,7 @@ pub fn tweedie_loss(
     sigma_n: &[f64],
     opts: &TweedieOptions,
     rng: &mut impl Rng,
-    train_seed: Option<u64>,
+    train_seed: Option<TrainSeed>,
 ) -> Result<Tensor> {
     Ok(tweedie_loss_parts(den, x_n, sigma_n, opts, rng, train_seed)?.loss)
 }
@@ -425,7 +426,7 @@ pub fn tweedie_loss_parts(
     sigma_n: &[f64],
     opts: &TweedieOptions,
     rng: &mut impl Rng,
-    train_seed: Option<u64>,
+    train_seed: Option<TrainSeed>,
 ) -> Result<TweedieLoss> {
     tweedie_loss_with(&den.edm, edm_closure(den, train_seed), x_n, sigma_n, opts, rng)
 }

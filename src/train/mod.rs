@@ -7,6 +7,8 @@ pub mod optim;
 pub mod options;
 pub mod run_dir;
 pub mod sampling;
+pub mod staged_step;
+mod staging;
 pub mod trainer;
 
 pub use data::{load_train_data, TrainData};

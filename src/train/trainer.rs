@@ -8,11 +8,13 @@ use super::optim::{clip_gate, AdamConfig, AdamW, Ema, GateRing, GateValues, Gate
 use super::options::TrainOptions;
 use super::run_dir::{repair_log, RunDir};
 use super::sampling::sample;
+use super::staged_step::{self, StepParts, StepReplay};
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::diffusion::schedule::VpSchedule;
+use crate::nn::TrainSeed;
 use crate::nn::{Model, ModelConfig};
 use crate::nvtx;
-use crate::objectives::{Objective, Phase, StepInputs};
+use crate::objectives::{DrawInputs, HostBatch, Objective, Phase, StepInputs};
 use crate::{backward, no_grad, DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
@@ -53,6 +55,8 @@ pub struct Trainer {
     /// Batches in a per-epoch shuffled order that depends only on (seed, epoch), prepared on a background
     /// thread; a resumed run starts at the epoch and batch where the step count puts it.
     loader: Loader,
+    /// A staged objective's CUDA steps: staging buffers and the captured step.
+    replay: StepReplay,
     pub run: RunDir,
 }
 
@@ -208,12 +212,24 @@ impl Trainer {
             ring: GateRing::default(),
             queued_ms: std::collections::VecDeque::new(),
             loader,
+            replay: StepReplay::default(),
             run,
         })
     }
 
     fn meta(&self) -> serde_json::Value {
         serde_json::json!({ "options": self.options, "model": self.model_config, "step": self.step })
+    }
+
+    /// Whether a staged objective's CUDA steps are captured once into a graph and replayed (the default),
+    /// or run eagerly, each launch issued by the host (`--no-cuda-graph`). Both give the same weights.
+    pub fn use_cuda_graphs(&mut self, on: bool) {
+        self.replay.graphs = on;
+    }
+
+    /// Whether the steps are replayed from a captured CUDA graph now.
+    pub fn replays_graph(&self) -> bool {
+        self.replay.replaying()
     }
 
     pub fn save_checkpoint(&self) -> Result<()> {
@@ -237,23 +253,59 @@ impl Trainer {
     fn queue_step(&mut self) -> Result<StepGate> {
         let o = &self.options;
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
-        let phase = Phase::data();
+        let mut phase = Phase::data();
         let batch = self.loader.next().context("the data loader stopped")?;
-        let loss = self.objective.loss(StepInputs {
-            indices: &batch.indices,
-            data: &self.data,
-            model: &self.model,
-            schedule: &self.schedule,
-            options: o,
-            rng: &mut rng,
-            dropout_seed: Some(mix(o.seed, self.step) ^ 1),
-            compute: if o.bf16 { DType::BF16 } else { DType::F32 },
-            device: &self.device,
-            phase,
-        })?;
-        let gate = self.update(loss)?;
+        let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
+        let dropout_seed = mix(o.seed, self.step) ^ 1;
+        let lr = self.lr();
+        let gate = match self.objective.staged() {
+            Some(staged) => {
+                let mut host = HostBatch::new();
+                let step = DrawInputs {
+                    indices: &batch.indices,
+                    data: &self.data,
+                    model: &self.model,
+                    schedule: &self.schedule,
+                    options: o,
+                    rng: &mut rng,
+                };
+                staged.draw(step, &mut host)?;
+                phase.objective();
+                let parts = StepParts {
+                    model: &self.model,
+                    params: &self.params,
+                    opt: &mut self.opt,
+                    ema: &mut self.ema,
+                    gate: &mut self.gate,
+                    options: o,
+                    compute,
+                };
+                staged_step::queue(staged, host, lr, dropout_seed, &self.device, &mut self.replay, parts)?
+            }
+            None => {
+                let loss = self.objective.loss(StepInputs {
+                    indices: &batch.indices,
+                    data: &self.data,
+                    model: &self.model,
+                    schedule: &self.schedule,
+                    options: o,
+                    rng: &mut rng,
+                    dropout_seed: Some(TrainSeed::Host(dropout_seed)),
+                    compute,
+                    device: &self.device,
+                    phase,
+                })?;
+                self.update(loss)?
+            }
+        };
         self.step += 1;
         Ok(gate)
+    }
+
+    /// The learning rate of the coming step: linear warm-up to `--lr`.
+    fn lr(&self) -> f64 {
+        let o = &self.options;
+        o.lr * ((self.step + 1) as f64 / o.warmup.max(1) as f64).min(1.0)
     }
 
     /// Back-propagates, clips, and updates the weights and their average, gated on the device: the clip
@@ -270,7 +322,7 @@ impl Trainer {
             let _range = nvtx::range("clip");
             clip_gate(&self.params, &grads, Some(&loss), o.grad_clip, &mut self.gate)?
         };
-        let lr = o.lr * ((self.step + 1) as f64 / o.warmup.max(1) as f64).min(1.0);
+        let lr = self.lr();
         no_grad(|| -> Result<()> {
             {
                 let _range = nvtx::range("optimiser");

@@ -7,6 +7,7 @@
 //! the graph's kernels keep their addresses, so those blocks stay out of everyone else's reach until the
 //! graph and every buffer holding one of them are gone. Blocks freed during the capture are reused by the
 //! same capture (a replay runs its nodes in capture order, so that reuse is as safe as in eager mode).
+use super::pinned::PinnedBuf;
 use super::GpuElem;
 use anyhow::{anyhow, bail, Result};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr};
@@ -436,6 +437,52 @@ impl<T: GpuElem> GpuBuf<T> {
         let view = unsafe { self.block.as_ref().unwrap().transmute::<T>(self.len) }.expect("block large enough");
         self.pool.stream.memcpy_dtoh(&view, dst).map_err(|e| anyhow!("device to pinned host copy: {e:?}"))
     }
+    /// Queues a copy of the first `self.len()` elements of `src` into this buffer and returns at once (a
+    /// raw driver call, so that nothing waits on an event: it may be captured, and then reads `src` when the
+    /// graph replays). The caller keeps `src` unchanged until the copy has landed.
+    pub fn upload_pinned(&mut self, src: &PinnedBuf<T>) -> Result<()> {
+        if src.len() < self.len {
+            bail!("page-locked upload of {} elements into a buffer of {}", src.len(), self.len);
+        }
+        self.pool.note_stream_use();
+        self.pool.ctx.bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+        bump(&self.pool.activity.host_to_device);
+        // SAFETY: both ranges hold self.bytes() bytes; the caller keeps src alive and unchanged until it lands.
+        let r = unsafe {
+            cudarc::driver::sys::cuMemcpyHtoDAsync_v2(
+                self.ptr,
+                src.host_ptr() as *const std::ffi::c_void,
+                self.bytes(),
+                self.pool.stream.cu_stream(),
+            )
+        };
+        r.result().map_err(|e| anyhow!("host to device copy (page-locked): {e:?}"))
+    }
+
+    /// Queues a device copy of `self.len()` elements of 4 bytes from `src`, starting at its word `offset`
+    /// (a staged step's inputs, unpacked from the one buffer they were uploaded in).
+    pub fn copy_words_from(&mut self, src: &GpuBuf<u32>, offset: usize) -> Result<()> {
+        if std::mem::size_of::<T>() != 4 {
+            bail!("copy_words_from: elements of {} bytes (only 4)", std::mem::size_of::<T>());
+        }
+        if offset + self.len > src.len {
+            bail!("device copy of words {offset}..{} from a buffer of {}", offset + self.len, src.len);
+        }
+        self.pool.note_stream_use();
+        self.pool.ctx.bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+        bump(&self.pool.activity.device_to_device);
+        // SAFETY: the source range lies inside src (checked above); the destination holds self.bytes().
+        let r = unsafe {
+            cudarc::driver::sys::cuMemcpyDtoDAsync_v2(
+                self.ptr,
+                src.ptr + 4 * offset as u64,
+                self.bytes(),
+                self.pool.stream.cu_stream(),
+            )
+        };
+        r.result().map_err(|e| anyhow!("device to device copy (unpacking a staged batch): {e:?}"))
+    }
+
     pub fn copy_from(&mut self, src: &GpuBuf<T>) -> Result<()> {
         self.pool.note_stream_use();
         bump(&self.pool.activity.device_to_device);

@@ -4,10 +4,12 @@
 mod alloc;
 mod context;
 mod graph;
+mod pinned;
 
 pub use alloc::{AllocStats, GpuBuf, StreamActivity};
 pub use context::Gpu;
 pub use graph::Graph;
+pub use pinned::PinnedBuf;
 
 use crate::tensor::DType;
 use half::bf16;

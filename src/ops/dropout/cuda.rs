@@ -22,6 +22,8 @@ pub fn apply(gpu: &Gpu, dir: &str, x: &CudaStorage, m: Mask) -> Result<CudaStora
         y.ptr(),
         n as i64,
         m.key,
+        m.device_seed.map_or(0, |(ptr, _)| ptr),
+        m.device_seed.map_or(0, |(_, layer)| layer),
         m.threshold,
         m.scale as f32
     )?;

@@ -10,11 +10,30 @@ use crate::ops::compute;
 use crate::tensor::Tensor;
 use anyhow::{bail, Result};
 
+/// Where a mask's seed is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seed {
+    /// The layer's seed, on the host.
+    Host(u64),
+    /// The step's seed in device memory (the address of a u64), and the layer: the kernel derives the
+    /// layer's seed as [`crate::nn::layer_seed`] does, so a step replayed from a CUDA graph gets new masks
+    /// from the seed written before each replay. CUDA only.
+    Device { step_seed: u64, layer: u64 },
+}
+
+impl From<u64> for Seed {
+    fn from(seed: u64) -> Seed {
+        Seed::Host(seed)
+    }
+}
+
 /// The host-side constants of one dropout mask.
 #[derive(Clone, Copy, Debug)]
 pub struct Mask {
-    /// Stream key: the first splitmix64 output of `seed`.
+    /// Stream key: the first splitmix64 output of the seed (0 for a device seed, derived by the kernel).
     pub key: u64,
+    /// A device seed's (address of the step seed, layer); None for a host seed.
+    pub device_seed: Option<(u64, u64)>,
     /// Keep iff bits24 >= threshold = ceil(p * 2^24) (u >= p with u = bits24 / 2^24, in integers).
     pub threshold: u32,
     /// 1 / (1 - p).
@@ -22,12 +41,12 @@ pub struct Mask {
 }
 
 impl Mask {
-    pub fn new(p: f64, seed: u64) -> Mask {
-        Mask {
-            key: cpu::mix64(seed.wrapping_add(cpu::GOLDEN)),
-            threshold: (p * (1u64 << 24) as f64).ceil() as u32,
-            scale: 1.0 / (1.0 - p),
-        }
+    pub fn new(p: f64, seed: impl Into<Seed>) -> Mask {
+        let (key, device_seed) = match seed.into() {
+            Seed::Host(seed) => (cpu::mix64(seed.wrapping_add(cpu::GOLDEN)), None),
+            Seed::Device { step_seed, layer } => (0, Some((step_seed, layer))),
+        };
+        Mask { key, device_seed, threshold: (p * (1u64 << 24) as f64).ceil() as u32, scale: 1.0 / (1.0 - p) }
     }
     /// Whether element `i` is kept (the exact rule both backends apply).
     pub fn keeps(&self, i: u64) -> bool {
@@ -40,14 +59,19 @@ fn apply_raw(x: &Tensor, dir: &'static str, m: Mask) -> Result<Tensor> {
         "dropout",
         &[x],
         x.shape().clone(),
-        |s| Ok(cpu_map!(s[0], |v| cpu::apply(v, m))),
+        |s| {
+            if m.device_seed.is_some() {
+                bail!("dropout: a seed in device memory on the CPU (pass the seed itself)");
+            }
+            Ok(cpu_map!(s[0], |v| cpu::apply(v, m)))
+        },
         |gpu, s| cuda::apply(gpu, dir, s[0], m),
     )
 }
 
 /// Zeroes each element with probability p and scales the kept ones by 1 / (1 - p). The mask depends only
 /// on (seed, flat index), so the same seed gives the same mask on either device. p = 0 returns x itself.
-pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+pub fn dropout(x: &Tensor, p: f64, seed: impl Into<Seed>) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {
         bail!("dropout: p must be in [0, 1), got {p} (input shape {})", x.shape());
     }

@@ -67,14 +67,42 @@ impl AdamW {
     /// One update of every parameter that has a gradient, at learning rate `lr` (warm-up lives outside),
     /// with every gradient multiplied by `grad_scale`.
     pub fn step(&mut self, params: &ParamStore, grads: &Grads, lr: f64, grad_scale: f64) -> Result<()> {
-        self.update(params, grads, lr, grad_scale, None)
+        self.update(params, grads, lr, grad_scale, None, None)
     }
 
     /// One update gated by `gate` (from `clip_gate`): gradients multiplied by its clip scale, and no weight
     /// touched when it says skip. The step count advances either way (a run stops on a skipped step). On
     /// CUDA the gate is read on the device: no host round trip.
     pub fn step_gated(&mut self, params: &ParamStore, grads: &Grads, lr: f64, gate: &StepGate) -> Result<()> {
-        self.update(params, grads, lr, 1.0, Some(gate))
+        self.update(params, grads, lr, 1.0, Some(gate), None)
+    }
+
+    /// The learning rate and bias corrections of the next step at learning rate `lr`, as
+    /// [`Self::step_scheduled`] reads them: [lr, 1 − β1^step, 1 − β2^step].
+    pub fn schedule_values(&self, lr: f64) -> [f32; 3] {
+        let (c, step) = (self.config, self.step as i32 + 1);
+        [lr as f32, (1.0 - c.beta1.powi(step)) as f32, (1.0 - c.beta2.powi(step)) as f32]
+    }
+
+    /// [`Self::step_gated`] with the learning rate and bias corrections read from `schedule` ([3] f32 on the
+    /// parameters' device, from [`Self::schedule_values`]) where the update runs: on CUDA nothing of the
+    /// launch changes from step to step, so it can be captured into a graph and replayed.
+    pub fn step_scheduled(
+        &mut self,
+        params: &ParamStore,
+        grads: &Grads,
+        schedule: &Tensor,
+        gate: &StepGate,
+    ) -> Result<()> {
+        if schedule.dims() != [3] || schedule.dtype() != DType::F32 {
+            bail!("AdamW: the schedule must be [3] f32 (lr, bias corrections), got {:?}", schedule);
+        }
+        self.update(params, grads, 0.0, 1.0, Some(gate), Some(schedule))
+    }
+
+    /// Counts a step that ran without this object: a replay of a captured [`Self::step_scheduled`].
+    pub fn count_replayed_step(&mut self) {
+        self.step += 1;
     }
 
     fn update(
@@ -84,6 +112,7 @@ impl AdamW {
         lr: f64,
         grad_scale: f64,
         gate: Option<&StepGate>,
+        schedule: Option<&Tensor>,
     ) -> Result<()> {
         if params.len() != self.moments.len() {
             bail!("AdamW: built for {} parameters, stepped with {}", self.moments.len(), params.len());
@@ -100,6 +129,10 @@ impl AdamW {
             bias_correction2: (1.0 - c.beta2.powi(self.step as i32)) as f32,
             grad_scale: grad_scale as f32,
         };
+        if let Some(t) = schedule.filter(|t| t.device() == &Device::Cpu) {
+            let v = t.to_vec_f32()?;
+            (hyper.lr, hyper.bias_correction1, hyper.bias_correction2) = (v[0], v[1], v[2]);
+        }
         // A CPU gate is host memory: read it here (the CUDA kernel reads its own on the device).
         if let Some(g) = gate.filter(|g| g.device() == &Device::Cpu) {
             let values = g.read()?;
@@ -150,6 +183,11 @@ impl AdamW {
         if let (Some(gpu), true) = (gpu, rows.rows > 0) {
             let table = self.slots.upload(gpu, &rows)?;
             let gate_ptr = StepGate::kernel_arg(gate)?;
+            let schedule_ptr = match schedule {
+                Some(t) if matches!(t.device(), Device::Cuda(_)) => t.storage_ptr()?,
+                Some(t) => bail!("AdamW: the schedule is on {:?}, the parameters on CUDA", t.device()),
+                None => 0,
+            };
             launch!(
                 gpu,
                 gpu.func(ptx::OPTIM, "adamw_step_f32")?,
@@ -157,7 +195,8 @@ impl AdamW {
                 table,
                 rows.rows as i32,
                 hyper,
-                gate_ptr
+                gate_ptr,
+                schedule_ptr
             )?;
         }
         Ok(())

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 /// A step's gate: [loss, grad norm, clip scale, skip] on the gradients' device (f32 on CUDA, f64 on the
 /// CPU). It shares storage with its workspace: the next `clip_gate` on the same workspace overwrites it.
+#[derive(Clone)]
 pub struct StepGate {
     values: Tensor,
 }

@@ -1,7 +1,7 @@
 //! Multi-tensor slot tables: one row per parameter tensor (its device pointers, its length, its first
 //! chunk), laid end to end in chunks of `CHUNK` elements. Block b of a multi-tensor kernel in
 //! kernels/optim.cu handles chunk b and finds its row by binary search over the rows' first chunks.
-use crate::backend::cuda::{Gpu, GpuBuf};
+use crate::backend::cuda::{Gpu, GpuBuf, PinnedBuf};
 use anyhow::Result;
 
 /// Elements per chunk, one chunk per block (kernels/optim.cu).
@@ -29,23 +29,34 @@ impl SlotRows {
 
 /// A slot table kept on the device and uploaded again only when a row changes: the parameters, moments and
 /// averages never move, and the allocator hands gradients the same blocks step after step, so a
-/// steady-state step uploads nothing.
+/// steady-state step uploads nothing. Uploads come from page-locked memory with no event wait, so the one a
+/// graph capture makes (its gradients are new blocks) is captured with the step and replays with it.
 #[derive(Default)]
 pub(super) struct DeviceSlots {
     uploaded: Vec<u64>,
     buf: Option<GpuBuf<u64>>,
+    /// The host copy of the table now on the device, which a captured upload reads at every replay.
+    host: Option<PinnedBuf<u64>>,
+    /// Earlier host copies, kept while their copies may be in flight (a table changes a few times a run).
+    retired: Vec<PinnedBuf<u64>>,
 }
 
 impl DeviceSlots {
     /// The device address of `rows`. An upload (when needed) is ordered on the stream after every launch
     /// that read the previous contents.
     pub fn upload(&mut self, gpu: &Gpu, rows: &SlotRows) -> Result<u64> {
-        match &mut self.buf {
-            Some(buf) if self.uploaded == rows.words => return Ok(buf.ptr()),
-            Some(buf) if buf.len() == rows.words.len() => buf.upload(&rows.words)?,
-            _ => self.buf = Some(gpu.upload(&rows.words)?),
+        if let (Some(buf), true) = (&self.buf, self.uploaded == rows.words) {
+            return Ok(buf.ptr());
         }
+        let mut host = PinnedBuf::new(gpu, rows.words.len(), true)?;
+        host.as_mut_slice().copy_from_slice(&rows.words);
+        let buf = match &mut self.buf {
+            Some(buf) if buf.len() == rows.words.len() => buf,
+            _ => self.buf.insert(gpu.alloc(rows.words.len())?),
+        };
+        buf.upload_pinned(&host)?;
+        self.retired.extend(self.host.replace(host));
         self.uploaded.clone_from(&rows.words);
-        Ok(self.buf.as_ref().expect("uploaded above").ptr())
+        Ok(buf.ptr())
     }
 }
