@@ -281,6 +281,7 @@ fn a_graph_replayed_cuda_run_equals_the_eager_run() {
     let cases = [
         ("tiny", LossKind::Supervised, false),
         ("tiny", LossKind::Naive, true),
+        ("tiny", LossKind::Gsure, false),
         ("tiny-edm", LossKind::Supervised, false),
     ];
     for (config, loss, bf16) in cases {

@@ -238,6 +238,11 @@ impl CorruptedData {
         Ok(OperatorBatch::from_masks(op.as_ref(), masks))
     }
     /// The spectral view of examples `indices` (ȳ, O, ν, W²) as `dtype` on `device`.
+    /// The basis of the operators' spectral coordinates (Fourier for MRI, pixels otherwise).
+    pub fn spectral_basis(&self) -> Result<crate::corruption::Basis> {
+        Ok(self.batch(&[0])?.basis)
+    }
+
     pub fn spectral(&self, indices: &[usize], device: &Device, dtype: DType) -> Result<SpectralBatch> {
         let batch = self.batch(indices)?;
         let per = self.dims[1] * self.dims[2] * self.dims[3];

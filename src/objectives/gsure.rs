@@ -25,12 +25,12 @@
 //! the working precision: D(x̄+εb) − D(x̄) carries the rounding of two network evaluations (≈ 1e-7 relative
 //! in f32, ≈ 4e-3 in bf16, and the input x̄_t + εb is itself rounded to the working dtype before the
 //! network sees it), divided by ε. Measured numbers: docs/gsure-divergence.md.
-use super::{Objective, StepInputs};
+use super::{DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective, StagedObjective, StepInputs};
 use crate::corruption::{Basis, CorruptedData, OpKind, OpSpec, SpectralBatch};
 use crate::diffusion::schedule::VpSchedule;
 use crate::nn::TrainSeed;
 use crate::nn::{DdimUnet, Model, Prediction};
-use crate::ops::gsure_loss::{gsure_loss, GsureCoefs};
+use crate::ops::gsure_loss::{gsure_loss, Coefs, GsureCoefs};
 use crate::ops::{self, layout};
 use crate::train::{TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
@@ -228,7 +228,7 @@ impl GsureObjective {
             probe: up(&probe)?,
             // Timesteps stay f32 (bf16 cannot hold 999), as the U-Net expects.
             t: Tensor::from_f64(&tv, [n], if dtype == DType::F64 { DType::F64 } else { DType::F32 }, &device)?,
-            coefs: GsureCoefs::new(&alpha, &eps)?,
+            coefs: GsureCoefs::new(&alpha, &eps)?.into(),
             eps,
         })
     }
@@ -327,8 +327,8 @@ pub struct Noised {
     /// b, zero off O.
     pub probe: Tensor,
     pub t: Tensor,
-    pub coefs: GsureCoefs,
-    /// ε_n per example.
+    pub coefs: Coefs,
+    /// ε_n per example (empty when rebuilt on the device from a staged batch, which needs only `coefs`).
     pub eps: Vec<f64>,
 }
 
@@ -417,9 +417,9 @@ pub fn check_config(schedule: &VpSchedule, max_nu: f64, t_min: usize) -> Result<
 /// element index, the clean and perturbed passes then run as two N-example forwards with the same seed
 /// (identical masks) instead of one 2N forward. Call [`check_config`] once before training.
 ///
-/// The draws are made where `batch` lives and the network runs on `device`: give a host batch and a CUDA
-/// device and the step's noise, probe, target and timesteps are drawn on the host and uploaded once with the
-/// batch, with nothing read back.
+/// The draws are made on the host (`batch` must be there) and sent to `device` in one upload with the batch
+/// (a [`HostBatch`]), with nothing read back: the trainer's staged step makes the same draw and the same
+/// device loss ([`draw_step`], [`device_step_loss`]).
 #[allow(clippy::too_many_arguments)]
 pub fn gsure_step_loss(
     net: &DdimUnet,
@@ -432,38 +432,103 @@ pub fn gsure_step_loss(
     compute: DType,
     device: &Device,
 ) -> Result<Tensor> {
-    let n = batch.ybar.dims().first().copied().unwrap_or(0);
-    if t_min >= schedule.steps() {
-        bail!("gsure: t_min = {t_min} leaves no timestep of a {}-step schedule to train", schedule.steps());
-    }
-    let t: Vec<usize> = (0..n).map(|_| rng.random_range(t_min..schedule.steps())).collect();
     let mut obj = objective.clone();
     if dropout_seed.is_some() && net.config.dropout > 0.0 {
         obj.batched = false;
     }
-    let out_dtype = batch.ybar.dtype();
+    let mut host = HostBatch::new();
+    draw_step(net, &obj, batch, schedule, t_min, rng, &mut host)?;
+    device_step_loss(net, &obj, batch.basis, &host.to_device(device)?, dropout_seed, compute)
+}
+
+/// The host side of a GSURE step on the host batch `batch` (f32): the timesteps, the objective's draws
+/// ([`GsureObjective::prepare`]) and, for ε-prediction, the per-example coefficients of x̂0, into `host`.
+pub fn draw_step(
+    net: &DdimUnet,
+    obj: &GsureObjective,
+    batch: &SpectralBatch,
+    schedule: &VpSchedule,
+    t_min: usize,
+    rng: &mut impl Rng,
+    host: &mut HostBatch,
+) -> Result<()> {
+    if batch.ybar.device() != &Device::Cpu || batch.ybar.dtype() != DType::F32 {
+        bail!(
+            "gsure: the step's batch is drawn on the host in f32, got {} on {:?}",
+            batch.ybar.dtype(),
+            batch.ybar.device()
+        );
+    }
+    let shape = batch.ybar.shape().clone();
+    let n = shape.dims().first().copied().unwrap_or(0);
+    if t_min >= schedule.steps() {
+        bail!("gsure: t_min = {t_min} leaves no timestep of a {}-step schedule to train", schedule.steps());
+    }
+    let t: Vec<usize> = (0..n).map(|_| rng.random_range(t_min..schedule.steps())).collect();
     let drawn = obj.prepare(batch, schedule, &t, rng)?;
-    let (batch, drawn) = (batch.to_device(device)?, drawn.to_device(device)?);
-    // ε-prediction: x̂0 = (x − √(1−ᾱ) ε̂) / √ᾱ per example, the coefficients from the host's timesteps for
-    // each batch the network sees: the [N] examples, the first s of them (the perturbed pass alone) and the
-    // batched [N + s].
-    let s = obj.div_rows(n);
-    let eps_coefs = |ts: &[usize]| -> Result<(Tensor, Tensor)> {
-        let ab: Vec<f64> = ts.iter().map(|&t| schedule.alpha_bar(t)).collect();
-        let per = |f: &dyn Fn(f64) -> f64| {
-            Tensor::from_f64(&ab.iter().map(|&a| f(a)).collect::<Vec<_>>(), [ab.len()], out_dtype, device)
-        };
-        Ok((per(&|a| (1.0 - a).sqrt())?, per(&|a| 1.0 / a.sqrt())?))
+    for (name, x) in [("ybar", &batch.ybar), ("observed", &batch.observed), ("nu", &batch.nu), ("w2", &batch.w2)] {
+        host.push_f32(name, shape.clone(), &x.to_vec_f32()?)?;
+    }
+    for (name, x) in [("xt", &drawn.xt), ("xt_eps", &drawn.xt_eps), ("probe", &drawn.probe), ("t", &drawn.t)] {
+        host.push_f32(name, x.shape().clone(), &x.to_vec_f32()?)?;
+    }
+    if obj.mode == GsureMode::Xt {
+        host.push_f32("target", shape.clone(), &drawn.target.to_vec_f32()?)?;
+    }
+    let Coefs::Host(coefs) = &drawn.coefs else { bail!("gsure: host draws hold host coefficients") };
+    host.push_f64("gsure coefs", [n, 2], &coefs.interleaved())?;
+    // ε-prediction: x̂0 = (x − √(1−ᾱ) ε̂) / √ᾱ per example, for each batch the network sees: the [N]
+    // examples, the first s of them (the perturbed pass alone) and the batched [N + s].
+    if net.config.prediction == Prediction::Eps {
+        let s = obj.div_rows(n);
+        let joined: Vec<usize> = t.iter().chain(&t[..s]).copied().collect();
+        for (names, ts) in [(EPS_ALL, &t[..]), (EPS_FIRST, &t[..s]), (EPS_JOINED, &joined[..])] {
+            let ab: Vec<f64> = ts.iter().map(|&t| schedule.alpha_bar(t)).collect();
+            host.push_f64(names[0], [ts.len()], &ab.iter().map(|a| (1.0 - a).sqrt()).collect::<Vec<_>>())?;
+            host.push_f64(names[1], [ts.len()], &ab.iter().map(|a| 1.0 / a.sqrt()).collect::<Vec<_>>())?;
+        }
+    }
+    Ok(())
+}
+
+/// The batch entries of ε-prediction's (√(1−ᾱ), 1/√ᾱ) for the [N], the [s] and the [N + s] forwards.
+const EPS_ALL: [&str; 2] = ["eps noise scale", "eps inv sqrt ab"];
+const EPS_FIRST: [&str; 2] = ["eps first noise scale", "eps first inv sqrt ab"];
+const EPS_JOINED: [&str; 2] = ["eps joined noise scale", "eps joined inv sqrt ab"];
+
+/// The device side of a GSURE step: the mean loss over the batch from [`draw_step`]'s entries, reading
+/// nothing from the host.
+pub fn device_step_loss(
+    net: &DdimUnet,
+    obj: &GsureObjective,
+    basis: Basis,
+    batch: &DeviceBatch,
+    dropout_seed: Option<TrainSeed>,
+    compute: DType,
+) -> Result<Tensor> {
+    let get = |name: &str| batch.get(name).cloned();
+    let spectral =
+        SpectralBatch { basis, ybar: get("ybar")?, observed: get("observed")?, nu: get("nu")?, w2: get("w2")? };
+    let drawn = Noised {
+        xt: get("xt")?,
+        xt_eps: get("xt_eps")?,
+        target: if obj.mode == GsureMode::Xt { get("target")? } else { spectral.ybar.clone() },
+        probe: get("probe")?,
+        t: get("t")?,
+        coefs: Coefs::Table(get("gsure coefs")?),
+        eps: Vec::new(),
     };
+    let n = spectral.ybar.dims()[0];
+    let s = obj.div_rows(n);
     let coefs = match net.config.prediction {
         Prediction::X0 => None,
         Prediction::Eps => {
-            let joined: Vec<usize> = t.iter().chain(&t[..s]).copied().collect();
-            Some([eps_coefs(&t)?, eps_coefs(&t[..s])?, eps_coefs(&joined)?])
+            let pair = |names: [&str; 2]| -> Result<(Tensor, Tensor)> { Ok((get(names[0])?, get(names[1])?)) };
+            Some([pair(EPS_ALL)?, pair(EPS_FIRST)?, pair(EPS_JOINED)?])
         }
     };
     let forward = |x: &Tensor, tt: &Tensor| -> Result<Tensor> {
-        let out = net.forward(&x.to_dtype(compute)?, tt, dropout_seed)?.to_dtype(out_dtype)?;
+        let out = net.forward(&x.to_dtype(compute)?, tt, dropout_seed)?.to_dtype(DType::F32)?;
         let Some([all, first, joined]) = &coefs else { return Ok(out) };
         let rows = x.dims()[0];
         let (noise_scale, inv_sqrt_ab) = if rows == n {
@@ -478,7 +543,7 @@ pub fn gsure_step_loss(
         let x0 = ops::sub(x, &ops::mul_along(&out, noise_scale, 0)?)?;
         ops::mul_along(&x0, inv_sqrt_ab, 0)
     };
-    ops::mean_all(&obj.loss_per_example_prepared(&forward, &batch, &drawn)?)
+    ops::mean_all(&obj.loss_per_example_prepared(&forward, &spectral, &drawn)?)
 }
 
 /// GSURE as the trainer's objective: the DDIM U-Net on the VP schedule, trained on corrupted observations.
@@ -523,26 +588,41 @@ impl Objective for Gsure {
         })
     }
 
-    fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {
-        let (d, net) = Gsure::parts(step.data, step.model)?;
-        let objective = GsureObjective {
-            probe: step.options.gsure_probe,
-            div_every: step.options.gsure_div_every,
-            ..GsureObjective::for_dtype(step.options.gsure_mode, step.compute)
+    fn loss(&self, step: StepInputs<'_>) -> Result<Tensor> {
+        super::staged_loss(self, step)
+    }
+
+    fn staged(&self) -> Option<&dyn StagedObjective> {
+        Some(self)
+    }
+}
+
+impl Gsure {
+    /// The run's GSURE objective. A training step always has dropout on: with dropout in the network, the
+    /// clean and perturbed passes run as two N-example forwards with the same seed (identical masks, as the
+    /// mask is hashed from the flat element index) instead of one 2N forward.
+    fn objective(net: &DdimUnet, options: &TrainOptions, compute: DType) -> GsureObjective {
+        let mut obj = GsureObjective {
+            probe: options.gsure_probe,
+            div_every: options.gsure_div_every,
+            ..GsureObjective::for_dtype(options.gsure_mode, compute)
         };
-        // Built on the host: the objective draws its noise and probe there and uploads everything once.
+        obj.batched &= net.config.dropout == 0.0;
+        obj
+    }
+}
+
+impl StagedObjective for Gsure {
+    fn draw(&self, step: DrawInputs<'_>, host: &mut HostBatch) -> Result<()> {
+        let (d, net) = Gsure::parts(step.data, step.model)?;
+        let obj = Gsure::objective(net, step.options, step.compute);
         let spectral = d.spectral(step.indices, &Device::Cpu, DType::F32)?;
-        step.phase.objective();
-        gsure_step_loss(
-            net,
-            &objective,
-            &spectral,
-            step.schedule,
-            step.options.t_min,
-            step.rng,
-            step.dropout_seed,
-            step.compute,
-            step.device,
-        )
+        draw_step(net, &obj, &spectral, step.schedule, step.options.t_min, step.rng, host)
+    }
+
+    fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
+        let (d, net) = Gsure::parts(step.data, step.model)?;
+        let obj = Gsure::objective(net, step.options, step.compute);
+        device_step_loss(net, &obj, d.spectral_basis()?, batch, step.dropout_seed, step.compute)
     }
 }

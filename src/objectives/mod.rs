@@ -72,10 +72,14 @@ pub struct DrawInputs<'a> {
     pub options: &'a TrainOptions,
     /// The step's generator, seeded from (seed, step).
     pub rng: &'a mut StdRng,
+    /// What the network computes in (GSURE sizes its finite-difference step by it).
+    pub compute: DType,
 }
 
 /// What a staged objective's device loss reads besides its batch.
 pub struct LossInputs<'a> {
+    /// The dataset, for what is fixed for the run (its operator family), never for the step's values.
+    pub data: &'a TrainData,
     pub model: &'a Model,
     pub options: &'a TrainOptions,
     /// Turns dropout on.
@@ -88,10 +92,10 @@ pub struct LossInputs<'a> {
 pub fn staged_loss(objective: &dyn StagedObjective, step: StepInputs<'_>) -> Result<Tensor> {
     let StepInputs { indices, data, model, schedule, options, rng, dropout_seed, compute, device, mut phase } = step;
     let mut host = HostBatch::new();
-    objective.draw(DrawInputs { indices, data, model, schedule, options, rng }, &mut host)?;
+    objective.draw(DrawInputs { indices, data, model, schedule, options, rng, compute }, &mut host)?;
     let batch = host.to_device(device)?;
     phase.objective();
-    objective.device_loss(&batch, LossInputs { model, options, dropout_seed, compute })
+    objective.device_loss(&batch, LossInputs { data, model, options, dropout_seed, compute })
 }
 
 /// The objective `--loss` names.

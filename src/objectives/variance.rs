@@ -198,7 +198,7 @@ pub fn gradient_variance(
                 target: drawn.target.clone(),
                 probe: drawn.probe.clone(),
                 t: drawn.t.clone(),
-                coefs: GsureCoefs::new(&vec![0.0; b], &drawn.eps)?,
+                coefs: GsureCoefs::new(&vec![0.0; b], &drawn.eps)?.into(),
                 eps: drawn.eps.clone(),
             };
             for (slot, draws) in [(2, &data_only), (3, &drawn)] {

@@ -6,6 +6,7 @@
 use super::optim::{clip_gate, AdamW, Ema, GateWorkspace, StepGate};
 use super::options::TrainOptions;
 use super::staging::Staging;
+use super::TrainData;
 use crate::backend::cuda::Graph;
 use crate::nn::Model;
 use crate::nvtx;
@@ -52,6 +53,7 @@ impl StepReplay {
 
 /// The trainer's state a step updates.
 pub struct StepParts<'a> {
+    pub data: &'a TrainData,
     pub model: &'a Model,
     pub params: &'a ParamStore,
     pub opt: &'a mut AdamW,
@@ -110,6 +112,7 @@ fn device_step(objective: &dyn StagedObjective, batch: &DeviceBatch, p: StepPart
     let loss = objective.device_loss(
         batch,
         LossInputs {
+            data: p.data,
             model: p.model,
             options: p.options,
             dropout_seed: Some(batch.seed(DROPOUT_SEED)?),

@@ -28,6 +28,7 @@ impl Staging {
     /// after the previous step read it) and returns the buffer. The buffer is made again only when the
     /// number of words changes (a layout change, which also ends a captured step).
     pub fn send(&mut self, gpu: &Gpu, words: &[u32]) -> Result<&GpuBuf<u32>> {
+        gpu.wait_for_other_captures();
         if self.device.as_ref().map(|d| d.len()) != Some(words.len()) {
             self.ring.clear();
             self.device = Some(gpu.alloc(words.len())?);

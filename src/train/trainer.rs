@@ -268,10 +268,12 @@ impl Trainer {
                     schedule: &self.schedule,
                     options: o,
                     rng: &mut rng,
+                    compute,
                 };
                 staged.draw(step, &mut host)?;
                 phase.objective();
                 let parts = StepParts {
+                    data: &self.data,
                     model: &self.model,
                     params: &self.params,
                     opt: &mut self.opt,
@@ -467,7 +469,7 @@ impl Trainer {
         let arrived = match &self.device {
             Device::Cuda(gpu) => {
                 self.ring.push(gpu, step, &gate)?;
-                self.ring.ready()?
+                self.ring.ready(gpu)?
             }
             Device::Cpu => vec![(step, gate.read()?)],
         };

@@ -89,6 +89,8 @@ pub(crate) struct Pool {
     pub(crate) activity: ActivityCounters,
     /// Whether a capture is in progress (checked on every launch and copy before taking any lock).
     capturing: AtomicBool,
+    /// Signalled when a capture ends, for the threads waiting to use the stream.
+    capture_ended: std::sync::Condvar,
 }
 
 type FreeLists = BTreeMap<usize, Vec<CudaSlice<u8>>>;
@@ -120,12 +122,10 @@ impl PoolState {
     }
 }
 
-/// The capture in progress: the thread issuing it, and whether any other thread used the stream meanwhile
-/// (its work would have been recorded into the graph).
+/// The capture in progress: the thread issuing it, and the arena of its blocks.
 struct Capture {
     thread: ThreadId,
     arena: Arc<Arena>,
-    intruded: bool,
 }
 
 /// The device blocks of one captured graph (see the module doc). Dropped when the graph and the last buffer
@@ -169,37 +169,48 @@ impl Pool {
             state: Mutex::new(PoolState::default()),
             activity: ActivityCounters::default(),
             capturing: AtomicBool::new(false),
+            capture_ended: std::sync::Condvar::new(),
         }
     }
 
-    /// Notes a use of the stream: during a capture, one from another thread spoils the graph.
+    /// Notes a use of the stream. During a capture another thread's work would be recorded into the graph
+    /// instead of running, so that thread waits here until the capture has ended. (A use that passed this
+    /// check an instant before the capture began is not held back: a program that trains on one device
+    /// from two threads should capture before it starts the second.)
     pub(crate) fn note_stream_use(&self) {
         if self.capturing.load(Ordering::Relaxed) {
+            let me = std::thread::current().id();
             let mut st = self.state.lock().unwrap();
-            if let Some(c) = st.capture.as_mut() {
-                c.intruded |= c.thread != std::thread::current().id();
+            while st.capture.as_ref().is_some_and(|c| c.thread != me) {
+                st = self.capture_ended.wait(st).unwrap();
             }
         }
     }
 
     /// Starts routing this thread's allocations into a new arena (`Gpu::capture`).
     pub(crate) fn begin_capture(self: &Arc<Self>) -> Result<()> {
+        let me = std::thread::current().id();
         let mut st = self.state.lock().unwrap();
+        // Another thread's capture: wait for it (one capture at a time per stream); this thread's: nesting.
+        while st.capture.as_ref().is_some_and(|c| c.thread != me) {
+            st = self.capture_ended.wait(st).unwrap();
+        }
         if st.capture.is_some() {
-            bail!("a CUDA graph capture is already in progress on this device (captures do not nest)");
+            bail!("a CUDA graph capture is already in progress on this thread (captures do not nest)");
         }
         let arena = Arc::new(Arena { pool: self.clone(), free: Mutex::new(FreeLists::new()) });
-        st.capture = Some(Capture { thread: std::thread::current().id(), arena, intruded: false });
+        st.capture = Some(Capture { thread: std::thread::current().id(), arena });
         self.capturing.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Ends the capture: its arena, and whether another thread used the stream during it.
-    pub(crate) fn end_capture(&self) -> (Arc<Arena>, bool) {
+    /// Ends the capture and returns its arena; threads waiting to use the stream go on.
+    pub(crate) fn end_capture(&self) -> Arc<Arena> {
         let mut st = self.state.lock().unwrap();
         self.capturing.store(false, Ordering::Relaxed);
         let c = st.capture.take().expect("end_capture after begin_capture");
-        (c.arena, c.intruded)
+        self.capture_ended.notify_all();
+        c.arena
     }
 
     /// A block of `bytes` and the arena it belongs to (during a capture).

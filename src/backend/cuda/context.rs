@@ -173,6 +173,11 @@ impl Gpu {
         self.pool.activity()
     }
     /// Counts a host wait made outside `synchronize` (an event the host blocks on).
+    /// Waits while another thread captures a graph (see `Pool::note_stream_use`): for event queries and
+    /// waits, which do not go through the allocator.
+    pub(crate) fn wait_for_other_captures(&self) {
+        self.pool.note_stream_use();
+    }
     pub(crate) fn count_host_wait(&self) {
         self.pool.activity.synchronisations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }

@@ -4,6 +4,8 @@ use crate::launch;
 use crate::ops::cuda_alloc;
 use anyhow::Result;
 
+use super::CoefArg;
+
 const BLOCK: u32 = 256;
 
 use crate::ops::loss::cuda::{finish_rows, splits};
@@ -19,8 +21,20 @@ pub struct Args<'a> {
     pub b: &'a CudaStorage,
 }
 
-pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: &[f64], rows: usize, m: usize) -> Result<CudaStorage> {
-    let coef_dev: GpuBuf<f32> = gpu.upload(&coef.iter().map(|&c| c as f32).collect::<Vec<_>>())?;
+/// The coefficient table's device address, uploading host values (kept alive by the returned buffer).
+fn coef_on_device(gpu: &Gpu, coef: &CoefArg<'_>) -> Result<(Option<GpuBuf<f32>>, u64)> {
+    Ok(match coef {
+        CoefArg::Host(v) => {
+            let buf: GpuBuf<f32> = gpu.upload(&v.iter().map(|&c| c as f32).collect::<Vec<_>>())?;
+            let ptr = buf.ptr();
+            (Some(buf), ptr)
+        }
+        CoefArg::Device(ptr) => (None, *ptr),
+    })
+}
+
+pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: CoefArg<'_>, rows: usize, m: usize) -> Result<CudaStorage> {
+    let (_upload, coef_ptr) = coef_on_device(gpu, &coef)?;
     let loss = cuda_alloc(gpu, x.d.dtype(), rows)?;
     if rows == 0 {
         // No examples: the loss is empty, and grid.y = rows would be 0.
@@ -42,7 +56,7 @@ pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: &[f64], rows: usize, m: usize) -> Re
         x.w2.ptr(),
         x.nu.map_or(0, |n| n.ptr()),
         x.b.ptr(),
-        coef_dev.ptr(),
+        coef_ptr,
         partial_ptr,
         loss.ptr(),
         rows as i64,
@@ -57,13 +71,13 @@ pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: &[f64], rows: usize, m: usize) -> Re
 pub fn gsure_bwd(
     gpu: &Gpu,
     x: &Args,
-    coef: &[f64],
+    coef: &CoefArg<'_>,
     g: &CudaStorage,
     rows: usize,
     m: usize,
     want: (bool, bool),
 ) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
-    let coef_dev: GpuBuf<f32> = gpu.upload(&coef.iter().map(|&c| c as f32).collect::<Vec<_>>())?;
+    let (_upload, coef_ptr) = coef_on_device(gpu, coef)?;
     let dd = if want.0 { Some(cuda_alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
     let dde = if want.1 { Some(cuda_alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
     if rows * m == 0 {
@@ -82,7 +96,7 @@ pub fn gsure_bwd(
         x.w2.ptr(),
         x.nu.map_or(0, |n| n.ptr()),
         x.b.ptr(),
-        coef_dev.ptr(),
+        coef_ptr,
         g.ptr(),
         dd.as_ref().map_or(0, |b| b.ptr()),
         dde.as_ref().map_or(0, |b| b.ptr()),

@@ -38,14 +38,49 @@ impl GsureCoefs {
         }
         Ok(GsureCoefs { c_fid: vec![1.0; alpha.len()], c_div: alpha.iter().zip(eps).map(|(a, e)| a / e).collect() })
     }
-    /// Interleaved (c_fid, c_div) per row, the layout the kernels read.
-    fn interleaved(&self) -> Vec<f64> {
+    /// Interleaved (c_fid, c_div) per row, the layout the kernels read (and [`Coefs::Table`] holds).
+    pub fn interleaved(&self) -> Vec<f64> {
         self.c_fid.iter().zip(&self.c_div).flat_map(|(&f, &d)| [f, d]).collect()
     }
 }
 
+/// The coefficients as [`gsure_loss`] takes them: host values (uploaded with each call on CUDA), or the
+/// interleaved [rows, 2] f32 table ([`GsureCoefs::interleaved`]) already where the loss runs, as a staged step
+/// uploads it with its batch.
+#[derive(Clone, Debug)]
+pub enum Coefs {
+    Host(GsureCoefs),
+    Table(Tensor),
+}
+
+impl From<&GsureCoefs> for Coefs {
+    fn from(c: &GsureCoefs) -> Coefs {
+        Coefs::Host(c.clone())
+    }
+}
+
+impl From<GsureCoefs> for Coefs {
+    fn from(c: GsureCoefs) -> Coefs {
+        Coefs::Host(c)
+    }
+}
+
+impl From<&Coefs> for Coefs {
+    fn from(c: &Coefs) -> Coefs {
+        c.clone()
+    }
+}
+
+/// The coefficients where a kernel reads them.
+#[derive(Clone, Copy)]
+pub enum CoefArg<'a> {
+    Host(&'a [f64]),
+    /// The device address of the f32 table.
+    Device(u64),
+}
+
 /// (rows, m) after checking every tensor against d and the coefficients against the batch.
-fn check(d: &Tensor, others: &[(&str, &Tensor)], nu: Option<&Tensor>, coef: &GsureCoefs) -> Result<(usize, usize)> {
+fn check(d: &Tensor, others: &[(&str, &Tensor)], nu: Option<&Tensor>, coef: &Coefs) -> Result<(usize, usize)> {
     for (name, t) in others.iter().chain(nu.map(|n| ("nu", n)).as_slice()) {
         if t.shape() != d.shape() {
             bail!(
@@ -60,13 +95,23 @@ fn check(d: &Tensor, others: &[(&str, &Tensor)], nu: Option<&Tensor>, coef: &Gsu
         bail!("{OP}: expected non-empty tensors [N, ...], got shape {}", d.shape());
     }
     let rows = d.dims()[0];
-    if coef.c_fid.len() != rows || coef.c_div.len() != rows {
-        bail!(
+    match coef {
+        Coefs::Host(c) if c.c_fid.len() != rows || c.c_div.len() != rows => bail!(
             "{OP}: {} fidelity and {} divergence coefficients for a batch of {rows} (shape {})",
-            coef.c_fid.len(),
-            coef.c_div.len(),
+            c.c_fid.len(),
+            c.c_div.len(),
             d.shape()
-        );
+        ),
+        Coefs::Table(t) if t.dims() != [rows, 2] || t.device() != d.device() => bail!(
+            "{OP}: a coefficient table of shape {} on {:?} for a batch of {rows} on {:?} (expected [{rows}, 2])",
+            t.shape(),
+            t.device(),
+            d.device()
+        ),
+        Coefs::Table(t) if t.device() != &crate::Device::Cpu && t.dtype() != crate::DType::F32 => {
+            bail!("{OP}: the CUDA kernels read an f32 coefficient table, got {}", t.dtype())
+        }
+        _ => {}
     }
     Ok((rows, d.numel() / rows))
 }
@@ -133,14 +178,21 @@ pub fn gsure_loss(
     w2: &Tensor,
     nu: Option<&Tensor>,
     probe: &Tensor,
-    coef: &GsureCoefs,
+    coef: impl Into<Coefs>,
 ) -> Result<Tensor> {
+    let coef = coef.into();
     let others = [("D_eps", d_eps), ("target", r), ("observed", observed), ("w2", w2), ("probe", probe)];
-    let (rows, m) = check(d, &others, nu, coef)?;
+    let (rows, m) = check(d, &others, nu, &coef)?;
     let mut inputs = vec![d, d_eps, r, observed, w2, probe];
     inputs.extend(nu);
     let has_nu = nu.is_some();
-    let cf = coef.interleaved();
+    // Host values for the CPU twin (and for CUDA uploads of host coefficients); a CUDA table stays put.
+    let (cf, table) = match &coef {
+        Coefs::Host(c) => (c.interleaved(), None),
+        Coefs::Table(t) if t.device() == &crate::Device::Cpu => (t.to_vec_f64()?, None),
+        Coefs::Table(t) => (Vec::new(), Some(t.clone())),
+    };
+    let table_ptr = table.as_ref().map(|t| t.storage_ptr()).transpose()?;
     let loss = compute(
         OP,
         &inputs,
@@ -148,13 +200,16 @@ pub fn gsure_loss(
         |s| Ok(with_inputs!(s, has_nu, 0, |x, _g, wrap| wrap(cpu::gsure_fwd(&x, &cf, m)))),
         |gpu, s| {
             let x = cuda::Args { d: s[0], de: s[1], r: s[2], obs: s[3], w2: s[4], b: s[5], nu: s.get(6).copied() };
-            cuda::gsure_fwd(gpu, &x, &cf, rows, m)
+            let c = table_ptr.map_or(CoefArg::Host(&cf), CoefArg::Device);
+            cuda::gsure_fwd(gpu, &x, c, rows, m)
         },
     )?;
     let saved: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
     let want = (d.tracks_grad(), d_eps.tracks_grad());
     Ok(loss.with_node(Node::record(OP, &[d, d_eps], move |g| {
-        let (dd, dde) = backward_raw(&saved, has_nu, &cf, g, rows, m, want)?;
+        // The table is held here for as long as the backward may read it.
+        let c = table.as_ref().map_or(Ok(CoefArg::Host(&cf)), |t| t.storage_ptr().map(CoefArg::Device))?;
+        let (dd, dde) = backward_raw(&saved, has_nu, c, g, rows, m, want)?;
         Ok(vec![dd, dde])
     })))
 }
@@ -163,7 +218,7 @@ pub fn gsure_loss(
 fn backward_raw(
     saved: &[Tensor],
     has_nu: bool,
-    cf: &[f64],
+    cf: CoefArg<'_>,
     g: &Tensor,
     rows: usize,
     m: usize,
@@ -189,6 +244,7 @@ fn backward_raw(
         &inputs,
         vec![saved[0].shape().clone(); wanted],
         |s| {
+            let CoefArg::Host(cf) = cf else { bail!("{OP}: a device coefficient table on the CPU") };
             let (dd, dde) = with_inputs!(s, has_nu, gi, |x, g, wrap| {
                 let (a, b) = cpu::gsure_bwd(&x, cf, g, m);
                 (wrap(a), wrap(b))
@@ -205,7 +261,7 @@ fn backward_raw(
                 b: s[5],
                 nu: if has_nu { Some(s[6]) } else { None },
             };
-            let (dd, dde) = cuda::gsure_bwd(gpu, &x, cf, s[gi], rows, m, want)?;
+            let (dd, dde) = cuda::gsure_bwd(gpu, &x, &cf, s[gi], rows, m, want)?;
             Ok(dd.into_iter().chain(dde).collect())
         },
     )?;

@@ -49,7 +49,8 @@ impl GateRing {
     }
 
     /// The gates whose copies have landed, oldest first, in step order; waits for none of them.
-    pub fn ready(&mut self) -> Result<Vec<(u64, GateValues)>> {
+    pub fn ready(&mut self, gpu: &Gpu) -> Result<Vec<(u64, GateValues)>> {
+        gpu.wait_for_other_captures();
         let mut out = Vec::new();
         while let Some((_, slot)) = self.pending.front() {
             if !slot.copied.try_is_complete().map_err(|e| anyhow!("querying the step gate's copy: {e:?}"))? {
@@ -62,6 +63,7 @@ impl GateRing {
 
     /// Every gate in flight, waiting for the device once (for a checkpoint, or the end of a run).
     pub fn drain(&mut self, gpu: &Gpu) -> Result<Vec<(u64, GateValues)>> {
+        gpu.wait_for_other_captures();
         if let Some((_, last)) = self.pending.back() {
             gpu.count_host_wait();
             last.copied.synchronize().map_err(|e| anyhow!("waiting for the step gate's copy: {e:?}"))?;
