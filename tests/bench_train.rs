@@ -12,6 +12,7 @@ fn tiny_opts() -> TrainBenchOptions {
         steps: 2,
         warmup: 1,
         max_seconds: None,
+        cuda_graph: true,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct TrainBenchOptions {
     pub warmup: usize,
     /// Stops a configuration's timed steps after this many seconds (at least one step is timed).
     pub max_seconds: Option<f64>,
+    /// CUDA: replay the step from a captured graph, as `gsure train` does (false: `--no-cuda-graph`).
+    pub cuda_graph: bool,
 }
 
 impl TrainBenchOptions {
@@ -46,6 +48,7 @@ impl TrainBenchOptions {
                 steps: 20,
                 warmup: 3,
                 max_seconds: Some(60.0),
+                cuda_graph: true,
             }
         } else {
             TrainBenchOptions {
@@ -55,6 +58,7 @@ impl TrainBenchOptions {
                 steps: 3,
                 warmup: 1,
                 max_seconds: None,
+                cuda_graph: true,
             }
         }
     }
@@ -265,6 +269,8 @@ pub struct TrainResult {
     /// allocations), counted around `Trainer::step_nowait`, the step as `Trainer::run` queues it (the
     /// bench's own end-of-step wait, which times the whole step, is not in it).
     pub step_activity: Option<crate::backend::cuda::StreamActivity>,
+    /// CUDA: whether the timed steps were replays of a captured graph (the warm-up captures it).
+    pub graph_replayed: Option<bool>,
     /// Seconds spent on the configuration: set-up, warm-up and timed steps.
     pub seconds: f64,
     /// Why the configuration failed, if it did.
@@ -337,15 +343,16 @@ impl TrainReport {
         if !counted.is_empty() {
             let _ = writeln!(
                 s,
-                "per step (the last timed one): {:<16} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7}",
-                "config", "launches", "h→d", "d→h", "d→d", "memsets", "waits", "allocs"
+                "per step (the last timed one): {:<16} {:>6} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7}",
+                "config", "graphs", "launches", "h→d", "d→h", "d→d", "memsets", "waits", "allocs"
             );
             for r in counted {
                 let a = r.step_activity.expect("filtered");
                 let _ = writeln!(
                     s,
-                    "                               {:<16} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7}",
+                    "                               {:<16} {:>6} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7}",
                     r.config,
+                    a.graph_launches,
                     a.launches,
                     a.host_to_device,
                     a.device_to_host,
@@ -396,6 +403,7 @@ pub fn run(
             last_loss: None,
             last_grad_norm: None,
             step_activity: None,
+            graph_replayed: None,
             seconds: 0.0,
             error: None,
         };
@@ -470,6 +478,7 @@ fn run_with(r: &mut TrainResult, opts: &TrainBenchOptions, device: &Device, data
     let total = (opts.warmup + opts.steps) as u64;
     let mut trainer = Trainer::new(s.train_options(opts.bf16, total), data, &dir, device, false, true)
         .context("building the trainer")?;
+    trainer.use_cuda_graphs(opts.cuda_graph);
     let built = trainer.params.num_scalars() as u64;
     if built != s.params {
         bail!("bench train: {} built {built} parameters but its configuration counts {}", s.name, s.params);
@@ -500,6 +509,7 @@ fn run_with(r: &mut TrainResult, opts: &TrainBenchOptions, device: &Device, data
         // As a training run queues it: the step's gate goes to the host behind its work, no wait.
         let mut arrived = trainer.step_nowait()?.into_result()?;
         r.step_activity = device.gpu().zip(before).map(|(g, b)| g.activity() - b);
+        r.graph_replayed = device.gpu().map(|_| trainer.replays_graph());
         sync()?;
         arrived.extend(trainer.wait_gates()?.into_result()?);
         if let Some(&(_, v)) = arrived.last() {

@@ -425,6 +425,9 @@ struct BenchTrainArgs {
     /// Stops a configuration's timed steps after this many seconds, one at least (default: 60 on cuda).
     #[arg(long)]
     max_seconds: Option<f64>,
+    /// Time the CUDA step issued launch by launch instead of replayed from a captured graph.
+    #[arg(long)]
+    no_cuda_graph: bool,
     /// Writes the results as JSON to this file (what benches/torch_train.py --gsure-json reads).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -939,6 +942,7 @@ fn bench_train(a: BenchTrainArgs) -> Result<()> {
     opts.steps = a.steps.unwrap_or(opts.steps);
     opts.warmup = a.warmup.unwrap_or(opts.warmup);
     opts.max_seconds = a.max_seconds.or(opts.max_seconds);
+    opts.cuda_graph = !a.no_cuda_graph;
     if a.list_json {
         let settings = bench::train::settings(&opts.configs, opts.batch)?;
         println!("{}", serde_json::to_string_pretty(&bench::train::list_json(&settings))?);

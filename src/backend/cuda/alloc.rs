@@ -187,6 +187,10 @@ impl Pool {
         }
     }
 
+    pub(crate) fn is_capturing(&self) -> bool {
+        self.capturing.load(Ordering::Relaxed)
+    }
+
     /// Starts routing this thread's allocations into a new arena (`Gpu::capture`).
     pub(crate) fn begin_capture(self: &Arc<Self>) -> Result<()> {
         let me = std::thread::current().id();

@@ -175,6 +175,10 @@ impl Gpu {
     /// Counts a host wait made outside `synchronize` (an event the host blocks on).
     /// Waits while another thread captures a graph (see `Pool::note_stream_use`): for event queries and
     /// waits, which do not go through the allocator.
+    /// Whether a graph capture is in progress on the device.
+    pub fn capturing(&self) -> bool {
+        self.pool.is_capturing()
+    }
     pub(crate) fn wait_for_other_captures(&self) {
         self.pool.note_stream_use();
     }

@@ -29,15 +29,15 @@ impl SlotRows {
 
 /// A slot table kept on the device and uploaded again only when a row changes: the parameters, moments and
 /// averages never move, and the allocator hands gradients the same blocks step after step, so a
-/// steady-state step uploads nothing. Uploads come from page-locked memory with no event wait, so the one a
-/// graph capture makes (its gradients are new blocks) is captured with the step and replays with it.
+/// steady-state step uploads nothing. The upload a graph capture makes (its gradients are new blocks) comes
+/// from page-locked memory with no event wait, so it is captured with the step and replays with it.
 #[derive(Default)]
 pub(super) struct DeviceSlots {
     uploaded: Vec<u64>,
     buf: Option<GpuBuf<u64>>,
-    /// The host copy of the table now on the device, which a captured upload reads at every replay.
+    /// The host copy a captured upload reads at every replay.
     host: Option<PinnedBuf<u64>>,
-    /// Earlier host copies, kept while their copies may be in flight (a table changes a few times a run).
+    /// Earlier ones, kept while a graph may still replay them (one per capture).
     retired: Vec<PinnedBuf<u64>>,
 }
 
@@ -48,14 +48,19 @@ impl DeviceSlots {
         if let (Some(buf), true) = (&self.buf, self.uploaded == rows.words) {
             return Ok(buf.ptr());
         }
-        let mut host = PinnedBuf::new(gpu, rows.words.len(), true)?;
-        host.as_mut_slice().copy_from_slice(&rows.words);
         let buf = match &mut self.buf {
             Some(buf) if buf.len() == rows.words.len() => buf,
             _ => self.buf.insert(gpu.alloc(rows.words.len())?),
         };
-        buf.upload_pinned(&host)?;
-        self.retired.extend(self.host.replace(host));
+        if gpu.capturing() {
+            // A captured copy reads its source at every replay: page-locked memory that stays as it is.
+            let mut host = PinnedBuf::new(gpu, rows.words.len(), true)?;
+            host.as_mut_slice().copy_from_slice(&rows.words);
+            buf.upload_pinned(&host)?;
+            self.retired.extend(self.host.replace(host));
+        } else {
+            buf.upload(&rows.words)?;
+        }
         self.uploaded.clone_from(&rows.words);
         Ok(buf.ptr())
     }
