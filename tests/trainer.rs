@@ -283,6 +283,7 @@ fn a_graph_replayed_cuda_run_equals_the_eager_run() {
         ("tiny", LossKind::Naive, true),
         ("tiny", LossKind::Gsure, false),
         ("tiny-edm", LossKind::Supervised, false),
+        ("tiny-ambient", LossKind::Ambient, false),
     ];
     for (config, loss, bf16) in cases {
         let o = TrainOptions { config: config.into(), loss, bf16, warmup: 8, beta_start: 4e-4, ..options(6) };

@@ -28,20 +28,23 @@
 //!
 //! The naive baseline ([`AmbientMode::Naive`]) trains on y as if it were clean: plain EDM loss on every
 //! pixel, no further corruption, no mask input (an all-ones mask if the network has mask channels).
-use super::{corrupted_edm, gather, Objective, StepInputs};
+use super::{
+    corrupted_edm, gather, DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective, StagedObjective, StepInputs,
+};
 use crate::autograd::no_grad;
 use crate::corruption::{OpKind, OpSpec};
 use crate::diffusion::samplers::edm_heun_sample;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{Edm, EdmOptions};
 use crate::nn::TrainSeed;
-use crate::nn::{EdmDenoiser, Model};
+use crate::nn::{EdmDenoiser, Model, Preconditioning};
 use crate::ops::{self, layout};
 use crate::train::{Sampling, TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 /// Which objective [`ambient_loss`] computes.
@@ -152,13 +155,24 @@ pub fn expand_channels(m: &Tensor, c: usize) -> Result<Tensor> {
 /// (fixed per image), or drawn from `rng` with `opts.resample_b`. Same shape as `a`.
 pub fn further_mask(a: &Tensor, indices: &[usize], opts: &AmbientOptions, rng: &mut impl Rng) -> Result<Tensor> {
     let d = a.dims();
-    if d.len() != 4 || indices.len() != d[0] {
-        bail!("further_mask: {} image indices for a mask of shape {} ([N, C, H, W])", indices.len(), a.shape());
+    if d.len() != 4 {
+        bail!("further_mask: a mask of shape {} is not [N, C, H, W]", a.shape());
+    }
+    let b = further_b([d[0], d[1], d[2], d[3]], indices, opts, rng)?;
+    let b = Tensor::from_f64(&b, a.shape().clone(), a.dtype(), a.device())?;
+    ops::mul(a, &b)
+}
+
+/// The further corruption B of [`further_mask`] for masks of `dims` [N, C, H, W], drawn on the host (one
+/// H×W draw per example, repeated over the channels).
+pub fn further_b(dims: [usize; 4], indices: &[usize], opts: &AmbientOptions, rng: &mut impl Rng) -> Result<Vec<f64>> {
+    if indices.len() != dims[0] {
+        bail!("further_mask: {} image indices for a mask of shape {dims:?} ([N, C, H, W])", indices.len());
     }
     if !(0.0..1.0).contains(&opts.delta) {
         bail!("further_mask: δ = {} must lie in [0, 1)", opts.delta);
     }
-    let (n, c, hw) = (d[0], d[1], d[2] * d[3]);
+    let (n, c, hw) = (dims[0], dims[1], dims[2] * dims[3]);
     let mut b = Vec::with_capacity(n * c * hw);
     for &idx in indices {
         let bi = if opts.resample_b {
@@ -170,8 +184,7 @@ pub fn further_mask(a: &Tensor, indices: &[usize], opts: &AmbientOptions, rng: &
             b.extend_from_slice(&bi);
         }
     }
-    let b = Tensor::from_f64(&b, a.shape().clone(), a.dtype(), a.device())?;
-    ops::mul(a, &b)
+    Ok(b)
 }
 
 fn sigmas(n: usize, fixed: Option<f64>, edm: &Edm, rng: &mut impl Rng) -> Result<Vec<f64>> {
@@ -200,28 +213,61 @@ pub fn ambient_loss_with(
     if indices.len() != n {
         bail!("ambient_loss: {} image indices for a batch of shape {}", indices.len(), y.shape());
     }
-    let compute = opts.compute.unwrap_or(y.dtype());
     let sigma = sigmas(n, opts.fixed_sigma, edm, rng)?;
-    let sig_t = Tensor::from_f64(&sigma, [n], y.dtype(), y.device())?;
     let eta = Tensor::randn([n, c, h, w], y.dtype(), y.device(), rng)?;
+    let b = match opts.mode {
+        AmbientMode::Ambient => {
+            let b = further_b([n, c, h, w], indices, opts, rng)?;
+            Some(Tensor::from_f64(&b, [n, c, h, w], y.dtype(), y.device())?)
+        }
+        AmbientMode::Naive => None,
+    };
+    let per_example = |v: Vec<f64>| Tensor::from_f64(&v, [n], y.dtype(), y.device());
+    let lam = per_example(loss_weights(edm, &sigma, c * h * w, opts))?;
+    let draws = AmbientDraws { sigma: per_example(sigma.clone())?, eta, lam, b };
+    let (loss, per_example, a_tilde) = ambient_device_loss(|x, m| denoise(x, &sigma, m), y, a, &draws, opts)?;
+    Ok(AmbientLoss { loss, per_example, sigma, a_tilde })
+}
+
+/// λ(σ)·m per example (λ(σ) for the pixel mean), the weight of the masked squared error.
+fn loss_weights(edm: &Edm, sigma: &[f64], m: usize, opts: &AmbientOptions) -> Vec<f64> {
+    let per_pixel = if opts.mean_over_pixels { 1.0 / m as f64 } else { 1.0 };
+    sigma.iter().map(|&s| edm.loss_weight(s) * per_pixel * m as f64).collect()
+}
+
+/// A step's draws where the loss reads them: σ [N], the noise η [N, C, H, W], the loss weight λ [N] and the
+/// further corruption B [N, C, H, W] (None in naive mode).
+struct AmbientDraws {
+    sigma: Tensor,
+    eta: Tensor,
+    lam: Tensor,
+    b: Option<Tensor>,
+}
+
+/// The device side of the Ambient loss: (loss, per-example losses, Ã). `denoise(input, mask)` is the
+/// denoiser at the draws' σ.
+fn ambient_device_loss(
+    denoise: impl Fn(&Tensor, Option<&Tensor>) -> Result<Tensor>,
+    y: &Tensor,
+    a: &Tensor,
+    draws: &AmbientDraws,
+    opts: &AmbientOptions,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, h, w) = y.shape().nchw("ambient_loss (observations y)")?;
+    let compute = opts.compute.unwrap_or(y.dtype());
     let a = expand_channels(a, c)?;
     // y is A ⊙ x0 by contract; masking again makes the loss independent of whatever lies under A = 0.
     let y = ops::mul(&y.detach(), &a)?;
-    let x_t = ops::add(&y, &ops::mul_along(&eta, &sig_t, 0)?)?;
-    let m = (c * h * w) as f64;
-    let per_pixel = if opts.mean_over_pixels { 1.0 / m } else { 1.0 };
-    let lam: Vec<f64> = sigma.iter().map(|&s| edm.loss_weight(s) * per_pixel * m).collect();
-    let lam = Tensor::from_f64(&lam, [n], y.dtype(), y.device())?;
-
-    let (d, loss_mask, a_tilde) = match opts.mode {
-        AmbientMode::Ambient => {
-            let a_tilde = further_mask(&a, indices, opts, rng)?;
+    let x_t = ops::add(&y, &ops::mul_along(&draws.eta, &draws.sigma, 0)?)?;
+    let (d, loss_mask, a_tilde) = match &draws.b {
+        Some(b) => {
+            let a_tilde = ops::mul(&a, b)?;
             let input = ops::mul(&x_t, &a_tilde)?.to_dtype(compute)?;
-            let d = denoise(&input, &sigma, Some(&a_tilde.to_dtype(compute)?))?;
+            let d = denoise(&input, Some(&a_tilde.to_dtype(compute)?))?;
             (d, a, a_tilde)
         }
-        AmbientMode::Naive => {
-            let d = denoise(&x_t.to_dtype(compute)?, &sigma, None)?;
+        None => {
+            let d = denoise(&x_t.to_dtype(compute)?, None)?;
             let ones = Tensor::full([n, c, h, w], 1.0, y.dtype(), y.device())?;
             (d, ones.clone(), ones)
         }
@@ -231,10 +277,10 @@ pub fn ambient_loss_with(
     }
     let d = d.to_dtype(y.dtype())?;
     // masked_mse is (1/m) Σ weight (D − y)²; the weight carries A and λ(σ)·m (or λ(σ) for the pixel mean).
-    let weight = ops::mul_along(&loss_mask, &lam, 0)?;
+    let weight = ops::mul_along(&loss_mask, &draws.lam, 0)?;
     let per_example = ops::masked_mse(&d, &y, &weight)?;
     let loss = ops::scale(&ops::sum_all(&per_example)?, 1.0 / n as f64)?;
-    Ok(AmbientLoss { loss, per_example, sigma, a_tilde })
+    Ok((loss, per_example, a_tilde))
 }
 
 /// The mask channels the network takes, built from Ã [N, C, H, W] (C = image channels).
@@ -405,13 +451,58 @@ impl Objective for Ambient {
         }
     }
 
-    fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {
+    fn loss(&self, step: StepInputs<'_>) -> Result<Tensor> {
+        super::staged_loss(self, step)
+    }
+
+    fn staged(&self) -> Option<&dyn StagedObjective> {
+        Some(self)
+    }
+}
+
+/// The trainer's Ambient options at compute dtype `compute`.
+fn training_options(compute: DType) -> AmbientOptions {
+    AmbientOptions { compute: Some(compute), mean_over_pixels: true, ..AmbientOptions::default() }
+}
+
+impl StagedObjective for Ambient {
+    /// The observations and masks of the batch, then (in [`ambient_loss`]'s order) σ, η and B, with EDM's
+    /// preconditioning at σ.
+    fn draw(&self, step: DrawInputs<'_>, host: &mut HostBatch) -> Result<()> {
         let (d, den) = corrupted_edm("Ambient", step.data, step.model)?;
-        let (m, shape) = (d.dims[1] * d.dims[2] * d.dims[3], [step.indices.len(), d.dims[1], d.dims[2], d.dims[3]]);
-        let y = Tensor::from_f32(&gather(&d.y, m, step.indices), shape, step.device)?;
-        let a = Tensor::from_f32(&gather(&d.mask, m, step.indices), shape, step.device)?;
-        step.phase.objective();
-        let opts = AmbientOptions { compute: Some(step.compute), mean_over_pixels: true, ..AmbientOptions::default() };
-        ambient_loss(den, &y, &a, step.indices, &opts, step.rng, step.dropout_seed)
+        let opts = training_options(step.compute);
+        let [_, c, h, w] = d.dims;
+        let (n, m) = (step.indices.len(), c * h * w);
+        host.push_f32("y", [n, c, h, w], &gather(&d.y, m, step.indices))?;
+        host.push_f32("a", [n, c, h, w], &gather(&d.mask, m, step.indices))?;
+        let sigma = sigmas(n, opts.fixed_sigma, &den.edm, &mut *step.rng)?;
+        let eta: Vec<f64> = (0..n * m).map(|_| StandardNormal.sample(&mut *step.rng)).collect();
+        let b = further_b([n, c, h, w], step.indices, &opts, &mut *step.rng)?;
+        host.push_f64("sigma", [n], &sigma)?;
+        host.push_f64("eta", [n, c, h, w], &eta)?;
+        host.push_f64("lam", [n], &loss_weights(&den.edm, &sigma, m, &opts))?;
+        host.push_f64("b", [n, c, h, w], &b)?;
+        for (name, column) in ["c_in", "c_skip", "c_out", "c_noise"].into_iter().zip(den.edm.precond_columns(&sigma)) {
+            host.push_f64(name, [n], &column)?;
+        }
+        Ok(())
+    }
+
+    fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
+        let (_, den) = corrupted_edm("Ambient", step.data, step.model)?;
+        let opts = training_options(step.compute);
+        let get = |name: &str| batch.get(name).cloned();
+        let p = Preconditioning {
+            c_in: get("c_in")?.to_dtype(step.compute)?,
+            c_skip: get("c_skip")?.to_dtype(step.compute)?,
+            c_out: get("c_out")?.to_dtype(step.compute)?,
+            c_noise: get("c_noise")?,
+        };
+        let draws = AmbientDraws { sigma: get("sigma")?, eta: get("eta")?, lam: get("lam")?, b: Some(get("b")?) };
+        let denoise = |x: &Tensor, m: Option<&Tensor>| {
+            let mask = mask_input(den, m, x)?;
+            den.denoise_preconditioned(x, &p, mask.as_ref(), step.dropout_seed)
+        };
+        Ok(ambient_device_loss(denoise, &get("y")?, &get("a")?, &draws, &opts)?.0)
     }
 }

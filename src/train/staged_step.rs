@@ -109,16 +109,17 @@ pub fn queue(
 
 /// The step's device work: loss, backward, gate, AdamW at the batch's schedule, EMA.
 fn device_step(objective: &dyn StagedObjective, batch: &DeviceBatch, p: StepParts<'_>) -> Result<StepGate> {
-    let loss = objective.device_loss(
-        batch,
-        LossInputs {
+    let loss = {
+        let _range = nvtx::range("objective");
+        let inputs = LossInputs {
             data: p.data,
             model: p.model,
             options: p.options,
             dropout_seed: Some(batch.seed(DROPOUT_SEED)?),
             compute: p.compute,
-        },
-    )?;
+        };
+        objective.device_loss(batch, inputs)?
+    };
     let grads = {
         let _range = nvtx::range("backward");
         backward(&loss)?

@@ -253,7 +253,7 @@ impl Trainer {
     fn queue_step(&mut self) -> Result<StepGate> {
         let o = &self.options;
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
-        let mut phase = Phase::data();
+        let phase = Phase::data();
         let batch = self.loader.next().context("the data loader stopped")?;
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
         let dropout_seed = mix(o.seed, self.step) ^ 1;
@@ -271,7 +271,8 @@ impl Trainer {
                     compute,
                 };
                 staged.draw(step, &mut host)?;
-                phase.objective();
+                // The device work opens its own phases ("objective", "backward", ...; "graph" when replayed).
+                drop(phase);
                 let parts = StepParts {
                     data: &self.data,
                     model: &self.model,
