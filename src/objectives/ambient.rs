@@ -37,7 +37,7 @@ use crate::diffusion::samplers::edm_heun_sample;
 use crate::diffusion::schedule::VpSchedule;
 use crate::diffusion::{Edm, EdmOptions};
 use crate::nn::TrainSeed;
-use crate::nn::{EdmDenoiser, Model, Preconditioning};
+use crate::nn::{EdmDenoiser, Model};
 use crate::ops::{self, layout};
 use crate::train::{Sampling, TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
@@ -482,22 +482,14 @@ impl StagedObjective for Ambient {
         host.push_f64("eta", [n, c, h, w], &eta)?;
         host.push_f64("lam", [n], &loss_weights(&den.edm, &sigma, m, &opts))?;
         host.push_f64("b", [n, c, h, w], &b)?;
-        for (name, column) in ["c_in", "c_skip", "c_out", "c_noise"].into_iter().zip(den.edm.precond_columns(&sigma)) {
-            host.push_f64(name, [n], &column)?;
-        }
-        Ok(())
+        super::push_preconditioning(host, &den.edm, &sigma)
     }
 
     fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
         let (_, den) = corrupted_edm("Ambient", step.data, step.model)?;
         let opts = training_options(step.compute);
         let get = |name: &str| batch.get(name).cloned();
-        let p = Preconditioning {
-            c_in: get("c_in")?.to_dtype(step.compute)?,
-            c_skip: get("c_skip")?.to_dtype(step.compute)?,
-            c_out: get("c_out")?.to_dtype(step.compute)?,
-            c_noise: get("c_noise")?,
-        };
+        let p = super::preconditioning(batch, step.compute)?;
         let draws = AmbientDraws { sigma: get("sigma")?, eta: get("eta")?, lam: get("lam")?, b: Some(get("b")?) };
         let denoise = |x: &Tensor, m: Option<&Tensor>| {
             let mask = mask_input(den, m, x)?;

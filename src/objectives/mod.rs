@@ -70,9 +70,10 @@ pub struct DrawInputs<'a> {
     pub model: &'a Model,
     pub schedule: &'a VpSchedule,
     pub options: &'a TrainOptions,
-    /// The step's generator, seeded from (seed, step).
+    /// The step's generator, seeded from (seed, step): every draw of the step comes from it, in a fixed order.
     pub rng: &'a mut StdRng,
-    /// What the network computes in (GSURE sizes its finite-difference step by it).
+    /// What the network computes in (the loss and the master weights stay f32; GSURE sizes its
+    /// finite-difference step by it).
     pub compute: DType,
 }
 
@@ -90,13 +91,36 @@ pub struct LossInputs<'a> {
 
 /// A staged objective's loss in one call: draw, send the batch to the device, and the device loss.
 pub fn staged_loss(objective: &dyn StagedObjective, step: StepInputs<'_>) -> Result<Tensor> {
-    let StepInputs { indices, data, model, schedule, options, rng, dropout_seed, compute, device, mut phase } = step;
+    let StepInputs { draw, dropout_seed, device, mut phase } = step;
+    let (data, model, options, compute) = (draw.data, draw.model, draw.options, draw.compute);
     let mut host = HostBatch::new();
-    objective.draw(DrawInputs { indices, data, model, schedule, options, rng, compute }, &mut host)?;
+    objective.draw(draw, &mut host)?;
     let batch = host.to_device(device)?;
     phase.objective();
     objective.device_loss(&batch, LossInputs { data, model, options, dropout_seed, compute })
 }
+
+/// Draws EDM's preconditioning at `sigma` into the batch, for [`preconditioning`] on the device side.
+fn push_preconditioning(host: &mut HostBatch, edm: &crate::diffusion::Edm, sigma: &[f64]) -> Result<()> {
+    for (name, column) in PRECONDITIONING.into_iter().zip(edm.precond_columns(sigma)) {
+        host.push_f64(name, [sigma.len()], &column)?;
+    }
+    Ok(())
+}
+
+/// The batch's preconditioning from [`push_preconditioning`]: c_in, c_skip, c_out in `compute`, c_noise f32.
+fn preconditioning(batch: &DeviceBatch, compute: DType) -> Result<crate::nn::Preconditioning> {
+    let [c_in, c_skip, c_out, c_noise] = PRECONDITIONING.map(|name| batch.get(name).cloned());
+    Ok(crate::nn::Preconditioning {
+        c_in: c_in?.to_dtype(compute)?,
+        c_skip: c_skip?.to_dtype(compute)?,
+        c_out: c_out?.to_dtype(compute)?,
+        c_noise: c_noise?,
+    })
+}
+
+/// The batch entries of EDM's preconditioning, in `Edm::precond_columns` order.
+const PRECONDITIONING: [&str; 4] = ["c_in", "c_skip", "c_out", "c_noise"];
 
 /// The objective `--loss` names.
 pub fn for_loss(loss: LossKind) -> Box<dyn Objective> {
@@ -109,20 +133,11 @@ pub fn for_loss(loss: LossKind) -> Box<dyn Objective> {
     }
 }
 
-/// Everything one step's loss is computed from.
+/// Everything one step's loss is computed from: what a staged objective's draw reads, and the rest.
 pub struct StepInputs<'a> {
-    /// Dataset indices of the batch.
-    pub indices: &'a [usize],
-    pub data: &'a TrainData,
-    pub model: &'a Model,
-    pub schedule: &'a VpSchedule,
-    pub options: &'a TrainOptions,
-    /// The step's generator, seeded from (seed, step): every draw of the step comes from it, in a fixed order.
-    pub rng: &'a mut StdRng,
+    pub draw: DrawInputs<'a>,
     /// Turns dropout on, with masks that depend only on (seed, step).
     pub dropout_seed: Option<TrainSeed>,
-    /// What the network computes in (the loss and the master weights stay f32).
-    pub compute: DType,
     pub device: &'a Device,
     pub phase: Phase,
 }

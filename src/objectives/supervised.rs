@@ -5,7 +5,7 @@ use super::{gather, DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective, S
 use crate::corruption::{OpKind, OpSpec};
 use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
-use crate::nn::{Model, Preconditioning, Prediction};
+use crate::nn::{Model, Prediction};
 use crate::train::{TrainData, TrainOptions};
 use crate::{ops, DType, Device, Tensor};
 use anyhow::{bail, Context, Result};
@@ -136,11 +136,7 @@ fn draw_denoising(images: &[f32], step: DrawInputs<'_>, batch: &mut HostBatch) -
         Model::Edm(den) => {
             let sigma: Vec<f64> = (0..b).map(|_| den.edm.sample_sigma(&mut *rng)).collect();
             batch.push_f64("sigma", [b], &sigma)?;
-            for (name, column) in
-                ["c_in", "c_skip", "c_out", "c_noise"].into_iter().zip(den.edm.precond_columns(&sigma))
-            {
-                batch.push_f64(name, [b], &column)?;
-            }
+            super::push_preconditioning(batch, &den.edm, &sigma)?;
             let m = (c * h * w) as f64;
             let weights: Vec<f64> = sigma.iter().map(|&s| den.edm.loss_weight(s) / (m * b as f64)).collect();
             batch.push_f64("weight", [b], &weights)?;
@@ -177,12 +173,7 @@ fn denoising_loss(batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
             // Clean data is fully observed: the mask channels (if any) are all ones.
             let device = x0.device();
             let mask = if extra > 0 { Some(Tensor::full([b, extra, h, w], 1.0, compute, device)?) } else { None };
-            let p = Preconditioning {
-                c_in: batch.get("c_in")?.to_dtype(compute)?,
-                c_skip: batch.get("c_skip")?.to_dtype(compute)?,
-                c_out: batch.get("c_out")?.to_dtype(compute)?,
-                c_noise: batch.get("c_noise")?.clone(),
-            };
+            let p = super::preconditioning(batch, compute)?;
             let d = den.denoise_preconditioned(&x_t.to_dtype(compute)?, &p, mask.as_ref(), dropout_seed)?;
             let sq = ops::sum_per_example(&ops::square(&ops::sub(&d.to_dtype(DType::F32)?, x0)?)?)?;
             ops::sum_all(&ops::mul(&sq, batch.get("weight")?)?)

@@ -518,18 +518,19 @@ impl Objective for Tweedie {
     }
 
     fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {
-        let (d, den) = corrupted_edm("Tweedie", step.data, step.model)?;
-        let (m, b) = (d.dims[1] * d.dims[2] * d.dims[3], step.indices.len());
-        let y = Tensor::from_f32(&gather(&d.y, m, step.indices), [b, d.dims[1], d.dims[2], d.dims[3]], step.device)?;
+        let (d, den) = corrupted_edm("Tweedie", step.draw.data, step.draw.model)?;
+        let (m, b) = (d.dims[1] * d.dims[2] * d.dims[3], step.draw.indices.len());
+        let y =
+            Tensor::from_f32(&gather(&d.y, m, step.draw.indices), [b, d.dims[1], d.dims[2], d.dims[3]], step.device)?;
         step.phase.objective();
-        let weight = step.options.consistency;
+        let weight = step.draw.options.consistency;
         let consistency = (weight > 0.0).then(|| ConsistencyOptions { weight, ..ConsistencyOptions::default() });
         let opts = TweedieOptions {
-            compute: Some(step.compute),
+            compute: Some(step.draw.compute),
             mean_over_pixels: true,
             consistency,
             ..TweedieOptions::default()
         };
-        tweedie_loss(den, &y, &vec![d.spec.sigma0; b], &opts, step.rng, step.dropout_seed)
+        tweedie_loss(den, &y, &vec![d.spec.sigma0; b], &opts, step.draw.rng, step.dropout_seed)
     }
 }

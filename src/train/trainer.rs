@@ -258,19 +258,19 @@ impl Trainer {
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
         let dropout_seed = mix(o.seed, self.step) ^ 1;
         let lr = self.lr();
+        let draw = DrawInputs {
+            indices: &batch.indices,
+            data: &self.data,
+            model: &self.model,
+            schedule: &self.schedule,
+            options: o,
+            rng: &mut rng,
+            compute,
+        };
         let gate = match self.objective.staged() {
             Some(staged) => {
                 let mut host = HostBatch::new();
-                let step = DrawInputs {
-                    indices: &batch.indices,
-                    data: &self.data,
-                    model: &self.model,
-                    schedule: &self.schedule,
-                    options: o,
-                    rng: &mut rng,
-                    compute,
-                };
-                staged.draw(step, &mut host)?;
+                staged.draw(draw, &mut host)?;
                 // The device work opens its own phases ("objective", "backward", ...; "graph" when replayed).
                 drop(phase);
                 let parts = StepParts {
@@ -286,18 +286,8 @@ impl Trainer {
                 staged_step::queue(staged, host, lr, dropout_seed, &self.device, &mut self.replay, parts)?
             }
             None => {
-                let loss = self.objective.loss(StepInputs {
-                    indices: &batch.indices,
-                    data: &self.data,
-                    model: &self.model,
-                    schedule: &self.schedule,
-                    options: o,
-                    rng: &mut rng,
-                    dropout_seed: Some(TrainSeed::Host(dropout_seed)),
-                    compute,
-                    device: &self.device,
-                    phase,
-                })?;
+                let dropout_seed = Some(TrainSeed::Host(dropout_seed));
+                let loss = self.objective.loss(StepInputs { draw, dropout_seed, device: &self.device, phase })?;
                 self.update(loss)?
             }
         };

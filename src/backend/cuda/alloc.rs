@@ -376,6 +376,15 @@ impl<T: GpuElem> GpuBuf<T> {
     pub fn ptr(&self) -> u64 {
         self.ptr
     }
+    /// Readies a raw driver call on the engine's stream (one cudarc does not wrap, or one that must not
+    /// wait on an event): waits out another thread's capture, binds the context, counts the call under
+    /// `counter`, and returns the stream.
+    fn raw_stream_call(&self, counter: &AtomicU64) -> Result<cudarc::driver::sys::CUstream> {
+        self.pool.note_stream_use();
+        self.pool.ctx.bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+        bump(counter);
+        Ok(self.pool.stream.cu_stream())
+    }
     fn block_mut(&mut self) -> &mut CudaSlice<u8> {
         self.block.as_mut().expect("live buffer")
     }
@@ -390,11 +399,7 @@ impl<T: GpuElem> GpuBuf<T> {
     /// Sets every element to `value` on the stream, by a memset of its bit pattern (no host buffer, so it
     /// may be captured into a graph). Elements of 2 or 4 bytes.
     pub fn fill(&mut self, value: T) -> Result<()> {
-        self.pool.note_stream_use();
-        // A raw driver call: make the context current first, as cudarc's own calls do.
-        self.pool.ctx.bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
-        bump(&self.pool.activity.memsets);
-        let stream = self.pool.stream.cu_stream();
+        let stream = self.raw_stream_call(&self.pool.activity.memsets)?;
         // SAFETY: the ranges lie inside the block (len elements of T); T is plain data of the matched size.
         let r = unsafe {
             match std::mem::size_of::<T>() {
@@ -459,17 +464,10 @@ impl<T: GpuElem> GpuBuf<T> {
         if src.len() < self.len {
             bail!("page-locked upload of {} elements into a buffer of {}", src.len(), self.len);
         }
-        self.pool.note_stream_use();
-        self.pool.ctx.bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
-        bump(&self.pool.activity.host_to_device);
+        let stream = self.raw_stream_call(&self.pool.activity.host_to_device)?;
         // SAFETY: both ranges hold self.bytes() bytes; the caller keeps src alive and unchanged until it lands.
         let r = unsafe {
-            cudarc::driver::sys::cuMemcpyHtoDAsync_v2(
-                self.ptr,
-                src.host_ptr() as *const std::ffi::c_void,
-                self.bytes(),
-                self.pool.stream.cu_stream(),
-            )
+            cudarc::driver::sys::cuMemcpyHtoDAsync_v2(self.ptr, src.host_ptr() as *const _, self.bytes(), stream)
         };
         r.result().map_err(|e| anyhow!("host to device copy (page-locked): {e:?}"))
     }
@@ -483,17 +481,10 @@ impl<T: GpuElem> GpuBuf<T> {
         if offset + self.len > src.len {
             bail!("device copy of words {offset}..{} from a buffer of {}", offset + self.len, src.len);
         }
-        self.pool.note_stream_use();
-        self.pool.ctx.bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
-        bump(&self.pool.activity.device_to_device);
+        let stream = self.raw_stream_call(&self.pool.activity.device_to_device)?;
         // SAFETY: the source range lies inside src (checked above); the destination holds self.bytes().
         let r = unsafe {
-            cudarc::driver::sys::cuMemcpyDtoDAsync_v2(
-                self.ptr,
-                src.ptr + 4 * offset as u64,
-                self.bytes(),
-                self.pool.stream.cu_stream(),
-            )
+            cudarc::driver::sys::cuMemcpyDtoDAsync_v2(self.ptr, src.ptr + 4 * offset as u64, self.bytes(), stream)
         };
         r.result().map_err(|e| anyhow!("device to device copy (unpacking a staged batch): {e:?}"))
     }
