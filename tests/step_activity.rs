@@ -2,9 +2,10 @@
 //! every thread: this file holds one test so that nothing else runs beside it.
 use gsure::train::{LossKind, TrainOptions, Trainer};
 
-fn options(loss: LossKind) -> TrainOptions {
+fn options(loss: LossKind, config: &str, consistency: f64) -> TrainOptions {
     TrainOptions {
         loss,
+        consistency,
         steps: 10,
         batch: 4,
         warmup: 2,
@@ -12,21 +13,24 @@ fn options(loss: LossKind) -> TrainOptions {
         sample_every: 0,
         phantoms: 16,
         beta_start: 4e-4,
-        ..TrainOptions::for_config("tiny")
+        ..TrainOptions::for_config(config)
     }
 }
 
 /// What one steady-state CUDA step asks of the stream (the step's cost in round trips, counted by the
 /// engine on hardware and on the emulated device alike). Held to one host wait (the step's loss and
-/// gradient norm, read after the update) and no driver allocation, for the oracle and for GSURE; and,
-/// queued as a run queues them, to no host wait at all. Both are staged objectives: their steps are then
-/// replayed from a CUDA graph: one copy up, one graph launch, the gate's copy down, and nothing else.
+/// gradient norm, read after the update) and no driver allocation, for the oracle, GSURE and Ambient-Tweedie
+/// with its consistency loss (the objective with the most network evaluations a step); and, queued as a
+/// run queues them, to no host wait at all: steps replayed from a CUDA graph, each one copy up, one graph
+/// launch, the gate's copy down, and nothing else.
 #[test]
 fn a_steady_state_cuda_step_waits_once_and_allocates_nothing() {
     let Some(gpu) = gsure::testing::gpu_or_skip("step activity on CUDA") else { return };
     let g = gpu.gpu().unwrap().clone();
-    for loss in [LossKind::Supervised, LossKind::Gsure] {
-        let o = options(loss);
+    for (loss, config, consistency) in
+        [(LossKind::Supervised, "tiny", 0.0), (LossKind::Gsure, "tiny", 0.0), (LossKind::Tweedie, "tiny-edm", 0.01)]
+    {
+        let o = options(loss, config, consistency);
         let model = gsure::nn::ModelConfig::by_name(&o.config).unwrap();
         let data = gsure::train::load_train_data(None, &o, &model).unwrap();
         let out = std::env::temp_dir().join(format!("gsure-step-activity-{}-{loss:?}", std::process::id()));

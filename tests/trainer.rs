@@ -284,9 +284,13 @@ fn a_graph_replayed_cuda_run_equals_the_eager_run() {
         ("tiny", LossKind::Gsure, false),
         ("tiny-edm", LossKind::Supervised, false),
         ("tiny-ambient", LossKind::Ambient, false),
+        ("tiny-edm", LossKind::Tweedie, false),
     ];
     for (config, loss, bf16) in cases {
-        let o = TrainOptions { config: config.into(), loss, bf16, warmup: 8, beta_start: 4e-4, ..options(6) };
+        // Tweedie with its consistency loss: the network at four sets of noise levels a step.
+        let consistency = if loss == LossKind::Tweedie { 0.01 } else { 0.0 };
+        let o =
+            TrainOptions { config: config.into(), loss, bf16, consistency, warmup: 8, beta_start: 4e-4, ..options(6) };
         let run = |graphs: bool| {
             let out = dir(&format!("graph-{config}-{loss:?}-{graphs}"));
             let mut t = Trainer::new(o.clone(), corrupted(&o), &out, &gpu, false, false).unwrap();

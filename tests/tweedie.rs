@@ -444,3 +444,46 @@ fn cpu_and_gpu_agree_in_f32() {
         assert!((a - b).abs() < 1e-2 * a.abs().max(1e-4));
     }
 }
+
+/// The trainer's step, split at the bus (the draw packed into a step batch, the device loss reading only
+/// it), is `tweedie_loss` with the trainer's options: the same draws in the same order, the same loss bit
+/// for bit (CPU, f32), with and without the consistency loss.
+#[test]
+fn the_split_step_is_tweedie_loss() {
+    use gsure::objectives::{for_loss, step_loss, DrawInputs};
+    use gsure::train::{load_train_data, LossKind, TrainData, TrainOptions};
+    for consistency in [0.0, 0.01] {
+        let o =
+            TrainOptions { loss: LossKind::Tweedie, consistency, phantoms: 8, ..TrainOptions::for_config("tiny-edm") };
+        let config = gsure::nn::ModelConfig::by_name(&o.config).unwrap();
+        let data = load_train_data(None, &o, &config).unwrap();
+        let mut store = ParamStore::new();
+        let model = gsure::nn::Model::new(&config, &mut store, 3, &Device::Cpu).unwrap();
+        let schedule = gsure::diffusion::schedule::VpSchedule::linear(1e-4).unwrap();
+        let indices = [5, 0, 2];
+        let seed = Some(TrainSeed::Host(11));
+        let draw = DrawInputs {
+            indices: &indices,
+            data: &data,
+            model: &model,
+            schedule: &schedule,
+            options: &o,
+            rng: &mut rng(4),
+            compute: DType::F32,
+        };
+        let split = step_loss(for_loss(LossKind::Tweedie).as_ref(), draw, &Device::Cpu, seed).unwrap();
+
+        let (TrainData::Corrupted(d), gsure::nn::Model::Edm(den)) = (&data, &model) else { panic!("noisy data, EDM") };
+        let m: usize = d.dims[1..].iter().product();
+        let y: Vec<f32> = indices.iter().flat_map(|&i| d.y[i * m..(i + 1) * m].iter().copied()).collect();
+        let x_n = Tensor::from_f32(&y, [3, d.dims[1], d.dims[2], d.dims[3]], &Device::Cpu).unwrap();
+        let opts = TweedieOptions {
+            compute: Some(DType::F32),
+            mean_over_pixels: true,
+            consistency: (consistency > 0.0).then(|| ConsistencyOptions { weight: consistency, ..Default::default() }),
+            ..Default::default()
+        };
+        let direct = tweedie_loss(den, &x_n, &[d.spec.sigma0; 3], &opts, &mut rng(4), seed).unwrap();
+        assert_eq!(split.item().unwrap(), direct.item().unwrap(), "consistency {consistency}");
+    }
+}

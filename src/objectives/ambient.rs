@@ -28,9 +28,7 @@
 //!
 //! The naive baseline ([`AmbientMode::Naive`]) trains on y as if it were clean: plain EDM loss on every
 //! pixel, no further corruption, no mask input (an all-ones mask if the network has mask channels).
-use super::{
-    corrupted_edm, gather, DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective, StagedObjective, StepInputs,
-};
+use super::{corrupted_edm, gather, DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective};
 use crate::autograd::no_grad;
 use crate::corruption::{OpKind, OpSpec};
 use crate::diffusion::samplers::edm_heun_sample;
@@ -451,21 +449,6 @@ impl Objective for Ambient {
         }
     }
 
-    fn loss(&self, step: StepInputs<'_>) -> Result<Tensor> {
-        super::staged_loss(self, step)
-    }
-
-    fn staged(&self) -> Option<&dyn StagedObjective> {
-        Some(self)
-    }
-}
-
-/// The trainer's Ambient options at compute dtype `compute`.
-fn training_options(compute: DType) -> AmbientOptions {
-    AmbientOptions { compute: Some(compute), mean_over_pixels: true, ..AmbientOptions::default() }
-}
-
-impl StagedObjective for Ambient {
     /// The observations and masks of the batch, then (in [`ambient_loss`]'s order) σ, η and B, with EDM's
     /// preconditioning at σ.
     fn draw(&self, step: DrawInputs<'_>, host: &mut HostBatch) -> Result<()> {
@@ -482,14 +465,14 @@ impl StagedObjective for Ambient {
         host.push_f64("eta", [n, c, h, w], &eta)?;
         host.push_f64("lam", [n], &loss_weights(&den.edm, &sigma, m, &opts))?;
         host.push_f64("b", [n, c, h, w], &b)?;
-        super::push_preconditioning(host, &den.edm, &sigma)
+        super::push_preconditioning(host, "", &den.edm, &sigma)
     }
 
     fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
         let (_, den) = corrupted_edm("Ambient", step.data, step.model)?;
         let opts = training_options(step.compute);
         let get = |name: &str| batch.get(name).cloned();
-        let p = super::preconditioning(batch, step.compute)?;
+        let p = super::preconditioning(batch, "", step.compute)?;
         let draws = AmbientDraws { sigma: get("sigma")?, eta: get("eta")?, lam: get("lam")?, b: Some(get("b")?) };
         let denoise = |x: &Tensor, m: Option<&Tensor>| {
             let mask = mask_input(den, m, x)?;
@@ -497,4 +480,9 @@ impl StagedObjective for Ambient {
         };
         Ok(ambient_device_loss(denoise, &get("y")?, &get("a")?, &draws, &opts)?.0)
     }
+}
+
+/// The trainer's Ambient options at compute dtype `compute`.
+fn training_options(compute: DType) -> AmbientOptions {
+    AmbientOptions { compute: Some(compute), mean_over_pixels: true, ..AmbientOptions::default() }
 }

@@ -22,7 +22,7 @@ enum Kind {
 /// One named entry and where its words start.
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
-    name: &'static str,
+    name: String,
     offset: usize,
     kind: Kind,
 }
@@ -49,18 +49,18 @@ impl HostBatch {
         HostBatch::default()
     }
 
-    fn start(&mut self, name: &'static str, kind: Kind) -> Result<usize> {
+    fn start(&mut self, name: &str, kind: Kind) -> Result<usize> {
         if self.layout.entries.iter().any(|e| e.name == name) {
             bail!("step batch: two entries named {name:?}");
         }
         let offset = self.words.len().next_multiple_of(ALIGN_WORDS);
         self.words.resize(offset, 0);
-        self.layout.entries.push(Entry { name, offset, kind });
+        self.layout.entries.push(Entry { name: name.to_owned(), offset, kind });
         Ok(offset)
     }
 
     /// Adds `values` as the f32 tensor `name` of `shape`.
-    pub fn push_f32(&mut self, name: &'static str, shape: impl Into<Shape>, values: &[f32]) -> Result<()> {
+    pub fn push_f32(&mut self, name: &str, shape: impl Into<Shape>, values: &[f32]) -> Result<()> {
         let shape = shape.into();
         if values.len() != shape.numel() {
             bail!("step batch: {} values for {name:?} of shape {shape}", values.len());
@@ -72,12 +72,12 @@ impl HostBatch {
     }
 
     /// [`Self::push_f32`] from f64 values (rounded to f32, as `Tensor::from_f64` rounds them).
-    pub fn push_f64(&mut self, name: &'static str, shape: impl Into<Shape>, values: &[f64]) -> Result<()> {
+    pub fn push_f64(&mut self, name: &str, shape: impl Into<Shape>, values: &[f64]) -> Result<()> {
         self.push_f32(name, shape, &values.iter().map(|&v| v as f32).collect::<Vec<_>>())
     }
 
     /// Adds the 64-bit seed `name`.
-    pub fn push_seed(&mut self, name: &'static str, seed: u64) -> Result<()> {
+    pub fn push_seed(&mut self, name: &str, seed: u64) -> Result<()> {
         self.start(name, Kind::Seed)?;
         self.words.extend([seed as u32, (seed >> 32) as u32]);
         self.layout.words = self.words.len();
@@ -109,11 +109,11 @@ impl HostBatch {
                 Kind::Values(shape) => {
                     let v: Vec<f32> =
                         self.words[e.offset..e.offset + shape.numel()].iter().map(|&w| f32::from_bits(w)).collect();
-                    out.tensors.push((e.name, Tensor::from_f32(&v, shape.clone(), &Device::Cpu)?));
+                    out.tensors.push((e.name.clone(), Tensor::from_f32(&v, shape.clone(), &Device::Cpu)?));
                 }
                 Kind::Seed => {
                     let seed = self.words[e.offset] as u64 | (self.words[e.offset + 1] as u64) << 32;
-                    out.seeds.push((e.name, TrainSeed::Host(seed)));
+                    out.seeds.push((e.name.clone(), TrainSeed::Host(seed)));
                 }
             }
         }
@@ -124,8 +124,8 @@ impl HostBatch {
 /// A step's host contribution where its device work reads it.
 #[derive(Default)]
 pub struct DeviceBatch {
-    tensors: Vec<(&'static str, Tensor)>,
-    seeds: Vec<(&'static str, TrainSeed)>,
+    tensors: Vec<(String, Tensor)>,
+    seeds: Vec<(String, TrainSeed)>,
 }
 
 impl DeviceBatch {
@@ -149,12 +149,18 @@ impl DeviceBatch {
                         shape.clone(),
                         Device::Cuda(gpu.clone()),
                     )?;
-                    out.tensors.push((e.name, t));
+                    out.tensors.push((e.name.clone(), t));
                 }
-                Kind::Seed => out.seeds.push((e.name, TrainSeed::Device(words.ptr() + 4 * e.offset as u64))),
+                Kind::Seed => out.seeds.push((e.name.clone(), TrainSeed::Device(words.ptr() + 4 * e.offset as u64))),
             }
         }
         Ok(out)
+    }
+
+    /// A batch of tensors made where they are used, in any dtype: what an objective's loss reads when it
+    /// is called outside the trainer with values it was given rather than drew.
+    pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> DeviceBatch {
+        DeviceBatch { tensors: tensors.into_iter().collect(), seeds: Vec::new() }
     }
 
     /// The tensor `name`.

@@ -25,7 +25,7 @@
 //! the working precision: D(x̄+εb) − D(x̄) carries the rounding of two network evaluations (≈ 1e-7 relative
 //! in f32, ≈ 4e-3 in bf16, and the input x̄_t + εb is itself rounded to the working dtype before the
 //! network sees it), divided by ε. Measured numbers: docs/gsure-divergence.md.
-use super::{DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective, StagedObjective, StepInputs};
+use super::{DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective};
 use crate::corruption::{Basis, CorruptedData, OpKind, OpSpec, SpectralBatch};
 use crate::diffusion::schedule::VpSchedule;
 use crate::nn::TrainSeed;
@@ -588,12 +588,17 @@ impl Objective for Gsure {
         })
     }
 
-    fn loss(&self, step: StepInputs<'_>) -> Result<Tensor> {
-        super::staged_loss(self, step)
+    fn draw(&self, step: DrawInputs<'_>, host: &mut HostBatch) -> Result<()> {
+        let (d, net) = Gsure::parts(step.data, step.model)?;
+        let obj = Gsure::objective(net, step.options, step.compute);
+        let spectral = d.spectral(step.indices, &Device::Cpu, DType::F32)?;
+        draw_step(net, &obj, &spectral, step.schedule, step.options.t_min, step.rng, host)
     }
 
-    fn staged(&self) -> Option<&dyn StagedObjective> {
-        Some(self)
+    fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
+        let (d, net) = Gsure::parts(step.data, step.model)?;
+        let obj = Gsure::objective(net, step.options, step.compute);
+        device_step_loss(net, &obj, d.spectral_basis()?, batch, step.dropout_seed, step.compute)
     }
 }
 
@@ -609,20 +614,5 @@ impl Gsure {
         };
         obj.batched &= net.config.dropout == 0.0;
         obj
-    }
-}
-
-impl StagedObjective for Gsure {
-    fn draw(&self, step: DrawInputs<'_>, host: &mut HostBatch) -> Result<()> {
-        let (d, net) = Gsure::parts(step.data, step.model)?;
-        let obj = Gsure::objective(net, step.options, step.compute);
-        let spectral = d.spectral(step.indices, &Device::Cpu, DType::F32)?;
-        draw_step(net, &obj, &spectral, step.schedule, step.options.t_min, step.rng, host)
-    }
-
-    fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
-        let (d, net) = Gsure::parts(step.data, step.model)?;
-        let obj = Gsure::objective(net, step.options, step.compute);
-        device_step_loss(net, &obj, d.spectral_basis()?, batch, step.dropout_seed, step.compute)
     }
 }

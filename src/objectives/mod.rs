@@ -21,7 +21,7 @@ use crate::diffusion::schedule::VpSchedule;
 use crate::nn::TrainSeed;
 use crate::nn::{EdmDenoiser, Model};
 use crate::train::{LossKind, Sampling, TrainData, TrainOptions};
-use crate::{nvtx, DType, Device, Tensor};
+use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 
@@ -41,28 +41,16 @@ pub trait Objective: Send + Sync {
         Sampling::Standard
     }
 
-    /// The loss of one step, ready for `backward`. It starts in the step's "data" phase and calls
-    /// [`Phase::objective`] once the batch is where the loss reads it.
-    fn loss(&self, step: StepInputs<'_>) -> Result<Tensor>;
-
-    /// The step split at the bus (batch.rs), for an objective whose device work reads nothing else from the
-    /// host: the trainer then sends each step's host values in one copy and, on CUDA, replays the step from
-    /// a graph. None: the trainer calls [`Objective::loss`].
-    fn staged(&self) -> Option<&dyn StagedObjective> {
-        None
-    }
-}
-
-/// An objective split into its host side and its device side.
-pub trait StagedObjective: Send + Sync {
-    /// Reads the batch and makes every draw of the step, in a fixed order, into `batch`.
+    /// Reads the batch and makes every draw of the step, in a fixed order, into `batch`: the step's whole
+    /// host contribution, which crosses to the device in one copy (batch.rs).
     fn draw(&self, step: DrawInputs<'_>, batch: &mut HostBatch) -> Result<()>;
 
-    /// The loss from the drawn batch, ready for `backward`: the same launches at every step.
+    /// The loss from the drawn batch, ready for `backward`. It reads nothing else from the host, so it is
+    /// the same launches at every step and the trainer can replay it from a CUDA graph.
     fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor>;
 }
 
-/// What a staged objective's draw reads.
+/// What an objective's draw reads.
 pub struct DrawInputs<'a> {
     /// Dataset indices of the batch.
     pub indices: &'a [usize],
@@ -77,7 +65,7 @@ pub struct DrawInputs<'a> {
     pub compute: DType,
 }
 
-/// What a staged objective's device loss reads besides its batch.
+/// What an objective's device loss reads besides its batch.
 pub struct LossInputs<'a> {
     /// The dataset, for what is fixed for the run (its operator family), never for the step's values.
     pub data: &'a TrainData,
@@ -89,28 +77,34 @@ pub struct LossInputs<'a> {
     pub compute: DType,
 }
 
-/// A staged objective's loss in one call: draw, send the batch to the device, and the device loss.
-pub fn staged_loss(objective: &dyn StagedObjective, step: StepInputs<'_>) -> Result<Tensor> {
-    let StepInputs { draw, dropout_seed, device, mut phase } = step;
+/// One step's loss outside the trainer: the objective's draw, its batch sent to `device` (in one copy, from
+/// pageable memory), and the device loss; `dropout_seed` turns dropout on.
+pub fn step_loss(
+    objective: &dyn Objective,
+    draw: DrawInputs<'_>,
+    device: &Device,
+    dropout_seed: Option<TrainSeed>,
+) -> Result<Tensor> {
     let (data, model, options, compute) = (draw.data, draw.model, draw.options, draw.compute);
     let mut host = HostBatch::new();
     objective.draw(draw, &mut host)?;
     let batch = host.to_device(device)?;
-    phase.objective();
     objective.device_loss(&batch, LossInputs { data, model, options, dropout_seed, compute })
 }
 
-/// Draws EDM's preconditioning at `sigma` into the batch, for [`preconditioning`] on the device side.
-fn push_preconditioning(host: &mut HostBatch, edm: &crate::diffusion::Edm, sigma: &[f64]) -> Result<()> {
+/// Draws EDM's preconditioning at `sigma` into the batch, for [`preconditioning`] on the device side; `at`
+/// names the evaluation when a loss runs the network at several noise levels ("" when it runs it at one).
+fn push_preconditioning(host: &mut HostBatch, at: &str, edm: &crate::diffusion::Edm, sigma: &[f64]) -> Result<()> {
     for (name, column) in PRECONDITIONING.into_iter().zip(edm.precond_columns(sigma)) {
-        host.push_f64(name, [sigma.len()], &column)?;
+        host.push_f64(&format!("{at}{name}"), [sigma.len()], &column)?;
     }
     Ok(())
 }
 
-/// The batch's preconditioning from [`push_preconditioning`]: c_in, c_skip, c_out in `compute`, c_noise f32.
-fn preconditioning(batch: &DeviceBatch, compute: DType) -> Result<crate::nn::Preconditioning> {
-    let [c_in, c_skip, c_out, c_noise] = PRECONDITIONING.map(|name| batch.get(name).cloned());
+/// The batch's preconditioning `at` from [`push_preconditioning`]: c_in, c_skip, c_out in `compute`, c_noise
+/// f32.
+fn preconditioning(batch: &DeviceBatch, at: &str, compute: DType) -> Result<crate::nn::Preconditioning> {
+    let [c_in, c_skip, c_out, c_noise] = PRECONDITIONING.map(|name| batch.get(&format!("{at}{name}")).cloned());
     Ok(crate::nn::Preconditioning {
         c_in: c_in?.to_dtype(compute)?,
         c_skip: c_skip?.to_dtype(compute)?,
@@ -130,31 +124,6 @@ pub fn for_loss(loss: LossKind) -> Box<dyn Objective> {
         LossKind::Gsure => Box::new(gsure::Gsure),
         LossKind::Ambient => Box::new(ambient::Ambient),
         LossKind::Tweedie => Box::new(tweedie::Tweedie),
-    }
-}
-
-/// Everything one step's loss is computed from: what a staged objective's draw reads, and the rest.
-pub struct StepInputs<'a> {
-    pub draw: DrawInputs<'a>,
-    /// Turns dropout on, with masks that depend only on (seed, step).
-    pub dropout_seed: Option<TrainSeed>,
-    pub device: &'a Device,
-    pub phase: Phase,
-}
-
-/// The step's open NVTX phase: "data" while the batch is gathered and uploaded, then "objective".
-pub struct Phase(Option<nvtx::Range>);
-
-impl Phase {
-    pub fn data() -> Phase {
-        Phase(Some(nvtx::range("data")))
-    }
-
-    /// Ends "data" and opens "objective", which closes with the step's inputs.
-    pub fn objective(&mut self) {
-        // Ranges nest push/pop: "data" must pop before "objective" pushes.
-        self.0 = None;
-        self.0 = Some(nvtx::range("objective"));
     }
 }
 

@@ -1,7 +1,7 @@
 //! The two baselines of plain denoising (docs/METHODS.md §4.1): the oracle ([`Supervised`]) on clean images,
 //! and the naive baseline ([`Naive`]) on the zero-filled observations H† y as if they were clean. Both
 //! train with the denoising loss of the model's family: VP for the DDIM U-Net, EDM for the DDPM++ U-Net.
-use super::{gather, DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective, StagedObjective, StepInputs};
+use super::{gather, DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective};
 use crate::corruption::{OpKind, OpSpec};
 use crate::data::ImageSet;
 use crate::diffusion::schedule::VpSchedule;
@@ -26,16 +26,6 @@ impl Objective for Supervised {
         Ok(())
     }
 
-    fn loss(&self, step: StepInputs<'_>) -> Result<Tensor> {
-        super::staged_loss(self, step)
-    }
-
-    fn staged(&self) -> Option<&dyn StagedObjective> {
-        Some(self)
-    }
-}
-
-impl StagedObjective for Supervised {
     fn draw(&self, step: DrawInputs<'_>, batch: &mut HostBatch) -> Result<()> {
         let images = clean(step.data, step.indices)?;
         draw_denoising(&images, step, batch)
@@ -60,16 +50,6 @@ impl Objective for Naive {
         Ok(())
     }
 
-    fn loss(&self, step: StepInputs<'_>) -> Result<Tensor> {
-        super::staged_loss(self, step)
-    }
-
-    fn staged(&self) -> Option<&dyn StagedObjective> {
-        Some(self)
-    }
-}
-
-impl StagedObjective for Naive {
     fn draw(&self, step: DrawInputs<'_>, batch: &mut HostBatch) -> Result<()> {
         let images = observed(step.data, step.indices)?;
         draw_denoising(&images, step, batch)
@@ -136,7 +116,7 @@ fn draw_denoising(images: &[f32], step: DrawInputs<'_>, batch: &mut HostBatch) -
         Model::Edm(den) => {
             let sigma: Vec<f64> = (0..b).map(|_| den.edm.sample_sigma(&mut *rng)).collect();
             batch.push_f64("sigma", [b], &sigma)?;
-            super::push_preconditioning(batch, &den.edm, &sigma)?;
+            super::push_preconditioning(batch, "", &den.edm, &sigma)?;
             let m = (c * h * w) as f64;
             let weights: Vec<f64> = sigma.iter().map(|&s| den.edm.loss_weight(s) / (m * b as f64)).collect();
             batch.push_f64("weight", [b], &weights)?;
@@ -173,7 +153,7 @@ fn denoising_loss(batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
             // Clean data is fully observed: the mask channels (if any) are all ones.
             let device = x0.device();
             let mask = if extra > 0 { Some(Tensor::full([b, extra, h, w], 1.0, compute, device)?) } else { None };
-            let p = super::preconditioning(batch, compute)?;
+            let p = super::preconditioning(batch, "", compute)?;
             let d = den.denoise_preconditioned(&x_t.to_dtype(compute)?, &p, mask.as_ref(), dropout_seed)?;
             let sq = ops::sum_per_example(&ops::square(&ops::sub(&d.to_dtype(DType::F32)?, x0)?)?)?;
             ops::sum_all(&ops::mul(&sq, batch.get("weight")?)?)

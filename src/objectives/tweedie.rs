@@ -35,7 +35,7 @@
 //! Sampling ([`tweedie_sample`]): truncated (EDM Heun from σ_max down to σ_n, output D(x; σ_n)) or full
 //! (down to σ_min; meaningful after consistency training).
 use super::ambient::mix;
-use super::{corrupted_edm, gather, Objective, StepInputs};
+use super::{corrupted_edm, gather, DeviceBatch, DrawInputs, HostBatch, LossInputs, Objective};
 use crate::autograd::no_grad;
 use crate::corruption::{OpKind, OpSpec};
 use crate::diffusion::samplers::edm_heun_sample;
@@ -44,6 +44,7 @@ use crate::diffusion::{Edm, EdmOptions};
 use crate::nn::TrainSeed;
 use crate::nn::{EdmDenoiser, Model};
 use crate::ops::{self, layout};
+use crate::tensor::Shape;
 use crate::train::{Sampling, TrainData, TrainOptions};
 use crate::{DType, Device, Tensor};
 use anyhow::{bail, Result};
@@ -229,10 +230,10 @@ pub fn pseudo_target(x_n: &Tensor, x_t: &Tensor, sigma_n: &[f64], sigma_t: &[f64
     ops::add(&ops::mul_along(x_n, &per_example(&cn, x_n)?, 0)?, &ops::mul_along(x_t, &per_example(&ct, x_n)?, 0)?)
 }
 
-fn check_sigma_n(op: &str, sigma_n: &[f64], x: &Tensor) -> Result<usize> {
-    let (n, ..) = x.shape().nchw(op)?;
+fn check_sigma_n(op: &str, sigma_n: &[f64], shape: &Shape) -> Result<usize> {
+    let (n, ..) = shape.nchw(op)?;
     if sigma_n.len() != n {
-        bail!("{op}: {} noise levels σ_n for a batch of shape {}", sigma_n.len(), x.shape());
+        bail!("{op}: {} noise levels σ_n for a batch of shape {shape}", sigma_n.len());
     }
     if let Some(bad) = sigma_n.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
         bail!("{op}: σ_n = {bad} is not a positive finite number");
@@ -245,12 +246,178 @@ fn check_sigma_n(op: &str, sigma_n: &[f64], x: &Tensor) -> Result<usize> {
 pub trait Denoise: Fn(&Tensor, &[f64]) -> Result<Tensor> {}
 impl<F: Fn(&Tensor, &[f64]) -> Result<Tensor>> Denoise for F {}
 
-fn run(denoise: &impl Denoise, x: &Tensor, sigma: &[f64], compute: DType) -> Result<Tensor> {
-    let d = denoise(&x.to_dtype(compute)?, sigma)?;
+/// Where one loss evaluates the denoiser. Each is one batch of noise levels drawn on the host with the
+/// step's other draws, so the device side names the evaluation and never sees a σ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    /// σ_t > σ_n: the double-Tweedie term.
+    Above,
+    /// The k-th Euler step of the descent from σ_n down to σ.
+    Descent(usize),
+    /// σ: the consistency point x.
+    Consistency,
+    /// σ', once for x¹ and once for x² of each example (2N levels, interleaved).
+    Stepped,
+}
+
+impl Level {
+    /// The prefix of its entries in a step batch.
+    fn name(self) -> String {
+        match self {
+            Level::Above => "above ".into(),
+            Level::Descent(k) => format!("descent {k} "),
+            Level::Consistency => "consistency ".into(),
+            Level::Stepped => "stepped ".into(),
+        }
+    }
+}
+
+/// The denoiser at an evaluation's noise levels.
+trait DenoiseAt: Fn(&Tensor, Level) -> Result<Tensor> {}
+impl<F: Fn(&Tensor, Level) -> Result<Tensor>> DenoiseAt for F {}
+
+/// D at `level` on x (converted to `compute`), back in x's dtype.
+fn run(denoise: &impl DenoiseAt, x: &Tensor, level: Level, compute: DType) -> Result<Tensor> {
+    let d = denoise(&x.to_dtype(compute)?, level)?;
     if d.dims() != x.dims() {
         bail!("tweedie: the denoiser returned shape {} for input {}", d.shape(), x.shape());
     }
     d.to_dtype(x.dtype())
+}
+
+/// a·ca + b·cb with one coefficient per example.
+fn blend(a: &Tensor, ca: &Tensor, b: &Tensor, cb: &Tensor) -> Result<Tensor> {
+    ops::add(&ops::mul_along(a, ca, 0)?, &ops::mul_along(b, cb, 0)?)
+}
+
+/// Named host values the device side of a loss reads, with their shapes: pushed into the trainer's step
+/// batch, or made into tensors by a loss called directly.
+#[derive(Default)]
+struct Columns(Vec<(String, Shape, Vec<f64>)>);
+
+impl Columns {
+    fn push(&mut self, name: impl Into<String>, shape: impl Into<Shape>, values: Vec<f64>) {
+        self.0.push((name.into(), shape.into(), values));
+    }
+
+    /// Tensors in the dtype and on the device of `like`.
+    fn to_batch(&self, like: &Tensor) -> Result<DeviceBatch> {
+        let tensors = self.0.iter().map(|(name, shape, v)| {
+            Ok((name.clone(), Tensor::from_f64(v, shape.clone(), like.dtype(), like.device())?))
+        });
+        Ok(DeviceBatch::from_tensors(tensors.collect::<Result<Vec<_>>>()?))
+    }
+
+    fn push_to(&self, host: &mut HostBatch) -> Result<()> {
+        self.0.iter().try_for_each(|(name, shape, v)| host.push_f64(name, shape.clone(), v))
+    }
+}
+
+/// The probability-flow ODE from σ_from down to σ_to in `steps` Euler steps at geometric spacing.
+struct Descent {
+    from: Vec<f64>,
+    to: Vec<f64>,
+    steps: usize,
+}
+
+impl Descent {
+    /// The noise levels after `k` steps.
+    fn at(&self, k: usize) -> Vec<f64> {
+        let t = k as f64 / self.steps as f64;
+        self.from.iter().zip(&self.to).map(|(f, to)| f * (to / f).powf(t)).collect()
+    }
+
+    /// Step k is x + (s' − s)(x − D)/s = (s'/s) x + (1 − s'/s) D: its two coefficients per example.
+    fn columns(&self, out: &mut Columns) {
+        for k in 0..self.steps {
+            let ratio: Vec<f64> = self.at(k + 1).iter().zip(self.at(k)).map(|(next, s)| next / s).collect();
+            out.push(format!("descent {k} ratio"), [ratio.len()], ratio.clone());
+            out.push(format!("descent {k} 1 - ratio"), [ratio.len()], ratio.iter().map(|r| 1.0 - r).collect());
+        }
+    }
+}
+
+/// The descent's device side, no gradient: `steps` evaluations at [`Level::Descent`].
+fn descend(denoise: &impl DenoiseAt, x: &Tensor, steps: usize, b: &DeviceBatch, compute: DType) -> Result<Tensor> {
+    no_grad(|| {
+        let mut x = x.detach();
+        for k in 0..steps {
+            let d = run(denoise, &x, Level::Descent(k), compute)?;
+            x = blend(&x, b.get(&format!("descent {k} ratio"))?, &d, b.get(&format!("descent {k} 1 - ratio"))?)?;
+        }
+        Ok(x)
+    })
+}
+
+/// The two stochastic steps of the consistency estimate, from x at σ to σ' < σ, drawn on the host.
+struct StepPair {
+    sigma: Vec<f64>,
+    sigma_prime: Vec<f64>,
+    step: ConsistencyStep,
+    /// The step noises of x¹ and x².
+    z: [Vec<f64>; 2],
+}
+
+impl StepPair {
+    /// Draws z¹ then z² for points of `shape` [N, C, H, W].
+    fn draw(
+        sigma: Vec<f64>,
+        sigma_prime: Vec<f64>,
+        step: ConsistencyStep,
+        shape: &Shape,
+        rng: &mut impl Rng,
+    ) -> Result<StepPair> {
+        let (n, ..) = shape.nchw("consistency")?;
+        if sigma.len() != n || sigma_prime.len() != n {
+            bail!("consistency: {} σ and {} σ' for a batch of shape {shape}", sigma.len(), sigma_prime.len());
+        }
+        if let Some(i) = (0..n).find(|&i| !(0.0 < sigma_prime[i] && sigma_prime[i] < sigma[i])) {
+            bail!("consistency: need 0 < σ' < σ, got σ = {}, σ' = {} (example {i})", sigma[i], sigma_prime[i]);
+        }
+        let mut noise = || (0..shape.numel()).map(|_| StandardNormal.sample(&mut *rng)).collect::<Vec<f64>>();
+        let z = [noise(), noise()];
+        Ok(StepPair { sigma, sigma_prime, step, z })
+    }
+
+    /// σ' for the batch of stepped points, x¹_i and x²_i next to each other.
+    fn stepped(&self) -> Vec<f64> {
+        self.sigma_prime.iter().flat_map(|&s| [s, s]).collect()
+    }
+
+    /// The step's mean (σ'²/σ²) x + (1 − σ'²/σ²) D, shared by both variants, its noise scale and noises.
+    fn columns(&self, shape: &Shape, out: &mut Columns) {
+        let n = self.sigma.len();
+        let r: Vec<f64> = self.sigma.iter().zip(&self.sigma_prime).map(|(s, p)| p * p / (s * s)).collect();
+        let std = self.sigma.iter().zip(&self.sigma_prime).map(|(s, p)| match self.step {
+            ConsistencyStep::ReverseSde => (s * s - p * p).sqrt(),
+            ConsistencyStep::Ancestral => p * (1.0 - p * p / (s * s)).sqrt(),
+        });
+        out.push("step 1 - r", [n], r.iter().map(|r| 1.0 - r).collect());
+        out.push("step r", [n], r);
+        out.push("step std", [n], std.collect());
+        out.push("z1", shape.clone(), self.z[0].clone());
+        out.push("z2", shape.clone(), self.z[1].clone());
+    }
+}
+
+/// The consistency estimate's device side: per-example L_c [N] at the point x, with gradient through
+/// D(x; σ) and D(x^k; σ') and none through the points.
+fn consistency_estimate(denoise: &impl DenoiseAt, x: &Tensor, b: &DeviceBatch, compute: DType) -> Result<Tensor> {
+    let (n, c, h, w) = x.shape().nchw("consistency")?;
+    let x = x.detach();
+    let d0 = run(denoise, &x, Level::Consistency, compute)?;
+    let x12 = no_grad(|| -> Result<Tensor> {
+        let mean = blend(&x, b.get("step r")?, &d0.detach(), b.get("step 1 - r")?)?;
+        let std = b.get("step std")?;
+        let x1 = ops::add(&mean, &ops::mul_along(b.get("z1")?, std, 0)?)?;
+        let x2 = ops::add(&mean, &ops::mul_along(b.get("z2")?, std, 0)?)?;
+        // One batch of 2N: [N, 2C, H, W] viewed as [2N, C, H, W] interleaves x¹_i, x²_i.
+        layout::concat_channels(&[&x1, &x2])?.reshape([2 * n, c, h, w])
+    })?;
+    let d12 = run(denoise, &x12, Level::Stepped, compute)?.reshape([n, 2 * c, h, w])?;
+    let parts = layout::split_channels(&d12, &[c, c])?;
+    let prod = ops::mul(&ops::sub(&parts[0], &d0)?, &ops::sub(&parts[1], &d0)?)?;
+    ops::scale(&ops::sum_per_example(&prod)?, 1.0 / (c * h * w) as f64)
 }
 
 /// The consistency estimate at given points: x [N, C, H, W] at σ (per example), σ' < σ. Returns the
@@ -266,40 +433,15 @@ pub fn consistency_term_with(
     compute: DType,
     rng: &mut impl Rng,
 ) -> Result<Tensor> {
-    let (n, c, h, w) = x.shape().nchw("consistency")?;
-    if sigma.len() != n || sigma_prime.len() != n {
-        bail!("consistency: {} σ and {} σ' for a batch of shape {}", sigma.len(), sigma_prime.len(), x.shape());
-    }
-    if let Some(i) = (0..n).find(|&i| !(0.0 < sigma_prime[i] && sigma_prime[i] < sigma[i])) {
-        bail!("consistency: need 0 < σ' < σ, got σ = {}, σ' = {} (example {i})", sigma[i], sigma_prime[i]);
-    }
-    let x = x.detach();
-    let d0 = run(denoise, &x, sigma, compute)?;
-    // The step's mean (σ'²/σ²) x + (1 − σ'²/σ²) D is shared by both variants; only the noise differs.
-    let std: Vec<f64> = sigma
-        .iter()
-        .zip(sigma_prime)
-        .map(|(s, p)| match step {
-            ConsistencyStep::ReverseSde => (s * s - p * p).sqrt(),
-            ConsistencyStep::Ancestral => p * (1.0 - p * p / (s * s)).sqrt(),
-        })
-        .collect();
-    let x12 = no_grad(|| -> Result<Tensor> {
-        let mean = xn_estimate(&x, &d0.detach(), sigma_prime, sigma)?;
-        let z1 = Tensor::randn([n, c, h, w], x.dtype(), x.device(), rng)?;
-        let z2 = Tensor::randn([n, c, h, w], x.dtype(), x.device(), rng)?;
-        let stdt = per_example(&std, &x)?;
-        let x1 = ops::add(&mean, &ops::mul_along(&z1, &stdt, 0)?)?;
-        let x2 = ops::add(&mean, &ops::mul_along(&z2, &stdt, 0)?)?;
-        // One batch of 2N: [N, 2C, H, W] viewed as [2N, C, H, W] interleaves x¹_i, x²_i.
-        let x12 = layout::concat_channels(&[&x1, &x2])?.reshape([2 * n, c, h, w])?;
-        Ok(x12)
-    })?;
-    let sp2: Vec<f64> = sigma_prime.iter().flat_map(|&s| [s, s]).collect();
-    let d12 = run(denoise, &x12, &sp2, compute)?.reshape([n, 2 * c, h, w])?;
-    let parts = layout::split_channels(&d12, &[c, c])?;
-    let prod = ops::mul(&ops::sub(&parts[0], &d0)?, &ops::sub(&parts[1], &d0)?)?;
-    ops::scale(&ops::sum_per_example(&prod)?, 1.0 / (c * h * w) as f64)
+    let pair = StepPair::draw(sigma.to_vec(), sigma_prime.to_vec(), step, x.shape(), rng)?;
+    let mut columns = Columns::default();
+    pair.columns(x.shape(), &mut columns);
+    let at = |x: &Tensor, level| match level {
+        Level::Consistency => denoise(x, &pair.sigma),
+        Level::Stepped => denoise(x, &pair.stepped()),
+        _ => bail!("consistency: no noise levels for {level:?}"),
+    };
+    consistency_estimate(&at, x, &columns.to_batch(x)?, compute)
 }
 
 /// Probability-flow ODE (Euler, geometric σ spacing) from x at σ_from down to σ_to, per example, no gradient.
@@ -311,25 +453,141 @@ pub fn descend_with(
     steps: usize,
     compute: DType,
 ) -> Result<Tensor> {
-    no_grad(|| {
-        let mut x = x.detach();
-        let n = sigma_from.len();
-        for k in 0..steps {
-            let at = |k: usize| -> Vec<f64> {
-                (0..n).map(|i| sigma_from[i] * (sigma_to[i] / sigma_from[i]).powf(k as f64 / steps as f64)).collect()
-            };
-            let (s, s_next) = (at(k), at(k + 1));
-            let d = run(denoise, &x, &s, compute)?;
-            // x + (s' − s)(x − D)/s = (s'/s) x + (1 − s'/s) D
-            let ratio: Vec<f64> = (0..n).map(|i| s_next[i] / s[i]).collect();
-            let one_minus: Vec<f64> = ratio.iter().map(|r| 1.0 - r).collect();
-            x = ops::add(
-                &ops::mul_along(&x, &per_example(&ratio, &x)?, 0)?,
-                &ops::mul_along(&d, &per_example(&one_minus, &x)?, 0)?,
-            )?;
+    let descent = Descent { from: sigma_from.to_vec(), to: sigma_to.to_vec(), steps };
+    let mut columns = Columns::default();
+    descent.columns(&mut columns);
+    let at = |x: &Tensor, level| match level {
+        Level::Descent(k) => denoise(x, &descent.at(k)),
+        _ => bail!("descent: no noise levels for {level:?}"),
+    };
+    descend(&at, x, steps, &columns.to_batch(x)?, compute)
+}
+
+/// Every host draw of one Tweedie loss, in the order they are drawn: σ_t, η, then (with consistency) σ and
+/// the two step noises.
+struct Draws {
+    /// The shape of x_n, [N, C, H, W].
+    shape: Shape,
+    sigma_n: Vec<f64>,
+    sigma_t: Vec<f64>,
+    eta: Vec<f64>,
+    consistency: Option<(Descent, StepPair)>,
+}
+
+impl Draws {
+    /// Checks the options against σ_n and draws.
+    fn draw(edm: &Edm, sigma_n: &[f64], shape: &Shape, opts: &TweedieOptions, rng: &mut impl Rng) -> Result<Draws> {
+        let n = check_sigma_n("tweedie_loss", sigma_n, shape)?;
+        if !(opts.margin >= 0.0 && opts.margin.is_finite()) {
+            bail!("tweedie_loss: margin {} must be a finite number ≥ 0", opts.margin);
         }
-        Ok(x)
-    })
+        let sigma_t: Vec<f64> = match opts.fixed_sigma {
+            Some(s) => {
+                if let Some(bad) = sigma_n.iter().find(|&&sn| s.is_nan() || s <= sn) {
+                    bail!("tweedie_loss: fixed σ_t = {s} must exceed σ_n = {bad}");
+                }
+                vec![s; n]
+            }
+            None => {
+                sigma_n.iter().map(|&sn| truncated_sigma(edm, sn * (1.0 + opts.margin), f64::INFINITY, rng)).collect()
+            }
+        };
+        let eta = (0..shape.numel()).map(|_| StandardNormal.sample(&mut *rng)).collect();
+        let consistency = match &opts.consistency {
+            None => None,
+            Some(c) => {
+                if !(c.rel_step > 0.0 && c.rel_step < 1.0) || c.descent_steps == 0 {
+                    bail!("tweedie_loss: consistency needs 0 < rel_step < 1 and descent_steps ≥ 1");
+                }
+                if let Some(bad) = sigma_n.iter().find(|&&sn| !(c.sigma_lo > 0.0 && c.sigma_lo < sn)) {
+                    bail!("tweedie_loss: consistency needs 0 < σ_lo = {} < σ_n = {bad}", c.sigma_lo);
+                }
+                let sigma: Vec<f64> = sigma_n.iter().map(|&sn| truncated_sigma(edm, c.sigma_lo, sn, rng)).collect();
+                let sigma_p = sigma.iter().map(|s| s * (1.0 - c.rel_step)).collect();
+                let descent = Descent { from: sigma_n.to_vec(), to: sigma.clone(), steps: c.descent_steps };
+                Some((descent, StepPair::draw(sigma, sigma_p, c.step, shape, rng)?))
+            }
+        };
+        Ok(Draws { shape: shape.clone(), sigma_n: sigma_n.to_vec(), sigma_t, eta, consistency })
+    }
+
+    /// Where the loss evaluates the denoiser.
+    fn levels(&self) -> Vec<Level> {
+        let mut levels = vec![Level::Above];
+        if let Some((descent, _)) = &self.consistency {
+            levels.extend((0..descent.steps).map(Level::Descent));
+            levels.extend([Level::Consistency, Level::Stepped]);
+        }
+        levels
+    }
+
+    /// The noise levels of an evaluation.
+    fn sigma_at(&self, level: Level) -> Result<Vec<f64>> {
+        match (level, &self.consistency) {
+            (Level::Above, _) => Ok(self.sigma_t.clone()),
+            (Level::Descent(k), Some((descent, _))) => Ok(descent.at(k)),
+            (Level::Consistency, Some((_, pair))) => Ok(pair.sigma.clone()),
+            (Level::Stepped, Some((_, pair))) => Ok(pair.stepped()),
+            _ => bail!("tweedie_loss: {level:?} is evaluated only with consistency"),
+        }
+    }
+
+    /// What the device side reads: η and the per-example coefficients of x_t, x̂_n and the weight, then the
+    /// descent's and the step pair's.
+    fn columns(&self, edm: &Edm, opts: &TweedieOptions) -> Columns {
+        let n = self.sigma_n.len();
+        let m = (self.shape.numel() / n) as f64;
+        let mut out = Columns::default();
+        let pairs = || self.sigma_n.iter().zip(&self.sigma_t);
+        out.push("eta", self.shape.clone(), self.eta.clone());
+        out.push("top-up", [n], pairs().map(|(sn, st)| (st * st - sn * sn).sqrt()).collect());
+        // x̂_n = (σ_n²/σ_t²) x_t + (1 − σ_n²/σ_t²) x̂0
+        out.push("r", [n], pairs().map(|(sn, st)| sn * sn / (st * st)).collect());
+        out.push("1 - r", [n], pairs().map(|(sn, st)| 1.0 - sn * sn / (st * st)).collect());
+        let weight = pairs().map(|(&sn, &st)| {
+            let extra = if opts.pseudo_target_weight { st.powi(4) / (st * st - sn * sn).powi(2) } else { 1.0 };
+            edm.loss_weight(st) * extra / if opts.mean_over_pixels { m } else { 1.0 }
+        });
+        out.push("weight", [n], weight.collect());
+        if let Some((descent, pair)) = &self.consistency {
+            descent.columns(&mut out);
+            pair.columns(&self.shape, &mut out);
+        }
+        out
+    }
+}
+
+/// One loss on the device: (loss, per-example Tweedie terms, per-example consistency estimates).
+type DeviceParts = (Tensor, Tensor, Option<Tensor>);
+
+/// The device side of the Tweedie loss: every host draw is in `b` (as [`Draws::columns`] names it) and
+/// `denoise` is the network at each evaluation's noise levels.
+fn device_loss(
+    denoise: &impl DenoiseAt,
+    x_n: &Tensor,
+    b: &DeviceBatch,
+    opts: &TweedieOptions,
+    compute: DType,
+) -> Result<DeviceParts> {
+    let n = x_n.dims()[0];
+    let x_n = x_n.detach();
+    // x_t = x_n + √(σ_t² − σ_n²) η', so x_t ~ x0 + σ_t η'' exactly.
+    let x_t = ops::add(&x_n, &ops::mul_along(b.get("eta")?, b.get("top-up")?, 0)?)?;
+    let x0_hat = run(denoise, &x_t, Level::Above, compute)?;
+    let xn_hat = blend(&x_t, b.get("r")?, &x0_hat, b.get("1 - r")?)?;
+    let sq = ops::sum_per_example(&ops::square(&ops::sub(&xn_hat, &x_n)?)?)?;
+    let tweedie = ops::mul(&sq, b.get("weight")?)?;
+    let mut loss = ops::scale(&ops::sum_all(&tweedie)?, 1.0 / n as f64)?;
+    let consistency = match &opts.consistency {
+        None => None,
+        Some(c) => {
+            let x = descend(denoise, &x_n, c.descent_steps, b, compute)?;
+            let lc = consistency_estimate(denoise, &x, b, compute)?;
+            loss = ops::add(&loss, &ops::scale(&ops::sum_all(&lc)?, c.weight / n as f64)?)?;
+            Some(lc)
+        }
+    };
+    Ok((loss, tweedie, consistency))
 }
 
 /// The double-Tweedie loss (plus the consistency loss when `opts.consistency` is set) around any denoiser.
@@ -343,67 +601,27 @@ pub fn tweedie_loss_with(
     opts: &TweedieOptions,
     rng: &mut impl Rng,
 ) -> Result<TweedieLoss> {
-    let n = check_sigma_n("tweedie_loss", sigma_n, x_n)?;
-    if !(opts.margin >= 0.0 && opts.margin.is_finite()) {
-        bail!("tweedie_loss: margin {} must be a finite number ≥ 0", opts.margin);
-    }
+    let draws = Draws::draw(edm, sigma_n, x_n.shape(), opts, rng)?;
+    let batch = draws.columns(edm, opts).to_batch(x_n)?;
+    let at = |x: &Tensor, level| denoise(x, &draws.sigma_at(level)?);
     let compute = opts.compute.unwrap_or(x_n.dtype());
-    let x_n = x_n.detach();
-    let sigma_t: Vec<f64> = match opts.fixed_sigma {
-        Some(s) => {
-            if let Some(bad) = sigma_n.iter().find(|&&sn| s.is_nan() || s <= sn) {
-                bail!("tweedie_loss: fixed σ_t = {s} must exceed σ_n = {bad}");
-            }
-            vec![s; n]
-        }
-        None => sigma_n.iter().map(|&sn| truncated_sigma(edm, sn * (1.0 + opts.margin), f64::INFINITY, rng)).collect(),
+    let (loss, tweedie, lc) = device_loss(&at, x_n, &batch, opts, compute)?;
+    let consistency = match (lc, draws.consistency) {
+        (Some(lc), Some((_, pair))) => Some((lc, pair.sigma, pair.sigma_prime)),
+        _ => None,
     };
-    let top_up: Vec<f64> = sigma_n.iter().zip(&sigma_t).map(|(sn, st)| (st * st - sn * sn).sqrt()).collect();
-    let eta = Tensor::randn(x_n.shape().clone(), x_n.dtype(), x_n.device(), rng)?;
-    let x_t = ops::add(&x_n, &ops::mul_along(&eta, &per_example(&top_up, &x_n)?, 0)?)?;
-    let x0_hat = run(&denoise, &x_t, &sigma_t, compute)?;
-    let xn_hat = xn_estimate(&x_t, &x0_hat, sigma_n, &sigma_t)?;
-    let m = (x_n.numel() / n) as f64;
-    let weight: Vec<f64> = sigma_n
-        .iter()
-        .zip(&sigma_t)
-        .map(|(&sn, &st)| {
-            let extra = if opts.pseudo_target_weight { st.powi(4) / (st * st - sn * sn).powi(2) } else { 1.0 };
-            edm.loss_weight(st) * extra / if opts.mean_over_pixels { m } else { 1.0 }
-        })
-        .collect();
-    let sq = ops::sum_per_example(&ops::square(&ops::sub(&xn_hat, &x_n)?)?)?;
-    let tweedie = ops::mul(&sq, &per_example(&weight, &x_n)?)?;
-    let mut loss = ops::scale(&ops::sum_all(&tweedie)?, 1.0 / n as f64)?;
+    Ok(TweedieLoss { loss, tweedie, sigma_t: draws.sigma_t, consistency })
+}
 
-    let consistency = match &opts.consistency {
-        None => None,
-        Some(c) => {
-            if !(c.rel_step > 0.0 && c.rel_step < 1.0) || c.descent_steps == 0 {
-                bail!("tweedie_loss: consistency needs 0 < rel_step < 1 and descent_steps ≥ 1");
-            }
-            if let Some(bad) = sigma_n.iter().find(|&&sn| !(c.sigma_lo > 0.0 && c.sigma_lo < sn)) {
-                bail!("tweedie_loss: consistency needs 0 < σ_lo = {} < σ_n = {bad}", c.sigma_lo);
-            }
-            let sigma: Vec<f64> = sigma_n.iter().map(|&sn| truncated_sigma(edm, c.sigma_lo, sn, rng)).collect();
-            let sigma_p: Vec<f64> = sigma.iter().map(|s| s * (1.0 - c.rel_step)).collect();
-            let x = descend_with(&denoise, &x_n, sigma_n, &sigma, c.descent_steps, compute)?;
-            let lc = consistency_term_with(&denoise, &x, &sigma, &sigma_p, c.step, compute, rng)?;
-            loss = ops::add(&loss, &ops::scale(&ops::sum_all(&lc)?, c.weight / n as f64)?)?;
-            Some((lc, sigma, sigma_p))
-        }
-    };
-    Ok(TweedieLoss { loss, tweedie, sigma_t, consistency })
+/// All-ones mask channels for a network that has them (it sees fully observed data), else None.
+fn full_mask(den: &EdmDenoiser, x: &Tensor) -> Result<Option<Tensor>> {
+    let (n, _, h, w) = x.shape().nchw("tweedie denoiser")?;
+    let extra = den.net.config.extra_in_channels;
+    (extra > 0).then(|| Tensor::full([n, extra, h, w], 1.0, x.dtype(), x.device())).transpose()
 }
 
 fn edm_closure<'a>(den: &'a EdmDenoiser, train_seed: Option<TrainSeed>) -> impl Denoise + 'a {
-    move |x: &Tensor, sigma: &[f64]| {
-        let (n, _, h, w) = x.shape().nchw("tweedie denoiser")?;
-        let extra = den.net.config.extra_in_channels;
-        // A network with mask channels sees fully observed data: all ones.
-        let mask = if extra > 0 { Some(Tensor::full([n, extra, h, w], 1.0, x.dtype(), x.device())?) } else { None };
-        den.denoise(x, sigma, mask.as_ref(), train_seed)
-    }
+    move |x: &Tensor, sigma: &[f64]| den.denoise(x, sigma, full_mask(den, x)?.as_ref(), train_seed)
 }
 
 /// The Tweedie loss of an EDM denoiser, ready for `backward`: `x_n` [N, C, H, W] noisy data (noise fixed per
@@ -517,20 +735,37 @@ impl Objective for Tweedie {
         }
     }
 
-    fn loss(&self, mut step: StepInputs<'_>) -> Result<Tensor> {
-        let (d, den) = corrupted_edm("Tweedie", step.draw.data, step.draw.model)?;
-        let (m, b) = (d.dims[1] * d.dims[2] * d.dims[3], step.draw.indices.len());
-        let y =
-            Tensor::from_f32(&gather(&d.y, m, step.draw.indices), [b, d.dims[1], d.dims[2], d.dims[3]], step.device)?;
-        step.phase.objective();
-        let weight = step.draw.options.consistency;
-        let consistency = (weight > 0.0).then(|| ConsistencyOptions { weight, ..ConsistencyOptions::default() });
-        let opts = TweedieOptions {
-            compute: Some(step.draw.compute),
-            mean_over_pixels: true,
-            consistency,
-            ..TweedieOptions::default()
-        };
-        tweedie_loss(den, &y, &vec![d.spec.sigma0; b], &opts, step.draw.rng, step.dropout_seed)
+    /// The noisy images of the batch, then (in [`tweedie_loss`]'s order) σ_t, η and, with consistency, σ
+    /// and the step noises, with EDM's preconditioning at every level the loss evaluates the network.
+    fn draw(&self, step: DrawInputs<'_>, host: &mut HostBatch) -> Result<()> {
+        let (d, den) = corrupted_edm("Tweedie", step.data, step.model)?;
+        let opts = training_options(step.options, step.compute);
+        let [_, c, h, w] = d.dims;
+        let n = step.indices.len();
+        let shape = Shape::from([n, c, h, w]);
+        host.push_f32("x_n", shape.clone(), &gather(&d.y, c * h * w, step.indices))?;
+        let draws = Draws::draw(&den.edm, &vec![d.spec.sigma0; n], &shape, &opts, step.rng)?;
+        draws.columns(&den.edm, &opts).push_to(host)?;
+        for level in draws.levels() {
+            super::push_preconditioning(host, &level.name(), &den.edm, &draws.sigma_at(level)?)?;
+        }
+        Ok(())
     }
+
+    fn device_loss(&self, batch: &DeviceBatch, step: LossInputs<'_>) -> Result<Tensor> {
+        let (_, den) = corrupted_edm("Tweedie", step.data, step.model)?;
+        let opts = training_options(step.options, step.compute);
+        let at = |x: &Tensor, level: Level| {
+            let p = super::preconditioning(batch, &level.name(), step.compute)?;
+            den.denoise_preconditioned(x, &p, full_mask(den, x)?.as_ref(), step.dropout_seed)
+        };
+        Ok(device_loss(&at, batch.get("x_n")?, batch, &opts, step.compute)?.0)
+    }
+}
+
+/// The trainer's Tweedie options: the loss a pixel mean, consistency at `--consistency W` when W > 0.
+fn training_options(options: &TrainOptions, compute: DType) -> TweedieOptions {
+    let weight = options.consistency;
+    let consistency = (weight > 0.0).then(|| ConsistencyOptions { weight, ..ConsistencyOptions::default() });
+    TweedieOptions { compute: Some(compute), mean_over_pixels: true, consistency, ..TweedieOptions::default() }
 }

@@ -1,4 +1,4 @@
-//! A training step of a staged objective (objectives/batch.rs): the objective's draw and the optimiser's
+//! A training step split at the bus (objectives/batch.rs): the objective's draw and the optimiser's
 //! schedule go to the device in one batch, and the device work (loss, backward, gate, AdamW, EMA) reads
 //! nothing else from the host. On CUDA that work is the same launches at every step, so after one eager
 //! step has warmed the allocator the trainer captures the next into a graph and replays it from then on:
@@ -10,7 +10,7 @@ use super::TrainData;
 use crate::backend::cuda::Graph;
 use crate::nn::Model;
 use crate::nvtx;
-use crate::objectives::{DeviceBatch, HostBatch, Layout, LossInputs, StagedObjective};
+use crate::objectives::{DeviceBatch, HostBatch, Layout, LossInputs, Objective};
 use crate::{backward, no_grad, DType, Device, ParamStore};
 use anyhow::Result;
 
@@ -22,7 +22,7 @@ pub const ADAM_SCHEDULE: &str = "adam schedule";
 /// Eager steps before the capture: one, so the capture finds every block it needs in the pool.
 const WARMUP_STEPS: u64 = 1;
 
-/// What a run's staged CUDA steps keep between steps.
+/// What a run's CUDA steps keep between steps.
 pub struct StepReplay {
     /// Capture the step and replay it (`--no-cuda-graph` turns it off).
     pub graphs: bool,
@@ -66,7 +66,7 @@ pub struct StepParts<'a> {
 /// Queues the step whose host side is `host` (the objective's draw; the seed and schedule are added here)
 /// at learning rate `lr`, and returns its gate.
 pub fn queue(
-    objective: &dyn StagedObjective,
+    objective: &dyn Objective,
     mut host: HostBatch,
     lr: f64,
     dropout_seed: u64,
@@ -108,7 +108,7 @@ pub fn queue(
 }
 
 /// The step's device work: loss, backward, gate, AdamW at the batch's schedule, EMA.
-fn device_step(objective: &dyn StagedObjective, batch: &DeviceBatch, p: StepParts<'_>) -> Result<StepGate> {
+fn device_step(objective: &dyn Objective, batch: &DeviceBatch, p: StepParts<'_>) -> Result<StepGate> {
     let loss = {
         let _range = nvtx::range("objective");
         let inputs = LossInputs {

@@ -4,18 +4,17 @@
 //! uninterrupted one would have done.
 use super::checkpoint;
 use super::data::TrainData;
-use super::optim::{clip_gate, AdamConfig, AdamW, Ema, GateRing, GateValues, GateWorkspace, StepGate};
+use super::optim::{AdamConfig, AdamW, Ema, GateRing, GateValues, GateWorkspace, StepGate};
 use super::options::TrainOptions;
 use super::run_dir::{repair_log, RunDir};
 use super::sampling::sample;
 use super::staged_step::{self, StepParts, StepReplay};
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::diffusion::schedule::VpSchedule;
-use crate::nn::TrainSeed;
 use crate::nn::{Model, ModelConfig};
 use crate::nvtx;
-use crate::objectives::{DrawInputs, HostBatch, Objective, Phase, StepInputs};
-use crate::{backward, no_grad, DType, Device, ParamStore, Tensor};
+use crate::objectives::{DrawInputs, HostBatch, Objective};
+use crate::{DType, Device, ParamStore};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -55,7 +54,7 @@ pub struct Trainer {
     /// Batches in a per-epoch shuffled order that depends only on (seed, epoch), prepared on a background
     /// thread; a resumed run starts at the epoch and batch where the step count puts it.
     loader: Loader,
-    /// A staged objective's CUDA steps: staging buffers and the captured step.
+    /// The CUDA steps: staging buffers and the captured step.
     replay: StepReplay,
     pub run: RunDir,
 }
@@ -221,7 +220,7 @@ impl Trainer {
         serde_json::json!({ "options": self.options, "model": self.model_config, "step": self.step })
     }
 
-    /// Whether a staged objective's CUDA steps are captured once into a graph and replayed (the default),
+    /// Whether the CUDA steps are captured once into a graph and replayed (the default),
     /// or run eagerly, each launch issued by the host (`--no-cuda-graph`). Both give the same weights.
     pub fn use_cuda_graphs(&mut self, on: bool) {
         self.replay.graphs = on;
@@ -253,7 +252,7 @@ impl Trainer {
     fn queue_step(&mut self) -> Result<StepGate> {
         let o = &self.options;
         let mut rng = StdRng::seed_from_u64(mix(o.seed, self.step));
-        let phase = Phase::data();
+        let phase = nvtx::range("data");
         let batch = self.loader.next().context("the data loader stopped")?;
         let compute = if o.bf16 { DType::BF16 } else { DType::F32 };
         let dropout_seed = mix(o.seed, self.step) ^ 1;
@@ -267,30 +266,22 @@ impl Trainer {
             rng: &mut rng,
             compute,
         };
-        let gate = match self.objective.staged() {
-            Some(staged) => {
-                let mut host = HostBatch::new();
-                staged.draw(draw, &mut host)?;
-                // The device work opens its own phases ("objective", "backward", ...; "graph" when replayed).
-                drop(phase);
-                let parts = StepParts {
-                    data: &self.data,
-                    model: &self.model,
-                    params: &self.params,
-                    opt: &mut self.opt,
-                    ema: &mut self.ema,
-                    gate: &mut self.gate,
-                    options: o,
-                    compute,
-                };
-                staged_step::queue(staged, host, lr, dropout_seed, &self.device, &mut self.replay, parts)?
-            }
-            None => {
-                let dropout_seed = Some(TrainSeed::Host(dropout_seed));
-                let loss = self.objective.loss(StepInputs { draw, dropout_seed, device: &self.device, phase })?;
-                self.update(loss)?
-            }
+        let mut host = HostBatch::new();
+        self.objective.draw(draw, &mut host)?;
+        // The device work opens its own phases ("objective", "backward", ...; "graph" when replayed).
+        drop(phase);
+        let parts = StepParts {
+            data: &self.data,
+            model: &self.model,
+            params: &self.params,
+            opt: &mut self.opt,
+            ema: &mut self.ema,
+            gate: &mut self.gate,
+            options: o,
+            compute,
         };
+        let gate =
+            staged_step::queue(self.objective.as_ref(), host, lr, dropout_seed, &self.device, &mut self.replay, parts)?;
         self.step += 1;
         Ok(gate)
     }
@@ -299,33 +290,6 @@ impl Trainer {
     fn lr(&self) -> f64 {
         let o = &self.options;
         o.lr * ((self.step + 1) as f64 / o.warmup.max(1) as f64).min(1.0)
-    }
-
-    /// Back-propagates, clips, and updates the weights and their average, gated on the device: the clip
-    /// gate is computed where the gradients live and AdamW and the EMA read it there, leaving every weight
-    /// untouched when the loss or the norm is not finite (or, the gate being sticky, was at an earlier
-    /// step). Nothing here waits for the device.
-    fn update(&mut self, loss: Tensor) -> Result<StepGate> {
-        let o = &self.options;
-        let grads = {
-            let _range = nvtx::range("backward");
-            backward(&loss)?
-        };
-        let gate = {
-            let _range = nvtx::range("clip");
-            clip_gate(&self.params, &grads, Some(&loss), o.grad_clip, &mut self.gate)?
-        };
-        let lr = self.lr();
-        no_grad(|| -> Result<()> {
-            {
-                let _range = nvtx::range("optimiser");
-                self.opt.step_gated(&self.params, &grads, lr, &gate)?;
-            }
-            let _range = nvtx::range("ema");
-            self.ema.update_gated(&self.params, Some(&gate))
-        })?;
-        drop(grads);
-        Ok(gate)
     }
 
     /// Takes the gate of step `step` (1-based): a bad step stops the run with the weights of the step
