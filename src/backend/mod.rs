@@ -1,7 +1,13 @@
 //! The two backends: `cpu` (the readable reference, f32 and f64) and `cuda` (f32 and bf16, kernels in
-//! `kernels/*.cu`). A `Device` names where a tensor lives.
+//! `kernels/*.cu`). A `Device` names where a tensor lives, [`Storage`] holds its elements, [`DType`] says
+//! which. Nothing here imports from the tensor, autograd or ops layers above.
 pub mod cpu;
 pub mod cuda;
+mod dtype;
+mod storage;
+
+pub use dtype::DType;
+pub use storage::{CpuStorage, Storage};
 
 use anyhow::Result;
 use cuda::Gpu;

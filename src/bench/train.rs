@@ -8,7 +8,7 @@ use super::report::DeviceInfo;
 use super::runner::{git_commit, utc_now};
 use super::timer::Stats;
 use crate::nn::{configs, DdimUnetConfig};
-use crate::train::optim::AdamConfig;
+use crate::ops::optim::AdamConfig;
 use crate::train::{TrainOptions, Trainer};
 use crate::Device;
 use anyhow::{bail, Context, Result};

@@ -6,8 +6,8 @@
 use crate::autograd::Node;
 use crate::io::safetensors::{self as st, Entry};
 use crate::nn::{Conv2d, Init, Linear};
+use crate::ops::optim::{AdamConfig, AdamW};
 use crate::ops::{self, layout};
-use crate::train::optim::{AdamConfig, AdamW};
 use crate::{backward, no_grad, DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;

@@ -1,6 +1,8 @@
 //! Every op the engine has, one module per family; each op has a forward and a backward on the CPU
 //! (`<family>/cpu.rs`, the reference) and on CUDA (`<family>/cuda.rs` launching `kernels/<family>.cu`).
-//! Public functions take and return [`Tensor`]s and record themselves for autograd.
+//! Public functions take and return [`Tensor`]s and record themselves for autograd. The optimiser family
+//! (`optim/`, `kernels/optim.cu`) updates parameters in place instead, each op with its CPU twin beside
+//! its launch.
 pub mod attention;
 pub mod broadcast;
 pub mod conv;
@@ -13,6 +15,7 @@ pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod optim;
 pub mod reduce;
 
 pub use attention::attention;
@@ -89,23 +92,4 @@ pub(crate) fn compute_many(
         bail!("{op}: computed {} outputs for {} shapes", outs.len(), shapes.len());
     }
     outs.into_iter().zip(shapes).map(|(s, shape)| Tensor::from_storage(s, shape, device.clone())).collect()
-}
-
-/// A fresh CUDA buffer of `n` elements in `dtype` (uninitialised).
-pub(crate) fn cuda_alloc(gpu: &Gpu, dtype: crate::DType, n: usize) -> Result<CudaStorage> {
-    Ok(match dtype {
-        crate::DType::F32 => CudaStorage::F32(gpu.alloc(n)?),
-        crate::DType::BF16 => CudaStorage::BF16(gpu.alloc(n)?),
-        crate::DType::F64 => bail!("the CUDA backend holds f32 and bf16, not f64"),
-    })
-}
-
-/// A fresh zeroed CUDA buffer of `n` elements in `dtype`.
-#[allow(dead_code)]
-pub(crate) fn cuda_zeros(gpu: &Gpu, dtype: crate::DType, n: usize) -> Result<CudaStorage> {
-    Ok(match dtype {
-        crate::DType::F32 => CudaStorage::F32(gpu.alloc_zeros(n)?),
-        crate::DType::BF16 => CudaStorage::BF16(gpu.alloc_zeros(n)?),
-        crate::DType::F64 => bail!("the CUDA backend holds f32 and bf16, not f64"),
-    })
 }

@@ -1,13 +1,11 @@
 //! The tensor: a shape, a dtype, a device, shared storage and (when it was computed by a recorded op)
 //! the autograd node that made it. Tensors are contiguous and row-major; ops never broadcast silently.
 mod create;
-mod dtype;
 mod shape;
-mod storage;
 
-pub use dtype::DType;
+// The element types and storage are the backends' (they import nothing from here); a tensor holds them.
+pub use crate::backend::{CpuStorage, DType, Storage};
 pub use shape::Shape;
-pub use storage::{CpuStorage, Storage};
 
 use crate::autograd::Node;
 use crate::backend::Device;

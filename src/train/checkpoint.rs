@@ -1,8 +1,8 @@
 //! Checkpoints: one safetensors file holding `params/<name>`, `ema/<name>`, `adam_m/<name>`,
 //! `adam_v/<name>` (all f32) and JSON metadata (options, model configuration, step, optimiser step,
 //! version). Written atomically; loading refuses a checkpoint of another model, naming the tensor.
-use super::optim::{AdamW, Ema};
 use crate::io::safetensors::{self, Entry};
+use crate::ops::optim::{AdamW, Ema};
 use crate::{ParamStore, Tensor};
 use anyhow::{bail, Context, Result};
 use std::path::Path;

@@ -3,7 +3,6 @@
 pub mod checkpoint;
 pub mod data;
 pub mod loss_curve;
-pub mod optim;
 pub mod options;
 pub mod run_dir;
 pub mod sampling;
@@ -11,8 +10,8 @@ pub mod staged_step;
 mod staging;
 pub mod trainer;
 
+pub use crate::ops::optim::{clip_gate, clip_grad_norm, AdamConfig, AdamW, Ema, GateValues, GateWorkspace, StepGate};
 pub use data::{load_train_data, TrainData};
-pub use optim::{clip_gate, clip_grad_norm, AdamConfig, AdamW, Ema, GateValues, GateWorkspace, StepGate};
 pub use options::{LossKind, Sampling, TrainOptions};
 pub use run_dir::RunDir;
 pub use sampling::{load_run, load_run_with_params, sample, sample_run};

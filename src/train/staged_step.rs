@@ -3,7 +3,6 @@
 //! nothing else from the host. On CUDA that work is the same launches at every step, so after one eager
 //! step has warmed the allocator the trainer captures the next into a graph and replays it from then on:
 //! a step is then one copy up, one graph launch and the gate's copy down.
-use super::optim::{clip_gate, AdamW, Ema, GateWorkspace, StepGate};
 use super::options::TrainOptions;
 use super::staging::Staging;
 use super::TrainData;
@@ -11,6 +10,7 @@ use crate::backend::cuda::Graph;
 use crate::nn::Model;
 use crate::nvtx;
 use crate::objectives::{DeviceBatch, HostBatch, Layout, LossInputs, Objective};
+use crate::ops::optim::{clip_gate, AdamW, Ema, GateWorkspace, StepGate};
 use crate::{backward, no_grad, DType, Device, ParamStore};
 use anyhow::Result;
 

@@ -4,7 +4,6 @@
 //! uninterrupted one would have done.
 use super::checkpoint;
 use super::data::TrainData;
-use super::optim::{AdamConfig, AdamW, Ema, GateRing, GateValues, GateWorkspace, StepGate};
 use super::options::TrainOptions;
 use super::run_dir::{repair_log, RunDir};
 use super::sampling::sample;
@@ -14,6 +13,7 @@ use crate::diffusion::schedule::VpSchedule;
 use crate::nn::{Model, ModelConfig};
 use crate::nvtx;
 use crate::objectives::{DrawInputs, HostBatch, Objective};
+use crate::ops::optim::{AdamConfig, AdamW, Ema, GateRing, GateValues, GateWorkspace, StepGate};
 use crate::{DType, Device, ParamStore};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;

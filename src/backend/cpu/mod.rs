@@ -143,8 +143,8 @@ pub fn lane_dot<T: Real>(a: &[T], b: &[T]) -> T {
 macro_rules! cpu_map {
     ($s:expr, |$v:ident| $body:expr) => {
         match $s {
-            $crate::tensor::CpuStorage::F32($v) => $crate::tensor::CpuStorage::F32($body),
-            $crate::tensor::CpuStorage::F64($v) => $crate::tensor::CpuStorage::F64($body),
+            $crate::backend::CpuStorage::F32($v) => $crate::backend::CpuStorage::F32($body),
+            $crate::backend::CpuStorage::F64($v) => $crate::backend::CpuStorage::F64($body),
         }
     };
 }
@@ -154,11 +154,11 @@ macro_rules! cpu_map {
 macro_rules! cpu_map2 {
     ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
         match ($a, $b) {
-            ($crate::tensor::CpuStorage::F32($x), $crate::tensor::CpuStorage::F32($y)) => {
-                $crate::tensor::CpuStorage::F32($body)
+            ($crate::backend::CpuStorage::F32($x), $crate::backend::CpuStorage::F32($y)) => {
+                $crate::backend::CpuStorage::F32($body)
             }
-            ($crate::tensor::CpuStorage::F64($x), $crate::tensor::CpuStorage::F64($y)) => {
-                $crate::tensor::CpuStorage::F64($body)
+            ($crate::backend::CpuStorage::F64($x), $crate::backend::CpuStorage::F64($y)) => {
+                $crate::backend::CpuStorage::F64($body)
             }
             _ => unreachable!("dtypes were checked by the op"),
         }
@@ -171,15 +171,15 @@ macro_rules! cpu_map3 {
     ($a:expr, $b:expr, $c:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {
         match ($a, $b, $c) {
             (
-                $crate::tensor::CpuStorage::F32($x),
-                $crate::tensor::CpuStorage::F32($y),
-                $crate::tensor::CpuStorage::F32($z),
-            ) => $crate::tensor::CpuStorage::F32($body),
+                $crate::backend::CpuStorage::F32($x),
+                $crate::backend::CpuStorage::F32($y),
+                $crate::backend::CpuStorage::F32($z),
+            ) => $crate::backend::CpuStorage::F32($body),
             (
-                $crate::tensor::CpuStorage::F64($x),
-                $crate::tensor::CpuStorage::F64($y),
-                $crate::tensor::CpuStorage::F64($z),
-            ) => $crate::tensor::CpuStorage::F64($body),
+                $crate::backend::CpuStorage::F64($x),
+                $crate::backend::CpuStorage::F64($y),
+                $crate::backend::CpuStorage::F64($z),
+            ) => $crate::backend::CpuStorage::F64($body),
             _ => unreachable!("dtypes were checked by the op"),
         }
     };

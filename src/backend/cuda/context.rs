@@ -1,5 +1,6 @@
 use super::alloc::{AllocStats, GpuBuf, Pool, StreamActivity};
 use super::GpuElem;
+use crate::backend::DType;
 use anyhow::{anyhow, bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use std::collections::HashMap;
@@ -112,6 +113,12 @@ impl Gpu {
         self.stream.synchronize().map_err(|e| anyhow!("CUDA stream synchronize: {e:?}"))
     }
 
+    /// The entry point of a kernel compiled once per tensor dtype, `<stem>_<dtype>` ([`typed_name`]), from
+    /// an embedded module; refuses a dtype the CUDA backend does not hold, naming the kernel.
+    pub fn typed_func(&self, module_ptx: &'static str, stem: &str, dtype: DType) -> Result<CudaFunction> {
+        self.func(module_ptx, &typed_name(stem, dtype)?)
+    }
+
     /// The kernel `name` from an embedded module (`ptx::ELEMENTWISE`, ...), loaded once and cached. The
     /// module's fatbin (`ptx::ELEMENTWISE_FATBIN`: SASS for the build's arch plus portable PTX) is loaded when
     /// the build made one, so the driver runs no JIT; else the PTX, which the driver compiles on first use.
@@ -219,4 +226,14 @@ fn fatbin_of(module_ptx: &str) -> &'static [u8] {
         .find(|(p, _)| p.as_ptr() == module_ptx.as_ptr() && p.len() == module_ptx.len())
         .or_else(|| modules.iter().find(|(p, _)| !p.is_empty() && *p == module_ptx))
         .map_or(&[], |(_, f)| *f)
+}
+
+/// The name of the `dtype` entry point of a kernel compiled once per tensor dtype: `<stem>_<dtype>`, the
+/// convention of every `kernels/*.cu` (`dropout_fwd_f32`, `dropout_fwd_bf16`); the CUDA backend holds f32 and
+/// bf16, so f64 is refused here, naming the kernel.
+pub fn typed_name(stem: &str, dtype: DType) -> Result<String> {
+    match dtype {
+        DType::F32 | DType::BF16 => Ok(format!("{stem}_{}", dtype.name())),
+        DType::F64 => bail!("CUDA kernel {stem}: the CUDA backend holds f32 and bf16, not f64 (use f32)"),
+    }
 }

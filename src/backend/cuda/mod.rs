@@ -7,11 +7,11 @@ mod graph;
 mod pinned;
 
 pub use alloc::{AllocStats, GpuBuf, StreamActivity};
-pub use context::Gpu;
+pub use context::{typed_name, Gpu};
 pub use graph::Graph;
 pub use pinned::PinnedBuf;
 
-use crate::tensor::DType;
+use crate::backend::DType;
 use half::bf16;
 
 /// PTX of every `kernels/*.cu`, one `&str` per file named after it (`ptx::ELEMENTWISE`, ...), and its fatbin
@@ -28,6 +28,24 @@ pub enum CudaStorage {
 }
 
 impl CudaStorage {
+    /// A fresh buffer of `n` elements in `dtype`, uninitialised.
+    pub fn alloc(gpu: &Gpu, dtype: DType, n: usize) -> anyhow::Result<CudaStorage> {
+        Ok(match dtype {
+            DType::F32 => CudaStorage::F32(gpu.alloc(n)?),
+            DType::BF16 => CudaStorage::BF16(gpu.alloc(n)?),
+            DType::F64 => anyhow::bail!("the CUDA backend holds f32 and bf16, not f64"),
+        })
+    }
+
+    /// A fresh buffer of `n` zeros in `dtype`.
+    pub fn zeros(gpu: &Gpu, dtype: DType, n: usize) -> anyhow::Result<CudaStorage> {
+        Ok(match dtype {
+            DType::F32 => CudaStorage::F32(gpu.alloc_zeros(n)?),
+            DType::BF16 => CudaStorage::BF16(gpu.alloc_zeros(n)?),
+            DType::F64 => anyhow::bail!("the CUDA backend holds f32 and bf16, not f64"),
+        })
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             CudaStorage::F32(_) => DType::F32,

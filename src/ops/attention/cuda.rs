@@ -7,9 +7,8 @@
 //! dK/dV parallel over key tiles and dQ parallel over query tiles (two deterministic passes, no atomics).
 use super::Dims;
 use crate::backend::cuda::Gpu;
-use crate::backend::cuda::{ptx, CudaStorage, GpuBuf};
+use crate::backend::cuda::{ptx, typed_name, CudaStorage, GpuBuf};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use crate::DType;
 use anyhow::{bail, Result};
 use cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
@@ -126,7 +125,7 @@ pub fn forward(
 ) -> Result<(CudaStorage, CudaStorage)> {
     let dt = check_dtype("attention", &[q, k, v])?;
     let t = dims.tokens;
-    let out = cuda_alloc(gpu, dt, q.len())?;
+    let out = CudaStorage::alloc(gpu, dt, q.len())?;
     let lse: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
     if no_blocks(dims)? {
         // T = 0 or B = 0: both outputs are empty, and a grid of 0 blocks is an invalid launch.
@@ -147,7 +146,7 @@ pub fn forward(
         let tile = g.tile;
         // Qs [D][GQ] + Ks [D][GK] + Vs [D][GK+1] + Ps [GQ][GK+1], floats (GQ = GK = tile).
         let smem = 4 * (d * (3 * tile + 1) + tile * (tile + 1));
-        let name = format!("attention_fwd_d{}_{}", g.dmax, dt.name());
+        let name = typed_name(&format!("attention_fwd_d{}", g.dmax), dt)?;
         launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
     }
     Ok((out, CudaStorage::F32(lse)))
@@ -169,7 +168,11 @@ pub fn backward(
     if lse.dtype() != DType::F32 {
         bail!("attention backward: the saved log-sum-exp must be f32, got {}", lse.dtype());
     }
-    let (dq, dk, dv) = (cuda_alloc(gpu, dt, q.len())?, cuda_alloc(gpu, dt, q.len())?, cuda_alloc(gpu, dt, q.len())?);
+    let (dq, dk, dv) = (
+        CudaStorage::alloc(gpu, dt, q.len())?,
+        CudaStorage::alloc(gpu, dt, q.len())?,
+        CudaStorage::alloc(gpu, dt, q.len())?,
+    );
     if no_blocks(dims)? {
         // Empty gradients (T = 0 or B = 0); no launch with a grid of 0 blocks.
         return Ok([dq, dk, dv]);
@@ -178,7 +181,6 @@ pub fn backward(
     let (d, t) = (dims.head_dim(), dims.tokens);
     let g = Generic::for_head_dim(d)?;
     let (dm, tile) = (g.dmax, g.tile);
-    let sfx = dt.name();
     let delta: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
     (p.q, p.k, p.v, p.o, p.dout, p.lse, p.delta) =
         (q.ptr(), k.ptr(), v.ptr(), o.ptr(), dout.ptr(), lse.ptr(), delta.ptr());
@@ -186,17 +188,17 @@ pub fn backward(
     let bh = (dims.batch * dims.heads) as u32;
 
     let delta_block = 128u32;
-    let name = format!("attention_delta_{sfx}");
+    let name = typed_name("attention_delta", dt)?;
     launch!(gpu, gpu.func(ptx::ATTENTION, &name)?, (((t as u32).div_ceil(delta_block), bh), delta_block, 0), p)?;
 
     // Ks [D][GK] + Vs [D][GK] + Qs [D][GQ+1] + dOs [D][GQ+1] + Ps, dSs [GK][GQ+1] + lse, delta [GQ], floats.
     let smem = 4 * (d * (4 * tile + 2) + 2 * tile * (tile + 1) + 2 * tile);
-    let name = format!("attention_bwd_dkdv_d{dm}_{sfx}");
+    let name = typed_name(&format!("attention_bwd_dkdv_d{dm}"), dt)?;
     launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
 
     // Qs [D][GQ] + dOs [D][GQ] + Ks [D][GK+1] + Vs [D][GK] + dSs [GQ][GK+1], floats.
     let smem = 4 * (d * (4 * tile + 1) + tile * (tile + 1));
-    let name = format!("attention_bwd_dq_d{dm}_{sfx}");
+    let name = typed_name(&format!("attention_bwd_dq_d{dm}"), dt)?;
     launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
     Ok([dq, dk, dv])
 }

@@ -1,7 +1,6 @@
 //! Launchers for kernels/broadcast.cu.
 use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
@@ -17,10 +16,10 @@ pub fn along(
     inner: usize,
 ) -> Result<CudaStorage> {
     let n = x.len();
-    let out = cuda_alloc(gpu, x.dtype(), n)?;
+    let out = CudaStorage::alloc(gpu, x.dtype(), n)?;
     launch!(
         gpu,
-        gpu.func(ptx::BROADCAST, &format!("{name}_fwd_{}", x.dtype().name()))?,
+        gpu.typed_func(ptx::BROADCAST, &format!("{name}_fwd"), x.dtype())?,
         (blocks_for(n, BLOCK, 1).min(gpu.sm_count() * 16), BLOCK, 0),
         x.ptr(),
         s.ptr(),
@@ -34,10 +33,10 @@ pub fn along(
 
 pub fn expand(gpu: &Gpu, s: &CudaStorage, outer: usize, mid: usize, inner: usize) -> Result<CudaStorage> {
     let n = outer * mid * inner;
-    let out = cuda_alloc(gpu, s.dtype(), n)?;
+    let out = CudaStorage::alloc(gpu, s.dtype(), n)?;
     launch!(
         gpu,
-        gpu.func(ptx::BROADCAST, &format!("expand_fwd_{}", s.dtype().name()))?,
+        gpu.typed_func(ptx::BROADCAST, "expand_fwd", s.dtype())?,
         (blocks_for(n, BLOCK, 1).min(gpu.sm_count() * 16), BLOCK, 0),
         s.ptr(),
         out.ptr(),

@@ -1,9 +1,8 @@
 //! Launchers for kernels/conv.cu (implicit-GEMM convolution; see the header comment of the .cu file for
 //! the GEMM each direction computes).
 use super::Geom;
-use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
+use crate::backend::cuda::{blocks_for, ptx, typed_name, CudaStorage, Gpu};
 use crate::launch;
-use crate::ops::{cuda_alloc, cuda_zeros};
 use crate::DType;
 use anyhow::{bail, Result};
 
@@ -82,7 +81,7 @@ fn params(g: &Geom, gm: usize, gn: usize, gk: usize, k_split: usize) -> ConvPara
 }
 
 fn kernel(gpu: &Gpu, dir: &str, dtype: DType) -> Result<cudarc::driver::CudaFunction> {
-    gpu.func(ptx::CONV, &format!("conv2d_{dir}_{}", dtype.name()))
+    gpu.typed_func(ptx::CONV, &format!("conv2d_{dir}"), dtype)
 }
 
 /// Launches one direction as a GEMM of gm x gn over gk, with `splits` slices of the reduction on grid z.
@@ -126,7 +125,7 @@ fn run_gemm(
 /// y = conv(x, w) + bias.
 pub fn fwd(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: Option<&CudaStorage>) -> Result<CudaStorage> {
     check_i32(g, "conv2d")?;
-    let y = cuda_alloc(gpu, x.dtype(), g.n * g.co * g.ho * g.wo)?;
+    let y = CudaStorage::alloc(gpu, x.dtype(), g.n * g.co * g.ho * g.wo)?;
     let gemm = (g.n * g.ho * g.wo, g.co, g.kdim());
     let b = bias.map_or(0, |b| b.ptr());
     run_gemm(gpu, "fwd", x.dtype(), g, gemm, 1, &[x.ptr(), w.ptr(), b, y.ptr()])?;
@@ -136,7 +135,7 @@ pub fn fwd(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: Option<&
 /// dx from dy and w.
 pub fn dgrad(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage) -> Result<CudaStorage> {
     check_i32(g, "conv2d backward")?;
-    let dx = cuda_alloc(gpu, dy.dtype(), g.n * g.c * g.h * g.w)?;
+    let dx = CudaStorage::alloc(gpu, dy.dtype(), g.n * g.c * g.h * g.w)?;
     let gemm = (g.n * g.h * g.w, g.c, g.co * g.k * g.k);
     run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, 1, &[dy.ptr(), w.ptr(), dx.ptr()])?;
     Ok(dx)
@@ -157,7 +156,7 @@ pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<C
     let n = gm * gn;
     if gk == 0 || n == 0 {
         // An empty batch adds nothing: dw is zero (or empty).
-        return cuda_zeros(gpu, dtype, n);
+        return CudaStorage::zeros(gpu, dtype, n);
     }
     let (bm, bn, bk) = tile(dtype);
     let tiles = gm.div_ceil(bm) * gn.div_ceil(bn);
@@ -166,13 +165,13 @@ pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<C
         .min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT))
         .max(1);
     let splits = split_plan(gk, bk, asked).1;
-    let partial = cuda_alloc(gpu, DType::F32, splits * n)?;
+    let partial = CudaStorage::alloc(gpu, DType::F32, splits * n)?;
     run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), asked, &[x.ptr(), dy.ptr(), partial.ptr()])?;
     if splits == 1 && dtype == DType::F32 {
         return Ok(partial);
     }
-    let dw = cuda_alloc(gpu, dtype, n)?;
-    let name = format!("conv2d_wgrad_sum_{}", dtype.name());
+    let dw = CudaStorage::alloc(gpu, dtype, n)?;
+    let name = typed_name("conv2d_wgrad_sum", dtype)?;
     launch!(
         gpu,
         gpu.func(ptx::CONV, &name)?,

@@ -2,7 +2,6 @@
 use super::Mask;
 use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
@@ -10,13 +9,13 @@ const BLOCK: u32 = 256;
 /// `dir` is fwd or bwd (the same map; the names keep the kernel convention).
 pub fn apply(gpu: &Gpu, dir: &str, x: &CudaStorage, m: Mask) -> Result<CudaStorage> {
     let n = x.len();
-    let y = cuda_alloc(gpu, x.dtype(), n)?;
+    let y = CudaStorage::alloc(gpu, x.dtype(), n)?;
     if n == 0 {
         return Ok(y);
     }
     launch!(
         gpu,
-        gpu.func(ptx::DROPOUT, &format!("dropout_{dir}_{}", x.dtype().name()))?,
+        gpu.typed_func(ptx::DROPOUT, &format!("dropout_{dir}"), x.dtype())?,
         (blocks_for(n, BLOCK, 1).min(gpu.sm_count() * 16), BLOCK, 0),
         x.ptr(),
         y.ptr(),

@@ -2,7 +2,6 @@
 use super::Unary;
 use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use crate::DType;
 use anyhow::Result;
 
@@ -15,19 +14,19 @@ fn grid(gpu: &Gpu, n: usize) -> u32 {
 }
 
 fn kernel(gpu: &Gpu, op: &str, dir: &str, dtype: DType) -> Result<cudarc::driver::CudaFunction> {
-    gpu.func(ptx::ELEMENTWISE, &format!("{op}_{dir}_{}", dtype.name()))
+    gpu.typed_func(ptx::ELEMENTWISE, &format!("{op}_{dir}"), dtype)
 }
 
 pub fn unary_fwd(gpu: &Gpu, op: Unary, x: &CudaStorage) -> Result<CudaStorage> {
     let n = x.len();
-    let y = cuda_alloc(gpu, x.dtype(), n)?;
+    let y = CudaStorage::alloc(gpu, x.dtype(), n)?;
     launch!(gpu, kernel(gpu, op.name(), "fwd", x.dtype())?, (grid(gpu, n), BLOCK, 0), x.ptr(), y.ptr(), n as i64)?;
     Ok(y)
 }
 
 pub fn unary_bwd(gpu: &Gpu, op: Unary, x: &CudaStorage, y: &CudaStorage, dy: &CudaStorage) -> Result<CudaStorage> {
     let n = x.len();
-    let dx = cuda_alloc(gpu, x.dtype(), n)?;
+    let dx = CudaStorage::alloc(gpu, x.dtype(), n)?;
     launch!(
         gpu,
         kernel(gpu, op.name(), "bwd", x.dtype())?,
@@ -44,7 +43,7 @@ pub fn unary_bwd(gpu: &Gpu, op: Unary, x: &CudaStorage, y: &CudaStorage, dy: &Cu
 /// `name` is add, sub or mul.
 pub fn binary(gpu: &Gpu, name: &str, a: &CudaStorage, b: &CudaStorage) -> Result<CudaStorage> {
     let n = a.len();
-    let out = cuda_alloc(gpu, a.dtype(), n)?;
+    let out = CudaStorage::alloc(gpu, a.dtype(), n)?;
     launch!(
         gpu,
         kernel(gpu, name, "fwd", a.dtype())?,
@@ -59,7 +58,7 @@ pub fn binary(gpu: &Gpu, name: &str, a: &CudaStorage, b: &CudaStorage) -> Result
 
 pub fn affine(gpu: &Gpu, x: &CudaStorage, a: f64, b: f64) -> Result<CudaStorage> {
     let n = x.len();
-    let y = cuda_alloc(gpu, x.dtype(), n)?;
+    let y = CudaStorage::alloc(gpu, x.dtype(), n)?;
     launch!(
         gpu,
         kernel(gpu, "affine", "fwd", x.dtype())?,
@@ -75,7 +74,7 @@ pub fn affine(gpu: &Gpu, x: &CudaStorage, a: f64, b: f64) -> Result<CudaStorage>
 
 pub fn where_(gpu: &Gpu, m: &CudaStorage, a: &CudaStorage, b: &CudaStorage) -> Result<CudaStorage> {
     let n = a.len();
-    let out = cuda_alloc(gpu, a.dtype(), n)?;
+    let out = CudaStorage::alloc(gpu, a.dtype(), n)?;
     launch!(
         gpu,
         kernel(gpu, "where", "fwd", a.dtype())?,
@@ -97,7 +96,7 @@ pub fn cast(gpu: &Gpu, x: &CudaStorage, to: DType) -> Result<CudaStorage> {
         (DType::BF16, DType::F32) => "cast_bf16_f32",
         (from, to) => anyhow::bail!("cast: no CUDA conversion from {from} to {to}"),
     };
-    let y = cuda_alloc(gpu, to, n)?;
+    let y = CudaStorage::alloc(gpu, to, n)?;
     launch!(gpu, gpu.func(ptx::ELEMENTWISE, name)?, (grid(gpu, n), BLOCK, 0), x.ptr(), y.ptr(), n as i64)?;
     Ok(y)
 }

@@ -2,20 +2,19 @@
 use super::Layout;
 use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
 
 pub fn fwd(gpu: &Gpu, t: &CudaStorage, l: Layout) -> Result<CudaStorage> {
     let n = t.len();
-    let out = cuda_alloc(gpu, t.dtype(), n * l.dim)?;
+    let out = CudaStorage::alloc(gpu, t.dtype(), n * l.dim)?;
     if n == 0 {
         return Ok(out);
     }
     launch!(
         gpu,
-        gpu.func(ptx::EMBEDDING, &format!("sinusoidal_embedding_fwd_{}", t.dtype().name()))?,
+        gpu.typed_func(ptx::EMBEDDING, "sinusoidal_embedding_fwd", t.dtype())?,
         (blocks_for(n * l.dim, BLOCK, 1).min(gpu.sm_count() * 16), BLOCK, 0),
         t.ptr(),
         out.ptr(),
@@ -30,7 +29,7 @@ pub fn fwd(gpu: &Gpu, t: &CudaStorage, l: Layout) -> Result<CudaStorage> {
 
 pub fn bwd(gpu: &Gpu, t: &CudaStorage, g: &CudaStorage, l: Layout) -> Result<CudaStorage> {
     let n = t.len();
-    let dt = cuda_alloc(gpu, t.dtype(), n)?;
+    let dt = CudaStorage::alloc(gpu, t.dtype(), n)?;
     if n == 0 {
         return Ok(dt);
     }
@@ -38,7 +37,7 @@ pub fn bwd(gpu: &Gpu, t: &CudaStorage, g: &CudaStorage, l: Layout) -> Result<Cud
     const WARPS: u32 = 8;
     launch!(
         gpu,
-        gpu.func(ptx::EMBEDDING, &format!("sinusoidal_embedding_bwd_{}", t.dtype().name()))?,
+        gpu.typed_func(ptx::EMBEDDING, "sinusoidal_embedding_bwd", t.dtype())?,
         ((n as u32).div_ceil(WARPS), 32 * WARPS, 0),
         t.ptr(),
         g.ptr(),

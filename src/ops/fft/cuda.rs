@@ -3,9 +3,8 @@
 //! into an f32 complex scratch buffer and a column pass that applies the centring, scale and forward mask
 //! (see the header of kernels/fft.cu for what is fused where).
 use crate::backend::cuda::Gpu;
-use crate::backend::cuda::{ptx, CudaStorage, GpuBuf};
+use crate::backend::cuda::{ptx, typed_name, CudaStorage, GpuBuf};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use anyhow::{bail, Result};
 use cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -94,8 +93,8 @@ pub fn masked_fft2c(
     if n > 65535 {
         bail!("{op}: batch {n} exceeds the CUDA grid limit 65535");
     }
-    let dt = x.dtype().name();
-    let y = cuda_alloc(gpu, x.dtype(), x.len())?;
+    let dtype = x.dtype();
+    let y = CudaStorage::alloc(gpu, x.dtype(), x.len())?;
     if n == 0 || h == 0 || w == 0 {
         // No image or no points: the output is empty (and n blocks, or h / w tiles, would be 0).
         return Ok(y);
@@ -115,7 +114,7 @@ pub fn masked_fft2c(
     if h * w <= POINTS && !forced {
         // One launch: shared [tw_w: w][tw_h: h][image: h*w] complex f32.
         let smem = (w + h + h * w) * f2;
-        let name = format!("{op}_fused_{dt}");
+        let name = typed_name(&format!("{op}_fused"), dtype)?;
         launch!(gpu, func(gpu, &name, smem)?, (n as u32, THREADS, smem), p)?;
         return Ok(y);
     }
@@ -126,13 +125,13 @@ pub fn masked_fft2c(
     let rows = tile(gpu, w, h, n);
     p.tile = rows as i32;
     let smem = (w + rows * w) * f2;
-    let name = format!("{op}_rows_{dt}");
+    let name = typed_name(&format!("{op}_rows"), dtype)?;
     launch!(gpu, func(gpu, &name, smem)?, ((h.div_ceil(rows) as u32, n as u32), THREADS, smem), p)?;
 
     let cols = tile(gpu, h, w, n);
     p.tile = cols as i32;
     let smem = (h + h * cols) * f2;
-    let name = format!("{op}_cols_{dt}");
+    let name = typed_name(&format!("{op}_cols"), dtype)?;
     launch!(gpu, func(gpu, &name, smem)?, ((w.div_ceil(cols) as u32, n as u32), THREADS, smem), p)?;
     drop(scratch);
     Ok(y)

@@ -1,4 +1,4 @@
-//! CPU twin of kernels/gsure.cu (the definition of the fused GSURE loss).
+//! CPU twin of kernels/gsure_loss.cu (the definition of the fused GSURE loss).
 use crate::backend::cpu::Real;
 use rayon::prelude::*;
 

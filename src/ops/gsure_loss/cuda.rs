@@ -1,7 +1,6 @@
-//! Launchers for kernels/gsure.cu.
-use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu, GpuBuf};
+//! Launchers for kernels/gsure_loss.cu.
+use crate::backend::cuda::{blocks_for, ptx, typed_name, CudaStorage, Gpu, GpuBuf};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 use super::CoefArg;
@@ -35,19 +34,19 @@ fn coef_on_device(gpu: &Gpu, coef: &CoefArg<'_>) -> Result<(Option<GpuBuf<f32>>,
 
 pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: CoefArg<'_>, rows: usize, m: usize) -> Result<CudaStorage> {
     let (_upload, coef_ptr) = coef_on_device(gpu, &coef)?;
-    let loss = cuda_alloc(gpu, x.d.dtype(), rows)?;
+    let loss = CudaStorage::alloc(gpu, x.d.dtype(), rows)?;
     if rows == 0 {
         // No examples: the loss is empty, and grid.y = rows would be 0.
         return Ok(loss);
     }
-    let sfx = x.d.dtype().name();
+    let dtype = x.d.dtype();
     let s = splits(gpu, rows, m);
     let partial: Option<GpuBuf<f32>> = if s > 1 { Some(gpu.alloc(rows * s)?) } else { None };
     let partial_ptr = partial.as_ref().map_or(0, |b| b.ptr());
     let inv_m = 1.0 / m as f32;
     launch!(
         gpu,
-        gpu.func(ptx::GSURE, &format!("gsure_loss_fwd_{sfx}"))?,
+        gpu.typed_func(ptx::GSURE_LOSS, "gsure_loss_fwd", dtype)?,
         ((s as u32, rows.min(65535) as u32), BLOCK, 0),
         x.d.ptr(),
         x.de.ptr(),
@@ -63,7 +62,7 @@ pub fn gsure_fwd(gpu: &Gpu, x: &Args, coef: CoefArg<'_>, rows: usize, m: usize) 
         m as i64,
         inv_m
     )?;
-    finish_rows(gpu, ptx::GSURE, &format!("gsure_loss_fwd_final_{sfx}"), partial_ptr, &loss, rows, s, inv_m)?;
+    finish_rows(gpu, ptx::GSURE_LOSS, &typed_name("gsure_loss_fwd_final", dtype)?, partial_ptr, &loss, rows, s, inv_m)?;
     Ok(loss)
 }
 
@@ -78,8 +77,8 @@ pub fn gsure_bwd(
     want: (bool, bool),
 ) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
     let (_upload, coef_ptr) = coef_on_device(gpu, coef)?;
-    let dd = if want.0 { Some(cuda_alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
-    let dde = if want.1 { Some(cuda_alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
+    let dd = if want.0 { Some(CudaStorage::alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
+    let dde = if want.1 { Some(CudaStorage::alloc(gpu, x.d.dtype(), rows * m)?) } else { None };
     if rows * m == 0 {
         // Empty gradients; grid.y = rows (and the grid.x bound divided by it) would be 0.
         return Ok((dd, dde));
@@ -88,7 +87,7 @@ pub fn gsure_bwd(
     let gx = blocks_for(m, BLOCK, 1).min(((gpu.sm_count() * 16) / gy).max(1));
     launch!(
         gpu,
-        gpu.func(ptx::GSURE, &format!("gsure_loss_bwd_{}", x.d.dtype().name()))?,
+        gpu.typed_func(ptx::GSURE_LOSS, "gsure_loss_bwd", x.d.dtype())?,
         ((gx, gy), BLOCK, 0),
         x.d.ptr(),
         x.r.ptr(),

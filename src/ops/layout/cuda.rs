@@ -1,7 +1,6 @@
 //! Launchers for kernels/layout.cu.
 use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
@@ -76,13 +75,13 @@ fn resample(
     w: usize,
     scale: f64,
 ) -> Result<CudaStorage> {
-    let y = cuda_alloc(gpu, x.dtype(), n_out)?;
+    let y = CudaStorage::alloc(gpu, x.dtype(), n_out)?;
     if n_out == 0 {
         return Ok(y);
     }
     launch!(
         gpu,
-        gpu.func(ptx::LAYOUT, &format!("{op}_fwd_{}", x.dtype().name()))?,
+        gpu.typed_func(ptx::LAYOUT, &format!("{op}_fwd"), x.dtype())?,
         (blocks_for(n_out, BLOCK, 1).min(gpu.sm_count() * BLOCKS_PER_SM), BLOCK, 0),
         x.ptr(),
         y.ptr(),

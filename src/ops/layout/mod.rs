@@ -7,8 +7,9 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::autograd::Node;
+use crate::backend::cuda::CudaStorage;
 use crate::cpu_map;
-use crate::ops::{compute, cuda_alloc, cuda_zeros};
+use crate::ops::compute;
 use crate::tensor::{CpuStorage, Shape, Tensor};
 use anyhow::{bail, Result};
 
@@ -70,7 +71,7 @@ fn concat_raw(xs: &[&Tensor]) -> Result<Tensor> {
         },
         |gpu, s| {
             let row = total_c * inner;
-            let out = cuda_alloc(gpu, s[0].dtype(), rows * row)?;
+            let out = CudaStorage::alloc(gpu, s[0].dtype(), rows * row)?;
             let mut off = 0;
             for (st, &len) in s.iter().zip(&row_lens) {
                 cuda::channel_copy(gpu, st, &out, rows, len, len, 0, row, off)?;
@@ -97,7 +98,7 @@ fn narrow_raw(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
         dims,
         |s| Ok(cpu_map!(s[0], |v| cpu::narrow(v, rows, row, off, run))),
         |gpu, s| {
-            let out = cuda_alloc(gpu, s[0].dtype(), rows * run)?;
+            let out = CudaStorage::alloc(gpu, s[0].dtype(), rows * run)?;
             cuda::channel_copy(gpu, s[0], &out, rows, run, row, off, run, 0)?;
             Ok(out)
         },
@@ -114,7 +115,7 @@ fn pad_raw(g: &Tensor, shape: &Shape, start: usize) -> Result<Tensor> {
         shape.clone(),
         |s| Ok(cpu_map!(s[0], |v| cpu::pad(v, rows, row, off, run))),
         |gpu, s| {
-            let out = cuda_zeros(gpu, s[0].dtype(), rows * row)?;
+            let out = CudaStorage::zeros(gpu, s[0].dtype(), rows * row)?;
             cuda::channel_copy(gpu, s[0], &out, rows, run, run, 0, row, off)?;
             Ok(out)
         },

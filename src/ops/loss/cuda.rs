@@ -1,7 +1,6 @@
 //! Launchers for kernels/loss.cu.
-use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu, GpuBuf};
+use crate::backend::cuda::{blocks_for, ptx, typed_name, CudaStorage, Gpu, GpuBuf};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use anyhow::Result;
 
 const BLOCK: u32 = 256;
@@ -52,19 +51,19 @@ pub fn masked_mse_fwd(
     rows: usize,
     m: usize,
 ) -> Result<CudaStorage> {
-    let loss = cuda_alloc(gpu, p.dtype(), rows)?;
+    let loss = CudaStorage::alloc(gpu, p.dtype(), rows)?;
     if rows == 0 {
         // No examples: the loss is empty, and grid.y = rows would be 0.
         return Ok(loss);
     }
-    let sfx = p.dtype().name();
+    let dtype = p.dtype();
     let s = splits(gpu, rows, m);
     let partial: Option<GpuBuf<f32>> = if s > 1 { Some(gpu.alloc(rows * s)?) } else { None };
     let partial_ptr = partial.as_ref().map_or(0, |b| b.ptr());
     let inv_m = 1.0 / m as f32;
     launch!(
         gpu,
-        gpu.func(ptx::LOSS, &format!("masked_mse_fwd_{sfx}"))?,
+        gpu.typed_func(ptx::LOSS, "masked_mse_fwd", dtype)?,
         ((s as u32, rows.min(65535) as u32), BLOCK, 0),
         p.ptr(),
         t.ptr(),
@@ -75,7 +74,7 @@ pub fn masked_mse_fwd(
         m as i64,
         inv_m
     )?;
-    finish_rows(gpu, ptx::LOSS, &format!("masked_mse_fwd_final_{sfx}"), partial_ptr, &loss, rows, s, inv_m)?;
+    finish_rows(gpu, ptx::LOSS, &typed_name("masked_mse_fwd_final", dtype)?, partial_ptr, &loss, rows, s, inv_m)?;
     Ok(loss)
 }
 
@@ -92,8 +91,8 @@ pub fn masked_mse_bwd(
     want_pred: bool,
     want_target: bool,
 ) -> Result<(Option<CudaStorage>, Option<CudaStorage>)> {
-    let dp = if want_pred { Some(cuda_alloc(gpu, p.dtype(), rows * m)?) } else { None };
-    let dt = if want_target { Some(cuda_alloc(gpu, p.dtype(), rows * m)?) } else { None };
+    let dp = if want_pred { Some(CudaStorage::alloc(gpu, p.dtype(), rows * m)?) } else { None };
+    let dt = if want_target { Some(CudaStorage::alloc(gpu, p.dtype(), rows * m)?) } else { None };
     if rows * m == 0 {
         // Empty gradients; grid.y = rows (and the grid.x bound divided by it) would be 0.
         return Ok((dp, dt));
@@ -102,7 +101,7 @@ pub fn masked_mse_bwd(
     let gx = blocks_for(m, BLOCK, 1).min(((gpu.sm_count() * 16) / gy).max(1));
     launch!(
         gpu,
-        gpu.func(ptx::LOSS, &format!("masked_mse_bwd_{}", p.dtype().name()))?,
+        gpu.typed_func(ptx::LOSS, "masked_mse_bwd", p.dtype())?,
         ((gx, gy), BLOCK, 0),
         p.ptr(),
         t.ptr(),

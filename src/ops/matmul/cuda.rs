@@ -1,7 +1,6 @@
 //! Launchers for kernels/matmul.cu.
 use crate::backend::cuda::{ptx, CudaStorage, Gpu};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use crate::DType;
 use anyhow::Result;
 
@@ -40,7 +39,7 @@ pub fn matmul(
     ta: bool,
     tb: bool,
 ) -> Result<CudaStorage> {
-    let c = cuda_alloc(gpu, a.dtype(), m * n)?;
+    let c = CudaStorage::alloc(gpu, a.dtype(), m * n)?;
     if m == 0 || n == 0 {
         return Ok(c);
     }

@@ -1,8 +1,7 @@
 //! Launchers for kernels/norm.cu.
 use super::cpu::Dims;
-use crate::backend::cuda::{ptx, CudaStorage, Gpu, GpuBuf};
+use crate::backend::cuda::{ptx, typed_name, CudaStorage, Gpu, GpuBuf};
 use crate::launch;
-use crate::ops::cuda_alloc;
 use anyhow::{bail, Result};
 
 /// Mirrors `struct GnParams` in kernels/norm.cu (pointers as u64 device addresses; 0 where unused).
@@ -50,7 +49,7 @@ pub fn forward(
     silu: bool,
 ) -> Result<(CudaStorage, CudaStorage)> {
     check_sizes(d)?;
-    let y = cuda_alloc(gpu, x.dtype(), x.len())?;
+    let y = CudaStorage::alloc(gpu, x.dtype(), x.len())?;
     let stats: GpuBuf<f32> = gpu.alloc(d.n * d.groups * 2)?;
     if d.n * d.groups > 0 {
         let p = GnParams {
@@ -68,7 +67,7 @@ pub fn forward(
             eps: eps as f32,
             silu: silu as i32,
         };
-        let name = format!("group_norm_fwd_{}", x.dtype().name());
+        let name = typed_name("group_norm_fwd", x.dtype())?;
         launch!(gpu, gpu.func(ptx::NORM, &name)?, ((d.n * d.groups) as u32, BLOCK, 0), p)?;
     }
     Ok((y, CudaStorage::F32(stats)))
@@ -88,9 +87,9 @@ pub fn backward(
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     check_sizes(d)?;
     let dt = x.dtype();
-    let dx = cuda_alloc(gpu, dt, x.len())?;
-    let dgamma = cuda_alloc(gpu, dt, d.c)?;
-    let dbeta = cuda_alloc(gpu, dt, d.c)?;
+    let dx = CudaStorage::alloc(gpu, dt, x.len())?;
+    let dgamma = CudaStorage::alloc(gpu, dt, d.c)?;
+    let dbeta = CudaStorage::alloc(gpu, dt, d.c)?;
     if d.c == 0 {
         return Ok((dx, dgamma, dbeta));
     }
@@ -124,10 +123,10 @@ pub fn backward(
             eps: 0.0,
             silu: silu as i32,
         };
-        let name = format!("group_norm_bwd_{}", dt.name());
+        let name = typed_name("group_norm_bwd", dt)?;
         launch!(gpu, gpu.func(ptx::NORM, &name)?, ((d.n * d.groups) as u32, BLOCK, shared), p)?;
     }
-    let name = format!("group_norm_affine_grad_{}", dt.name());
+    let name = typed_name("group_norm_affine_grad", dt)?;
     launch!(
         gpu,
         gpu.func(ptx::NORM, &name)?,

@@ -1,4 +1,4 @@
-// gsure.cu: the GSURE loss (docs/METHODS.md §4.2) of a batch, fused: fidelity + finite-difference divergence.
+// gsure_loss.cu: the GSURE loss (docs/METHODS.md §4.2) of a batch, fused: fidelity + finite-difference divergence.
 // defines: gsure_loss_fwd_{f32,bf16}, gsure_loss_fwd_final_{f32,bf16}, gsure_loss_bwd_{f32,bf16}.
 //
 // All element tensors are [rows, m] (m = coordinates per example): d = D(x̄_t), de = D(x̄_t + ε b), r (target),

@@ -1,5 +1,5 @@
 use crate::backend::cuda::CudaStorage;
-use crate::tensor::DType;
+use crate::backend::DType;
 
 /// Host memory of a tensor: the reference backend computes in f32, or in f64 for gradient checks.
 #[derive(Clone, Debug)]
