@@ -12,7 +12,7 @@ use crate::nvtx;
 use crate::objectives::{DeviceBatch, HostBatch, Layout, LossInputs, Objective};
 use crate::ops::optim::{clip_gate, AdamW, Ema, GateWorkspace, StepGate};
 use crate::{backward, no_grad, DType, Device, ParamStore};
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// The batch entry of the step's dropout seed.
 pub const DROPOUT_SEED: &str = "dropout seed";
@@ -100,7 +100,9 @@ pub fn queue(
     let layout = host.layout().clone();
     let (graph, gate) = {
         let _range = nvtx::range("capture");
-        gpu.capture(|| device_step(objective, &DeviceBatch::unpack(gpu, &layout, words)?, parts))?
+        gpu.capture(|| device_step(objective, &DeviceBatch::unpack(gpu, &layout, words)?, parts)).context(
+            "capturing the training step into a CUDA graph; `gsure train --no-cuda-graph` runs it launch by launch",
+        )?
     };
     graph.launch()?;
     replay.captured = Some(Captured { graph, gate: gate.clone(), layout });
