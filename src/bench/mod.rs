@@ -5,6 +5,7 @@
 //! and shapes in PyTorch. `gsure bench train` (train.rs) times whole training steps of the real trainer;
 //! `benches/torch_train.py` is its PyTorch twin.
 pub mod cases;
+pub mod predictions;
 pub mod report;
 pub mod runner;
 pub mod timer;

@@ -1,5 +1,6 @@
 //! Bench results: per case and direction the median time, the achieved TFLOP/s and GB/s, and their
 //! fraction of the device's ceilings; printed as a table and written as JSON (`gsure bench ops --out`).
+use super::predictions::{verdict, Prediction};
 use super::timer::Stats;
 use super::BenchCase;
 use crate::{DType, Device};
@@ -9,6 +10,10 @@ use std::fmt::Write as _;
 /// bf16 8192^3 `torch.mm` (random data) on the project's H200 lent machine, measured with PyTorch before
 /// any gsure run: the fallback ceiling when a run measured none itself, always labelled as such.
 pub const REFERENCE_BF16_TFLOPS: f64 = 790.0;
+
+/// A 256 MiB device-to-device copy on the same H200 (bytes read + written per second), measured with it: the
+/// bandwidth the predictions' floors assume (a run measures its own).
+pub const REFERENCE_MEM_GBPS: f64 = 4300.0;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Ceilings {
@@ -36,6 +41,10 @@ pub struct Direction {
     pub frac_bandwidth: Option<f64>,
     /// The larger of the two: how close the op runs to the nearer roofline ("speed of light").
     pub frac_of_ceiling: Option<f64>,
+    /// What this direction was predicted to reach (bf16 CUDA runs; predictions.rs) and how it compares:
+    /// "hit", "below" or "above".
+    pub predicted: Option<Prediction>,
+    pub verdict: Option<&'static str>,
 }
 
 impl Direction {
@@ -49,7 +58,15 @@ impl Direction {
             frac_compute: None,
             frac_bandwidth: None,
             frac_of_ceiling: None,
+            predicted: None,
+            verdict: None,
         }
+    }
+
+    /// Records the prediction and how the measured fraction compares with it.
+    pub fn set_prediction(&mut self, p: Option<Prediction>) {
+        self.predicted = p;
+        self.verdict = p.zip(self.frac_of_ceiling).map(|(p, f)| verdict(f, &p));
     }
 
     pub fn set_fractions(&mut self, c: &Ceilings) {
@@ -171,8 +188,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<12} {:<44} {:<3} {:>10} {:>10} {:>10} {:>9} {:>9} {:>7}",
-            "op", "case", "dir", "median ms", "min ms", "p90 ms", "TFLOP/s", "GB/s", "%peak"
+            "{:<12} {:<44} {:<3} {:>10} {:>10} {:>10} {:>9} {:>9} {:>7} {:>11}",
+            "op", "case", "dir", "median ms", "min ms", "p90 ms", "TFLOP/s", "GB/s", "%peak", "predicted"
         );
         // Three significant figures or more: a slow CPU op still shows a readable rate.
         let opt = |x: Option<f64>, prec: usize| {
@@ -198,7 +215,7 @@ impl Report {
                     Some(d) => {
                         let _ = writeln!(
                             s,
-                            "{:<12} {:<44} {:<3} {:>10.4} {:>10.4} {:>10.4} {:>9} {:>9} {:>7}",
+                            "{:<12} {:<44} {:<3} {:>10.4} {:>10.4} {:>10.4} {:>9} {:>9} {:>7} {:>11}",
                             r.op,
                             label,
                             dir,
@@ -207,7 +224,13 @@ impl Report {
                             d.stats.p90_ms,
                             opt(d.tflops, 1),
                             opt(d.gbps, 0),
-                            opt(d.frac_of_ceiling.map(|f| 100.0 * f), 1)
+                            opt(d.frac_of_ceiling.map(|f| 100.0 * f), 1),
+                            d.predicted.map_or("-".to_string(), |p| format!(
+                                "{:.1}-{:.1} {}",
+                                100.0 * p.lo,
+                                100.0 * p.hi,
+                                d.verdict.unwrap_or("")
+                            ))
                         );
                     }
                     None => {

@@ -87,9 +87,14 @@ pub fn run(
         results.push(r);
     }
     let ceilings = ceilings(device, dtype, mem_gbps, &results);
-    for r in &mut results {
-        for d in [&mut r.forward, &mut r.backward].into_iter().flatten() {
-            d.set_fractions(&ceilings);
+    // The predictions are for bf16 on the H200's class of GPU; a CPU or f32 run is not judged by them.
+    let judged = device.is_cuda() && dtype == DType::BF16;
+    for (r, case) in results.iter_mut().zip(&cases) {
+        for (backward, d) in [(false, &mut r.forward), (true, &mut r.backward)] {
+            if let Some(d) = d {
+                d.set_fractions(&ceilings);
+                d.set_prediction(if judged { super::predictions::predicted(case, backward) } else { None });
+            }
         }
     }
     Ok(Report {

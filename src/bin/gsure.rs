@@ -459,6 +459,10 @@ struct OpsArgs {
     /// Prints the case list as JSON (for benches/torch_ops.py) and exits.
     #[arg(long)]
     list_json: bool,
+    /// Prints each case's predicted fraction of the H200's ceilings in bf16 and its floor, as markdown
+    /// (docs/kernel-predictions.md), and exits.
+    #[arg(long)]
+    predictions: bool,
     /// Fewer repeats (for a quick look or a time-limited GPU run).
     #[arg(long)]
     quick: bool,
@@ -867,6 +871,10 @@ fn bench_ops(a: OpsArgs) -> Result<()> {
         let cases: Vec<_> =
             bench::all_cases().into_iter().filter(|c| bench::runner::matches(c, a.filter.as_deref())).collect();
         println!("{}", serde_json::to_string_pretty(&bench::list_json(&cases))?);
+        return Ok(());
+    }
+    if a.predictions {
+        print!("{}", bench::predictions::table(&bench::all_cases()));
         return Ok(());
     }
     let device = pick_device(a.device.as_deref())?;

@@ -1,0 +1,167 @@
+//! What each bench case should reach on the H200 in bf16, written down before any GPU has run a kernel:
+//! a range of its fraction of the nearer ceiling (the bench's `frac_of_ceiling`: achieved TFLOP/s over the
+//! run's peak, or GB/s over its measured copy bandwidth), with the reason from the kernel's design. A bf16
+//! CUDA run marks each timed direction hit (inside the range), below or above; the first run on hardware
+//! is judged against these numbers, and they are corrected only by a measurement. `gsure bench ops
+//! --predictions` prints them with each case's floor at the reference ceilings (docs/kernel-predictions.md).
+use super::report::{REFERENCE_BF16_TFLOPS, REFERENCE_MEM_GBPS};
+use super::BenchCase;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// A predicted range of `frac_of_ceiling` and why.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    pub lo: f64,
+    pub hi: f64,
+    pub why: &'static str,
+}
+
+const fn p(lo: f64, hi: f64, why: &'static str) -> Option<Prediction> {
+    Some(Prediction { lo, hi, why })
+}
+
+/// How a measured fraction compares with its prediction.
+pub fn verdict(measured: f64, p: &Prediction) -> &'static str {
+    if measured < p.lo {
+        "below"
+    } else if measured > p.hi {
+        "above"
+    } else {
+        "hit"
+    }
+}
+
+/// The case's spatial size H·W (0 where its parameters have none).
+fn spatial(case: &BenchCase) -> usize {
+    let get = |k: &str| case.params.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+    get("h") * get("w")
+}
+
+/// The prediction for one direction (`backward` false: forward) of `case` in bf16 on the H200.
+pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
+    let elems = if backward { case.elems_bwd } else { case.elems_fwd };
+    // Below ~4 MB a memory-bound kernel is mostly launch and tail (~3-5 µs against a floor of ~1 µs).
+    let small = elems < 4e6;
+    let stride = case.params.get("stride").and_then(|v| v.as_u64()).unwrap_or(1);
+    let k = case.params.get("k").and_then(|v| v.as_u64()).unwrap_or(3);
+    match (case.op, backward) {
+        ("conv2d", false) if k == 1 => p(0.03, 0.12, "1×1: a thin GEMM (K = C_in) through the 3×3 kernel's gather"),
+        ("conv2d", false) if stride == 2 => p(0.05, 0.15, "stride 2: a quarter of the columns, same scalar gather"),
+        ("conv2d", false) if spatial(case) <= 64 => {
+            p(0.05, 0.15, "8×8 and 4×4: few GEMM columns per block, the grid barely fills 132 SMs")
+        }
+        ("conv2d", false) => p(
+            0.10,
+            0.20,
+            "mma.sync m16n8k16, operands gathered one scalar at a time in NCHW with bounds checks, two-deep \
+             register prefetch, no cp.async, one 256-thread block per SM: 80-150 TFLOP/s",
+        ),
+        ("conv2d", true) if stride == 2 => {
+            p(0.03, 0.10, "the stride-2 input gradient multiplies the zero taps: 3/4 of its MMAs are wasted")
+        }
+        ("conv2d", true) => p(
+            0.05,
+            0.15,
+            "input and weight gradients on the forward's scheme; wgrad reduces over N·H·W with a final sum pass",
+        ),
+        ("attention", false) if spatial(case) <= 64 => {
+            p(0.01, 0.08, "T = 64: a handful of query tiles per head, the grid leaves most SMs idle")
+        }
+        ("attention", false) => {
+            p(0.05, 0.20, "mma.sync forward; each K/V tile is loaded and waited for before its MMAs (no overlap)")
+        }
+        ("attention", true) if spatial(case) <= 64 => p(0.002, 0.02, "CUDA-core f32 backward at T = 64"),
+        ("attention", true) => p(
+            0.005,
+            0.03,
+            "backward on CUDA cores in f32 for every dtype (FFMA is ~1/12 of the tensor peak), two passes that \
+             each recompute S, 4 warps per SM at D = 256",
+        ),
+        ("linear", _) => p(0.005, 0.05, "17-134 MFLOP: a few µs of launch and tail against a floor under 0.2 µs"),
+        ("matmul", false) => p(
+            0.25,
+            0.45,
+            "mma.sync bf16 with 128×128 tiles and cp.async double buffering; mma.sync reaches ~60 % of wgmma's peak \
+             at best",
+        ),
+        ("matmul", true) => p(0.20, 0.45, "two GEMMs of the forward's size, one with a transposed operand layout"),
+        ("group_norm", _) if small => p(0.10, 0.40, "2 MB of activations: launch-bound"),
+        ("group_norm", false) => {
+            p(0.30, 0.60, "statistics then apply: x read twice and written once (2/3 of the minimal-bytes rate)")
+        }
+        ("group_norm", true) => p(0.20, 0.50, "two reductions (Σdy, Σdy·x̂) before the input gradient"),
+        ("silu" | "add" | "affine" | "where" | "dropout" | "mul_along", _) if small => {
+            p(0.20, 0.50, "4 MB or less: launch and tail")
+        }
+        ("silu" | "add" | "affine" | "where" | "dropout" | "mul_along", _) => {
+            p(0.50, 0.80, "one pass, 2-byte scalar accesses (no 16-byte vectors) and a 64-bit index per element")
+        }
+        ("sum_all", _) if small => p(0.05, 0.25, "0.4 M elements: two launches (partials, final) for ~1 µs of data"),
+        ("sum_all", _) => p(0.40, 0.75, "partial sums per block, then one final block"),
+        ("concat" | "upsample2x" | "avg_pool2x", _) if elems < 1.5e7 => {
+            p(0.20, 0.50, "64-bit division and remainder per element, scalar accesses, 10-25 MB")
+        }
+        ("concat" | "upsample2x" | "avg_pool2x", _) => {
+            p(0.30, 0.60, "64-bit division and remainder per element to find (n, c, h, w), scalar accesses")
+        }
+        ("masked_mse" | "gsure_loss", _) if small => p(0.05, 0.30, "under 4 MB and a two-pass row reduction"),
+        ("masked_mse" | "gsure_loss", _) => p(0.30, 0.60, "fused loss, per-row partial sums then a final pass"),
+        ("embedding", _) => p(0.001, 0.02, "16 k elements: one launch for nanoseconds of data"),
+        ("masked_fft2c" | "masked_ifft2c", _) if small => p(0.05, 0.30, "small images: one fused kernel, launch-bound"),
+        ("masked_fft2c" | "masked_ifft2c", _) => p(
+            0.15,
+            0.40,
+            "a row pass and a column pass, each reading and writing the whole image (2× the minimal bytes); 320 \
+             = 2⁶·5 mixed radix",
+        ),
+        _ => None,
+    }
+}
+
+/// The floor of one direction at the reference ceilings, in µs: the larger of FLOPs over the bf16 peak and
+/// bf16 bytes over the copy bandwidth.
+fn floor_us(flops: f64, elems: f64) -> f64 {
+    let compute = flops / (REFERENCE_BF16_TFLOPS * 1e12);
+    let memory = 2.0 * elems / (REFERENCE_MEM_GBPS * 1e9);
+    1e6 * compute.max(memory)
+}
+
+/// Every case's predictions as a markdown table, with its floors at the reference ceilings.
+pub fn table(cases: &[BenchCase]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Predicted kernel speed on the H200 (bf16), written before any GPU run\n");
+    let _ = writeln!(
+        s,
+        "Written by `gsure bench ops --predictions` from `src/bench/predictions.rs` (regenerate it when they\n\
+         change). Each range is the fraction of the nearer ceiling (`%peak` in `gsure bench ops`:\n\
+         achieved TFLOP/s over the run's bf16 peak, or minimal bytes over its measured copy bandwidth) that the\n\
+         case's kernel should reach, from its design; a bf16 CUDA run marks every direction hit, below or above.\n\
+         Floors are at the reference ceilings ({REFERENCE_BF16_TFLOPS:.0} TFLOP/s bf16, {:.1} TB/s copy, the H200\n\
+         lent to this project), the larger of FLOPs/peak and bytes/bandwidth. Nothing here has been measured.\n",
+        REFERENCE_MEM_GBPS / 1e3
+    );
+    let _ = writeln!(s, "| op | case | dir | floor µs | predicted % of ceiling | why |");
+    let _ = writeln!(s, "|---|---|---|---:|---:|---|");
+    for case in cases {
+        for (dir, backward, flops, elems) in
+            [("fwd", false, case.flops_fwd, case.elems_fwd), ("bwd", true, case.flops_bwd, case.elems_bwd)]
+        {
+            if backward && elems == 0.0 {
+                continue;
+            }
+            let Some(p) = predicted(case, backward) else { continue };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {dir} | {:.2} | {:.1}-{:.1} | {} |",
+                case.op,
+                case.label,
+                floor_us(flops, elems),
+                100.0 * p.lo,
+                100.0 * p.hi,
+                p.why
+            );
+        }
+    }
+    s
+}
