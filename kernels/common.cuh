@@ -10,8 +10,8 @@ typedef __nv_bfloat16 bf16;
 
 // `DYNAMIC_SHARED(T, name);` declares `name` as the block's dynamic shared memory (the launch's
 // shared_mem_bytes) viewed as T[]; T may carry an __align__. On the GPU it is the usual `extern __shared__`
-// array; the emulator (emu/, GSURE_EMU) hands each block a 16-byte aligned buffer of exactly the launch's
-// size instead, so an access past it is caught.
+// array; the emulator (emu/, GSURE_EMU) hands each block a buffer of the launch's size, aligned to 16 bytes
+// and no more (as the GPU promises), which under --asan ends exactly at that size, so an access past it is caught.
 #ifdef GSURE_EMU
 #define DYNAMIC_SHARED(T, name) \
   typedef T gsure_emu_dynamic_##name; \

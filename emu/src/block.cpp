@@ -1,5 +1,5 @@
 // block.cpp: the block scheduler (fibers, barriers, warp collectives, tensor-core instructions, cp.async,
-// mbarriers and bulk async copies) and the worker pool (see block.h).
+// mbarriers and bulk async copies, warpgroup MMA) and the worker pool (see block.h).
 #include "block.h"
 
 #include <dlfcn.h>
@@ -39,7 +39,7 @@ namespace gsure_emu {
 namespace {
 
 enum class State : uint8_t { Ready, Barrier, Warp, Mbarrier, Done };
-enum class OpKind : uint8_t { Shfl, Vote, SyncWarp, Mma, Ldmatrix };
+enum class OpKind : uint8_t { Shfl, Vote, SyncWarp, Mma, Ldmatrix, WgFence, WgMma, WgCommit, WgWait };
 
 // A warp collective as one lane posts it; lives on that lane's stack while it waits.
 struct WarpOp {
@@ -57,6 +57,24 @@ struct WarpOp {
   uint32_t* regs = nullptr;  // ldmatrix
   int trans = 0;
   const void* addr = nullptr;
+  uint64_t desc_a = 0, desc_b = 0;  // wgmma
+};
+
+// One warp's share of a wgmma.mma_async (its 16 rows of D), queued until a wait_group covers it.
+struct WgmmaOp {
+  int n, accumulate, trans_a, trans_b;
+  uint64_t desc_a, desc_b;
+  float* d[32];  // each lane's accumulator registers (on the lane's stack, alive until the lane exits)
+  const char* file;
+  int line;
+};
+// A warp's wgmma state: whether a wgmma.fence came since its last wait_group, how many mma_async it has
+// issued (to check the warpgroup's four warps issue the same sequence), and its queued work.
+struct WgmmaWarp {
+  bool fenced = false;
+  size_t issued = 0;
+  std::vector<WgmmaOp> open;                 // issued since the last commit_group
+  std::deque<std::vector<WgmmaOp>> groups;   // committed, not yet waited for, oldest first
 };
 
 struct CpAsync {
@@ -167,7 +185,9 @@ struct Worker {
   uint64_t epoch = 0;  // block barriers completed
   std::string error;   // first failure in this block
   std::mt19937_64 rng;
-  std::vector<unsigned char> dynamic_smem;
+  std::vector<unsigned char> dynamic_storage;
+  unsigned char* dynamic_smem_ptr = nullptr;  // the block's dynamic shared memory, inside dynamic_storage
+  size_t dynamic_smem_bytes = 0;
   sigjmp_buf fault_jmp;
   volatile sig_atomic_t in_block = 0;
   char altstack[64 * 1024];
@@ -323,6 +343,152 @@ struct Worker {
       }
       case OpKind::Mma: complete_mma(base); break;
       case OpKind::Ldmatrix: complete_ldmatrix(base); break;
+      case OpKind::WgFence: wgmma[base / 32].fenced = true; break;
+      case OpKind::WgMma: issue_wgmma(base); break;
+      case OpKind::WgCommit: {
+        WgmmaWarp& s = wgmma[base / 32];
+        s.groups.push_back(std::move(s.open));
+        s.open.clear();
+        break;
+      }
+      case OpKind::WgWait: {
+        WgmmaWarp& s = wgmma[base / 32];
+        while (error.empty() && s.groups.size() > (size_t)lane_op(base, 0)->arg) {
+          for (const WgmmaOp& op : s.groups.front()) run_wgmma(base / 32, op);
+          s.groups.pop_front();
+        }
+        s.fenced = false;
+        break;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------ wgmma
+  std::vector<WgmmaWarp> wgmma;                                     // per warp
+  std::vector<std::vector<std::pair<const char*, int>>> wgmma_sites;  // per warpgroup: its mma_async sequence
+
+  std::string site(const char* file, int line) { return std::string(file) + ":" + std::to_string(line); }
+
+  // Checks the lanes agree and the warpgroup exists, then queues the warp's share.
+  void issue_wgmma(unsigned base) {
+    const unsigned warp = base / 32;
+    const WarpOp* o0 = lane_op(base, 0);
+    const std::string at = "wgmma.mma_async at " + site(o0->file, o0->line);
+    for (unsigned l = 1; l < 32; ++l) {
+      const WarpOp* o = lane_op(base, l);
+      if (o->desc_a != o0->desc_a || o->desc_b != o0->desc_b || o->value != o0->value || o->trans != o0->trans) {
+        fail(at + ": lane " + std::to_string(l) + " of " + where(fibers[base]) +
+             " gives other descriptors or scale-d than lane 0 (every thread of the warpgroup must give the same)");
+        return;
+      }
+    }
+    if ((warp / 4 + 1) * 128 > nthreads) {
+      fail(at + " in " + where(fibers[base]) + ": the block's " + std::to_string(nthreads) +
+           " threads leave its warpgroup (warps " + std::to_string(warp / 4 * 4) + ".." +
+           std::to_string(warp / 4 * 4 + 3) + ") incomplete");
+      return;
+    }
+    WgmmaWarp& s = wgmma[warp];
+    if (!s.fenced) {
+      fail(at + " in " + where(fibers[base]) +
+           ": no wgmma.fence since the warp's last wgmma.wait_group (or the kernel's start); the accumulators "
+           "must be fenced before an mma_async reads them (the emulator cannot see register accesses, so it "
+           "asks for the fence the PTX ISA requires whenever they may have been touched)");
+      return;
+    }
+    auto& seq = wgmma_sites[warp / 4];
+    if (s.issued < seq.size()) {
+      const auto& [file, line] = seq[s.issued];
+      if (line != o0->line || (file != o0->file && std::strcmp(file, o0->file) != 0)) {
+        fail(at + " in " + where(fibers[base]) + ": mma_async number " + std::to_string(s.issued) +
+             " of its warpgroup was issued at " + site(file, line) +
+             " by another warp (the four warps of a warpgroup must issue the same instructions)");
+        return;
+      }
+    } else {
+      seq.emplace_back(o0->file, o0->line);
+    }
+    ++s.issued;
+    WgmmaOp op{o0->sub, (int)o0->value, o0->trans & 1, o0->trans >> 1, o0->desc_a, o0->desc_b, {}, o0->file, o0->line};
+    for (unsigned l = 0; l < 32; ++l) op.d[l] = lane_op(base, l)->d;
+    s.open.push_back(op);
+  }
+
+  // The shared-memory address of element (mn, k) of an operand, by its descriptor (layouts in
+  // kernels/wgmma.cuh, after the PTX ISA's canonical layouts); null after a failure.
+  const uint16_t* wgmma_element(uint64_t desc, bool mn_major, int mn, int k, const WgmmaOp& op, const char* which) {
+    const uint32_t start = (uint32_t)(desc & 0x3FFF) << 4, lbo = (uint32_t)(desc >> 16 & 0x3FFF) << 4,
+                   sbo = (uint32_t)(desc >> 32 & 0x3FFF) << 4, base_offset = (uint32_t)(desc >> 49 & 7),
+                   mode = (uint32_t)(desc >> 62 & 3);
+    if (base_offset != 0) {
+      fail("wgmma.mma_async at " + site(op.file, op.line) + ": operand " + which +
+           " has a non-zero matrix base offset, which the emulator does not model");
+      return nullptr;
+    }
+    static constexpr uint32_t swizzle_bits[4] = {0, 3, 2, 1};  // interleave, 128, 64, 32 bytes
+    const uint32_t row_chunks = 1u << swizzle_bits[mode];     // 16-byte chunks in one swizzle row
+    uint32_t off;
+    if (!mn_major) {
+      off = mode == 0 ? (mn % 8) * 16 + (mn / 8) * sbo + (k / 8) * lbo
+                      : (mn % 8) * row_chunks * 16 + (mn / 8) * sbo + (k / 8) * 16;
+      off += (k % 8) * 2;
+    } else {
+      const uint32_t c = mn / 8;
+      off = mode == 0 ? c * sbo + (k % 8) * 16 + (k / 8) * lbo
+                      : (c % row_chunks) * 16 + (c / row_chunks) * lbo + (k % 8) * row_chunks * 16 + (k / 8) * sbo;
+      off += (mn % 8) * 2;
+    }
+    uint32_t addr = (start + off) & 0x3FFFF;
+    if (mode != 0) addr ^= (addr >> 7 & (row_chunks - 1)) << 4;
+    // The descriptor holds the low 18 bits of the address; the block's dynamic buffer is under 256 KiB, so
+    // they name one byte of it.
+    const auto base = reinterpret_cast<uintptr_t>(dynamic_smem_ptr);
+    const uint32_t rel = (addr - (uint32_t)(base & 0x3FFFF)) & 0x3FFFF;
+    if (!dynamic_smem_ptr || rel + 2 > dynamic_smem_bytes) {
+      fail("wgmma.mma_async at " + site(op.file, op.line) + ": operand " + which + " element (" + std::to_string(mn) +
+           ", " + std::to_string(k) + ") lies outside the block's dynamic shared memory (the emulator takes wgmma "
+           "operands from dynamic shared memory only)");
+      return nullptr;
+    }
+    return reinterpret_cast<const uint16_t*>(base + rel);
+  }
+
+  // D(16 rows of this warp, N) = A(those rows, 16) · B(16, N) (+ D), read and written now, at the wait.
+  // bf16 products are exact; each sum is formed in f64 and rounded once, as complete_mma does.
+  void run_wgmma(unsigned warp, const WgmmaOp& op) {
+    const int row0 = 16 * (int)(warp % 4), n = op.n;
+    float A[16][16], B[16][128];
+    auto bf16_at = [](const uint16_t* p) { return bits_to_float((uint32_t)*p << 16); };
+    for (int i = 0; i < 16; ++i)
+      for (int k = 0; k < 16; ++k) {
+        const uint16_t* p = wgmma_element(op.desc_a, op.trans_a, row0 + i, k, op, "A");
+        if (!p) return;
+        A[i][k] = bf16_at(p);
+      }
+    for (int j = 0; j < n; ++j)
+      for (int k = 0; k < 16; ++k) {
+        const uint16_t* p = wgmma_element(op.desc_b, op.trans_b, j, k, op, "B");
+        if (!p) return;
+        B[k][j] = bf16_at(p);
+      }
+    if (race_on) {  // the async proxy's reads, as the waiting warp's (lane 0), one element per 8 of k
+      for (int i = 0; i < 16; ++i)
+        for (int k = 0; k < 16; k += 8)
+          race_access(wgmma_element(op.desc_a, op.trans_a, row0 + i, k, op, "A"), 2, false, warp * 32, op.file, op.line);
+      for (int j = 0; j < n; ++j)
+        for (int k = 0; k < 16; k += 8)
+          race_access(wgmma_element(op.desc_b, op.trans_b, j, k, op, "B"), 2, false, warp * 32, op.file, op.line);
+    }
+    for (unsigned l = 0; l < 32; ++l) {
+      float* d = op.d[l];
+      const int g = (int)l / 4, t = (int)l % 4;
+      for (int j = 0; j < n / 8; ++j)
+        for (int v = 0; v < 4; ++v) {
+          const int r = g + 8 * (v >> 1), c = 8 * j + 2 * t + (v & 1);
+          double s = op.accumulate ? d[4 * j + v] : 0.0;
+          for (int k = 0; k < 16; ++k) s += (double)A[r][k] * (double)B[k][c];
+          d[4 * j + v] = (float)s;
+        }
     }
   }
 
@@ -487,6 +653,26 @@ struct Worker {
     }
   }
 
+  // The block's dynamic shared memory, filled with junk (a kernel that reads what it never wrote sees it).
+  // With AddressSanitizer it is a heap block of exactly the launch's size, so an access past it is caught;
+  // otherwise it starts 16 bytes past a 1 KiB boundary: the GPU promises 16-byte alignment only, and a
+  // kernel that needs more (a swizzled wgmma tile) must align its own pointers, here as there.
+  void place_dynamic_smem(size_t bytes) {
+    dynamic_smem_bytes = bytes;
+    if (bytes == 0) {
+      dynamic_smem_ptr = nullptr;
+      return;
+    }
+#if defined(__SANITIZE_ADDRESS__)
+    dynamic_storage.assign(bytes, 0xcd);
+    dynamic_smem_ptr = dynamic_storage.data();
+#else
+    dynamic_storage.assign(bytes + 2048, 0xcd);
+    const uintptr_t p = reinterpret_cast<uintptr_t>(dynamic_storage.data());
+    dynamic_smem_ptr = dynamic_storage.data() + ((1024 + 16 - p % 1024) % 1024);
+#endif
+  }
+
   int pending_check_warp = -1;
   bool race_on = false;
   bool pending_check_barrier = false;
@@ -541,7 +727,7 @@ void Worker::run_block(const Launch& l, Dim bidx) {
     stacks.emplace_back();
     stacks.back().allocate(stack_bytes());
   }
-  dynamic_smem.assign(l.dynamic_smem, 0xcd);  // a kernel that reads dynamic shared memory it never wrote sees junk
+  place_dynamic_smem(l.dynamic_smem);
   at_barrier = done = 0;
   warp_waiting.assign((nthreads + 31) / 32, 0);
   epoch = 0;
@@ -550,7 +736,9 @@ void Worker::run_block(const Launch& l, Dim bidx) {
   mbars.clear();
   race_on = race_enabled();
   rng.seed(schedule().seed * 1000003u + bidx.x * 7919u + bidx.y * 104729u + bidx.z);
-  race_block_begin(l, nthreads, dynamic_smem.empty() ? nullptr : dynamic_smem.data(), dynamic_smem.size());
+  wgmma.assign(warp_waiting.size(), WgmmaWarp{});
+  wgmma_sites.assign((warp_waiting.size() + 3) / 4, {});
+  race_block_begin(l, nthreads, dynamic_smem_ptr, dynamic_smem_bytes);
   ids.clear();
   for (unsigned t = 0; t < nthreads; ++t) {
     Fiber& f = fibers[t];
@@ -561,7 +749,7 @@ void Worker::run_block(const Launch& l, Dim bidx) {
     f.info.block_idx = bidx;
     f.info.block_dim = bd;
     f.info.grid_dim = l.grid;
-    f.info.dynamic_smem = dynamic_smem.empty() ? nullptr : dynamic_smem.data();
+    f.info.dynamic_smem = dynamic_smem_ptr;
     f.state = State::Ready;
     f.op = nullptr;
     f.committed.clear();
@@ -625,6 +813,12 @@ void Worker::run_block(const Launch& l, Dim bidx) {
     }
   }
   in_block = 0;
+  for (unsigned w = 0; w < wgmma.size() && error.empty(); ++w)
+    if (!wgmma[w].open.empty() || !wgmma[w].groups.empty()) {
+      const WgmmaOp& op = wgmma[w].open.empty() ? wgmma[w].groups.back().back() : wgmma[w].open.back();
+      fail("wgmma.mma_async at " + site(op.file, op.line) + " in " + where(fibers[w * 32]) +
+           " was never waited for (a wgmma.wait_group 0 is missing before the accumulators are used)");
+    }
   for (auto& [bar, m] : mbars)  // copies still in flight land when the block ends
     for (const BulkCopy& c : m.in_flight) std::memcpy(c.dst, c.src, c.bytes);
   mbars.clear();
@@ -924,6 +1118,35 @@ void gsure_emu_bulk_copy_g2s(void* dst, const void* src, unsigned bytes, void* b
   Mbarrier& m = w.mbar(bar, "cp.async.bulk (its completion mbarrier)", file, line);
   m.in_flight.push_back({dst, src, bytes});
   w.try_complete(bar, m, file, line);  // a consumer may already wait for this phase (a producer-only warp)
+}
+
+void gsure_emu_wgmma_fence(const char* file, int line) {
+  WarpOp op{OpKind::WgFence, 0xffffffffu, file, line};
+  tls_worker->warp_collective(op);
+}
+
+void gsure_emu_wgmma_commit(const char* file, int line) {
+  WarpOp op{OpKind::WgCommit, 0xffffffffu, file, line};
+  tls_worker->warp_collective(op);
+}
+
+void gsure_emu_wgmma_wait(int pending, const char* file, int line) {
+  WarpOp op{OpKind::WgWait, 0xffffffffu, file, line};
+  op.sub = op.arg = pending;
+  tls_worker->warp_collective(op);
+}
+
+void gsure_emu_wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int accumulate, int trans_a, int trans_b,
+                          const char* file, int line) {
+  if (n < 8 || n > 128 || n % 8) gsure_emu_trap("wgmma.mma_async bf16 with N outside 8..128 (multiple of 8)", file, line);
+  WarpOp op{OpKind::WgMma, 0xffffffffu, file, line};
+  op.sub = n;
+  op.d = d;
+  op.desc_a = desc_a;
+  op.desc_b = desc_b;
+  op.value = accumulate != 0;
+  op.trans = (trans_a != 0) | (trans_b != 0) << 1;
+  tls_worker->warp_collective(op);
 }
 
 void gsure_emu_trap(const char* what, const char* file, int line) {

@@ -188,3 +188,73 @@ extern "C" __global__ void st_bulk_warp_specialised(const float* src, float* out
     }
   }
 }
+
+// --- wgmma.mma_async from shared memory (wgmma.cuh) ---------------------------------------------------------
+// Each operand tile is written by the layout the PTX ISA's worked examples give as a CuTe layout (a shape and
+// stride per dimension, in elements) followed by Swizzle<B,4,3> on the byte offset: a formulation separate
+// from the emulator's, which decodes the descriptor's LBO, SBO and mode. One warpgroup; D [64][N] row-major.
+#include "wgmma.cuh"
+struct StOperand {
+  int shape[2][3], stride[2][3];  // [0]: the m or n dimension, [1]: k; three modes each, innermost first
+  int swizzle_bits;               // B of Swizzle<B,4,3>: 0, 1, 2, 3 for interleave, 32, 64, 128 bytes
+  unsigned lbo, sbo, mode, step;  // descriptor fields (bytes, WgmmaSwizzle) and the start advance per k16
+};
+struct StWgmma {
+  StOperand a, b;
+  int ksteps;
+};
+__device__ unsigned st_byte(const StOperand& o, int mn, int k) {
+  int off = 0;
+  for (int d = 0, idx[2] = {mn, k}; d < 2; ++d)
+    for (int m = 0, i = idx[d]; m < 3; ++m) off += i % o.shape[d][m] * o.stride[d][m], i /= o.shape[d][m];
+  const unsigned bytes = 2u * off;
+  return bytes ^ ((bytes >> 7) & ((1u << o.swizzle_bits) - 1)) << 4;
+}
+enum StWgmmaMutant { ST_WG_OK, ST_WG_NO_WAIT, ST_WG_NO_FENCE, ST_WG_REFILL };
+template <int N, int TA, int TB, int MUTANT>
+__device__ void wgmma_case(const bf16* A, const bf16* B, float* D, const StWgmma c) {
+  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
+  unsigned char* sa = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;  // swizzle atoms start at 1 KiB
+  unsigned char* sb = sa + 16384;
+  const int K = 16 * c.ksteps;
+  for (int i = threadIdx.x; i < 64 * K; i += blockDim.x)
+    *reinterpret_cast<bf16*>(sa + st_byte(c.a, i / K, i % K)) = A[i];
+  for (int i = threadIdx.x; i < N * K; i += blockDim.x)
+    *reinterpret_cast<bf16*>(sb + st_byte(c.b, i % N, i / N)) = B[i];  // B is [K][N]
+  fence_proxy_async_shared();  // the generic-proxy stores above, before the async proxy reads them
+  __syncthreads();
+  float d[N / 2];
+  for (int i = 0; i < N / 2; ++i) d[i] = 1000.f;  // junk that accumulate = 0 must ignore
+  if (MUTANT != ST_WG_NO_FENCE) wgmma_fence();
+  for (int s = 0; s < c.ksteps; ++s)
+    wgmma_bf16<N, TA, TB>(d, wgmma_desc(sa + s * c.a.step, c.a.lbo, c.a.sbo, (WgmmaSwizzle)c.a.mode),
+                          wgmma_desc(sb + s * c.b.step, c.b.lbo, c.b.sbo, (WgmmaSwizzle)c.b.mode), s > 0);
+  wgmma_commit();
+  if (MUTANT == ST_WG_REFILL) {  // MUTANT: the A tile is refilled before the wait that covers its reads
+    __syncthreads();
+    for (int i = threadIdx.x; i < 64 * K; i += blockDim.x) *reinterpret_cast<bf16*>(sa + st_byte(c.a, i / K, i % K)) = bf16(0.f);
+  }
+  if (MUTANT != ST_WG_NO_WAIT) wgmma_wait<0>();  // MUTANT (no wait): the accumulators are read before it
+  const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+  for (int j = 0; j < N / 8; ++j)
+    for (int v = 0; v < 4; ++v) D[(16 * w + g + 8 * (v >> 1)) * N + 8 * j + 2 * t + (v & 1)] = d[4 * j + v];
+  if (MUTANT == ST_WG_NO_WAIT) wgmma_wait<0>();
+}
+extern "C" __global__ void st_wgmma_kk(const bf16* A, const bf16* B, float* D, const StWgmma c) {
+  wgmma_case<128, 0, 0, ST_WG_OK>(A, B, D, c);
+}
+extern "C" __global__ void st_wgmma_mn(const bf16* A, const bf16* B, float* D, const StWgmma c) {
+  wgmma_case<64, 1, 1, ST_WG_OK>(A, B, D, c);
+}
+extern "C" __global__ void st_wgmma_kn(const bf16* A, const bf16* B, float* D, const StWgmma c) {
+  wgmma_case<64, 0, 1, ST_WG_OK>(A, B, D, c);
+}
+extern "C" __global__ void st_wgmma_no_wait(const bf16* A, const bf16* B, float* D, const StWgmma c) {
+  wgmma_case<128, 0, 0, ST_WG_NO_WAIT>(A, B, D, c);
+}
+extern "C" __global__ void st_wgmma_no_fence(const bf16* A, const bf16* B, float* D, const StWgmma c) {
+  wgmma_case<128, 0, 0, ST_WG_NO_FENCE>(A, B, D, c);
+}
+extern "C" __global__ void st_wgmma_refill(const bf16* A, const bf16* B, float* D, const StWgmma c) {
+  wgmma_case<128, 0, 0, ST_WG_REFILL>(A, B, D, c);
+}

@@ -116,6 +116,51 @@ bool bulk_ok(const char* kernel, CUresult* status, unsigned threads = 64) {
   return ok;
 }
 
+// The layouts st_wgmma_* write (see selftest.cu), from the PTX ISA's canonical layouts and worked examples.
+struct StOperand {
+  int shape[2][3], stride[2][3];
+  int swizzle_bits;
+  unsigned lbo, sbo, mode, step;
+};
+struct StWgmma {
+  StOperand a, b;
+  int ksteps;
+};
+// K-major, 128-byte swizzle: rows of 64 elements (128 B), 8-row atoms of 1 KiB (SBO); a k16 step is 32 B.
+StOperand k_sw128(int rows) { return {{{8, rows / 8, 1}, {8, 8, 1}}, {{64, 512, 0}, {1, 8, 0}}, 3, 16, 1024, 1, 32}; }
+// MN-major, 64-byte swizzle (the ISA's bf16 example, ((8,4,2),(8,2)):((1,8,256),(32,512)), grown to k = 32):
+// atoms of 32 mn x 8 k; LBO = 512 B to the next 32 mn, SBO = 1 KiB to the next 8 k.
+StOperand mn_sw64() { return {{{8, 4, 2}, {8, 4, 1}}, {{1, 8, 256}, {32, 512, 0}}, 2, 512, 1024, 2, 2048}; }
+// K-major interleave: 8 x 16-byte core matrices; LBO = 128 B to the next 8 k, SBO = 512 B to the next 8 rows.
+StOperand k_interleave() { return {{{8, 8, 1}, {8, 4, 1}}, {{8, 256, 0}, {1, 64, 0}}, 0, 128, 512, 0, 256}; }
+// MN-major interleave (the ISA's example, ((8,1,2),(8,2)):((1,8,64),(8,128)), grown to n = 64, k = 32):
+// SBO = 128 B to the next 8 n, LBO = 1 KiB to the next 8 k.
+StOperand mn_interleave() { return {{{8, 8, 1}, {8, 4, 1}}, {{1, 64, 0}, {8, 512, 0}}, 0, 1024, 128, 0, 2048}; }
+
+// One warpgroup's wgmma sequence against the exact product (small integers: every sum is exact).
+bool wgmma_ok(const char* kernel, int n, const StWgmma& c, CUresult* status) {
+  const int K = 16 * c.ksteps;
+  std::vector<uint16_t> a(64 * K), b(K * n);
+  std::vector<double> ref(64 * n, 0.0);
+  for (int i = 0; i < 64 * K; ++i) a[i] = bf16_bits((float)((i * 7 + i / K) % 9) - 4.f);
+  for (int i = 0; i < K * n; ++i) b[i] = bf16_bits((float)((i * 5 + i / n * 3) % 7) - 3.f);
+  for (int m = 0; m < 64; ++m)
+    for (int j = 0; j < n; ++j)
+      for (int k = 0; k < K; ++k) ref[m * n + j] += (double)bf16_value(a[m * K + k]) * bf16_value(b[k * n + j]);
+  CUdeviceptr da = upload(a), db = upload(b), dd = upload(std::vector<float>(64 * n, -1.f));
+  StWgmma arg = c;
+  *status = launch(kernel, 1, 128, 32768 + 1024, {&da, &db, &dd, &arg});
+  bool ok = *status == CUDA_SUCCESS;
+  if (ok) {
+    auto d = download<float>(dd, 64 * n);
+    for (int i = 0; i < 64 * n; ++i) ok = ok && d[i] == (float)ref[i];
+  }
+  cuMemFree(da);
+  cuMemFree(db);
+  cuMemFree(dd);
+  return ok;
+}
+
 CUresult run_error_kernel(const char* kernel, unsigned block) {
   CUdeviceptr d = upload(std::vector<float>(block, 0.f));
   CUresult r = launch(kernel, 1, block, 0, {&d});
@@ -185,6 +230,13 @@ void basic() {
   check(cp_async_ok("st_cp_async", &st), "cp.async lands at its wait; other threads see it after the barrier");
   check(bulk_ok("st_bulk_pipeline", &st), "cp.async.bulk + mbarrier two-stage pipeline (full/empty barriers by parity)");
   check(bulk_ok("st_bulk_warp_specialised", &st, 96), "cp.async.bulk pipeline with a producer-only warp");
+  check(wgmma_ok("st_wgmma_kk", 128, {k_sw128(64), k_sw128(128), 4}, &st),
+        "wgmma m64n128k16 x4, A and B K-major with 128-byte swizzle, start advanced 32 B per k16");
+  check(wgmma_ok("st_wgmma_mn", 64, {mn_sw64(), mn_sw64(), 2}, &st), "wgmma m64n64k16 x2, A M-major and B N-major, 64-byte swizzle");
+  check(wgmma_ok("st_wgmma_kn", 64, {k_interleave(), mn_interleave(), 2}, &st),
+        "wgmma m64n64k16 x2, A K-major and B N-major, no swizzle (interleaved core matrices)");
+  check(!wgmma_ok("st_wgmma_no_fence", 128, {k_sw128(64), k_sw128(128), 4}, &st) && st == CUDA_ERROR_LAUNCH_FAILED,
+        "wgmma.mma_async without a wgmma.fence before it is reported");
   check(run_error_kernel("st_mbar_deadlock", 64) == CUDA_ERROR_LAUNCH_FAILED,
         "an mbarrier phase nobody completes is reported as a deadlock");
 
@@ -231,6 +283,18 @@ void mutants() {
   check(!bulk_ok("st_bulk_no_full_wait", &st), "mutant bulk-copy consumer without its mbarrier wait reads stale data");
   check(!bulk_ok("st_bulk_no_expect_tx", &st), "mutant producer without expect_tx: the phase completes before its copy");
   check(!bulk_ok("st_bulk_no_empty_wait", &st), "mutant producer without its `empty` wait overwrites a stage in use");
+  check(!wgmma_ok("st_wgmma_no_wait", 128, {k_sw128(64), k_sw128(128), 4}, &st),
+        "mutant wgmma consumer that reads its accumulators before wgmma.wait_group sees stale registers");
+  check(!wgmma_ok("st_wgmma_refill", 128, {k_sw128(64), k_sw128(128), 4}, &st),
+        "mutant that refills an operand tile before the wait covering its wgmma gets a corrupted product");
+  StOperand swapped = mn_sw64();
+  std::swap(swapped.lbo, swapped.sbo);
+  check(!wgmma_ok("st_wgmma_mn", 64, {swapped, mn_sw64(), 2}, &st),
+        "a descriptor with LBO and SBO swapped (MN-major, swizzled) reads the wrong elements");
+  StOperand unswizzled = k_sw128(64);
+  unswizzled.mode = 0;
+  check(!wgmma_ok("st_wgmma_kk", 128, {unswizzled, k_sw128(128), 4}, &st),
+        "a descriptor without the swizzle its tile was written with reads the wrong elements");
 }
 
 void race() {
@@ -238,6 +302,9 @@ void race() {
   check(run_error_kernel("st_race", 64) == CUDA_ERROR_LAUNCH_FAILED, "race detector: write/read without a barrier");
   check(run_error_kernel("st_no_race", 64) == CUDA_SUCCESS, "race detector: the same with a barrier is clean");
   check(two_sums_ok("st_two_sums", &st), "race detector: block_sum twice is clean");
+  check(wgmma_ok("st_wgmma_kk", 128, {k_sw128(64), k_sw128(128), 4}, &st), "race detector: a wgmma sequence is clean");
+  wgmma_ok("st_wgmma_refill", 128, {k_sw128(64), k_sw128(128), 4}, &st);
+  check(st == CUDA_ERROR_LAUNCH_FAILED, "race detector: a tile refilled while a wgmma still reads it is reported");
   two_sums_ok("st_two_sums_no_war", &st);
   check(st == CUDA_ERROR_LAUNCH_FAILED, "race detector: block_sum without its WAR barrier is reported");
 }
