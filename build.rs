@@ -205,10 +205,11 @@ fn compile(nvcc: &str, arch: &str, sass: Option<&Sass>, src: &Path, out: &Path, 
         if num == generic.as_str() {
             return Err(e);
         }
-        // An arch-specific feature (wgmma, setmaxnreg, ...): embed the arch-specific PTX instead.
+        // An arch-specific feature (wgmma, setmaxnreg, ...): embed the arch-specific PTX instead. Expected for
+        // the Hopper kernels, so a note in the build script's output (cargo -vv), not a warning.
         println!(
-            "cargo:warning={stem}: the PTX needs {real}'s own features, so its fatbin carries compute_{num} PTX, \
-             not the portable compute_{generic}"
+            "{stem}: the PTX needs {real}'s own features, so its fatbin carries compute_{num} PTX, not the portable \
+             compute_{generic}"
         );
         run(&mut fatbin_cmd(&ptx, num), &format!("{} (fatbin: {real} SASS + compute_{num} PTX)", src.display()))?;
     }

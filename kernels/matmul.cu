@@ -15,14 +15,8 @@
 //      (ld % 8 == 0) and by bounds-checked scalar loads otherwise; out-of-range elements are zero-filled so
 //      M, N, K need not be multiples of anything. Shared tiles keep the operand's memory layout and the
 //      transposition is done by ldmatrix (.trans or not), see load_frag_a / load_frag_b.
+#include "gemm.cuh"
 #include "mma.cuh"
-
-struct GemmParams {
-  const void* a;
-  const void* b;
-  void* c;
-  int32_t m, n, k;
-};
 
 // ---------------------------------------------------------------------------------------------------------
 // f32, CUDA cores

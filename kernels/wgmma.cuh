@@ -63,8 +63,8 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 template <int N> __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-// wgmma exists only in sm_90a code: other targets (GSURE_CUDA_ARCH=sm_80, the fatbin's portable compute_90
-// PTX) compile a trap, and the host never launches a wgmma kernel on a device without it.
+// wgmma exists only in sm_90a code: other targets (GSURE_CUDA_ARCH=sm_80 or compute_90) compile a trap, and
+// the host never launches a wgmma kernel on a device without it (Bf16Gemm::unsupported).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define GSURE_WGMMA 1
 #endif

@@ -203,3 +203,42 @@ fn cuda_launcher_both_transposed_matches_cpu_twin() {
         }
     }
 }
+
+/// The Hopper wgmma kernels (kernels/matmul_wgmma.cu) in all four layouts against the CPU twin: M and N
+/// not multiples of the 128x128 tile, K over several 64-deep tiles of the 4-stage ring with a partial last
+/// one, a single exact tile, a matrix smaller than one 8x8 chunk grid, and an unaligned row length (17),
+/// which runs on mma.sync's scalar-load kernel whichever is named.
+#[test]
+fn cuda_wgmma_gemm_matches_cpu_twin() {
+    use gsure::ops::matmul::cuda::Bf16Gemm;
+    let Some(device) = gpu_or_skip("cuda_wgmma_gemm_matches_cpu_twin") else { return };
+    let gpu = device.gpu().unwrap();
+    if let Some(why) = Bf16Gemm::Wgmma.unsupported(gpu) {
+        println!("skipped: {why}");
+        return;
+    }
+    let mut r = rng(9);
+    let dtype = DType::BF16;
+    let shapes: &[(usize, usize, usize)] = &[(200, 328, 136), (128, 64, 128), (8, 8, 8), (136, 520, 264), (24, 17, 40)];
+    for &(m, k, n) in shapes {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let (a_dims, b_dims) = (if ta { [k, m] } else { [m, k] }, if tb { [n, k] } else { [k, n] });
+            let a = round_to(&randn(&a_dims, &mut r).to_vec_f64().unwrap(), dtype);
+            let b = round_to(&randn(&b_dims, &mut r).to_vec_f64().unwrap(), dtype);
+            let want = matmul_cpu::matmul(&a, &b, m, k, n, ta, tb);
+            let (ga, gb) = (
+                Tensor::from_f64(&a, a_dims, dtype, &device).unwrap(),
+                Tensor::from_f64(&b, b_dims, dtype, &device).unwrap(),
+            );
+            let c = {
+                let (sa, sb) = (ga.storage(), gb.storage());
+                let (Storage::Cuda(sa), Storage::Cuda(sb)) = (&*sa, &*sb) else { panic!("operands not on the GPU") };
+                matmul_cuda::matmul_with(gpu, sa, sb, m, k, n, ta, tb, Bf16Gemm::Wgmma).unwrap()
+            };
+            let got = Tensor::from_storage(Storage::Cuda(c), [m, n], device.clone()).unwrap().to_vec_f64().unwrap();
+            let err = rel_error(&got, &want);
+            println!("wgmma ta={ta} tb={tb} {m}x{k}x{n}: {err:.2e}");
+            assert!(err <= dtype.tolerance(), "wgmma ta={ta} tb={tb} {m}x{k}x{n}: CUDA vs CPU twin {err:.2e}");
+        }
+    }
+}

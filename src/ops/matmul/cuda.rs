@@ -1,10 +1,83 @@
-//! Launchers for kernels/matmul.cu.
+//! Launchers for kernels/matmul.cu (f32; bf16 on mma.sync) and kernels/matmul_wgmma.cu (bf16 on Hopper's
+//! warpgroup MMA).
 use crate::backend::cuda::{ptx, CudaStorage, Gpu};
 use crate::launch;
 use crate::DType;
-use anyhow::Result;
+use anyhow::{bail, Result};
+use cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Mirrors `struct GemmParams` in kernels/matmul.cu (pointers as u64 device addresses).
+/// The tensor-core kernels a bf16 GEMM runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Gemm {
+    /// kernels/matmul.cu: mma.sync m16n8k16 (sm_80 and later), 128x128 or 64x64 tiles, two stages.
+    MmaSync,
+    /// kernels/matmul_wgmma.cu: wgmma m64n128k16 (sm_90a), 128x128x64 tiles, a 4-stage cp.async ring with
+    /// the 128-byte swizzle. Verified on the emulated device only: it becomes the default once a GPU run
+    /// shows it faster (issue 11), until then `GSURE_BF16_GEMM=wgmma` or `Bf16Gemm::select` picks it.
+    Wgmma,
+}
+
+/// 0: not chosen yet; otherwise 1 + the variant's index.
+static SELECTED: AtomicU8 = AtomicU8::new(0);
+
+impl Bf16Gemm {
+    pub fn parse(s: &str) -> Result<Bf16Gemm> {
+        match s {
+            "mma" | "mma.sync" => Ok(Bf16Gemm::MmaSync),
+            "wgmma" => Ok(Bf16Gemm::Wgmma),
+            _ => bail!("unknown bf16 GEMM kernel {s:?}: expected `mma` (mma.sync) or `wgmma`"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Gemm::MmaSync => "mma",
+            Bf16Gemm::Wgmma => "wgmma",
+        }
+    }
+
+    /// The kernels every bf16 GEMM of this process runs on: as `select`ed, else `GSURE_BF16_GEMM`
+    /// (`mma` or `wgmma`), else mma.sync.
+    pub fn selected() -> Result<Bf16Gemm> {
+        match SELECTED.load(Ordering::Relaxed) {
+            1 => return Ok(Bf16Gemm::MmaSync),
+            2 => return Ok(Bf16Gemm::Wgmma),
+            _ => {}
+        }
+        let kind = match std::env::var("GSURE_BF16_GEMM") {
+            Ok(v) => Bf16Gemm::parse(&v).map_err(|e| anyhow::anyhow!("GSURE_BF16_GEMM: {e}"))?,
+            Err(_) => Bf16Gemm::MmaSync,
+        };
+        Bf16Gemm::select(kind);
+        Ok(kind)
+    }
+
+    pub fn select(kind: Bf16Gemm) {
+        SELECTED.store(1 + kind as u8, Ordering::Relaxed);
+    }
+
+    /// Why this GPU and build cannot run these kernels, if they cannot.
+    pub fn unsupported(self, gpu: &Gpu) -> Option<String> {
+        match self {
+            Bf16Gemm::MmaSync => None,
+            Bf16Gemm::Wgmma if gpu.compute_capability() == (9, 0) && ptx::CUDA_ARCH == "sm_90a" => None,
+            Bf16Gemm::Wgmma => Some(format!(
+                "the wgmma GEMM needs kernels built for sm_90a (GSURE_CUDA_ARCH, now {}) on a compute capability \
+                 9.0 GPU ({} is {}.{})",
+                ptx::CUDA_ARCH,
+                gpu.name(),
+                gpu.compute_capability().0,
+                gpu.compute_capability().1
+            )),
+        }
+    }
+}
+
+/// kernels/matmul_wgmma.cu's SMEM_BYTES: 4 stages of two 16 KiB operand tiles, + 1 KiB to align the ring.
+const WGMMA_SMEM_BYTES: usize = 4 * 2 * 128 * 64 * 2 + 1024;
+
+/// Mirrors `struct GemmParams` in kernels/gemm.cuh (pointers as u64 device addresses).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 struct GemmParams {
@@ -27,7 +100,7 @@ fn grid(m: usize, n: usize, tile: usize) -> Result<(u32, u32)> {
     Ok((gm as u32, gn as u32))
 }
 
-/// C [m, n] = op(A) · op(B) (see `cpu::matmul` for the storage of A and B).
+/// C [m, n] = op(A) · op(B) (see `cpu::matmul` for the storage of A and B), bf16 on the `selected` kernels.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     gpu: &Gpu,
@@ -38,6 +111,23 @@ pub fn matmul(
     n: usize,
     ta: bool,
     tb: bool,
+) -> Result<CudaStorage> {
+    matmul_with(gpu, a, b, m, k, n, ta, tb, Bf16Gemm::selected()?)
+}
+
+/// `matmul` with the bf16 kernels named. The wgmma kernels take operands whose stored rows are multiples
+/// of 8 elements (16-byte chunks); other shapes run on mma.sync's scalar-load variant whichever is named.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_with(
+    gpu: &Gpu,
+    a: &CudaStorage,
+    b: &CudaStorage,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+    kernels: Bf16Gemm,
 ) -> Result<CudaStorage> {
     let c = CudaStorage::alloc(gpu, a.dtype(), m * n)?;
     if m == 0 || n == 0 {
@@ -56,9 +146,6 @@ pub fn matmul(
             launch!(gpu, gpu.func(ptx::MATMUL, &format!("matmul_{lay}_f32"))?, (grid, 256u32, 0), params)?;
         }
         DType::BF16 => {
-            // Below one 128x128 tile per SM the 64x64 variant keeps more of the GPU busy.
-            let big = m.div_ceil(128) * n.div_ceil(128) >= gpu.sm_count() as usize;
-            let (tile, threads) = if big { (128, 256u32) } else { (64, 128u32) };
             // cp.async moves 16-byte chunks: every stored row (length = the operand's column count) must
             // be a multiple of 8 bf16 and the buffers 16-byte aligned; otherwise the scalar-load variant.
             let (a_cols, b_cols) = (if ta { m } else { k }, if tb { k } else { n });
@@ -66,6 +153,21 @@ pub fn matmul(
                 && b_cols.is_multiple_of(8)
                 && a.ptr().is_multiple_of(16)
                 && b.ptr().is_multiple_of(16);
+            if kernels == Bf16Gemm::Wgmma && vec {
+                if let Some(why) = kernels.unsupported(gpu) {
+                    bail!("matmul: {why}; run with GSURE_BF16_GEMM=mma");
+                }
+                let name = format!("matmul_{lay}_bf16_wgmma");
+                let f = gpu.func(ptx::MATMUL_WGMMA, &name)?;
+                f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, WGMMA_SMEM_BYTES as i32).map_err(
+                    |e| anyhow::anyhow!("matmul: {name} needs {WGMMA_SMEM_BYTES} bytes of shared memory: {e:?}"),
+                )?;
+                launch!(gpu, f, (grid(m, n, 128)?, 256u32, WGMMA_SMEM_BYTES as u32), params)?;
+                return Ok(c);
+            }
+            // Below one 128x128 tile per SM the 64x64 variant keeps more of the GPU busy.
+            let big = m.div_ceil(128) * n.div_ceil(128) >= gpu.sm_count() as usize;
+            let (tile, threads) = if big { (128, 256u32) } else { (64, 128u32) };
             let name = format!("matmul_{lay}_bf16_{tile}{}", if vec { "_vec" } else { "" });
             let grid = grid(m, n, tile)?;
             launch!(gpu, gpu.func(ptx::MATMUL, &name)?, (grid, threads, 0), params)?;
