@@ -34,6 +34,9 @@ pub struct BenchCase {
     /// Minimal bytes moved by one forward / backward at 4 bytes per element (scaled by dtype size).
     pub elems_fwd: f64,
     pub elems_bwd: f64,
+    /// Why the case cannot run on a device in a dtype, if it cannot (a kernel for one architecture and
+    /// dtype): such a case is left out of that run. None: it runs everywhere.
+    pub skip: Option<fn(&crate::Device, crate::DType) -> Option<String>>,
     pub build: BuildFn,
 }
 

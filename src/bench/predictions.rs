@@ -45,6 +45,7 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
     let small = elems < 4e6;
     let stride = case.params.get("stride").and_then(|v| v.as_u64()).unwrap_or(1);
     let k = case.params.get("k").and_then(|v| v.as_u64()).unwrap_or(3);
+    let wgmma = case.label.ends_with("[wgmma]");
     match (case.op, backward) {
         ("conv2d", false) if k == 1 => p(0.03, 0.12, "1×1: a thin GEMM (K = C_in) through the 3×3 kernel's gather"),
         ("conv2d", false) if stride == 2 => p(0.05, 0.15, "stride 2: a quarter of the columns, same scalar gather"),
@@ -79,6 +80,15 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
              each recompute S, 4 warps per SM at D = 256",
         ),
         ("linear", _) => p(0.005, 0.05, "17-134 MFLOP: a few µs of launch and tail against a floor under 0.2 µs"),
+        ("matmul", false) if wgmma => p(
+            0.35,
+            0.60,
+            "wgmma m64n128k16, 128×128×64 tiles in a 4-stage cp.async ring (no TMA, no producer warp), one group in \
+             flight, one 256-thread block per SM (152 registers), 7.8 waves of 1024 tiles on 132 SMs",
+        ),
+        ("matmul", true) if wgmma => {
+            p(0.30, 0.55, "the nt and tn GEMMs on the same kernel (MN-major operands through wgmma's transpose bits)")
+        }
         ("matmul", false) => p(
             0.25,
             0.45,

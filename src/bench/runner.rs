@@ -55,7 +55,17 @@ pub fn run(
         (Device::Cpu, _) => bail!("bench: the CPU backend is benchmarked in f32 (it has no {dtype}); use --dtype f32"),
         (Device::Cuda(_), _) => bail!("bench: the CUDA backend holds f32 and bf16, not {dtype}"),
     }
-    let cases: Vec<BenchCase> = cases.into_iter().filter(|c| matches(c, opts.filter.as_deref())).collect();
+    let cases: Vec<BenchCase> = cases
+        .into_iter()
+        .filter(|c| matches(c, opts.filter.as_deref()))
+        .filter(|c| match c.skip.and_then(|why| why(device, dtype)) {
+            Some(why) => {
+                eprintln!("bench: {} {} left out: {why}", c.op, c.label);
+                false
+            }
+            None => true,
+        })
+        .collect();
     let mut timer = Timer::new(device)?;
     let mem_gbps = timer.copy_bandwidth_gbps(if opts.quick { 5 } else { 20 })?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9);
@@ -87,8 +97,10 @@ pub fn run(
         results.push(r);
     }
     let ceilings = ceilings(device, dtype, mem_gbps, &results);
-    // The predictions are for bf16 on the H200's class of GPU; a CPU or f32 run is not judged by them.
-    let judged = device.is_cuda() && dtype == DType::BF16;
+    // The predictions are for bf16 on the H200's class of GPU; a CPU, f32 or emulated-device run is not
+    // judged by them (the emulator's times say nothing about a GPU's).
+    let emulated = device.gpu().is_some_and(|g| g.name().starts_with("gsure emulated device"));
+    let judged = device.is_cuda() && dtype == DType::BF16 && !emulated;
     for (r, case) in results.iter_mut().zip(&cases) {
         for (backward, d) in [(false, &mut r.forward), (true, &mut r.backward)] {
             if let Some(d) = d {

@@ -16,6 +16,7 @@ fn case(n: usize, c: usize, h: usize, w: usize, heads: usize) -> BenchCase {
         // Forward reads q, k, v and writes out; backward reads q, k, v, out, dout and writes dq, dk, dv.
         elems_fwd: 4.0 * (n * c * t) as f64,
         elems_bwd: 8.0 * (n * c * t) as f64,
+        skip: None,
         build: Box::new(move |device, dtype| {
             let mut rng = crate::testing::rng(0xa77e);
             let mut make = || -> anyhow::Result<Tensor> {

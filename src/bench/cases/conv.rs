@@ -24,6 +24,7 @@ fn conv(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, k: usize, strid
         // writes dw, the bias gradient reads dy.
         elems_fwd: x_el + w_el + c_out as f64 + y_el,
         elems_bwd: (y_el + w_el + x_el) + (x_el + y_el + w_el) + (y_el + c_out as f64),
+        skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rand::rngs::StdRng::seed_from_u64(7);
             let x = Tensor::randn([n, c_in, h, w], dt, dev, &mut r)?.set_requires_grad(true);

@@ -29,6 +29,7 @@ fn silu(shape: &[usize]) -> BenchCase {
         // fwd reads x, writes y; bwd reads x, y and dy, writes dx.
         elems_fwd: 2.0 * n,
         elems_bwd: 4.0 * n,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let x = Tensor::randn(s.clone(), dt, dev, &mut rng(1))?.set_requires_grad(true);
             Ok(Box::new(move || ops::silu(&x)))
@@ -48,6 +49,7 @@ fn add(shape: &[usize]) -> BenchCase {
         // fwd reads a and b, writes the sum; bwd hands the upstream gradient to both inputs (no traffic).
         elems_fwd: 3.0 * n,
         elems_bwd: 0.0,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rng(2);
             let a = Tensor::randn(s.clone(), dt, dev, &mut r)?.set_requires_grad(true);
@@ -70,6 +72,7 @@ fn mul_along(shape: &[usize], axis: usize) -> BenchCase {
         // fwd reads x (and the small scale), writes y; bwd reads dy and x, writes dx, reduces to ds.
         elems_fwd: 2.0 * n + c,
         elems_bwd: 3.0 * n + 2.0 * c,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rng(3);
             let x = Tensor::randn(s.clone(), dt, dev, &mut r)?.set_requires_grad(true);
@@ -91,6 +94,7 @@ fn sum_all(shape: &[usize]) -> BenchCase {
         // fwd reads x; bwd writes the expanded gradient.
         elems_fwd: n,
         elems_bwd: n,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let x = Tensor::randn(s.clone(), dt, dev, &mut rng(4))?.set_requires_grad(true);
             Ok(Box::new(move || ops::sum_all(&x)))

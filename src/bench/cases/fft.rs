@@ -20,6 +20,7 @@ fn case(op: &'static str, n: usize, h: usize, w: usize) -> BenchCase {
         // fwd reads x (2 channels) and the mask and writes y (2 channels); bwd the same with the gradient.
         elems_fwd: 5.0 * px,
         elems_bwd: 5.0 * px,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rand::rngs::StdRng::seed_from_u64(6);
             let x = Tensor::randn(vec![n, 2, h, w], dt, dev, &mut r)?.set_requires_grad(true);

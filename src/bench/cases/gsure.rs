@@ -24,6 +24,7 @@ fn case(shape: &[usize], with_nu: bool) -> BenchCase {
         // and the [N] gradient (D_ε is not needed: the loss is linear in it) and writes dD and dD_ε.
         elems_fwd: (6.0 + nu_elems) * n + rows as f64,
         elems_bwd: (5.0 + nu_elems + 2.0) * n + rows as f64,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rand::rngs::StdRng::seed_from_u64(5);
             let d = Tensor::randn(s.clone(), dt, dev, &mut r)?.set_requires_grad(true);

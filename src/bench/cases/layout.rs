@@ -21,6 +21,7 @@ fn concat(n: usize, c1: usize, c2: usize, h: usize, w: usize) -> BenchCase {
         // fwd reads both inputs and writes the output; bwd reads the gradient and writes both slices.
         elems_fwd: 2.0 * total,
         elems_bwd: 2.0 * total,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rng(1);
             let a = Tensor::randn([n, c1, h, w], dt, dev, &mut r)?.set_requires_grad(true);
@@ -41,6 +42,7 @@ fn upsample2x(n: usize, c: usize, h: usize, w: usize) -> BenchCase {
         // fwd reads x and writes 4x as much; bwd reads the 4x gradient and writes dx.
         elems_fwd: 5.0 * x,
         elems_bwd: 5.0 * x,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let x = Tensor::randn([n, c, h, w], dt, dev, &mut rng(2))?.set_requires_grad(true);
             Ok(Box::new(move || layout::upsample_nearest2x(&x)))
@@ -59,6 +61,7 @@ fn avg_pool2x(n: usize, c: usize, h: usize, w: usize) -> BenchCase {
         // fwd reads x and writes a quarter of it; bwd reads the quarter-size gradient and writes dx.
         elems_fwd: 1.25 * x,
         elems_bwd: 1.25 * x,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let x = Tensor::randn([n, c, h, w], dt, dev, &mut rng(3))?.set_requires_grad(true);
             Ok(Box::new(move || layout::avg_pool2x(&x)))

@@ -19,6 +19,7 @@ fn masked_mse(shape: &[usize]) -> BenchCase {
         // gradient and writes dpred (the target is data and needs no gradient).
         elems_fwd: 3.0 * n + rows,
         elems_bwd: 4.0 * n + rows,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rand::rngs::StdRng::seed_from_u64(4);
             let pred = Tensor::randn(s.clone(), dt, dev, &mut r)?.set_requires_grad(true);

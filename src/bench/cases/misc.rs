@@ -25,6 +25,7 @@ fn dropout(shape: &[usize], p: f64) -> BenchCase {
         // The mask is recomputed from the seed, never stored: x in, y out (dy in, dx out).
         elems_fwd: 2.0 * n,
         elems_bwd: 2.0 * n,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let x = Tensor::randn(s.clone(), dt, dev, &mut rng(11))?.set_requires_grad(true);
             Ok(Box::new(move || ops::dropout(&x, p, 1234)))
@@ -44,6 +45,7 @@ fn where_(shape: &[usize]) -> BenchCase {
         elems_fwd: 4.0 * n,
         // Two passes of (mask, g, zeros) -> out.
         elems_bwd: 8.0 * n,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rng(12);
             let m = Tensor::rand_uniform(s.clone(), 0.0, 1.0, dt, dev, &mut r)?;
@@ -66,6 +68,7 @@ fn affine(shape: &[usize]) -> BenchCase {
         flops_bwd: 0.0,
         elems_fwd: 2.0 * n,
         elems_bwd: 2.0 * n,
+        skip: None,
         build: Box::new(move |dev, dt| {
             let x = Tensor::randn(s.clone(), dt, dev, &mut rng(13))?.set_requires_grad(true);
             Ok(Box::new(move || ops::affine(&x, 0.5, 0.1)))
@@ -82,6 +85,7 @@ fn embedding(n: usize, dim: usize) -> BenchCase {
         flops_bwd: 0.0,
         elems_fwd: (n + n * dim) as f64,
         elems_bwd: (n + n * dim) as f64,
+        skip: None,
         build: Box::new(move |dev, _dt| {
             // Timesteps are f32 whatever the activations' dtype (bf16 cannot hold 999).
             let t =

@@ -16,6 +16,7 @@ fn case(n: usize, c: usize, h: usize, w: usize, groups: usize, silu: bool) -> Be
         flops_bwd: 0.0,
         elems_fwd: 2.0 * numel,
         elems_bwd: 3.0 * numel,
+        skip: None,
         build: Box::new(move |device, dtype| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(3);
             let x = Tensor::randn([n, c, h, w], dtype, device, &mut rng)?.set_requires_grad(true);

@@ -57,6 +57,11 @@ impl Bf16Gemm {
         SELECTED.store(1 + kind as u8, Ordering::Relaxed);
     }
 
+    /// Selects these kernels until the returned scope is dropped, then restores the previous choice.
+    pub fn scoped(self) -> Bf16GemmScope {
+        Bf16GemmScope { previous: SELECTED.swap(1 + self as u8, Ordering::Relaxed) }
+    }
+
     /// Why this GPU and build cannot run these kernels, if they cannot.
     pub fn unsupported(self, gpu: &Gpu) -> Option<String> {
         match self {
@@ -71,6 +76,18 @@ impl Bf16Gemm {
                 gpu.compute_capability().1
             )),
         }
+    }
+}
+
+/// A temporary `Bf16Gemm` choice (`Bf16Gemm::scoped`); process-wide, so for one thread's benchmark or test.
+#[must_use = "the choice lasts as long as the scope"]
+pub struct Bf16GemmScope {
+    previous: u8,
+}
+
+impl Drop for Bf16GemmScope {
+    fn drop(&mut self) {
+        SELECTED.store(self.previous, Ordering::Relaxed);
     }
 }
 
