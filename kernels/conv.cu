@@ -18,16 +18,8 @@
 // Operand loading: a "loader" owns one GEMM row (m of A, or n of B), fixed for the whole block, and gathers
 // 8 consecutive k of that row per call, walking (c, kh, kw) or (img, oh, ow) with carries instead of
 // dividing per element. Rows outside M/N and k >= K read as 0, so partial tiles need no other masking.
+#include "conv.cuh"
 #include "mma.cuh"
-
-// Mirrors `ConvParams` in src/ops/conv/cuda.rs (#[repr(C)], 14 x i32).
-struct ConvParams {
-  int n, c, h, w;          // input x [n, c, h, w]
-  int co, k, stride, pad;  // weights [co, c, k, k]
-  int ho, wo;              // output y [n, co, ho, wo]
-  int gm, gn, gk;          // GEMM sizes of this launch
-  int k_split;             // reduction length per blockIdx.z, a multiple of the k tile (gk rounded up if 1 split)
-};
 
 enum { FWD = 0, DGRAD = 1, WGRAD = 2 };
 

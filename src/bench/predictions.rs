@@ -47,6 +47,13 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
     let k = case.params.get("k").and_then(|v| v.as_u64()).unwrap_or(3);
     let wgmma = case.label.ends_with("[wgmma]");
     match (case.op, backward) {
+        ("conv2d", false) if wgmma => p(
+            0.25,
+            0.45,
+            "implicit GEMM on the wgmma GEMM's main loop, 16-byte cp.async gathers from channels-last copies: \
+             the two transposes (x and w, ~70 MB for 128×128×32×32) and 2-byte NCHW stores of the output cost \
+             ~20-30 % beside the mainloop's 0.35-0.60",
+        ),
         ("conv2d", false) if k == 1 => p(0.03, 0.12, "1×1: a thin GEMM (K = C_in) through the 3×3 kernel's gather"),
         ("conv2d", false) if stride == 2 => p(0.05, 0.15, "stride 2: a quarter of the columns, same scalar gather"),
         ("conv2d", false) if spatial(case) <= 64 => {
@@ -84,7 +91,7 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
             0.35,
             0.60,
             "wgmma m64n128k16, 128×128×64 tiles in a 4-stage cp.async ring (no TMA, no producer warp), one group in \
-             flight, one 256-thread block per SM (152 registers), 7.8 waves of 1024 tiles on 132 SMs",
+             flight, one or two 256-thread blocks per SM by registers (118-142; the 129 KiB ring allows one), 7.8 waves of 1024 tiles on 132 SMs",
         ),
         ("matmul", true) if wgmma => {
             p(0.30, 0.55, "the nt and tn GEMMs on the same kernel (MN-major operands through wgmma's transpose bits)")

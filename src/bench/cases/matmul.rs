@@ -2,44 +2,11 @@
 //! square 4096^3 matmul that shows the tensor-core ceiling; the matmul and the larger linear again on the
 //! Hopper wgmma kernels (label "[wgmma]"), side by side with mma.sync's in the same run, on GPUs that have
 //! them.
+use super::kernels::Kernels;
 use crate::bench::BenchCase;
-use crate::ops::matmul::cuda::Bf16Gemm;
 use crate::ops::matmul::{linear, matmul};
-use crate::{DType, Device, Tensor};
+use crate::Tensor;
 use rand::SeedableRng;
-
-/// The bf16 kernels a case runs on: the process's choice, or wgmma for the case's lifetime (its closure
-/// holds the scope, so the choice returns when the runner drops the case).
-#[derive(Clone, Copy)]
-enum Kernels {
-    Selected,
-    Wgmma,
-}
-
-impl Kernels {
-    fn suffix(self) -> &'static str {
-        match self {
-            Kernels::Selected => "",
-            Kernels::Wgmma => " [wgmma]",
-        }
-    }
-    fn skip(self) -> Option<fn(&Device, DType) -> Option<String>> {
-        match self {
-            Kernels::Selected => None,
-            Kernels::Wgmma => Some(|device, dtype| match device.gpu() {
-                _ if dtype != DType::BF16 => Some("the wgmma GEMM is bf16's".into()),
-                Some(gpu) => Bf16Gemm::Wgmma.unsupported(gpu),
-                None => Some("wgmma is a CUDA kernel".into()),
-            }),
-        }
-    }
-    fn scope(self) -> Option<crate::ops::matmul::cuda::Bf16GemmScope> {
-        match self {
-            Kernels::Selected => None,
-            Kernels::Wgmma => Some(Bf16Gemm::Wgmma.scoped()),
-        }
-    }
-}
 
 fn linear_case(n: usize, in_f: usize, out_f: usize, kernels: Kernels) -> BenchCase {
     let (b, i, o) = (n as f64, in_f as f64, out_f as f64);

@@ -7,6 +7,7 @@ mod conv;
 mod elementwise;
 mod fft;
 mod gsure;
+mod kernels;
 mod layout;
 mod loss;
 mod matmul;

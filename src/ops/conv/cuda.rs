@@ -3,6 +3,7 @@
 use super::Geom;
 use crate::backend::cuda::{blocks_for, ptx, typed_name, CudaStorage, Gpu};
 use crate::launch;
+use crate::ops::matmul::cuda::{wgmma_func, Bf16Gemm, WGMMA_SMEM_BYTES};
 use crate::DType;
 use anyhow::{bail, Result};
 
@@ -122,14 +123,73 @@ fn run_gemm(
     }
 }
 
-/// y = conv(x, w) + bias.
+/// y = conv(x, w) + bias, bf16 on the `Bf16Gemm::selected` kernels.
 pub fn fwd(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: Option<&CudaStorage>) -> Result<CudaStorage> {
+    fwd_with(gpu, g, x, w, bias, Bf16Gemm::selected()?)
+}
+
+/// `fwd` with the bf16 kernels named: wgmma (kernels/conv_wgmma.cu) takes C_in % 8 == 0, other shapes run
+/// on conv.cu's mma.sync kernel whichever is named.
+pub fn fwd_with(
+    gpu: &Gpu,
+    g: &Geom,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    bias: Option<&CudaStorage>,
+    kernels: Bf16Gemm,
+) -> Result<CudaStorage> {
     check_i32(g, "conv2d")?;
     let y = CudaStorage::alloc(gpu, x.dtype(), g.n * g.co * g.ho * g.wo)?;
     let gemm = (g.n * g.ho * g.wo, g.co, g.kdim());
     let b = bias.map_or(0, |b| b.ptr());
+    if x.dtype() == DType::BF16 && g.c.is_multiple_of(8) && kernels == Bf16Gemm::Wgmma {
+        if let Some(why) = Bf16Gemm::Wgmma.unsupported(gpu) {
+            bail!("conv2d: {why}; run with GSURE_BF16_GEMM=mma");
+        }
+        fwd_wgmma(gpu, g, x, w, b, &y)?;
+        return Ok(y);
+    }
     run_gemm(gpu, "fwd", x.dtype(), g, gemm, 1, &[x.ptr(), w.ptr(), b, y.ptr()])?;
     Ok(y)
+}
+
+/// kernels/conv_wgmma.cu's forward: x and w to channels-last, then the implicit GEMM on wgmma.
+fn fwd_wgmma(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: u64, y: &CudaStorage) -> Result<()> {
+    let (gm, gn, gk) = (g.n * g.ho * g.wo, g.co, g.kdim());
+    if gm == 0 || gn == 0 {
+        return Ok(());
+    }
+    let x_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.c * g.h * g.w)?;
+    let w_khwc = CudaStorage::alloc(gpu, DType::BF16, g.co * g.kdim())?;
+    nchw_to_nhwc(gpu, x, &x_nhwc, g.n, g.c, g.h * g.w)?;
+    nchw_to_nhwc(gpu, w, &w_khwc, g.co, g.c, g.k * g.k)?;
+    let grid = (gm.div_ceil(128) as u32, gn.div_ceil(128) as u32);
+    if grid.1 > 65535 {
+        bail!("conv2d: {} output channels need more than a grid's 65535 column tiles", g.co);
+    }
+    let f = wgmma_func(gpu, ptx::CONV_WGMMA, "conv2d_fwd_bf16_wgmma")?;
+    let p = params(g, gm, gn, gk, gk);
+    launch!(gpu, f, (grid, 256u32, WGMMA_SMEM_BYTES), p, x_nhwc.ptr(), w_khwc.ptr(), bias, y.ptr())
+}
+
+/// dst [batches][cols][rows] = src [batches][rows][cols] transposed per batch (bf16).
+fn nchw_to_nhwc(
+    gpu: &Gpu,
+    src: &CudaStorage,
+    dst: &CudaStorage,
+    batches: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    if batches == 0 || rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    if batches > 65535 {
+        bail!("conv2d: a batch of {batches} is more than the channels-last transpose's 65535 grid layers");
+    }
+    let grid = (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, batches as u32);
+    let f = gpu.func(ptx::CONV_WGMMA, "conv_nchw_to_nhwc_bf16")?;
+    launch!(gpu, f, (grid, (32u32, 8u32, 1u32), 0), src.ptr(), dst.ptr(), rows as i32, cols as i32)
 }
 
 /// dx from dy and w.

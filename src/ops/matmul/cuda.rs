@@ -7,7 +7,8 @@ use anyhow::{bail, Result};
 use cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The tensor-core kernels a bf16 GEMM runs on.
+/// The tensor-core kernels a bf16 GEMM runs on: matmul/linear, and the convolution forward (an implicit
+/// GEMM, `ops::conv::cuda::fwd_with`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bf16Gemm {
     /// kernels/matmul.cu: mma.sync m16n8k16 (sm_80 and later), 128x128 or 64x64 tiles, two stages.
@@ -91,8 +92,16 @@ impl Drop for Bf16GemmScope {
     }
 }
 
-/// kernels/matmul_wgmma.cu's SMEM_BYTES: 4 stages of two 16 KiB operand tiles, + 1 KiB to align the ring.
-const WGMMA_SMEM_BYTES: usize = 4 * 2 * 128 * 64 * 2 + 1024;
+/// kernels/wgmma_gemm.cuh's SMEM_BYTES: 4 stages of two 16 KiB operand tiles, + 1 KiB to align the ring.
+pub(crate) const WGMMA_SMEM_BYTES: usize = 4 * 2 * 128 * 64 * 2 + 1024;
+
+/// A kernel on wgmma_gemm.cuh's main loop, with its dynamic shared memory limit raised to the ring's size.
+pub(crate) fn wgmma_func(gpu: &Gpu, module: &'static str, name: &str) -> Result<cudarc::driver::CudaFunction> {
+    let f = gpu.func(module, name)?;
+    f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, WGMMA_SMEM_BYTES as i32)
+        .map_err(|e| anyhow::anyhow!("{name} needs {WGMMA_SMEM_BYTES} bytes of shared memory: {e:?}"))?;
+    Ok(f)
+}
 
 /// Mirrors `struct GemmParams` in kernels/gemm.cuh (pointers as u64 device addresses).
 #[repr(C)]
@@ -174,11 +183,7 @@ pub fn matmul_with(
                 if let Some(why) = kernels.unsupported(gpu) {
                     bail!("matmul: {why}; run with GSURE_BF16_GEMM=mma");
                 }
-                let name = format!("matmul_{lay}_bf16_wgmma");
-                let f = gpu.func(ptx::MATMUL_WGMMA, &name)?;
-                f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, WGMMA_SMEM_BYTES as i32).map_err(
-                    |e| anyhow::anyhow!("matmul: {name} needs {WGMMA_SMEM_BYTES} bytes of shared memory: {e:?}"),
-                )?;
+                let f = wgmma_func(gpu, ptx::MATMUL_WGMMA, &format!("matmul_{lay}_bf16_wgmma"))?;
                 launch!(gpu, f, (grid(m, n, 128)?, 256u32, WGMMA_SMEM_BYTES as u32), params)?;
                 return Ok(c);
             }

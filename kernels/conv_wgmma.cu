@@ -1,0 +1,100 @@
+// conv_wgmma.cu: the bf16 convolution forward of conv.cu as an implicit GEMM on Hopper's warpgroup MMA
+// (sm_90a), on channels-last operands the launcher makes.
+// defines: conv2d_fwd_bf16_wgmma, conv_nchw_to_nhwc_bf16.
+//
+// The GEMM is conv.cu's forward with the reduction reordered so that it is contiguous in memory:
+//   y[n, co, oh, ow]   M = N*Ho*Wo (img, oh, ow)   N = C_out   K = K*K*C_in (kh, kw, c), c fastest
+//   A = x_nhwc[img, oh*s - p + kh, ow*s - p + kw, c] (0 in the padding), B = w_khwc[co, kh, kw, c], + bias[co]
+// With C_in % 8 == 0 (the launcher's condition), 8 consecutive k are 8 channels of one tap: one 16-byte
+// cp.async chunk from x_nhwc, zero-filled when the tap falls in the padding, straight into the swizzled
+// K-major tile of wgmma_gemm.cuh (no scalar gather, no bounds check per element). B is a plain row-major
+// matrix [C_out][K*K*C_in]. The transposes into channels-last (conv_nchw_to_nhwc_bf16, for x and for w) are
+// the price of that layout: one read and one write of the input per forward; whether it pays is for a GPU
+// run to show (issue 11), so the launcher takes this path only when the wgmma kernels are selected.
+#include "conv.cuh"
+#include "wgmma_gemm.cuh"
+
+namespace conv_wgmma {
+using namespace wgmma_gemm;
+
+// One thread's rows of the A tile: TileChunks<BM, BK> gives it rows tid/8 + 32i (i < 4) at chunk column
+// tid % 8, fixed for the whole block, so each row's pixel is decomposed once.
+struct PixelRows {
+  static constexpr int N = TileChunks<BM, BK>::COUNT;
+  const bf16* img_base[N];  // x_nhwc at the row's image
+  int ih0[N], iw0[N];       // oh*s - p, ow*s - p; ih0 = INT_MIN/2 marks a row past M
+};
+
+__device__ void fwd(const ConvParams p, const bf16* x, const bf16* w, const bf16* bias, bf16* y) {
+  using Chunks = TileChunks<BM, BK>;
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  const int hwo = p.ho * p.wo;
+  PixelRows rows;
+#pragma unroll
+  for (int i = 0; i < PixelRows::N; ++i) {
+    const int m = m0 + Chunks::row(i), img = m / hwo, pix = m - img * hwo, oh = pix / p.wo, ow = pix - oh * p.wo;
+    rows.img_base[i] = x + (int64_t)min(img, p.n - 1) * p.h * p.w * p.c;
+    rows.ih0[i] = m < p.gm ? oh * p.stride - p.pad : -(1 << 30);
+    rows.iw0[i] = ow * p.stride - p.pad;
+  }
+  auto load_stage = [&](unsigned char* ta, unsigned char* tb, int kt) {
+    // This thread's 8 channels of the tile's k range: one tap (kh, kw), channels c..c+7.
+    const int k = kt * BK + 8 * Chunks::col(0), tap = k / p.c, c = k - tap * p.c, kh = tap / p.k, kw = tap - kh * p.k;
+#pragma unroll
+    for (int i = 0; i < PixelRows::N; ++i) {
+      const int ih = rows.ih0[i] + kh, iw = rows.iw0[i] + kw;
+      const bool in = k < p.gk && ih >= 0 && ih < p.h && iw >= 0 && iw < p.w;
+      const bf16* src = in ? rows.img_base[i] + ((int64_t)ih * p.w + iw) * p.c + c : x;
+      cp_async_16(smem_addr(swizzled_chunk<BM>(ta, Chunks::row(i), Chunks::col(i))), src, in ? 16 : 0);
+    }
+    load_matrix_tile<BN, BK>(tb, w, p.co, p.gk, n0, kt * BK);  // w_khwc [C_out][K*K*C_in]: rows co, cols k
+  };
+  float acc[BN / 2];
+  mainloop<false, false>(acc, (p.gk + BK - 1) / BK, load_stage);
+
+  // This thread's two output rows (pixels) of the tile: store_rows hands rows row0 and row0 + 8, so two
+  // scalars (an array indexed by the row would live in local memory).
+  const int row0 = 64 * (threadIdx.x / 128) + 16 * (threadIdx.x / 32 % 4) + threadIdx.x % 32 / 4;
+  auto out_base = [&](int r) {  // y[img, 0, oh, ow] of tile row r, or -1 past M
+    const int m = m0 + r, img = m / hwo;
+    return m < p.gm ? (int64_t)img * p.co * hwo + (m - img * hwo) : (int64_t)-1;
+  };
+  const int64_t base_lo = out_base(row0), base_hi = out_base(row0 + 8);
+  store_rows(acc, [&](int r, int col, float v0, float v1) {
+    const int64_t base = r == row0 ? base_lo : base_hi;
+    const int co = n0 + col;
+    if (base < 0) return;
+    // Two output channels of one pixel: planes hwo apart (NCHW), so two 2-byte stores.
+    if (co < p.co) y[base + (int64_t)co * hwo] = __float2bfloat16(v0 + (bias ? __bfloat162float(bias[co]) : 0.f));
+    if (co + 1 < p.co)
+      y[base + (int64_t)(co + 1) * hwo] = __float2bfloat16(v1 + (bias ? __bfloat162float(bias[co + 1]) : 0.f));
+  });
+}
+}  // namespace conv_wgmma
+
+// Grid: (ceil(M / 128), ceil(C_out / 128)); 256 threads; wgmma_gemm::SMEM_BYTES of dynamic shared memory.
+// `bias` may be null.
+extern "C" __global__ void __launch_bounds__(wgmma_gemm::THREADS, 1)
+    conv2d_fwd_bf16_wgmma(const ConvParams p, const bf16* x_nhwc, const bf16* w_khwc, const bf16* bias, bf16* y) {
+  conv_wgmma::fwd(p, x_nhwc, w_khwc, bias, y);
+}
+
+// dst[b, j, i] = src[b, i, j] for src [batches][rows][cols]: x [N][C][H*W] -> [N][H*W][C], and the weights
+// [C_out][C_in][K*K] -> [C_out][K*K][C_in]. A 32 x 32 tile through shared memory (padded to 33 columns so
+// the transposed reads fall in 32 different banks), read and written along rows: both sides coalesced.
+// Grid: (ceil(cols / 32), ceil(rows / 32), batches); block (32, 8).
+extern "C" __global__ void __launch_bounds__(256)
+    conv_nchw_to_nhwc_bf16(const bf16* src, bf16* dst, int rows, int cols) {
+  __shared__ bf16 tile[32][33];
+  const int64_t batch = (int64_t)blockIdx.z * rows * cols;
+  const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int r = r0 + i, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[i][threadIdx.x] = src[batch + (int64_t)r * cols + c];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    const int c = c0 + i, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) dst[batch + (int64_t)c * rows + r] = tile[threadIdx.x][i];
+  }
+}
