@@ -1,6 +1,7 @@
-// conv_wgmma.cu: the bf16 convolution forward of conv.cu as an implicit GEMM on Hopper's warpgroup MMA
-// (sm_90a), on channels-last operands the launcher makes.
-// defines: conv2d_fwd_bf16_wgmma, conv_nchw_to_nhwc_bf16.
+// conv_wgmma.cu: the bf16 convolution of conv.cu as implicit GEMMs on Hopper's warpgroup MMA (sm_90a), on
+// channels-last operands the launcher makes.
+// defines: conv2d_fwd_bf16_wgmma, conv2d_wgrad_bf16_wgmma, conv_nchw_to_nhwc_bf16, conv_dgrad_weights_bf16,
+//          conv_wgrad_sum_khwc_bf16.
 //
 // The GEMM is conv.cu's forward with the reduction reordered so that it is contiguous in memory:
 //   y[n, co, oh, ow]   M = N*Ho*Wo (img, oh, ow)   N = C_out   K = K*K*C_in (kh, kw, c), c fastest
@@ -11,6 +12,20 @@
 // matrix [C_out][K*K*C_in]. The transposes into channels-last (conv_nchw_to_nhwc_bf16, for x and for w) are
 // the price of that layout: one read and one write of the input per forward; whether it pays is for a GPU
 // run to show (issue 11), so the launcher takes this path only when the wgmma kernels are selected.
+//
+// The input gradient of a stride-1 convolution is the forward convolution of dy with the weights flipped
+// in space and transposed in channels, padded K - 1 - p: the launcher runs conv2d_fwd_bf16_wgmma on it with
+// conv_dgrad_weights_bf16's weights (stride 2 stays on conv.cu, whose kernel skips nothing either: issue 11).
+//
+// The weight gradient, a GEMM over every output pixel of the batch:
+//   dw[co, kh, kw, c]   M = C_out   N = K*K*C_in (kh, kw, c)   K = N*Ho*Wo (img, oh, ow)
+//   A = dy[img, co, oh, ow]: NCHW keeps a pixel run contiguous per channel, so A is a K-major tile read in
+//       8-pixel chunks (Ho*Wo % 8 == 0, the launcher's condition, keeps a chunk inside one image);
+//   B = x_nhwc[img, oh*s - p + kh, ow*s - p + kw, c]: 8 channels of one tap per chunk, an MN-major tile
+//       (rows = pixels, N contiguous).
+// The reduction is split over blockIdx.z: split z writes its partial dw to slab z of an f32 workspace, and
+// conv_wgrad_sum_khwc_bf16 adds the slabs in split order while it reorders [co][kh][kw][c] to w's
+// [co][c][kh][kw] (no atomics: dw is bitwise reproducible).
 #include "conv.cuh"
 #include "wgmma_gemm.cuh"
 
@@ -70,6 +85,52 @@ __device__ void fwd(const ConvParams p, const bf16* x, const bf16* w, const bf16
       y[base + (int64_t)(co + 1) * hwo] = __float2bfloat16(v1 + (bias ? __bfloat162float(bias[co + 1]) : 0.f));
   });
 }
+
+__device__ void wgrad(const ConvParams p, const bf16* x, const bf16* dy, float* partial) {
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  const int hwo = p.ho * p.wo, kk = p.k * p.k;
+  const int k_begin = blockIdx.z * p.k_split, k_end = min(p.gk, k_begin + p.k_split);
+  // A (dy) chunks: rows co = tid/8 + 32i, pixel chunk column tid % 8 fixed.
+  using AChunks = TileChunks<BM, BK>;
+  // B (x) chunks: rows = pixels tid/16 + 16i, column tid % 16 fixed: one tap and 8 channels for the block.
+  using BChunks = TileChunks<BK, BN>;
+  const int ncol = n0 + 8 * BChunks::col(0), tap = ncol / p.c, c = ncol - tap * p.c, kh = tap / p.k, kw = tap - kh * p.k;
+  const bool ncol_in = ncol < p.gn;
+  auto load_stage = [&](unsigned char* ta, unsigned char* tb, int kt) {
+    const int q0 = k_begin + kt * BK;
+    {
+      const int q = q0 + 8 * AChunks::col(0), img = q / hwo, pix = q - img * hwo;
+#pragma unroll
+      for (int i = 0; i < AChunks::COUNT; ++i) {
+        const int co = m0 + AChunks::row(i);
+        const bool in = co < p.co && q < k_end;
+        const bf16* src = in ? dy + ((int64_t)img * p.co + co) * hwo + pix : dy;
+        cp_async_16(smem_addr(swizzled_chunk<BM>(ta, AChunks::row(i), AChunks::col(i))), src, in ? 16 : 0);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < BChunks::COUNT; ++i) {
+      const int q = q0 + BChunks::row(i), img = q / hwo, pix = q - img * hwo, oh = pix / p.wo, ow = pix - oh * p.wo;
+      const int ih = oh * p.stride - p.pad + kh, iw = ow * p.stride - p.pad + kw;
+      const bool in = ncol_in && q < k_end && ih >= 0 && ih < p.h && iw >= 0 && iw < p.w;
+      const bf16* src = in ? x + (((int64_t)img * p.h + ih) * p.w + iw) * p.c + c : x;
+      cp_async_16(smem_addr(swizzled_chunk<BK>(tb, BChunks::row(i), BChunks::col(i))), src, in ? 16 : 0);
+    }
+  };
+  float acc[BN / 2];
+  mainloop<false, true>(acc, (k_end - k_begin + BK - 1) / BK, load_stage);
+  float* slab = partial + (int64_t)blockIdx.z * p.gm * p.gn;
+  store_rows(acc, [&](int r, int col, float v0, float v1) {
+    const int co = m0 + r, n = n0 + col;
+    if (co >= p.gm) return;
+    float* dst = slab + (int64_t)co * p.gn + n;
+    if (n + 1 < p.gn) {
+      *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);  // gn = K*K*C_in is even (C_in % 8 == 0)
+    } else if (n < p.gn) {
+      dst[0] = v0;
+    }
+  });
+}
 }  // namespace conv_wgmma
 
 // Grid: (ceil(M / 128), ceil(C_out / 128)); 256 threads; wgmma_gemm::SMEM_BYTES of dynamic shared memory.
@@ -77,6 +138,35 @@ __device__ void fwd(const ConvParams p, const bf16* x, const bf16* w, const bf16
 extern "C" __global__ void __launch_bounds__(wgmma_gemm::THREADS, 1)
     conv2d_fwd_bf16_wgmma(const ConvParams p, const bf16* x_nhwc, const bf16* w_khwc, const bf16* bias, bf16* y) {
   conv_wgmma::fwd(p, x_nhwc, w_khwc, bias, y);
+}
+
+// Grid: (ceil(C_out / 128), ceil(K*K*C_in / 128), splits); partial [splits][C_out][K*K*C_in] f32, every
+// element of every slab written.
+extern "C" __global__ void __launch_bounds__(wgmma_gemm::THREADS, 1)
+    conv2d_wgrad_bf16_wgmma(const ConvParams p, const bf16* x_nhwc, const bf16* dy, float* partial) {
+  conv_wgmma::wgrad(p, x_nhwc, dy, partial);
+}
+
+// wd[c, kh, kw, co] = w[co, c, K-1-kh, K-1-kw]: the stride-1 input gradient's weights, channels-last.
+extern "C" __global__ void conv_dgrad_weights_bf16(const bf16* w, bf16* wd, int co, int c, int k) {
+  const int64_t n = (int64_t)co * c * k * k;
+  GRID_STRIDE_LOOP(e, n) {
+    const int o = (int)(e % co), rest = (int)(e / co), tap = rest % (k * k), ci = rest / (k * k);
+    const int kh = tap / k, kw = tap - kh * k;
+    wd[e] = w[(((int64_t)o * c + ci) * k + (k - 1 - kh)) * k + (k - 1 - kw)];
+  }
+}
+
+// dw[co, c, kh, kw] = sum over z = 0, 1, ... of partial[z][co][(kh*K + kw)*C + c], in that order.
+extern "C" __global__ void conv_wgrad_sum_khwc_bf16(const float* partial, bf16* dw, int co, int c, int kk, int splits) {
+  const int64_t n = (int64_t)co * c * kk;
+  GRID_STRIDE_LOOP(e, n) {
+    const int tap = (int)(e % kk), ci = (int)(e / kk % c), o = (int)(e / ((int64_t)kk * c));
+    const int64_t src = ((int64_t)o * kk + tap) * c + ci;
+    float s = 0.f;
+    for (int z = 0; z < splits; ++z) s += partial[z * n + src];
+    dw[e] = __float2bfloat16(s);
+  }
 }
 
 // dst[b, j, i] = src[b, i, j] for src [batches][rows][cols]: x [N][C][H*W] -> [N][H*W][C], and the weights

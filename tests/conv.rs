@@ -215,17 +215,19 @@ fn cuda_weight_gradient_is_bitwise_reproducible() {
     }
 }
 
-/// The Hopper implicit-GEMM forward (kernels/conv_wgmma.cu: channels-last transposes, then wgmma) against
-/// the CPU twin in bf16: 3x3 stride 1 and 2 with padding, 1x1, C_in from 8 to 72 (a tap boundary inside a
-/// 64-deep k tile), C_out below, at and above the 128-wide tile, M = N*Ho*Wo not a multiple of 128, with and
-/// without bias, and C_in = 6 (not a multiple of 8), which runs on conv.cu's kernel whichever is named.
+/// The Hopper implicit GEMMs (kernels/conv_wgmma.cu: channels-last transposes, then wgmma) against the CPU
+/// twin in bf16, all three directions: 3x3 stride 1 and 2 with padding, 1x1, C_in from 8 to 72 (a tap
+/// boundary inside a 64-deep k tile), C_out below, at and above the 128-wide tile, M = N*Ho*Wo not a
+/// multiple of 128, a long weight-gradient reduction (split over blocks), with and without bias. Shapes the
+/// wgmma kernels do not take run on conv.cu's whichever is named (C_in = 6; the stride-2 input gradient;
+/// the weight gradient where Ho*Wo % 8 != 0), and are checked all the same.
 #[test]
-fn cuda_wgmma_conv_forward_matches_cpu_twin() {
+fn cuda_wgmma_conv_matches_cpu_twin() {
     use gsure::ops::conv::{cpu as conv_cpu, cuda as conv_cuda, Geom};
     use gsure::ops::matmul::cuda::Bf16Gemm;
     use gsure::tensor::Storage;
     use gsure::testing::{gpu_or_skip, rel_error, round_to};
-    let Some(device) = gpu_or_skip("cuda_wgmma_conv_forward_matches_cpu_twin") else { return };
+    let Some(device) = gpu_or_skip("cuda_wgmma_conv_matches_cpu_twin") else { return };
     let gpu = device.gpu().unwrap();
     if let Some(why) = Bf16Gemm::Wgmma.unsupported(gpu) {
         println!("skipped: {why}");
@@ -235,37 +237,46 @@ fn cuda_wgmma_conv_forward_matches_cpu_twin() {
         (2, 16, 9, 7, 24, 3, 1, 1),
         (3, 72, 8, 8, 136, 3, 1, 1),
         (2, 32, 9, 9, 128, 3, 2, 1),
-        (2, 64, 5, 6, 40, 1, 1, 0),
+        (2, 16, 8, 8, 24, 3, 2, 1),
+        (4, 24, 16, 16, 32, 3, 1, 1),
+        (2, 64, 8, 8, 40, 1, 1, 0),
         (1, 8, 4, 4, 8, 3, 1, 0),
         (2, 6, 5, 5, 16, 3, 1, 1),
     ];
     let dtype = DType::BF16;
+    let on_gpu = |v: &[f64], dims: &[usize]| Tensor::from_f64(v, dims.to_vec(), dtype, &device).unwrap();
+    let to_host = |c, dims: [usize; 4]| {
+        Tensor::from_storage(Storage::Cuda(c), dims.to_vec(), device.clone()).unwrap().to_vec_f64().unwrap()
+    };
+    let check = |what: String, got: Vec<f64>, want: Vec<f64>| {
+        let err = rel_error(&got, &want);
+        println!("wgmma {what}: {err:.2e}");
+        assert!(err <= dtype.tolerance(), "wgmma {what}: CUDA vs CPU twin {err:.2e}");
+    };
     for (i, &case) in cases.iter().enumerate() {
         let (n, ci, h, w, co, k, s, p) = case;
         let mut r = rng(300 + i as u64);
         let scale = 1.0 / ((ci * k * k) as f64).sqrt();
-        let x = round_to(&randn(&[n, ci, h, w], &mut r).to_vec_f64().unwrap(), dtype);
-        let wt = round_to(&uniform(&[co, ci, k, k], -scale, scale, &mut r).to_vec_f64().unwrap(), dtype);
-        let b = round_to(&randn(&[co], &mut r).to_vec_f64().unwrap(), dtype);
         let g = Geom::new(&[n, ci, h, w], &[co, ci, k, k], s, p).unwrap();
+        let x = round_to(&randn(&g.x_dims(), &mut r).to_vec_f64().unwrap(), dtype);
+        let wt = round_to(&uniform(&g.w_dims(), -scale, scale, &mut r).to_vec_f64().unwrap(), dtype);
+        let b = round_to(&randn(&[co], &mut r).to_vec_f64().unwrap(), dtype);
+        let dy = round_to(&randn(&g.y_dims(), &mut r).to_vec_f64().unwrap(), dtype);
+        let (gx, gw, gb, gdy) =
+            (on_gpu(&x, &g.x_dims()), on_gpu(&wt, &g.w_dims()), on_gpu(&b, &[co]), on_gpu(&dy, &g.y_dims()));
+        let (sx, sw, sb, sdy) = (gx.storage(), gw.storage(), gb.storage(), gdy.storage());
+        let (Storage::Cuda(sx), Storage::Cuda(sw), Storage::Cuda(sb), Storage::Cuda(sdy)) = (&*sx, &*sw, &*sb, &*sdy)
+        else {
+            panic!("operands not on the GPU")
+        };
         for with_bias in [true, false] {
+            let y = conv_cuda::fwd_with(gpu, &g, sx, sw, with_bias.then_some(sb), Bf16Gemm::Wgmma).unwrap();
             let want = conv_cpu::fwd(&g, &x, &wt, with_bias.then_some(&b[..]));
-            let on_gpu = |v: &[f64], dims: Vec<usize>| Tensor::from_f64(v, dims, dtype, &device).unwrap();
-            let (gx, gw, gb) = (on_gpu(&x, vec![n, ci, h, w]), on_gpu(&wt, vec![co, ci, k, k]), on_gpu(&b, vec![co]));
-            let y = {
-                let (sx, sw, sb) = (gx.storage(), gw.storage(), gb.storage());
-                let (Storage::Cuda(sx), Storage::Cuda(sw), Storage::Cuda(sb)) = (&*sx, &*sw, &*sb) else {
-                    panic!("operands not on the GPU")
-                };
-                conv_cuda::fwd_with(gpu, &g, sx, sw, with_bias.then_some(sb), Bf16Gemm::Wgmma).unwrap()
-            };
-            let got = Tensor::from_storage(Storage::Cuda(y), g.y_dims().to_vec(), device.clone())
-                .unwrap()
-                .to_vec_f64()
-                .unwrap();
-            let err = rel_error(&got, &want);
-            println!("wgmma conv {case:?} bias={with_bias}: {err:.2e}");
-            assert!(err <= dtype.tolerance(), "wgmma conv {case:?} bias={with_bias}: CUDA vs CPU twin {err:.2e}");
+            check(format!("fwd {case:?} bias={with_bias}"), to_host(y, g.y_dims()), want);
         }
+        let dx = conv_cuda::dgrad_with(gpu, &g, sdy, sw, Bf16Gemm::Wgmma).unwrap();
+        check(format!("dgrad {case:?}"), to_host(dx, g.x_dims()), conv_cpu::dgrad(&g, &dy, &wt));
+        let dw = conv_cuda::wgrad_with(gpu, &g, sx, sdy, Bf16Gemm::Wgmma).unwrap();
+        check(format!("wgrad {case:?}"), to_host(dw, g.w_dims()), conv_cpu::wgrad(&g, &x, &dy));
     }
 }

@@ -54,6 +54,12 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
              the two transposes (x and w, ~70 MB for 128×128×32×32) and 2-byte NCHW stores of the output cost \
              ~20-30 % beside the mainloop's 0.35-0.60",
         ),
+        ("conv2d", true) if wgmma && stride == 1 => p(
+            0.20,
+            0.40,
+            "dgrad as the wgmma forward on dy (flipped, transposed weights), wgrad as a split-K wgmma GEMM over \
+             N·H·W with an f32 slab sum; dy and x each transposed to channels-last once more",
+        ),
         ("conv2d", false) if k == 1 => p(0.03, 0.12, "1×1: a thin GEMM (K = C_in) through the 3×3 kernel's gather"),
         ("conv2d", false) if stride == 2 => p(0.05, 0.15, "stride 2: a quarter of the columns, same scalar gather"),
         ("conv2d", false) if spatial(case) <= 64 => {

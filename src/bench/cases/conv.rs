@@ -59,7 +59,7 @@ pub fn cases() -> Vec<BenchCase> {
         conv(128, 512, 4, 4, 512, 3, 1, 1, Kernels::Selected),
         conv(128, 128, 32, 32, 128, 3, 2, 1, Kernels::Selected),
         conv(128, 256, 16, 16, 128, 1, 1, 0, Kernels::Selected),
-        // The forward on the wgmma implicit GEMM (the backward stays on mma.sync), at the two largest shapes.
+        // The wgmma implicit GEMMs (kernels/conv_wgmma.cu), at the two largest shapes.
         conv(128, 128, 32, 32, 128, 3, 1, 1, Kernels::Wgmma),
         conv(128, 256, 16, 16, 256, 3, 1, 1, Kernels::Wgmma),
     ]

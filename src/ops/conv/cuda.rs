@@ -143,9 +143,7 @@ pub fn fwd_with(
     let gemm = (g.n * g.ho * g.wo, g.co, g.kdim());
     let b = bias.map_or(0, |b| b.ptr());
     if x.dtype() == DType::BF16 && g.c.is_multiple_of(8) && kernels == Bf16Gemm::Wgmma {
-        if let Some(why) = Bf16Gemm::Wgmma.unsupported(gpu) {
-            bail!("conv2d: {why}; run with GSURE_BF16_GEMM=mma");
-        }
+        wgmma_supported(gpu, "conv2d")?;
         fwd_wgmma(gpu, g, x, w, b, &y)?;
         return Ok(y);
     }
@@ -153,23 +151,36 @@ pub fn fwd_with(
     Ok(y)
 }
 
+/// Why the wgmma convolution cannot run here, as an error, if it cannot.
+fn wgmma_supported(gpu: &Gpu, what: &str) -> Result<()> {
+    match Bf16Gemm::Wgmma.unsupported(gpu) {
+        Some(why) => bail!("{what}: {why}; run with GSURE_BF16_GEMM=mma"),
+        None => Ok(()),
+    }
+}
+
 /// kernels/conv_wgmma.cu's forward: x and w to channels-last, then the implicit GEMM on wgmma.
 fn fwd_wgmma(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: u64, y: &CudaStorage) -> Result<()> {
-    let (gm, gn, gk) = (g.n * g.ho * g.wo, g.co, g.kdim());
-    if gm == 0 || gn == 0 {
-        return Ok(());
-    }
     let x_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.c * g.h * g.w)?;
     let w_khwc = CudaStorage::alloc(gpu, DType::BF16, g.co * g.kdim())?;
     nchw_to_nhwc(gpu, x, &x_nhwc, g.n, g.c, g.h * g.w)?;
     nchw_to_nhwc(gpu, w, &w_khwc, g.co, g.c, g.k * g.k)?;
+    fwd_wgmma_nhwc(gpu, g, &x_nhwc, &w_khwc, bias, y)
+}
+
+/// conv2d_fwd_bf16_wgmma on channels-last x [n, h, w, c] and w [co, kh, kw, c]; y is NCHW.
+fn fwd_wgmma_nhwc(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: u64, y: &CudaStorage) -> Result<()> {
+    let (gm, gn, gk) = (g.n * g.ho * g.wo, g.co, g.kdim());
+    if gm == 0 || gn == 0 {
+        return Ok(());
+    }
     let grid = (gm.div_ceil(128) as u32, gn.div_ceil(128) as u32);
     if grid.1 > 65535 {
         bail!("conv2d: {} output channels need more than a grid's 65535 column tiles", g.co);
     }
     let f = wgmma_func(gpu, ptx::CONV_WGMMA, "conv2d_fwd_bf16_wgmma")?;
     let p = params(g, gm, gn, gk, gk);
-    launch!(gpu, f, (grid, 256u32, WGMMA_SMEM_BYTES), p, x_nhwc.ptr(), w_khwc.ptr(), bias, y.ptr())
+    launch!(gpu, f, (grid, 256u32, WGMMA_SMEM_BYTES), p, x.ptr(), w.ptr(), bias, y.ptr())
 }
 
 /// dst [batches][cols][rows] = src [batches][rows][cols] transposed per batch (bf16).
@@ -192,10 +203,34 @@ fn nchw_to_nhwc(
     launch!(gpu, f, (grid, (32u32, 8u32, 1u32), 0), src.ptr(), dst.ptr(), rows as i32, cols as i32)
 }
 
-/// dx from dy and w.
+/// dx from dy and w, bf16 on the `Bf16Gemm::selected` kernels.
 pub fn dgrad(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage) -> Result<CudaStorage> {
+    dgrad_with(gpu, g, dy, w, Bf16Gemm::selected()?)
+}
+
+/// `dgrad` with the bf16 kernels named: wgmma takes stride 1 with C_out % 8 == 0 (the forward kernel on dy
+/// with flipped, transposed weights); other shapes run on conv.cu's mma.sync kernel whichever is named.
+pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernels: Bf16Gemm) -> Result<CudaStorage> {
     check_i32(g, "conv2d backward")?;
     let dx = CudaStorage::alloc(gpu, dy.dtype(), g.n * g.c * g.h * g.w)?;
+    if dy.dtype() == DType::BF16 && g.stride == 1 && g.pad < g.k && g.co.is_multiple_of(8) && kernels == Bf16Gemm::Wgmma
+    {
+        wgmma_supported(gpu, "conv2d backward")?;
+        // dx = conv(dy, w') with w'[c, co, kh, kw] = w[co, c, K-1-kh, K-1-kw], padding K - 1 - p.
+        let gd = Geom::new(&[g.n, g.co, g.ho, g.wo], &[g.c, g.co, g.k, g.k], 1, g.k - 1 - g.pad)?;
+        debug_assert_eq!((gd.ho, gd.wo), (g.h, g.w));
+        let dy_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.co * g.ho * g.wo)?;
+        let wd = CudaStorage::alloc(gpu, DType::BF16, g.co * g.kdim())?;
+        nchw_to_nhwc(gpu, dy, &dy_nhwc, g.n, g.co, g.ho * g.wo)?;
+        let n = g.co * g.kdim();
+        if n > 0 {
+            let f = gpu.func(ptx::CONV_WGMMA, "conv_dgrad_weights_bf16")?;
+            let dims = (g.co as i32, g.c as i32, g.k as i32);
+            launch!(gpu, f, (blocks_for(n, 256, 4), 256u32, 0), w.ptr(), wd.ptr(), dims.0, dims.1, dims.2)?;
+        }
+        fwd_wgmma_nhwc(gpu, &gd, &dy_nhwc, &wd, 0, &dx)?;
+        return Ok(dx);
+    }
     let gemm = (g.n * g.h * g.w, g.c, g.co * g.k * g.k);
     run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, 1, &[dy.ptr(), w.ptr(), dx.ptr()])?;
     Ok(dx)
@@ -210,6 +245,18 @@ const MIN_TILES_PER_SPLIT: usize = 8;
 /// partial dw to slab z of an f32 workspace and `conv2d_wgrad_sum` adds the slabs in split order into dw's
 /// dtype, so dw is bitwise reproducible (no atomics). One f32 split is the result itself.
 pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<CudaStorage> {
+    wgrad_with(gpu, g, x, dy, Bf16Gemm::selected()?)
+}
+
+/// Splits of a reduction of `gk` in k tiles of `bk` for a GEMM of `tiles` block tiles: enough blocks for
+/// BLOCKS_PER_SM waves, each split at least MIN_TILES_PER_SPLIT k tiles long.
+fn wgrad_splits(gpu: &Gpu, tiles: usize, gk: usize, bk: usize) -> usize {
+    (gpu.sm_count() as usize * BLOCKS_PER_SM).div_ceil(tiles.max(1)).min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT)).max(1)
+}
+
+/// `wgrad` with the bf16 kernels named: wgmma takes C_in % 8 == 0 and H_out·W_out % 8 == 0; other shapes
+/// run on conv.cu's mma.sync kernel whichever is named.
+pub fn wgrad_with(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage, kernels: Bf16Gemm) -> Result<CudaStorage> {
     check_i32(g, "conv2d backward")?;
     let dtype = x.dtype();
     let (gm, gn, gk) = (g.co, g.kdim(), g.n * g.ho * g.wo);
@@ -218,12 +265,12 @@ pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<C
         // An empty batch adds nothing: dw is zero (or empty).
         return CudaStorage::zeros(gpu, dtype, n);
     }
+    if dtype == DType::BF16 && g.c.is_multiple_of(8) && (g.ho * g.wo).is_multiple_of(8) && kernels == Bf16Gemm::Wgmma {
+        wgmma_supported(gpu, "conv2d backward")?;
+        return wgrad_wgmma(gpu, g, x, dy);
+    }
     let (bm, bn, bk) = tile(dtype);
-    let tiles = gm.div_ceil(bm) * gn.div_ceil(bn);
-    let asked = (gpu.sm_count() as usize * BLOCKS_PER_SM)
-        .div_ceil(tiles.max(1))
-        .min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT))
-        .max(1);
+    let asked = wgrad_splits(gpu, gm.div_ceil(bm) * gn.div_ceil(bn), gk, bk);
     let splits = split_plan(gk, bk, asked).1;
     let partial = CudaStorage::alloc(gpu, DType::F32, splits * n)?;
     run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), asked, &[x.ptr(), dy.ptr(), partial.ptr()])?;
@@ -239,6 +286,39 @@ pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<C
         partial.ptr(),
         dw.ptr(),
         n as i64,
+        splits as i32
+    )?;
+    Ok(dw)
+}
+
+/// kernels/conv_wgmma.cu's weight gradient: x to channels-last, the split-K GEMM into f32 slabs of
+/// [co][kh][kw][c], then their sum in split order reordered to [co][c][kh][kw].
+fn wgrad_wgmma(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<CudaStorage> {
+    let (gm, gn, gk) = (g.co, g.kdim(), g.n * g.ho * g.wo);
+    let n = gm * gn;
+    let x_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.c * g.h * g.w)?;
+    nchw_to_nhwc(gpu, x, &x_nhwc, g.n, g.c, g.h * g.w)?;
+    let bk = 64;
+    let (per_split, splits) = split_plan(gk, bk, wgrad_splits(gpu, gm.div_ceil(128) * gn.div_ceil(128), gk, bk));
+    let grid = (gm.div_ceil(128) as u32, gn.div_ceil(128) as u32, splits as u32);
+    if grid.1 > 65535 || grid.2 > 65535 {
+        bail!("conv2d backward: grid {grid:?} too large for input {:?}, weights {:?}", g.x_dims(), g.w_dims());
+    }
+    let partial = CudaStorage::alloc(gpu, DType::F32, splits * n)?;
+    let f = wgmma_func(gpu, ptx::CONV_WGMMA, "conv2d_wgrad_bf16_wgmma")?;
+    let p = params(g, gm, gn, gk, per_split);
+    launch!(gpu, f, (grid, 256u32, WGMMA_SMEM_BYTES), p, x_nhwc.ptr(), dy.ptr(), partial.ptr())?;
+    let dw = CudaStorage::alloc(gpu, DType::BF16, n)?;
+    let (co, c, kk) = (g.co as i32, g.c as i32, (g.k * g.k) as i32);
+    launch!(
+        gpu,
+        gpu.func(ptx::CONV_WGMMA, "conv_wgrad_sum_khwc_bf16")?,
+        (blocks_for(n, 256, 4), 256u32, 0),
+        partial.ptr(),
+        dw.ptr(),
+        co,
+        c,
+        kk,
         splits as i32
     )?;
     Ok(dw)
