@@ -4,15 +4,26 @@
 // defines: add_along_fwd_*, mul_along_fwd_*, expand_fwd_* (out[o, m, i] = s[m]), for f32 and bf16.
 #include "common.cuh"
 
+// The channel of element j is (j / inner) % mid. A thread's elements are j0, j0 + G, j0 + 2G, ... (G the
+// grid size), so it divides once, for j0 and for G, and then steps its position (i = j % inner, m) by G's
+// quotient and remainder with one carry: no division per element.
 template <typename T, int OP>  // OP 0: x + s, 1: x * s, 2: s (expand)
 __device__ void along(const T* __restrict__ x, const T* __restrict__ s, T* __restrict__ out, int64_t outer,
                       int64_t mid, int64_t inner) {
-  GRID_STRIDE_LOOP(j, outer * mid * inner) {
-    const int64_t m = (j / inner) % mid;
+  const int64_t n = outer * mid * inner, j0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+  if (j0 >= n) return;
+  const int64_t step_m = stride / inner % mid, step_i = stride % inner;
+  int64_t i = j0 % inner, m = j0 / inner % mid;
+  for (int64_t j = j0; j < n; j += stride) {
     const float sv = to_float(s[m]);
     if (OP == 0) out[j] = from_float<T>(to_float(x[j]) + sv);
     if (OP == 1) out[j] = from_float<T>(to_float(x[j]) * sv);
     if (OP == 2) out[j] = s[m];
+    i += step_i;
+    m += step_m;
+    if (i >= inner) i -= inner, ++m;  // i < 2 inner and m < 2 mid here: one subtraction each
+    if (m >= mid) m -= mid;
   }
 }
 

@@ -117,7 +117,11 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
         ("silu" | "add" | "affine" | "where" | "dropout" | "mul_along", _) if small => {
             p(0.20, 0.50, "4 MB or less: launch and tail")
         }
-        ("silu" | "add" | "affine" | "where" | "dropout" | "mul_along", _) => {
+        ("silu" | "add" | "affine" | "where", _) => {
+            p(0.65, 0.90, "one pass, 16-byte loads and stores per thread (pointwise.cuh), no division")
+        }
+        ("mul_along", _) => p(0.50, 0.80, "one pass, no division per element, but 2-byte scalar accesses"),
+        ("dropout", _) => {
             p(0.50, 0.80, "one pass, 2-byte scalar accesses (no 16-byte vectors) and a 64-bit index per element")
         }
         ("sum_all", _) if small => p(0.05, 0.25, "0.4 M elements: two launches (partials, final) for ~1 µs of data"),
