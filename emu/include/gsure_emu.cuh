@@ -28,6 +28,7 @@
 #undef __align__
 #undef __shared__
 #undef __constant__
+#undef __grid_constant__
 #define __global__
 #define __device__
 #define __host__
@@ -36,6 +37,7 @@
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static thread_local
 #define __constant__ static
+#define __grid_constant__
 
 // ------------------------------------------------------------------------------------- runtime interface
 namespace gsure_emu {
@@ -70,6 +72,7 @@ void gsure_emu_wgmma_commit(const char* file, int line);
 void gsure_emu_wgmma_wait(int pending, const char* file, int line);
 void gsure_emu_wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int accumulate, int trans_a, int trans_b,
                           const char* file, int line);
+void gsure_emu_tma_load(void* dst, const void* map, int rank, const int* coords, void* bar, const char* file, int line);
 void gsure_emu_trap(const char* what, const char* file, int line);
 float gsure_emu_atomic_add_f32(float* addr, float v);
 }

@@ -24,6 +24,7 @@
 
 #include "fiber.h"
 #include "race.h"
+#include "tensormap.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
@@ -90,8 +91,9 @@ struct CpAsync {
 // instructions, so the emulator keeps it beside the block, keyed by address.
 struct BulkCopy {
   void* dst;
-  const void* src;
+  const void* src;  // null: the bytes are `staged` (a tensor copy, gathered when it was issued)
   unsigned bytes;
+  std::vector<unsigned char> staged = {};
 };
 struct Mbarrier {
   unsigned count = 0, pending = 0;
@@ -627,7 +629,7 @@ struct Worker {
   // by arrivals alone (a missing expect_tx) leaves its copies in flight.
   void land(Mbarrier& m, const char* file, int line) {
     for (const BulkCopy& c : m.in_flight) {
-      std::memcpy(c.dst, c.src, c.bytes);
+      std::memcpy(c.dst, c.src ? c.src : c.staged.data(), c.bytes);
       m.tx -= c.bytes;
     }
     m.in_flight.clear();
@@ -820,7 +822,7 @@ void Worker::run_block(const Launch& l, Dim bidx) {
            " was never waited for (a wgmma.wait_group 0 is missing before the accumulators are used)");
     }
   for (auto& [bar, m] : mbars)  // copies still in flight land when the block ends
-    for (const BulkCopy& c : m.in_flight) std::memcpy(c.dst, c.src, c.bytes);
+    for (const BulkCopy& c : m.in_flight) std::memcpy(c.dst, c.src ? c.src : c.staged.data(), c.bytes);
   mbars.clear();
   const std::string race = race_block_end();
   if (!race.empty()) fail(race);
@@ -1147,6 +1149,49 @@ void gsure_emu_wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int
   op.value = accumulate != 0;
   op.trans = (trans_a != 0) | (trans_b != 0) << 1;
   tls_worker->warp_collective(op);
+}
+
+// cp.async.bulk.tensor (tile mode), global -> shared, completing on `bar`: the box at `coords` of the map,
+// out-of-bounds elements zero, laid densely (dimension 0 innermost) and swizzled as the map says (16-byte
+// chunk index ^= shared address bits 7.. within each swizzle span, as wgmma reads it). The global reads
+// happen at issue (one order the GPU may use); the bytes land with the barrier's phase, as bulk copies do.
+void gsure_emu_tma_load(void* dst, const void* map, int rank, const int* coords, void* bar, const char* file,
+                        int line) {
+  Worker& w = *tls_worker;
+  TensorMapEmu m;
+  std::memcpy(&m, map, sizeof m);
+  if (m.magic != TensorMapEmu::MAGIC)
+    w.trap_here("cp.async.bulk.tensor with a tensor map cuTensorMapEncodeTiled did not write", file, line);
+  if ((int)m.rank != rank)
+    w.trap_here("cp.async.bulk.tensor." + std::to_string(rank) + "d on a tensor map of rank " + std::to_string(m.rank),
+                file, line);
+  if (reinterpret_cast<uintptr_t>(dst) % 128)
+    w.trap_here("cp.async.bulk.tensor into shared memory that is not 128-byte aligned", file, line);
+  uint64_t count = 1;
+  for (int d = 0; d < rank; ++d) count *= m.box[d];
+  BulkCopy c{dst, nullptr, (unsigned)(count * m.elem_bytes)};
+  c.staged.assign(c.bytes, 0);
+  const uintptr_t base = reinterpret_cast<uintptr_t>(dst);
+  const uint32_t span_chunks = m.swizzle_bytes / 16;  // 0: no swizzle
+  for (uint64_t e = 0; e < count; ++e) {
+    uint64_t rest = e, src = m.address;
+    bool in = true;
+    for (int d = 0; d < rank; ++d) {
+      const int64_t coord = (int64_t)coords[d] + (int64_t)(rest % m.box[d]);
+      rest /= m.box[d];
+      if (coord < 0 || coord >= (int64_t)m.dim[d]) in = false;
+      else src += (uint64_t)coord * m.stride[d];
+    }
+    uint64_t off = e * m.elem_bytes;
+    if (span_chunks) {
+      const uintptr_t a = base + off;
+      off = (a ^ (((a >> 7) & (span_chunks - 1)) << 4)) - base;
+    }
+    if (in) std::memcpy(c.staged.data() + off, reinterpret_cast<const void*>(src), m.elem_bytes);
+  }
+  Mbarrier& mb = w.mbar(bar, "cp.async.bulk.tensor (its completion mbarrier)", file, line);
+  mb.in_flight.push_back(std::move(c));
+  w.try_complete(bar, mb, file, line);
 }
 
 void gsure_emu_trap(const char* what, const char* file, int line) {

@@ -46,6 +46,7 @@
 
 #include "block.h"
 #include "ptx.h"
+#include "tensormap.h"
 
 using namespace gsure_emu;
 
@@ -1061,6 +1062,58 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
                                                      "capture (the emulator printed which)"; break;
     default: return cuGetErrorName(e, s);
   }
+  return CUDA_SUCCESS;
+}
+
+
+// Tiled tensor maps for cp.async.bulk.tensor, checked against the requirements cuda.h lists. Modelled:
+// whole-byte element types, ranks 1-5, no interleave, swizzle none/32/64/128 B (16-byte atoms), element
+// strides of 1, out-of-bounds elements filled with zeros; the rest is refused as not supported.
+CUresult cuTensorMapEncodeTiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* address,
+                                const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                                const cuuint32_t* element_strides, CUtensorMapInterleave interleave,
+                                CUtensorMapSwizzle swizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill fill) {
+  auto refuse = [](CUresult r, const std::string& why) {
+    say("cuTensorMapEncodeTiled: " + why);
+    return r;
+  };
+  static constexpr int ELEM_BYTES[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};  // UINT8 .. TFLOAT32_FTZ
+  if (!map || reinterpret_cast<uintptr_t>(map) % 64) return refuse(CUDA_ERROR_INVALID_VALUE, "the map must be 64-byte aligned");
+  if ((int)type < 0 || (int)type >= (int)(sizeof ELEM_BYTES / sizeof ELEM_BYTES[0]))
+    return refuse(CUDA_ERROR_NOT_SUPPORTED, "packed (sub-byte) element types are not emulated");
+  if (rank == 0 || rank > 5) return refuse(CUDA_ERROR_INVALID_VALUE, "rank must be 1..5");
+  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE) return refuse(CUDA_ERROR_NOT_SUPPORTED, "interleaved layouts are not emulated");
+  if (swizzle > CU_TENSOR_MAP_SWIZZLE_128B) return refuse(CUDA_ERROR_NOT_SUPPORTED, "the 32/64-byte-atom swizzles are not emulated");
+  if (fill != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) return refuse(CUDA_ERROR_NOT_SUPPORTED, "NaN out-of-bounds fill is not emulated");
+  if (reinterpret_cast<uintptr_t>(address) % 16) return refuse(CUDA_ERROR_INVALID_VALUE, "the global address must be 16-byte aligned");
+  TensorMapEmu m{};
+  m.magic = TensorMapEmu::MAGIC;
+  m.address = reinterpret_cast<uintptr_t>(address);
+  m.rank = rank;
+  m.elem_bytes = (uint32_t)ELEM_BYTES[type];
+  m.swizzle_bytes = swizzle == CU_TENSOR_MAP_SWIZZLE_NONE ? 0 : 16u << swizzle;  // 32, 64, 128
+  uint64_t extent = m.elem_bytes;  // bytes the dimensions below span
+  for (cuuint32_t d = 0; d < rank; ++d) {
+    if (dims[d] == 0 || dims[d] > (1ull << 32)) return refuse(CUDA_ERROR_INVALID_VALUE, "globalDim must be 1..2^32");
+    if (box[d] == 0 || box[d] > 256) return refuse(CUDA_ERROR_INVALID_VALUE, "boxDim must be 1..256");
+    if (element_strides[d] != 1) return refuse(CUDA_ERROR_NOT_SUPPORTED, "element strides other than 1 are not emulated");
+    m.dim[d] = dims[d];
+    m.box[d] = box[d];
+    if (d == 0) {
+      m.stride[0] = m.elem_bytes;
+    } else {
+      const uint64_t st = strides[d - 1];
+      if (st % 16 || st >= (1ull << 40)) return refuse(CUDA_ERROR_INVALID_VALUE, "globalStrides must be multiples of 16 below 2^40");
+      if (st < extent) return refuse(CUDA_ERROR_INVALID_VALUE, "a stride smaller than the dimensions below it overlaps them");
+      m.stride[d] = st;
+    }
+    extent = m.stride[d] * dims[d];
+  }
+  if (box[0] * m.elem_bytes % 16) return refuse(CUDA_ERROR_INVALID_VALUE, "boxDim[0] must span a multiple of 16 bytes");
+  if (m.swizzle_bytes && box[0] * m.elem_bytes > m.swizzle_bytes)
+    return refuse(CUDA_ERROR_INVALID_VALUE, "the box's inner dimension spans more bytes than the swizzle");
+  std::memset(map, 0, sizeof(CUtensorMap));
+  std::memcpy(map, &m, sizeof m);
   return CUDA_SUCCESS;
 }
 

@@ -258,3 +258,34 @@ extern "C" __global__ void st_wgmma_no_fence(const bf16* A, const bf16* B, float
 extern "C" __global__ void st_wgmma_refill(const bf16* A, const bf16* B, float* D, const StWgmma c) {
   wgmma_case<128, 0, 0, ST_WG_REFILL>(A, B, D, c);
 }
+
+// --- cp.async.bulk.tensor (tma.cuh): one box of a tensor map into dynamic shared memory, copied out raw ------
+#include "tma.cuh"
+extern "C" __global__ void st_tma_2d(const __grid_constant__ TensorMap map, int x, int y, unsigned char* out,
+                                     int bytes) {
+  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
+  unsigned char* box = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
+  __shared__ __align__(8) uint64_t bar;
+  if (threadIdx.x == 0) {
+    mbar_init(&bar, 1);
+    mbar_arrive_expect_tx(&bar, bytes);
+    tma_load_2d(box, &map, x, y, &bar);
+  }
+  __syncthreads();
+  mbar_wait(&bar, 0);
+  for (int i = threadIdx.x; i < bytes; i += blockDim.x) out[i] = box[i];
+}
+extern "C" __global__ void st_tma_3d(const __grid_constant__ TensorMap map, int x, int y, int z, unsigned char* out,
+                                     int bytes) {
+  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
+  unsigned char* box = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
+  __shared__ __align__(8) uint64_t bar;
+  if (threadIdx.x == 0) {
+    mbar_init(&bar, 1);
+    mbar_arrive_expect_tx(&bar, bytes);
+    tma_load_3d(box, &map, x, y, z, &bar);
+  }
+  __syncthreads();
+  mbar_wait(&bar, 0);
+  for (int i = threadIdx.x; i < bytes; i += blockDim.x) out[i] = box[i];
+}

@@ -161,6 +161,89 @@ bool wgmma_ok(const char* kernel, int n, const StWgmma& c, CUresult* status) {
   return ok;
 }
 
+// st_tma_*: the box at `coords` of a uint16 tensor whose element at (index...) is `value` of it (nonzero, so
+// the zero fill is visible), against the layout computed here: dense, dimension 0 innermost, and with the
+// 128-byte swizzle, 16-byte chunk c of the 128-byte row r at chunk c ^ (r % 8) (the box starts 1 KiB-aligned).
+struct TmaCase {
+  std::vector<cuuint64_t> dims;
+  std::vector<cuuint32_t> box;
+  std::vector<int> coords;
+  CUtensorMapSwizzle swizzle;
+};
+bool tma_ok(const TmaCase& t) {
+  const int rank = (int)t.dims.size();
+  std::vector<cuuint64_t> strides;
+  uint64_t total = 1;
+  for (int d = 0; d < rank; ++d) {
+    if (d > 0) strides.push_back(total * 2);
+    total *= t.dims[d];
+  }
+  auto value = [&](const std::vector<int64_t>& idx) {
+    uint64_t v = 0;
+    for (int d = rank - 1; d >= 0; --d) v = v * 97 + (uint64_t)idx[d];
+    return (uint16_t)(v % 60000 + 1);
+  };
+  std::vector<uint16_t> host(total);
+  for (uint64_t e = 0; e < total; ++e) {
+    std::vector<int64_t> idx(rank);
+    uint64_t rest = e;
+    for (int d = 0; d < rank; ++d) idx[d] = (int64_t)(rest % t.dims[d]), rest /= t.dims[d];
+    host[e] = value(idx);
+  }
+  CUdeviceptr src = upload(host);
+  alignas(64) CUtensorMap map;
+  const std::vector<cuuint32_t> ones(rank, 1);
+  if (cuTensorMapEncodeTiled(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rank, reinterpret_cast<void*>(src), t.dims.data(),
+                             strides.data(), t.box.data(), ones.data(), CU_TENSOR_MAP_INTERLEAVE_NONE, t.swizzle,
+                             CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    return false;
+  uint64_t count = 1;
+  for (auto b : t.box) count *= b;
+  int bytes = (int)(count * 2);
+  std::vector<uint16_t> want(count, 0);
+  for (uint64_t e = 0; e < count; ++e) {
+    std::vector<int64_t> idx(rank);
+    uint64_t rest = e;
+    bool in = true;
+    for (int d = 0; d < rank; ++d) {
+      idx[d] = t.coords[d] + (int64_t)(rest % t.box[d]);
+      rest /= t.box[d];
+      in = in && idx[d] >= 0 && idx[d] < (int64_t)t.dims[d];
+    }
+    uint64_t pos = e;
+    if (t.swizzle == CU_TENSOR_MAP_SWIZZLE_128B) {  // rows of 64 elements
+      const uint64_t r = e / 64, c = e % 64 / 8;
+      pos = r * 64 + ((c ^ (r % 8)) * 8) + e % 8;
+    }
+    want[pos] = in ? value(idx) : 0;
+  }
+  CUdeviceptr out = upload(std::vector<uint16_t>(count, 0xffff));
+  CUresult r;
+  if (rank == 2) {
+    int x = t.coords[0], y = t.coords[1];
+    r = launch("st_tma_2d", 1, 64, bytes + 1024, {&map, &x, &y, &out, &bytes});
+  } else {
+    int x = t.coords[0], y = t.coords[1], z = t.coords[2];
+    r = launch("st_tma_3d", 1, 64, bytes + 1024, {&map, &x, &y, &z, &out, &bytes});
+  }
+  bool ok = r == CUDA_SUCCESS && download<uint16_t>(out, count) == want;
+  cuMemFree(src);
+  cuMemFree(out);
+  return ok;
+}
+CUresult tma_encode(uintptr_t offset, cuuint64_t stride, cuuint32_t box0, CUtensorMapSwizzle swizzle) {
+  CUdeviceptr p;
+  CU(cuMemAlloc(&p, 1 << 16));
+  alignas(64) CUtensorMap map;
+  const cuuint64_t dims[2] = {64, 64}, strides[1] = {stride};
+  const cuuint32_t box[2] = {box0, 8}, ones[2] = {1, 1};
+  const CUresult r = cuTensorMapEncodeTiled(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, reinterpret_cast<void*>(p + offset),
+                                            dims, strides, box, ones, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                                            CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  cuMemFree(p);
+  return r;
+}
+
 CUresult run_error_kernel(const char* kernel, unsigned block) {
   CUdeviceptr d = upload(std::vector<float>(block, 0.f));
   CUresult r = launch(kernel, 1, block, 0, {&d});
@@ -237,6 +320,19 @@ void basic() {
         "wgmma m64n64k16 x2, A K-major and B N-major, no swizzle (interleaved core matrices)");
   check(!wgmma_ok("st_wgmma_no_fence", 128, {k_sw128(64), k_sw128(128), 4}, &st) && st == CUDA_ERROR_LAUNCH_FAILED,
         "wgmma.mma_async without a wgmma.fence before it is reported");
+  check(tma_ok({{72, 50}, {64, 32}, {0, 0}, CU_TENSOR_MAP_SWIZZLE_128B}), "TMA 2-D box, 128-byte swizzle, in bounds");
+  check(tma_ok({{72, 50}, {64, 32}, {16, 30}, CU_TENSOR_MAP_SWIZZLE_128B}),
+        "TMA 2-D box past the tensor's last column and row: zeros there");
+  check(tma_ok({{72, 50}, {64, 32}, {-8, -4}, CU_TENSOR_MAP_SWIZZLE_128B}), "TMA 2-D box at negative coordinates");
+  check(tma_ok({{72, 50}, {40, 8}, {24, 45}, CU_TENSOR_MAP_SWIZZLE_NONE}), "TMA 2-D box without swizzle");
+  check(tma_ok({{24, 10, 3}, {16, 4, 2}, {8, 8, 2}, CU_TENSOR_MAP_SWIZZLE_NONE}), "TMA 3-D box, partly outside");
+  check(tma_encode(0, 128, 64, CU_TENSOR_MAP_SWIZZLE_128B) == CUDA_SUCCESS, "cuTensorMapEncodeTiled accepts a valid map");
+  check(tma_encode(0, 128, 64, CU_TENSOR_MAP_SWIZZLE_64B) == CUDA_ERROR_INVALID_VALUE,
+        "cuTensorMapEncodeTiled refuses a box wider than its swizzle");
+  check(tma_encode(8, 128, 64, CU_TENSOR_MAP_SWIZZLE_128B) == CUDA_ERROR_INVALID_VALUE,
+        "cuTensorMapEncodeTiled refuses an address that is not 16-byte aligned");
+  check(tma_encode(0, 136, 64, CU_TENSOR_MAP_SWIZZLE_128B) == CUDA_ERROR_INVALID_VALUE,
+        "cuTensorMapEncodeTiled refuses a stride that is not a multiple of 16");
   check(run_error_kernel("st_mbar_deadlock", 64) == CUDA_ERROR_LAUNCH_FAILED,
         "an mbarrier phase nobody completes is reported as a deadlock");
 
