@@ -630,6 +630,7 @@ struct Worker {
   void land(Mbarrier& m, const char* file, int line) {
     for (const BulkCopy& c : m.in_flight) {
       std::memcpy(c.dst, c.src ? c.src : c.staged.data(), c.bytes);
+      if (race_on) race_async_write(c.dst, c.bytes);
       m.tx -= c.bytes;
     }
     m.in_flight.clear();
@@ -643,12 +644,14 @@ struct Worker {
     if (m.pending != 0 || m.tx != 0) return;
     ++m.phase;
     m.pending = m.count;
+    if (race_on) race_mbar_complete(bar);
     ids.clear();
     for (auto& g : fibers)
       if (g.state == State::Mbarrier && g.wait_bar == bar && (m.phase & 1) != g.wait_parity) ids.push_back(g.tid);
     order(ids);
     for (unsigned id : ids) {
       --m.waiters;
+      if (race_on) race_mbar_acquire(bar, id);
       fibers[id].wait_bar = nullptr;
       if (tls_fiber && tls_fiber->tid == id) fibers[id].state = State::Ready;  // the running thread goes on
       else make_ready(id);
@@ -1087,6 +1090,7 @@ uint64_t gsure_emu_mbar_arrive(void* bar, unsigned expect_tx, const char* file, 
   const uint64_t token = m.phase;
   m.tx += expect_tx;
   --m.pending;
+  if (w.race_on) race_mbar_arrive(bar, tls_fiber->tid);
   w.try_complete(bar, m, file, line);
   return token;
 }
@@ -1100,7 +1104,10 @@ void gsure_emu_mbar_wait(void* bar, unsigned parity, const char* file, int line)
   Worker& w = *tls_worker;
   Fiber& f = *tls_fiber;
   Mbarrier& m = w.mbar(bar, "mbarrier.try_wait.parity", file, line);
-  if ((m.phase & 1) != (parity & 1)) return;  // that phase has completed
+  if ((m.phase & 1) != (parity & 1)) {  // that phase has completed
+    if (w.race_on) race_mbar_acquire(bar, f.tid);
+    return;
+  }
   ++m.waiters;
   f.state = State::Mbarrier;
   f.wait_bar = bar;

@@ -73,6 +73,7 @@ struct Cell {
   uint32_t w_epoch = 0, r_epoch = 0;  // block epoch + 1 of the last write / read(s); 0 = none
   uint16_t w_tid = 0, r_tid = 0;
   uint32_t w_wep = 0, r_wep = 0;      // the accessing warp's sync epoch then
+  uint32_t w_tick = 0, r_tick = 0;    // the accessing thread's mbarrier arrivals before the access
   uintptr_t w_site = 0, r_site = 0;
 };
 
@@ -119,11 +120,23 @@ const std::vector<bool>& guard_bytes(const char* path, size_t tls_size) {
   return g;
 }
 
+// mbarrier ordering, as vector clocks over arrivals: thread u's tick counts its arrivals; an arrival
+// releases u's accesses before it into the barrier's current phase; the phase's completion folds them into
+// the barrier's completed clock; a thread whose wait returns acquires that clock into its row of `seen`. An
+// access by u at tick x happened before thread t's access if x < seen[t][u]. (Acquiring every completed
+// phase, not only the one waited for, may order a little more than the ISA does: a race hidden, never one
+// invented.)
+struct BarClocks {
+  std::vector<uint32_t> pending, completed;
+};
 struct State {
-
   unsigned tid = 0, warp = 0;
   uint32_t epoch = 1;
   std::vector<uint32_t> warp_epoch;
+  unsigned nthreads = 0;
+  std::vector<uint32_t> ticks;  // per thread
+  std::vector<uint32_t> seen;   // nthreads x nthreads, allocated at the block's first acquire
+  std::map<const void*, BarClocks> bars;
   Region regions[2];  // dynamic, static
   std::string report;
   const Launch* launch = nullptr;
@@ -188,27 +201,30 @@ void race(const char* kind, const Region& r, uintptr_t addr, unsigned t1, uintpt
               "\n    " + thread_name(t2) + " at " + describe(s2);
 }
 
-bool ordered(uint16_t other, uint32_t other_wep) {
-  // Same barrier interval: ordered only if both are in one warp and it synchronised in between.
-  return other != MANY && other / 32 == st.warp && st.warp_epoch[st.warp] != other_wep;
+bool ordered(uint16_t other, uint32_t other_wep, uint32_t other_tick) {
+  if (other == MANY) return false;
+  // Same barrier interval: ordered if both are in one warp and it synchronised in between, or if the other
+  // thread arrived on an mbarrier after its access and this thread's wait acquired that arrival.
+  if (other / 32 == st.warp && st.warp_epoch[st.warp] != other_wep) return true;
+  return !st.seen.empty() && other_tick < st.seen[(size_t)st.tid * st.nthreads + other];
 }
 
 void check(uintptr_t addr, size_t n, bool write, uintptr_t site) {
   for (Region& r : st.regions) {
     if (addr >= r.hi || addr + n <= r.lo) continue;
-    const uint32_t e = st.epoch, wep = st.warp_epoch[st.warp];
+    const uint32_t e = st.epoch, wep = st.warp_epoch[st.warp], tick = st.ticks[st.tid];
     const uint16_t tid = (uint16_t)st.tid;
     for (uintptr_t a = std::max(addr, r.lo); a < std::min(addr + n, r.hi); ++a) {
       if (r.ignored && (*r.ignored)[a - r.lo]) continue;
       Cell& c = r.shadow[a - r.lo];
-      if (c.w_epoch == e && c.w_tid != tid && !ordered(c.w_tid, c.w_wep))
+      if (c.w_epoch == e && c.w_tid != tid && !ordered(c.w_tid, c.w_wep, c.w_tick))
         race(write ? "write after write" : "read after write", r, a, c.w_tid, c.w_site, tid, site);
       if (write) {
-        if (c.r_epoch == e && c.r_tid != tid && !ordered(c.r_tid, c.r_wep))
+        if (c.r_epoch == e && c.r_tid != tid && !ordered(c.r_tid, c.r_wep, c.r_tick))
           race("write after read", r, a, c.r_tid, c.r_site, tid, site);
-        c.w_epoch = e, c.w_tid = tid, c.w_wep = wep, c.w_site = site;
+        c.w_epoch = e, c.w_tid = tid, c.w_wep = wep, c.w_tick = tick, c.w_site = site;
       } else if (c.r_epoch != e || c.r_tid == tid) {
-        c.r_epoch = e, c.r_tid = tid, c.r_wep = wep, c.r_site = site;
+        c.r_epoch = e, c.r_tid = tid, c.r_wep = wep, c.r_tick = tick, c.r_site = site;
       } else {
         c.r_tid = MANY;
       }
@@ -227,6 +243,10 @@ void race_block_begin(const Launch& launch, unsigned nthreads, void* dyn, size_t
   st.epoch = 1;
   st.report.clear();
   st.warp_epoch.assign((nthreads + 31) / 32, 0);
+  st.nthreads = nthreads;
+  st.ticks.assign(nthreads, 0);
+  st.seen.clear();
+  st.bars.clear();
   st.regions[0].lo = reinterpret_cast<uintptr_t>(dyn);
   st.regions[0].hi = st.regions[0].lo + dyn_bytes;
   st.regions[0].what = "dynamic shared memory";
@@ -261,6 +281,34 @@ void race_access(const void* addr, size_t bytes, bool write, unsigned tid, const
   st.warp = saved_warp;
 }
 void race_atomic(const void*, size_t) {}
+
+void race_mbar_arrive(const void* bar, unsigned tid) {
+  if (!active || tid >= st.nthreads) return;
+  BarClocks& b = st.bars[bar];
+  if (b.pending.empty()) b.pending.assign(st.nthreads, 0);
+  b.pending[tid] = std::max(b.pending[tid], ++st.ticks[tid]);
+}
+void race_mbar_complete(const void* bar) {
+  if (!active) return;
+  BarClocks& b = st.bars[bar];
+  if (b.completed.empty()) b.completed.assign(st.nthreads, 0);
+  for (size_t u = 0; u < b.pending.size(); ++u) b.completed[u] = std::max(b.completed[u], b.pending[u]);
+  b.pending.assign(st.nthreads, 0);
+}
+void race_mbar_acquire(const void* bar, unsigned tid) {
+  if (!active || tid >= st.nthreads) return;
+  const BarClocks& b = st.bars[bar];
+  if (b.completed.empty()) return;
+  if (st.seen.empty()) st.seen.assign((size_t)st.nthreads * st.nthreads, 0);
+  uint32_t* row = st.seen.data() + (size_t)tid * st.nthreads;
+  for (unsigned u = 0; u < st.nthreads; ++u) row[u] = std::max(row[u], b.completed[u]);
+}
+void race_async_write(const void* addr, size_t bytes) {
+  if (!active) return;
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(addr);
+  for (Region& r : st.regions)
+    for (uintptr_t a = std::max(a0, r.lo); a < std::min(a0 + bytes, r.hi); ++a) r.shadow[a - r.lo] = Cell{};
+}
 
 }  // namespace gsure_emu
 

@@ -22,4 +22,12 @@ void race_barrier();
 void race_warp_sync(unsigned warp, unsigned mask);
 void race_access(const void* addr, size_t bytes, bool write, unsigned tid, const char* file, int line);
 void race_atomic(const void* addr, size_t bytes);
+// mbarrier ordering: a thread's arrival releases its earlier accesses into the barrier's phase, the
+// phase's completion publishes them, and a thread whose wait returns acquires them.
+void race_mbar_arrive(const void* bar, unsigned tid);
+void race_mbar_complete(const void* bar);
+void race_mbar_acquire(const void* bar, unsigned tid);
+// A bulk or tensor copy landed: its bytes start afresh (the async proxy's writes are ordered by the barrier
+// its consumers wait on; refilling a stage still being read shows as corrupted data instead).
+void race_async_write(const void* addr, size_t bytes);
 }  // namespace gsure_emu

@@ -289,3 +289,22 @@ extern "C" __global__ void st_tma_3d(const __grid_constant__ TensorMap map, int 
   mbar_wait(&bar, 0);
   for (int i = threadIdx.x; i < bytes; i += blockDim.x) out[i] = box[i];
 }
+
+// --- an mbarrier hand-off: warp 0 writes shared memory and arrives, warp 1 waits and reads. The race detector
+// orders the two through the barrier; the mutant reads without waiting (a race, in any schedule).
+template <bool WAIT> __device__ void handoff(float* d) {
+  __shared__ float buf[32];
+  __shared__ __align__(8) uint64_t bar;
+  if (threadIdx.x == 0) mbar_init(&bar, 32);
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    buf[threadIdx.x] = 3.f * threadIdx.x + 1.f;
+    mbar_arrive(&bar);
+  } else {
+    if (WAIT) mbar_wait(&bar, 0);  // MUTANT (no wait): the read below races with warp 0's write
+    d[threadIdx.x - 32] = buf[63 - threadIdx.x];
+  }
+  if (!WAIT && threadIdx.x >= 32) mbar_wait(&bar, 0);
+}
+extern "C" __global__ void st_mbar_handoff(float* d) { handoff<true>(d); }
+extern "C" __global__ void st_mbar_handoff_no_wait(float* d) { handoff<false>(d); }

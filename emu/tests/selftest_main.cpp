@@ -399,6 +399,12 @@ void race() {
   check(run_error_kernel("st_no_race", 64) == CUDA_SUCCESS, "race detector: the same with a barrier is clean");
   check(two_sums_ok("st_two_sums", &st), "race detector: block_sum twice is clean");
   check(wgmma_ok("st_wgmma_kk", 128, {k_sw128(64), k_sw128(128), 4}, &st), "race detector: a wgmma sequence is clean");
+  check(run_error_kernel("st_mbar_handoff", 64) == CUDA_SUCCESS,
+        "race detector: a write handed to another warp through an mbarrier is clean");
+  check(run_error_kernel("st_mbar_handoff_no_wait", 64) == CUDA_ERROR_LAUNCH_FAILED,
+        "race detector: the same read without the mbarrier wait is reported");
+  check(bulk_ok("st_bulk_pipeline", &st), "race detector: the cp.async.bulk pipeline (full/empty mbarriers) is clean");
+  check(bulk_ok("st_bulk_warp_specialised", &st, 96), "race detector: the producer-warp bulk pipeline is clean");
   wgmma_ok("st_wgmma_refill", 128, {k_sw128(64), k_sw128(128), 4}, &st);
   check(st == CUDA_ERROR_LAUNCH_FAILED, "race detector: a tile refilled while a wgmma still reads it is reported");
   two_sums_ok("st_two_sums_no_war", &st);
