@@ -1,8 +1,9 @@
 // wgmma_gemm.cuh: the main loop of the Hopper bf16 GEMMs (matmul_wgmma.cu, conv_wgmma.cu): a block tile
 // of 128 x 128 x 64, 256 threads = two warpgroups, each owning 64 rows of the tile as one wgmma.m64n128k16
 // accumulator (64 f32 registers a thread), four k16 steps per k tile.
-// defines: wgmma_gemm::{BM, BN, BK, STAGES, THREADS, TILE_BYTES, SMEM_BYTES}, swizzled_chunk, load_matrix_tile,
-//          mainloop, store_rows.
+// defines: wgmma_gemm::{BM, BN, BK, STAGES, THREADS, TMA_THREADS, TILE_BYTES, SMEM_BYTES}, swizzled_chunk,
+//          load_matrix_tile, mainloop (cp.async, every thread loads), mainloop_tma (a producer warp issues
+//          TMA copies, full/empty mbarriers per stage), store_rows.
 //
 // Operand tiles go global -> shared by cp.async (every thread, 16-byte chunks, chunks outside the operand
 // zero-filled) into a ring of STAGES stages; the caller's loader says where each chunk comes from. A stage
@@ -23,10 +24,12 @@
 // completed in every warpgroup before the barrier at the top of kt.
 #pragma once
 #include "bulk.cuh"
+#include "tma.cuh"
 #include "wgmma.cuh"
 
 namespace wgmma_gemm {
 constexpr int BM = 128, BN = 128, BK = 64, STAGES = 4, THREADS = 256;
+constexpr int TMA_THREADS = THREADS + 32;  // mainloop_tma: the two warpgroups and the producer warp
 constexpr int TILE_BYTES = 128 * BK * 2;  // one operand's stage: 128 rows (or 2 blocks of 64 k rows) x 128 B
 constexpr int STAGE_BYTES = 2 * TILE_BYTES;
 // The launchers' dynamic shared memory (WGMMA_SMEM_BYTES in src/ops/matmul/cuda.rs): + slack to align the ring.
@@ -105,6 +108,58 @@ __device__ __forceinline__ void mainloop(float (&acc)[BN / 2], int ktiles, const
   }
   wgmma_wait<0>();
   cp_async_wait<0>();
+}
+
+// The k loop with the copies on the tensor memory accelerator (tma.cuh), warp-specialised: threads
+// THREADS..THREADS+31 are the producer warp, whose lane 0 fills stage kt % STAGES with tile kt as soon as
+// the consumers have released it; the two warpgroups wait for each stage to land and multiply it. Per stage
+// two mbarriers: `full` (one arrival, the producer's expect_tx of the stage's bytes, completed by the copies)
+// and `empty` (one arrival per consumer thread, once the wgmma group that read the stage has completed:
+// with one group kept in flight, stage kt - 1 is released at step kt). The shared layout is the one above:
+// TMA's 128-byte swizzle writes exactly it when each box row is 128 bytes and the box starts on 1 KiB.
+// load_stage(a_tile, b_tile, kt, bar) issues tile kt's copies (completing on bar); returns true in the
+// consumer threads, which hold the accumulator; the producer warp returns false.
+template <bool A_MN, bool B_MN, class LoadStage>
+__device__ __forceinline__ bool mainloop_tma(float (&acc)[BN / 2], int ktiles, const LoadStage& load_stage) {
+  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
+  unsigned char* ring = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
+  __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+  auto tile_a = [&](int s) { return ring + s * STAGE_BYTES; };
+  auto tile_b = [&](int s) { return ring + s * STAGE_BYTES + TILE_BYTES; };
+  if (threadIdx.x == 0)
+    for (int s = 0; s < STAGES; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], THREADS);
+  __syncthreads();
+  if (threadIdx.x >= THREADS) {  // the producer warp
+    if (threadIdx.x == THREADS)
+      for (int kt = 0; kt < ktiles; ++kt) {
+        const int s = kt % STAGES, use = kt / STAGES;
+        if (use > 0) mbar_wait(&empty[s], (use - 1) & 1);  // the consumers are done with tile kt - STAGES
+        mbar_arrive_expect_tx(&full[s], STAGE_BYTES);
+        load_stage(tile_a(s), tile_b(s), kt, &full[s]);
+      }
+    return false;
+  }
+  const int group = threadIdx.x / 128;
+  auto desc_a = [&](int s, int ks) {
+    return wgmma_desc(tile_a(s) + group * 8192 + ks * (A_MN ? 2048 : 32), A_MN ? 8192 : 16, 1024, WGMMA_SW128);
+  };
+  auto desc_b = [&](int s, int ks) {
+    return wgmma_desc(tile_b(s) + ks * (B_MN ? 2048 : 32), B_MN ? 8192 : 16, 1024, WGMMA_SW128);
+  };
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+  for (int kt = 0; kt < ktiles; ++kt) {
+    const int s = kt % STAGES;
+    mbar_wait(&full[s], (kt / STAGES) & 1);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) wgmma_bf16<BN, A_MN, B_MN>(acc, desc_a(s, ks), desc_b(s, ks), 1);
+    wgmma_commit();
+    wgmma_wait<1>();
+    if (kt > 0) mbar_arrive(&empty[(kt - 1) % STAGES]);  // tile kt - 1's group has completed
+  }
+  wgmma_wait<0>();
+  return true;
 }
 
 // Hands the accumulator to store(row, col, v0, v1) as pairs of adjacent columns: row and col are the tile's

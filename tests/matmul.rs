@@ -204,7 +204,7 @@ fn cuda_launcher_both_transposed_matches_cpu_twin() {
     }
 }
 
-/// The Hopper wgmma kernels (kernels/matmul_wgmma.cu) in all four layouts against the CPU twin: M and N
+/// The Hopper wgmma kernels (kernels/matmul_wgmma.cu, cp.async and TMA main loops) in all four layouts against the CPU twin: M and N
 /// not multiples of the 128x128 tile, K over several 64-deep tiles of the 4-stage ring with a partial last
 /// one, a single exact tile, a matrix smaller than one 8x8 chunk grid, and an unaligned row length (17),
 /// which runs on mma.sync's scalar-load kernel whichever is named.
@@ -220,7 +220,9 @@ fn cuda_wgmma_gemm_matches_cpu_twin() {
     let mut r = rng(9);
     let dtype = DType::BF16;
     let shapes: &[(usize, usize, usize)] = &[(200, 328, 136), (128, 64, 128), (8, 8, 8), (136, 520, 264), (24, 17, 40)];
-    for &(m, k, n) in shapes {
+    for (kernels, &(m, k, n)) in
+        [Bf16Gemm::Wgmma, Bf16Gemm::Tma].into_iter().flat_map(|g| shapes.iter().map(move |s| (g, s)))
+    {
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let (a_dims, b_dims) = (if ta { [k, m] } else { [m, k] }, if tb { [n, k] } else { [k, n] });
             let a = round_to(&randn(&a_dims, &mut r).to_vec_f64().unwrap(), dtype);
@@ -233,12 +235,13 @@ fn cuda_wgmma_gemm_matches_cpu_twin() {
             let c = {
                 let (sa, sb) = (ga.storage(), gb.storage());
                 let (Storage::Cuda(sa), Storage::Cuda(sb)) = (&*sa, &*sb) else { panic!("operands not on the GPU") };
-                matmul_cuda::matmul_with(gpu, sa, sb, m, k, n, ta, tb, Bf16Gemm::Wgmma).unwrap()
+                matmul_cuda::matmul_with(gpu, sa, sb, m, k, n, ta, tb, kernels).unwrap()
             };
             let got = Tensor::from_storage(Storage::Cuda(c), [m, n], device.clone()).unwrap().to_vec_f64().unwrap();
             let err = rel_error(&got, &want);
-            println!("wgmma ta={ta} tb={tb} {m}x{k}x{n}: {err:.2e}");
-            assert!(err <= dtype.tolerance(), "wgmma ta={ta} tb={tb} {m}x{k}x{n}: CUDA vs CPU twin {err:.2e}");
+            let what = format!("{} ta={ta} tb={tb} {m}x{k}x{n}", kernels.name());
+            println!("{what}: {err:.2e}");
+            assert!(err <= dtype.tolerance(), "{what}: CUDA vs CPU twin {err:.2e}");
         }
     }
 }

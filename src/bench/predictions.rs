@@ -46,6 +46,7 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
     let stride = case.params.get("stride").and_then(|v| v.as_u64()).unwrap_or(1);
     let k = case.params.get("k").and_then(|v| v.as_u64()).unwrap_or(3);
     let wgmma = case.label.ends_with("[wgmma]");
+    let tma = case.label.ends_with("[tma]");
     match (case.op, backward) {
         ("conv2d", false) if wgmma => p(
             0.25,
@@ -93,6 +94,13 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
              each recompute S, 4 warps per SM at D = 256",
         ),
         ("linear", _) => p(0.005, 0.05, "17-134 MFLOP: a few µs of launch and tail against a floor under 0.2 µs"),
+        ("matmul", false) if tma => p(
+            0.55,
+            0.80,
+            "the wgmma main loop fed by TMA from a producer warp (full/empty mbarriers, 4 stages, 90 registers): \
+             no address arithmetic or cp.async issue in the math warps, no block-wide barrier per k tile",
+        ),
+        ("matmul", true) if tma => p(0.50, 0.75, "the nt and tn GEMMs on the TMA kernel"),
         ("matmul", false) if wgmma => p(
             0.35,
             0.60,

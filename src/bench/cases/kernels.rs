@@ -9,6 +9,7 @@ use crate::{DType, Device};
 pub enum Kernels {
     Selected,
     Wgmma,
+    Tma,
 }
 
 impl Kernels {
@@ -16,12 +17,13 @@ impl Kernels {
         match self {
             Kernels::Selected => "",
             Kernels::Wgmma => " [wgmma]",
+            Kernels::Tma => " [tma]",
         }
     }
     pub fn skip(self) -> Option<fn(&Device, DType) -> Option<String>> {
         match self {
             Kernels::Selected => None,
-            Kernels::Wgmma => Some(|device, dtype| match device.gpu() {
+            Kernels::Wgmma | Kernels::Tma => Some(|device, dtype| match device.gpu() {
                 _ if dtype != DType::BF16 => Some("the wgmma GEMM is bf16's".into()),
                 Some(gpu) => Bf16Gemm::Wgmma.unsupported(gpu),
                 None => Some("wgmma is a CUDA kernel".into()),
@@ -32,6 +34,7 @@ impl Kernels {
         match self {
             Kernels::Selected => None,
             Kernels::Wgmma => Some(Bf16Gemm::Wgmma.scoped()),
+            Kernels::Tma => Some(Bf16Gemm::Tma.scoped()),
         }
     }
 }

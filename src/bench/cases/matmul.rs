@@ -1,7 +1,7 @@
 //! matmul / linear cases: the U-Net time-embedding MLP at batch 128 (linear 128->512 and 512->512) and a
 //! square 4096^3 matmul that shows the tensor-core ceiling; the matmul and the larger linear again on the
-//! Hopper wgmma kernels (label "[wgmma]"), side by side with mma.sync's in the same run, on GPUs that have
-//! them.
+//! Hopper wgmma kernels (label "[wgmma]"; the matmul also with TMA copies, "[tma]"), side by side with
+//! mma.sync's in the same run, on GPUs that have them.
 use super::kernels::Kernels;
 use crate::bench::BenchCase;
 use crate::ops::matmul::{linear, matmul};
@@ -65,5 +65,6 @@ pub fn cases() -> Vec<BenchCase> {
         matmul_case(4096, 4096, 4096, Kernels::Selected),
         linear_case(128, 512, 512, Kernels::Wgmma),
         matmul_case(4096, 4096, 4096, Kernels::Wgmma),
+        matmul_case(4096, 4096, 4096, Kernels::Tma),
     ]
 }

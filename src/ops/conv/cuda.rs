@@ -142,7 +142,7 @@ pub fn fwd_with(
     let y = CudaStorage::alloc(gpu, x.dtype(), g.n * g.co * g.ho * g.wo)?;
     let gemm = (g.n * g.ho * g.wo, g.co, g.kdim());
     let b = bias.map_or(0, |b| b.ptr());
-    if x.dtype() == DType::BF16 && g.c.is_multiple_of(8) && kernels == Bf16Gemm::Wgmma {
+    if x.dtype() == DType::BF16 && g.c.is_multiple_of(8) && kernels.wgmma_convs() {
         wgmma_supported(gpu, "conv2d")?;
         fwd_wgmma(gpu, g, x, w, b, &y)?;
         return Ok(y);
@@ -213,8 +213,7 @@ pub fn dgrad(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage) -> Result<C
 pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernels: Bf16Gemm) -> Result<CudaStorage> {
     check_i32(g, "conv2d backward")?;
     let dx = CudaStorage::alloc(gpu, dy.dtype(), g.n * g.c * g.h * g.w)?;
-    if dy.dtype() == DType::BF16 && g.stride == 1 && g.pad < g.k && g.co.is_multiple_of(8) && kernels == Bf16Gemm::Wgmma
-    {
+    if dy.dtype() == DType::BF16 && g.stride == 1 && g.pad < g.k && g.co.is_multiple_of(8) && kernels.wgmma_convs() {
         wgmma_supported(gpu, "conv2d backward")?;
         // dx = conv(dy, w') with w'[c, co, kh, kw] = w[co, c, K-1-kh, K-1-kw], padding K - 1 - p.
         let gd = Geom::new(&[g.n, g.co, g.ho, g.wo], &[g.c, g.co, g.k, g.k], 1, g.k - 1 - g.pad)?;
@@ -265,7 +264,7 @@ pub fn wgrad_with(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage, kernel
         // An empty batch adds nothing: dw is zero (or empty).
         return CudaStorage::zeros(gpu, dtype, n);
     }
-    if dtype == DType::BF16 && g.c.is_multiple_of(8) && (g.ho * g.wo).is_multiple_of(8) && kernels == Bf16Gemm::Wgmma {
+    if dtype == DType::BF16 && g.c.is_multiple_of(8) && (g.ho * g.wo).is_multiple_of(8) && kernels.wgmma_convs() {
         wgmma_supported(gpu, "conv2d backward")?;
         return wgrad_wgmma(gpu, g, x, dy);
     }

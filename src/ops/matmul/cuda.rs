@@ -17,6 +17,9 @@ pub enum Bf16Gemm {
     /// the 128-byte swizzle. Verified on the emulated device only: it becomes the default once a GPU run
     /// shows it faster (issue 11), until then `GSURE_BF16_GEMM=wgmma` or `Bf16Gemm::select` picks it.
     Wgmma,
+    /// The same wgmma GEMM with its tiles copied by TMA from a producer warp (full/empty mbarriers per
+    /// stage), for the matmul only (convolutions take `Wgmma`'s kernels under this choice). Emulator only.
+    Tma,
 }
 
 /// 0: not chosen yet; otherwise 1 + the variant's index.
@@ -27,7 +30,8 @@ impl Bf16Gemm {
         match s {
             "mma" | "mma.sync" => Ok(Bf16Gemm::MmaSync),
             "wgmma" => Ok(Bf16Gemm::Wgmma),
-            _ => bail!("unknown bf16 GEMM kernel {s:?}: expected `mma` (mma.sync) or `wgmma`"),
+            "tma" => Ok(Bf16Gemm::Tma),
+            _ => bail!("unknown bf16 GEMM kernel {s:?}: expected `mma` (mma.sync), `wgmma` or `tma`"),
         }
     }
 
@@ -35,15 +39,17 @@ impl Bf16Gemm {
         match self {
             Bf16Gemm::MmaSync => "mma",
             Bf16Gemm::Wgmma => "wgmma",
+            Bf16Gemm::Tma => "tma",
         }
     }
 
     /// The kernels every bf16 GEMM of this process runs on: as `select`ed, else `GSURE_BF16_GEMM`
-    /// (`mma` or `wgmma`), else mma.sync.
+    /// (`mma`, `wgmma` or `tma`), else mma.sync.
     pub fn selected() -> Result<Bf16Gemm> {
         match SELECTED.load(Ordering::Relaxed) {
             1 => return Ok(Bf16Gemm::MmaSync),
             2 => return Ok(Bf16Gemm::Wgmma),
+            3 => return Ok(Bf16Gemm::Tma),
             _ => {}
         }
         let kind = match std::env::var("GSURE_BF16_GEMM") {
@@ -58,6 +64,11 @@ impl Bf16Gemm {
         SELECTED.store(1 + kind as u8, Ordering::Relaxed);
     }
 
+    /// Whether the convolutions run on the wgmma kernels under this choice.
+    pub fn wgmma_convs(self) -> bool {
+        matches!(self, Bf16Gemm::Wgmma | Bf16Gemm::Tma)
+    }
+
     /// Selects these kernels until the returned scope is dropped, then restores the previous choice.
     pub fn scoped(self) -> Bf16GemmScope {
         Bf16GemmScope { previous: SELECTED.swap(1 + self as u8, Ordering::Relaxed) }
@@ -67,8 +78,8 @@ impl Bf16Gemm {
     pub fn unsupported(self, gpu: &Gpu) -> Option<String> {
         match self {
             Bf16Gemm::MmaSync => None,
-            Bf16Gemm::Wgmma if gpu.compute_capability() == (9, 0) && ptx::CUDA_ARCH == "sm_90a" => None,
-            Bf16Gemm::Wgmma => Some(format!(
+            Bf16Gemm::Wgmma | Bf16Gemm::Tma if gpu.compute_capability() == (9, 0) && ptx::CUDA_ARCH == "sm_90a" => None,
+            Bf16Gemm::Wgmma | Bf16Gemm::Tma => Some(format!(
                 "the wgmma GEMM needs kernels built for sm_90a (GSURE_CUDA_ARCH, now {}) on a compute capability \
                  9.0 GPU ({} is {}.{})",
                 ptx::CUDA_ARCH,
@@ -101,6 +112,45 @@ pub(crate) fn wgmma_func(gpu: &Gpu, module: &'static str, name: &str) -> Result<
     f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, WGMMA_SMEM_BYTES as i32)
         .map_err(|e| anyhow::anyhow!("{name} needs {WGMMA_SMEM_BYTES} bytes of shared memory: {e:?}"))?;
     Ok(f)
+}
+
+/// A CUtensorMap passed by value (kernels/tma.cuh's `TensorMap`).
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
+pub(crate) struct TensorMap(cudarc::driver::sys::CUtensorMap);
+// SAFETY: 128 plain bytes, passed by value as the kernel's `const __grid_constant__ TensorMap`.
+unsafe impl cudarc::driver::DeviceRepr for TensorMap {}
+
+/// The map of a bf16 matrix stored [rows][cols] (cols contiguous, cols % 8 == 0, 16-byte aligned) with a
+/// box of 64 columns (128 bytes, the 128-byte swizzle's span) by `box_rows` rows, zeros outside.
+pub(crate) fn tensor_map_2d(ptr: u64, rows: usize, cols: usize, box_rows: u32) -> Result<TensorMap> {
+    use cudarc::driver::sys::*;
+    let dims: [u64; 2] = [cols as u64, rows as u64];
+    let strides: [u64; 1] = [cols as u64 * 2];
+    let boxes: [u32; 2] = [64, box_rows];
+    let ones: [u32; 2] = [1, 1];
+    let mut map = TensorMap(CUtensorMap { opaque: [0; 16] });
+    // SAFETY: the arrays outlive the call, which only writes `map`.
+    let r = unsafe {
+        cuTensorMapEncodeTiled(
+            &mut map.0,
+            CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            2,
+            ptr as *mut core::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            ones.as_ptr(),
+            CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+            CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if r != CUresult::CUDA_SUCCESS {
+        bail!("cuTensorMapEncodeTiled for a [{rows}, {cols}] bf16 matrix (box 64 x {box_rows}): {r:?}");
+    }
+    Ok(map)
 }
 
 /// Mirrors `struct GemmParams` in kernels/gemm.cuh (pointers as u64 device addresses).
@@ -179,6 +229,18 @@ pub fn matmul_with(
                 && b_cols.is_multiple_of(8)
                 && a.ptr().is_multiple_of(16)
                 && b.ptr().is_multiple_of(16);
+            if kernels == Bf16Gemm::Tma && vec {
+                if let Some(why) = kernels.unsupported(gpu) {
+                    bail!("matmul: {why}; run with GSURE_BF16_GEMM=mma");
+                }
+                // Each operand as stored: [rows][cols], cols contiguous; a K-major tile's box is 128 rows.
+                let (a_rows, b_rows) = (if ta { k } else { m }, if tb { n } else { k });
+                let ma = tensor_map_2d(a.ptr(), a_rows, a_cols, if ta { 64 } else { 128 })?;
+                let mb = tensor_map_2d(b.ptr(), b_rows, b_cols, if tb { 128 } else { 64 })?;
+                let f = wgmma_func(gpu, ptx::MATMUL_WGMMA, &format!("matmul_{lay}_bf16_tma"))?;
+                launch!(gpu, f, (grid(m, n, 128)?, 288u32, WGMMA_SMEM_BYTES as u32), params, ma, mb)?;
+                return Ok(c);
+            }
             if kernels == Bf16Gemm::Wgmma && vec {
                 if let Some(why) = kernels.unsupported(gpu) {
                     bail!("matmul: {why}; run with GSURE_BF16_GEMM=mma");
