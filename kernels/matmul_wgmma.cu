@@ -9,6 +9,22 @@
 #include "gemm.cuh"
 #include "wgmma_gemm.cuh"
 
+// The block's tile of C (row-major [M][N], bf16) from the warpgroup's accumulator, bounds-checked.
+__device__ __forceinline__ void store_c(const GemmParams& p, int m0, int n0, const float (&acc)[wgmma_gemm::BN / 2]) {
+  bf16* c = static_cast<bf16*>(p.c);
+  wgmma_gemm::store_rows(acc, [&](int r, int col, float v0, float v1) {
+    const int row = m0 + r, cc = n0 + col;
+    if (row >= p.m) return;
+    bf16* dst = c + (int64_t)row * p.n + cc;
+    if (cc + 1 < p.n && p.n % 2 == 0) {
+      *reinterpret_cast<uint32_t*>(dst) = pack_bf16x2(v0, v1);  // both in range, 4-byte aligned
+    } else {
+      if (cc < p.n) dst[0] = __float2bfloat16(v0);
+      if (cc + 1 < p.n) dst[1] = __float2bfloat16(v1);
+    }
+  });
+}
+
 template <bool TA, bool TB> __device__ void wgmma_matmul(const GemmParams p) {
   using namespace wgmma_gemm;
   const bf16* a = static_cast<const bf16*>(p.a);
@@ -23,18 +39,7 @@ template <bool TA, bool TB> __device__ void wgmma_matmul(const GemmParams p) {
   };
   float acc[BN / 2];
   mainloop<TA, !TB>(acc, (p.k + BK - 1) / BK, load_stage);
-  bf16* c = static_cast<bf16*>(p.c);
-  store_rows(acc, [&](int r, int col, float v0, float v1) {
-    const int row = m0 + r, cc = n0 + col;
-    if (row >= p.m) return;
-    bf16* dst = c + (int64_t)row * p.n + cc;
-    if (cc + 1 < p.n && p.n % 2 == 0) {
-      *reinterpret_cast<uint32_t*>(dst) = pack_bf16x2(v0, v1);  // both in range, 4-byte aligned
-    } else {
-      if (cc < p.n) dst[0] = __float2bfloat16(v0);
-      if (cc + 1 < p.n) dst[1] = __float2bfloat16(v1);
-    }
-  });
+  store_c(p, m0, n0, acc);
 }
 
 // The same GEMM with its tiles copied by TMA. Each operand's map describes it as stored, [rows][cols] with
@@ -53,18 +58,7 @@ __device__ void tma_matmul(const GemmParams p, const TensorMap* ma, const Tensor
   };
   float acc[BN / 2];
   if (!mainloop_tma<TA, !TB>(acc, (p.k + BK - 1) / BK, load_stage)) return;
-  bf16* c = static_cast<bf16*>(p.c);
-  store_rows(acc, [&](int r, int col, float v0, float v1) {
-    const int row = m0 + r, cc = n0 + col;
-    if (row >= p.m) return;
-    bf16* dst = c + (int64_t)row * p.n + cc;
-    if (cc + 1 < p.n && p.n % 2 == 0) {
-      *reinterpret_cast<uint32_t*>(dst) = pack_bf16x2(v0, v1);
-    } else {
-      if (cc < p.n) dst[0] = __float2bfloat16(v0);
-      if (cc + 1 < p.n) dst[1] = __float2bfloat16(v1);
-    }
-  });
+  store_c(p, m0, n0, acc);
 }
 
 // Entry points: matmul_<ta><tb>_bf16_wgmma, one 256-thread block per SM (the ring is 129 KiB).
