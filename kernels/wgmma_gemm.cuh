@@ -67,24 +67,33 @@ __device__ __forceinline__ void load_matrix_tile(unsigned char* dst, const bf16*
   }
 }
 
+// The start of the ring of STAGES stages: the block's dynamic shared memory rounded up to 1 KiB (the
+// 128-byte swizzle's repeat), so that every tile's pattern starts at its origin.
+__device__ __forceinline__ unsigned char* ring_base() {
+  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
+  return raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
+}
+
+// The descriptor of k16 step `ks` of a 128-byte-swizzled tile starting at `tile` (layouts above): a step
+// is 32 B along a K-major tile's rows or 2 KiB (16 k rows) down an MN-major one, whose LBO is the next
+// 64-column block (unused for K-major, "assumed 1").
+template <bool MN> __device__ __forceinline__ uint64_t tile_desc(const unsigned char* tile, int ks) {
+  return wgmma_desc(tile + ks * (MN ? 2048 : 32), MN ? 8192 : 16, 1024, WGMMA_SW128);
+}
+
 // Runs the k loop: load_stage(a_tile, b_tile, k_tile) fills one stage with tile k_tile's operands (cp.async,
 // without committing); returns this warpgroup's 64 x 128 accumulator (wgmma.cuh's fragment layout).
 // A_MN / B_MN: the tiles are MN-major.
 template <bool A_MN, bool B_MN, class LoadStage>
 __device__ __forceinline__ void mainloop(float (&acc)[BN / 2], int ktiles, const LoadStage& load_stage) {
-  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
-  unsigned char* ring = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
+  unsigned char* ring = ring_base();
   const int group = threadIdx.x / 128;  // the warpgroup: rows 64 group.. of the tile
   auto tile_a = [&](int s) { return ring + s * STAGE_BYTES; };
   auto tile_b = [&](int s) { return ring + s * STAGE_BYTES + TILE_BYTES; };
-  // Descriptors of k16 step `ks` of stage s. This warpgroup's 64 rows of A: rows 64·group.. of a K-major
-  // tile (8 KiB in), or the group-th 64-column block of an MN-major one (also 8 KiB in).
-  auto desc_a = [&](int s, int ks) {
-    return wgmma_desc(tile_a(s) + group * 8192 + ks * (A_MN ? 2048 : 32), A_MN ? 8192 : 16, 1024, WGMMA_SW128);
-  };
-  auto desc_b = [&](int s, int ks) {
-    return wgmma_desc(tile_b(s) + ks * (B_MN ? 2048 : 32), B_MN ? 8192 : 16, 1024, WGMMA_SW128);
-  };
+  // This warpgroup's 64 rows of A: rows 64·group.. of a K-major tile (8 KiB in), or the group-th 64-column
+  // block of an MN-major one (also 8 KiB in).
+  auto desc_a = [&](int s, int ks) { return tile_desc<A_MN>(tile_a(s) + group * 8192, ks); };
+  auto desc_b = [&](int s, int ks) { return tile_desc<B_MN>(tile_b(s), ks); };
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
 #pragma unroll
@@ -121,8 +130,7 @@ __device__ __forceinline__ void mainloop(float (&acc)[BN / 2], int ktiles, const
 // consumer threads, which hold the accumulator; the producer warp returns false.
 template <bool A_MN, bool B_MN, class LoadStage>
 __device__ __forceinline__ bool mainloop_tma(float (&acc)[BN / 2], int ktiles, const LoadStage& load_stage) {
-  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
-  unsigned char* ring = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
+  unsigned char* ring = ring_base();
   __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
   auto tile_a = [&](int s) { return ring + s * STAGE_BYTES; };
   auto tile_b = [&](int s) { return ring + s * STAGE_BYTES + TILE_BYTES; };
@@ -140,12 +148,8 @@ __device__ __forceinline__ bool mainloop_tma(float (&acc)[BN / 2], int ktiles, c
     return false;
   }
   const int group = threadIdx.x / 128;
-  auto desc_a = [&](int s, int ks) {
-    return wgmma_desc(tile_a(s) + group * 8192 + ks * (A_MN ? 2048 : 32), A_MN ? 8192 : 16, 1024, WGMMA_SW128);
-  };
-  auto desc_b = [&](int s, int ks) {
-    return wgmma_desc(tile_b(s) + ks * (B_MN ? 2048 : 32), B_MN ? 8192 : 16, 1024, WGMMA_SW128);
-  };
+  auto desc_a = [&](int s, int ks) { return tile_desc<A_MN>(tile_a(s) + group * 8192, ks); };
+  auto desc_b = [&](int s, int ks) { return tile_desc<B_MN>(tile_b(s), ks); };
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < ktiles; ++kt) {
