@@ -10,33 +10,12 @@
 //   16-row tiles and 64 threads, so that their shared tiles fit the 227 KiB a block can have)
 //   attention_bwd_dq_d{..}_{f32,bf16}            dQ, one block per query tile (loops over key tiles)
 // All kernels: grid = (tiles along T, B*heads), computation in f32, lse saved in f32 natural-log units.
-#include "mma.cuh"
-
-// Mirrors AttnParams in src/ops/attention/cuda.rs. Pointers the kernel does not use are null.
-struct AttnParams {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* o;
-  const void* dout;
-  float* lse;    // [B, heads, T]
-  float* delta;  // [B, heads, T]
-  void* dq;
-  void* dk;
-  void* dv;
-  int B, C, T, heads, D;
-  float scale;  // 1 / sqrt(D)
-};
+#include "attention.cuh"
 
 // Tiles of the CUDA-core kernels: GQ = GK = TILE queries x keys (32, or 16 at DMAX = 512), 4 * TILE threads.
 // A thread owns one row of the tile (tid / 4) and a quarter of the other axis (columns sub + 4*j,
 // sub = tid % 4), so the four threads of a row are adjacent lanes and row reductions are two xor-shuffles.
 __host__ __device__ constexpr int tile_for(int dmax) { return dmax > 256 ? 16 : 32; }
-
-__device__ __forceinline__ int64_t head_offset(const AttnParams& p) {
-  const int bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
-  return ((int64_t)b * p.C + (int64_t)h * p.D) * p.T;
-}
 
 // dst[d * ld + j] = src[d * T + t0 + j] for d < D, j < cols; zero past T (f32 shared memory).
 template <typename T>
@@ -163,31 +142,7 @@ __device__ void fwd_mma(const AttnParams& p) {
   bf16* o = (bf16*)p.o + base;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int q0 = blockIdx.x * BQ;
-  // 16-byte cp.async needs 16-byte aligned sources: with T % 8 == 0 every row start (d*T) and every tile
-  // column (multiple of 8) is aligned, and a chunk of 8 tokens is either all inside T or all outside.
-  const bool vec = (Tn & 7) == 0;
-
-  // dst[d][j] = src[d][t0 + j] (j < cols), zero past T.
-  auto load = [&](bf16* dst, int ld, const bf16* src, int t0, int cols) {
-    if (vec) {
-      const int chunks = cols / 8;
-      for (int e = tid; e < D * chunks; e += 128) {
-        const int d = e / chunks, j = (e - d * chunks) * 8;
-        const bool in = t0 + j < Tn;
-        const bf16* s = in ? src + (int64_t)d * Tn + t0 + j : src;
-        cp_async_16(smem_addr(dst + d * ld + j), s, in ? 16 : 0);
-      }
-      cp_async_commit();
-      cp_async_wait<0>();
-    } else {
-      for (int e = tid; e < D * cols; e += 128) {
-        const int d = e / cols, j = e - d * cols;
-        dst[d * ld + j] = t0 + j < Tn ? src[(int64_t)d * Tn + t0 + j] : __float2bfloat16(0.f);
-      }
-    }
-  };
-
-  load(Qs, LDQ, q, q0, BQ);
+  load_tile_bf16(Qs, LDQ, q, D, Tn, q0, BQ);
   float acc[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
@@ -196,8 +151,8 @@ __device__ void fwd_mma(const AttnParams& p) {
 
   for (int k0 = 0; k0 < Tn; k0 += BK) {
     __syncthreads();  // previous Ks/Vs fully consumed (and Qs visible on the first pass)
-    load(Ks, LDK, k, k0, BK);
-    load(Vs, LDK, v, k0, BK);
+    load_tile_bf16(Ks, LDK, k, D, Tn, k0, BK);
+    load_tile_bf16(Vs, LDK, v, D, Tn, k0, BK);
     __syncthreads();
 
     float s[BK / 8][4];

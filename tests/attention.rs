@@ -178,6 +178,43 @@ fn cuda_parity_peaked_softmax() {
 }
 
 #[test]
+fn cuda_backward_kernel_families_agree_and_repeat() {
+    // The bf16 backward on tensor cores (kernels/attention_bwd_mma.cu, the default) and on the CUDA-core
+    // kernels it replaced, each against the CPU at a few head dims (64 with a partial tile, 512 at 8x8, 128 over
+    // two heads with T % 8 != 0); then the tensor-core gradients of two runs bitwise equal (no atomics, so the
+    // order the blocks finish in does not matter). The choice is process-wide: tests beside this one may run
+    // on either family meanwhile, which every one of them passes with.
+    use gsure::ops::attention::cuda::AttentionBwd;
+    let Some(gpu) = gsure::testing::gpu_or_skip("attention backward kernel families") else { return };
+    let mut r = rng(13);
+    for &(b, c, heads, t) in &[(2, 64, 1, 100), (1, 512, 1, 64), (2, 256, 2, 37)] {
+        let shape = [b, c, t];
+        let inputs = [randn(&shape, &mut r), randn(&shape, &mut r), randn(&shape, &mut r)];
+        for kernels in [AttentionBwd::CudaCore, AttentionBwd::TensorCore] {
+            let _choice = kernels.scoped();
+            let name = format!("attention backward on {kernels:?} B{b} C{c} heads{heads} T{t}");
+            parity(&name, |x| attention(&x[0], &x[1], &x[2], heads), &inputs, &[0, 1, 2], DType::BF16, None)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        let grads = || -> Vec<Vec<u64>> {
+            let _choice = AttentionBwd::TensorCore.scoped();
+            let leaves: Vec<Tensor> = inputs
+                .iter()
+                .map(|x| x.to_device(&gpu).unwrap().to_dtype(DType::BF16).unwrap().set_requires_grad(true))
+                .collect();
+            let y = attention(&leaves[0], &leaves[1], &leaves[2], heads).unwrap();
+            let g =
+                gsure::autograd::backward(&gsure::ops::sum_all(&gsure::ops::mul(&y, &y).unwrap()).unwrap()).unwrap();
+            leaves
+                .iter()
+                .map(|x| g.get(x).unwrap().to_vec_f64().unwrap().iter().map(|v| v.to_bits()).collect())
+                .collect()
+        };
+        assert!(grads() == grads(), "B{b} C{c} heads{heads} T{t}: tensor-core gradients differ between two runs");
+    }
+}
+
+#[test]
 fn bad_inputs_are_errors_naming_op_and_shapes() {
     let mut r = rng(7);
     let x = randn(&[2, 4, 5], &mut r);

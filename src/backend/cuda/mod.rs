@@ -4,11 +4,13 @@
 mod alloc;
 mod context;
 mod graph;
+pub mod kernel_choice;
 mod pinned;
 
 pub use alloc::{AllocStats, GpuBuf, StreamActivity};
 pub use context::{typed_name, Gpu};
 pub use graph::Graph;
+pub use kernel_choice::{KernelFamily, KernelScope};
 pub use pinned::PinnedBuf;
 
 use crate::backend::DType;

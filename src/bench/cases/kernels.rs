@@ -1,6 +1,7 @@
 //! Which bf16 tensor-core kernels a bench case runs on, so that one run times mma.sync and wgmma side by
 //! side on the same shapes.
-use crate::ops::matmul::cuda::{Bf16Gemm, Bf16GemmScope};
+use crate::backend::cuda::KernelScope;
+use crate::ops::matmul::cuda::Bf16Gemm;
 use crate::{DType, Device};
 
 /// The bf16 kernels a case runs on: the process's choice, or wgmma for the case's lifetime (its closure
@@ -30,7 +31,7 @@ impl Kernels {
             }),
         }
     }
-    pub fn scope(self) -> Option<Bf16GemmScope> {
+    pub fn scope(self) -> Option<KernelScope> {
         match self {
             Kernels::Selected => None,
             Kernels::Wgmma => Some(Bf16Gemm::Wgmma.scoped()),

@@ -1,17 +1,22 @@
-//! Launchers for kernels/attention.cu (see the kernel file for the tiling and fragment layouts).
+//! Launchers for kernels/attention.cu and kernels/attention_bwd_mma.cu (see the kernel files for the tiling
+//! and fragment layouts).
 //!
 //! Forward: bf16 with head dim 32/64/128/256 runs the tensor-core kernel (64 queries per block, 4 warps);
 //! everything else runs the CUDA-core flash kernel instantiated for a head-dim bound DMAX in
 //! {32, 64, 128, 256, 512} (tiles of 32 queries/keys and 128 threads; 16 and 64 at DMAX = 512, the one
-//! head of C = 512 in the GSURE paper's DDIM U-Nets, so the shared tiles fit in 227 KiB). Backward: `attention_delta` (D_i = rowsum(dO ⊙ O)), then
-//! dK/dV parallel over key tiles and dQ parallel over query tiles (two deterministic passes, no atomics).
+//! head of C = 512 in the GSURE paper's DDIM U-Nets, so the shared tiles fit in 227 KiB). Backward:
+//! `attention_delta` (D_i = rowsum(dO ⊙ O)), then dK/dV parallel over key tiles and dQ parallel over query
+//! tiles (two deterministic passes, no atomics): on tensor cores for bf16 with head dim 32/64/128/256/512
+//! (`AttentionBwd::TensorCore`, the default), else on the CUDA-core kernels.
 use super::Dims;
+use crate::backend::cuda::kernel_choice::{self, KernelFamily, KernelScope};
 use crate::backend::cuda::Gpu;
 use crate::backend::cuda::{ptx, typed_name, CudaStorage, GpuBuf};
 use crate::launch;
 use crate::DType;
 use anyhow::{bail, Result};
 use cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+use std::sync::atomic::AtomicU8;
 
 /// Mirrors `AttnParams` in kernels/attention.cu (pointers as u64; unused ones are 0).
 #[repr(C)]
@@ -40,6 +45,73 @@ unsafe impl cudarc::driver::DeviceRepr for AttnParams {}
 /// Tensor-core forward: queries per block, threads.
 const MMA_BQ: usize = 64;
 const MMA_THREADS: u32 = 128;
+
+/// The kernels the bf16 attention backward runs on (f32 and head dims off the tensor-core list always take
+/// the CUDA-core ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionBwd {
+    /// kernels/attention_bwd_mma.cu: mma.sync m16n8k16, P and dS as bf16 tiles in shared memory.
+    /// Verified on the emulated device only (issue 11).
+    TensorCore,
+    /// kernels/attention.cu's f32 CUDA-core kernels, kept to be timed beside the tensor-core ones.
+    CudaCore,
+}
+
+impl KernelFamily for AttentionBwd {
+    const ALL: &'static [AttentionBwd] = &[AttentionBwd::TensorCore, AttentionBwd::CudaCore];
+    const ENV: &'static str = "GSURE_ATTENTION_BWD";
+    const WHAT: &'static str = "attention backward kernel";
+    fn name(self) -> &'static str {
+        match self {
+            AttentionBwd::TensorCore => "mma",
+            AttentionBwd::CudaCore => "cuda-core",
+        }
+    }
+    fn slot() -> &'static AtomicU8 {
+        static SLOT: AtomicU8 = AtomicU8::new(0);
+        &SLOT
+    }
+}
+
+impl AttentionBwd {
+    /// As `kernel_choice::selected`: `GSURE_ATTENTION_BWD` (`mma` or `cuda-core`), else tensor cores.
+    pub fn selected() -> Result<AttentionBwd> {
+        kernel_choice::selected()
+    }
+    pub fn scoped(self) -> KernelScope {
+        kernel_choice::scoped(self)
+    }
+}
+
+/// Tiles of one tensor-core backward kernel (`BWD_MMA` in kernels/attention_bwd_mma.cu): rows owned by a
+/// block (keys for dK/dV, queries for dQ), columns per loop step, warps.
+#[derive(Clone, Copy)]
+struct BwdTiles {
+    rows: usize,
+    cols: usize,
+    warps: u32,
+}
+
+impl BwdTiles {
+    /// (dK/dV, dQ) tiles for a head dim, as instantiated in the kernel file.
+    fn for_head_dim(d: usize) -> Option<(BwdTiles, BwdTiles)> {
+        let t = |rows, cols, warps| BwdTiles { rows, cols, warps };
+        Some(match d {
+            32 | 64 => (t(64, 64, 4), t(64, 64, 4)),
+            128 => (t(32, 64, 4), t(64, 32, 4)),
+            256 => (t(16, 64, 4), t(64, 32, 8)),
+            512 => (t(16, 64, 8), t(32, 32, 8)),
+            _ => return None,
+        })
+    }
+    /// `bwd_smem_bytes`: R1, R2 [D][rows+8], C1, C2 [D][cols+8], dS (and P for dK/dV) [rows][cols+8] bf16,
+    /// lse and delta for the tile's queries in f32.
+    fn smem(self, d: usize, key_rows: bool) -> usize {
+        let (r, c) = (self.rows, self.cols);
+        let tiles = if key_rows { 2 } else { 1 };
+        2 * (2 * d * (r + 8) + 2 * d * (c + 8) + tiles * r * (c + 8)) + 8 * if key_rows { c } else { r }
+    }
+}
 
 /// A CUDA-core kernel instantiation: the register-array bound DMAX on the head dim, and its square tile of
 /// queries x keys (4 threads per tile row); `tile_for` in kernels/attention.cu.
@@ -96,8 +168,8 @@ fn params(dims: Dims) -> Result<AttnParams> {
 }
 
 /// Loads the kernel and raises its dynamic shared memory limit when it needs more than the default 48 KiB.
-fn func(gpu: &Gpu, name: &str, smem: usize) -> Result<cudarc::driver::CudaFunction> {
-    let f = gpu.func(ptx::ATTENTION, name)?;
+fn func(gpu: &Gpu, module: &'static str, name: &str, smem: usize) -> Result<cudarc::driver::CudaFunction> {
+    let f = gpu.func(module, name)?;
     if smem > 48 * 1024 {
         f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
             .map_err(|e| anyhow::anyhow!("attention: {name} needs {smem} bytes of shared memory: {e:?}"))?;
@@ -140,14 +212,14 @@ pub fn forward(
         let bk = if d <= 64 { 64 } else { 32 };
         let smem = 2 * d * (MMA_BQ + 8 + 2 * (bk + 8));
         let name = format!("attention_fwd_mma_d{d}_bf16");
-        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(MMA_BQ) as u32, bh), MMA_THREADS, smem), p)?;
+        launch!(gpu, func(gpu, ptx::ATTENTION, &name, smem)?, ((t.div_ceil(MMA_BQ) as u32, bh), MMA_THREADS, smem), p)?;
     } else {
         let g = Generic::for_head_dim(d)?;
         let tile = g.tile;
         // Qs [D][GQ] + Ks [D][GK] + Vs [D][GK+1] + Ps [GQ][GK+1], floats (GQ = GK = tile).
         let smem = 4 * (d * (3 * tile + 1) + tile * (tile + 1));
         let name = typed_name(&format!("attention_fwd_d{}", g.dmax), dt)?;
-        launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
+        launch!(gpu, func(gpu, ptx::ATTENTION, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
     }
     Ok((out, CudaStorage::F32(lse)))
 }
@@ -179,8 +251,6 @@ pub fn backward(
     }
     let mut p = params(dims)?;
     let (d, t) = (dims.head_dim(), dims.tokens);
-    let g = Generic::for_head_dim(d)?;
-    let (dm, tile) = (g.dmax, g.tile);
     let delta: GpuBuf<f32> = gpu.alloc(dims.batch * dims.heads * t)?;
     (p.q, p.k, p.v, p.o, p.dout, p.lse, p.delta) =
         (q.ptr(), k.ptr(), v.ptr(), o.ptr(), dout.ptr(), lse.ptr(), delta.ptr());
@@ -191,14 +261,28 @@ pub fn backward(
     let name = typed_name("attention_delta", dt)?;
     launch!(gpu, gpu.func(ptx::ATTENTION, &name)?, (((t as u32).div_ceil(delta_block), bh), delta_block, 0), p)?;
 
+    if let (DType::BF16, AttentionBwd::TensorCore, Some((dkdv_tiles, dq_tiles))) =
+        (dt, AttentionBwd::selected()?, BwdTiles::for_head_dim(d))
+    {
+        for (tiles, key_rows, kernel) in [(dkdv_tiles, true, "dkdv"), (dq_tiles, false, "dq")] {
+            let smem = tiles.smem(d, key_rows);
+            let name = format!("attention_bwd_mma_{kernel}_d{d}_bf16");
+            let f = func(gpu, ptx::ATTENTION_BWD_MMA, &name, smem)?;
+            launch!(gpu, f, ((t.div_ceil(tiles.rows) as u32, bh), tiles.warps * 32, smem), p)?;
+        }
+        return Ok([dq, dk, dv]);
+    }
+
+    let g = Generic::for_head_dim(d)?;
+    let (dm, tile) = (g.dmax, g.tile);
     // Ks [D][GK] + Vs [D][GK] + Qs [D][GQ+1] + dOs [D][GQ+1] + Ps, dSs [GK][GQ+1] + lse, delta [GQ], floats.
     let smem = 4 * (d * (4 * tile + 2) + 2 * tile * (tile + 1) + 2 * tile);
     let name = typed_name(&format!("attention_bwd_dkdv_d{dm}"), dt)?;
-    launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
+    launch!(gpu, func(gpu, ptx::ATTENTION, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
 
     // Qs [D][GQ] + dOs [D][GQ] + Ks [D][GK+1] + Vs [D][GK] + dSs [GQ][GK+1], floats.
     let smem = 4 * (d * (4 * tile + 1) + tile * (tile + 1));
     let name = typed_name(&format!("attention_bwd_dq_d{dm}"), dt)?;
-    launch!(gpu, func(gpu, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
+    launch!(gpu, func(gpu, ptx::ATTENTION, &name, smem)?, ((t.div_ceil(tile) as u32, bh), g.threads(), smem), p)?;
     Ok([dq, dk, dv])
 }

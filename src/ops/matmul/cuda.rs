@@ -1,11 +1,12 @@
 //! Launchers for kernels/matmul.cu (f32; bf16 on mma.sync) and kernels/matmul_wgmma.cu (bf16 on Hopper's
 //! warpgroup MMA).
+use crate::backend::cuda::kernel_choice::{self, KernelFamily, KernelScope};
 use crate::backend::cuda::{ptx, CudaStorage, Gpu};
 use crate::launch;
 use crate::DType;
 use anyhow::{bail, Result};
 use cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::AtomicU8;
 
 /// The tensor-core kernels a bf16 GEMM runs on: matmul/linear, and the convolution forward (an implicit
 /// GEMM, `ops::conv::cuda::fwd_with`).
@@ -22,46 +23,40 @@ pub enum Bf16Gemm {
     Tma,
 }
 
-/// 0: not chosen yet; otherwise 1 + the variant's index.
-static SELECTED: AtomicU8 = AtomicU8::new(0);
-
-impl Bf16Gemm {
-    pub fn parse(s: &str) -> Result<Bf16Gemm> {
-        match s {
-            "mma" | "mma.sync" => Ok(Bf16Gemm::MmaSync),
-            "wgmma" => Ok(Bf16Gemm::Wgmma),
-            "tma" => Ok(Bf16Gemm::Tma),
-            _ => bail!("unknown bf16 GEMM kernel {s:?}: expected `mma` (mma.sync), `wgmma` or `tma`"),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
+impl KernelFamily for Bf16Gemm {
+    const ALL: &'static [Bf16Gemm] = &[Bf16Gemm::MmaSync, Bf16Gemm::Wgmma, Bf16Gemm::Tma];
+    const ENV: &'static str = "GSURE_BF16_GEMM";
+    const WHAT: &'static str = "bf16 GEMM kernel";
+    fn name(self) -> &'static str {
         match self {
             Bf16Gemm::MmaSync => "mma",
             Bf16Gemm::Wgmma => "wgmma",
             Bf16Gemm::Tma => "tma",
         }
     }
+    fn slot() -> &'static AtomicU8 {
+        static SLOT: AtomicU8 = AtomicU8::new(0);
+        &SLOT
+    }
+}
+
+impl Bf16Gemm {
+    pub fn parse(s: &str) -> Result<Bf16Gemm> {
+        kernel_choice::parse(s)
+    }
+
+    pub fn name(self) -> &'static str {
+        KernelFamily::name(self)
+    }
 
     /// The kernels every bf16 GEMM of this process runs on: as `select`ed, else `GSURE_BF16_GEMM`
     /// (`mma`, `wgmma` or `tma`), else mma.sync.
     pub fn selected() -> Result<Bf16Gemm> {
-        match SELECTED.load(Ordering::Relaxed) {
-            1 => return Ok(Bf16Gemm::MmaSync),
-            2 => return Ok(Bf16Gemm::Wgmma),
-            3 => return Ok(Bf16Gemm::Tma),
-            _ => {}
-        }
-        let kind = match std::env::var("GSURE_BF16_GEMM") {
-            Ok(v) => Bf16Gemm::parse(&v).map_err(|e| anyhow::anyhow!("GSURE_BF16_GEMM: {e}"))?,
-            Err(_) => Bf16Gemm::MmaSync,
-        };
-        Bf16Gemm::select(kind);
-        Ok(kind)
+        kernel_choice::selected()
     }
 
     pub fn select(kind: Bf16Gemm) {
-        SELECTED.store(1 + kind as u8, Ordering::Relaxed);
+        kernel_choice::select(kind)
     }
 
     /// Whether the convolutions run on the wgmma kernels under this choice.
@@ -70,8 +65,8 @@ impl Bf16Gemm {
     }
 
     /// Selects these kernels until the returned scope is dropped, then restores the previous choice.
-    pub fn scoped(self) -> Bf16GemmScope {
-        Bf16GemmScope { previous: SELECTED.swap(1 + self as u8, Ordering::Relaxed) }
+    pub fn scoped(self) -> KernelScope {
+        kernel_choice::scoped(self)
     }
 
     /// Why this GPU and build cannot run these kernels, if they cannot.
@@ -88,18 +83,6 @@ impl Bf16Gemm {
                 gpu.compute_capability().1
             )),
         }
-    }
-}
-
-/// A temporary `Bf16Gemm` choice (`Bf16Gemm::scoped`); process-wide, so for one thread's benchmark or test.
-#[must_use = "the choice lasts as long as the scope"]
-pub struct Bf16GemmScope {
-    previous: u8,
-}
-
-impl Drop for Bf16GemmScope {
-    fn drop(&mut self) {
-        SELECTED.store(self.previous, Ordering::Relaxed);
     }
 }
 

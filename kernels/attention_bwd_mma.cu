@@ -1,0 +1,237 @@
+// attention_bwd_mma.cu: the attention backward on tensor cores (bf16 in, mma.m16n8k16 with f32 accumulate),
+// flash style: P and dS are rebuilt tile by tile from the saved lse and delta = rowsum(dO * O), never stored
+// beyond one tile in shared memory. Layout [B, C, T] channel-first as in attention.cu.
+// defines:
+//   attention_bwd_mma_dkdv_d{32,64,128,256,512}_bf16  dK, dV: one block per key tile, loops over query tiles
+//   attention_bwd_mma_dq_d{32,64,128,256,512}_bf16    dQ: one block per query tile, loops over key tiles
+//
+// Why two kernels (S and dP recomputed twice, 7 tile GEMMs where FlashAttention-2 does 5): FA2 adds every key
+// tile's dQ contribution with f32 atomics, whose order changes from run to run; our gradients are bitwise
+// reproducible (tests/trainer.rs replays a step and compares). A deterministic single pass would need dQ
+// partials per key tile in memory (T/BK slabs of [T, D] f32 per head) or key tiles that take turns on dQ; the
+// second recompute costs 40 % more tensor-core work and no memory.
+//
+// Both kernels are one template. The block owns BR "rows" (keys for dK/dV, queries for dQ) whose two operands
+// R1, R2 it loads once, and loops over tiles of BC "columns" with operands C1, C2:
+//   dK, dV: R1 = K, R2 = V, C1 = Q, C2 = dO;  S^T = K^T Q, dP^T = V^T dO, dV += P^T dO^T, dK += dS^T Q^T
+//   dQ:     R1 = Q, R2 = dO, C1 = K, C2 = V;  S = Q^T K, dP = dO^T V,     dQ += dS K^T
+// (each operand [D][tokens] as stored; P = exp(scale S - lse), dS = P (dP - delta), both query-indexed).
+// Per column tile, with NW warps:
+//   phase 1: warp w computes a 16 x WC piece of S and dP (rows 16 (w % RT), columns WC (w / RT)), reducing
+//            over all D channels, turns it into P and dS and stores both as bf16 tiles [BR][BC] in shared memory;
+//   phase 2: warp w accumulates a 16 x DW piece of the outputs (channels DW (w / RT)) over the BC columns,
+//            A operand = the P/dS tile, B operand = C1/C2.
+// Splitting phase 2 by channels keeps the accumulators at 2 BR D / (32 NW) floats a thread (D = 512 fits),
+// which the FA2 register trick (P straight from the S accumulators) cannot: it needs the whole row of D.
+//
+// Fragments (mma.cuh; g = lane / 4, t = lane % 4). Phase 1 reads both operands transposed ([d][token] in shared
+// memory, d is the reduction): ldmatrix.trans gives A (row g, d 2t..) = X[d 2t..][row g] and B (d 2t.., col g)
+// = Y[d 2t..][col g], as in the tensor-core forward. Phase 2's A = P/dS [row][column] is row-major with the
+// reduction (columns) contiguous and B (k = column, n = d) = C[d][column] also has k contiguous: plain ldmatrix
+// for both. Every shared row is padded by 8 elements (16 bytes) so an ldmatrix's 8 row addresses hit distinct
+// bank groups. The outputs are staged through the R1/R2 tiles ([d][row], the global layout) for stores along
+// contiguous tokens.
+#include "attention.cuh"
+
+constexpr float LOG2E = 1.4426950408889634f;
+
+// C[r][c] = sum_d X[d][r0 + r] * Y[d][c0 + c] for r < 16, c < W (one warp; X, Y bf16 [D][ld]).
+template <int D, int W>
+__device__ __forceinline__ void scores_tile(float c[W / 8][4], const bf16* X, int ldx, int r0, const bf16* Y, int ldy,
+                                            int c0, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    // x4 tile i = lane / 8: i=0 (d+0, r+0) a0, i=1 (d+0, r+8) a1, i=2 (d+8, r+0) a2, i=3 (d+8, r+8) a3.
+    uint32_t a[4];
+    ldmatrix_x4_trans(a, smem_addr(&X[(kk * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * ldx + r0 + ((lane >> 3) & 1) * 8]));
+#pragma unroll
+    for (int np = 0; np < W / 16; np++) {
+      // i=0 (d+0, c+0) b0 and i=1 (d+8, c+0) b1 of n-tile 2np; i=2, 3 the same for n-tile 2np+1.
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, smem_addr(&Y[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ldy + c0 + np * 16 +
+                                        ((lane >> 4) & 1) * 8]));
+      mma_bf16_16816(c[2 * np], a, b);
+      mma_bf16_16816(c[2 * np + 1], a, b + 2);
+    }
+    if constexpr (W % 16 == 8) {
+      // The odd last n-tile: lanes 0-15 address (d+0, c+0) and (d+8, c+0).
+      uint32_t b[2];
+      ldmatrix_x2_trans(b, smem_addr(&Y[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ldy + c0 + (W - 8)]));
+      mma_bf16_16816(c[W / 8 - 1], a, b);
+    }
+  }
+}
+
+// C[r][c] += sum_k A[r0 + r][k] * B[c0 + c][k] for r < 16, c < W, k < K (one warp; A bf16 [rows][lda], B bf16
+// [channels][ldb]).
+template <int K, int W>
+__device__ __forceinline__ void accumulate_tile(float c[W / 8][4], const bf16* A, int lda, int r0, const bf16* B,
+                                                int ldb, int c0, int lane) {
+#pragma unroll
+  for (int kc = 0; kc < K / 16; kc++) {
+    // x4 tile i: i=0 (r+0, k+0) a0, i=1 (r+8, k+0) a1, i=2 (r+0, k+8) a2, i=3 (r+8, k+8) a3.
+    uint32_t a[4];
+    ldmatrix_x4(a, smem_addr(&A[(r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * lda + kc * 16 + ((lane >> 4) & 1) * 8]));
+#pragma unroll
+    for (int dp = 0; dp < W / 16; dp++) {
+      // i=0 (n+0, k+0) b0, i=1 (n+0, k+8) b1 of n-tile 2dp; i=2, 3 (n+8, ...) of n-tile 2dp+1.
+      uint32_t b[4];
+      ldmatrix_x4(b, smem_addr(&B[(c0 + dp * 16 + (lane & 7) + ((lane >> 4) & 1) * 8) * ldb + kc * 16 +
+                                  ((lane >> 3) & 1) * 8]));
+      mma_bf16_16816(c[2 * dp], a, b);
+      mma_bf16_16816(c[2 * dp + 1], a, b + 2);
+    }
+  }
+}
+
+// Writes a warp's 16 x W accumulator piece, times `mul`, transposed into S [channel][row] (bf16) at (r0, c0).
+template <int W>
+__device__ __forceinline__ void stage_tile(bf16* S, int ld, int r0, int c0, const float c[W / 8][4], float mul,
+                                           int lane) {
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int dt = 0; dt < W / 8; dt++) {
+    const int d = c0 + dt * 8 + 2 * t4;
+    S[d * ld + r0 + g] = __float2bfloat16(c[dt][0] * mul);
+    S[(d + 1) * ld + r0 + g] = __float2bfloat16(c[dt][1] * mul);
+    S[d * ld + r0 + g + 8] = __float2bfloat16(c[dt][2] * mul);
+    S[(d + 1) * ld + r0 + g + 8] = __float2bfloat16(c[dt][3] * mul);
+  }
+}
+
+// dst[d * T + t0 + j] = S[d * ld + j] for d < D, j < rows, t0 + j < T, by every thread of the block.
+__device__ __forceinline__ void store_tile_bf16(bf16* dst, const bf16* S, int ld, int D, int Tn, int t0, int rows) {
+  if ((Tn & 7) == 0) {
+    // 16-byte stores: T % 8 == 0 keeps every chunk aligned and either inside T or past it.
+    const int chunks = rows / 8;
+    for (int e = threadIdx.x; e < D * chunks; e += blockDim.x) {
+      const int d = e / chunks, j = (e - d * chunks) * 8;
+      if (t0 + j < Tn) *reinterpret_cast<uint4*>(dst + (int64_t)d * Tn + t0 + j) = *reinterpret_cast<const uint4*>(S + d * ld + j);
+    }
+  } else {
+    for (int e = threadIdx.x; e < D * rows; e += blockDim.x) {
+      const int d = e / rows, j = e - d * rows;
+      if (t0 + j < Tn) dst[(int64_t)d * Tn + t0 + j] = S[d * ld + j];
+    }
+  }
+}
+
+// Shared memory (bytes) of one instantiation; mirrored by `BwdTiles::smem` in src/ops/attention/cuda.rs.
+__host__ __device__ constexpr int bwd_smem_bytes(int D, int BR, int BC, bool key_rows) {
+  return 2 * (2 * D * (BR + 8) + 2 * D * (BC + 8) + (key_rows ? 2 : 1) * BR * (BC + 8)) + 8 * (key_rows ? BC : BR);
+}
+
+template <int D, int BR, int BC, int NW, bool KEY_ROWS>
+__device__ void bwd_mma(const AttnParams& p) {
+  constexpr int RT = BR / 16;       // 16-row tiles of the block
+  constexpr int WC = BC * RT / NW;  // phase-1 columns per warp
+  constexpr int DW = D * RT / NW;   // phase-2 channels per warp
+  static_assert(BR % 16 == 0 && BC % 16 == 0 && D % 16 == 0 && NW % RT == 0, "tile shapes");
+  static_assert(WC % 8 == 0 && WC * (NW / RT) == BC && DW % 16 == 0 && DW * (NW / RT) == D, "warp split");
+  constexpr int LR = BR + 8, LC = BC + 8, NQ = KEY_ROWS ? BC : BR;  // NQ: queries the softmax stats cover
+  DYNAMIC_SHARED(__align__(16) bf16, smem);
+  bf16* R1s = smem;              // [D][LR]
+  bf16* R2s = R1s + D * LR;      // [D][LR]
+  bf16* C1s = R2s + D * LR;      // [D][LC]
+  bf16* C2s = C1s + D * LC;      // [D][LC]
+  bf16* dSs = C2s + D * LC;      // [BR][LC]
+  bf16* Ps = dSs + BR * LC;      // [BR][LC], dK/dV only
+  float* lse2_s = reinterpret_cast<float*>(dSs + (KEY_ROWS ? 2 : 1) * BR * LC);  // [NQ], lse in log2 units
+  float* delta_s = lse2_s + NQ;                                                    // [NQ]
+
+  const int Tn = p.T;
+  const int64_t base = head_offset(p);
+  const bf16* q = (const bf16*)p.q + base;
+  const bf16* k = (const bf16*)p.k + base;
+  const bf16* v = (const bf16*)p.v + base;
+  const bf16* dout = (const bf16*)p.dout + base;
+  const bf16* r1 = KEY_ROWS ? k : q;
+  const bf16* r2 = KEY_ROWS ? v : dout;
+  const bf16* c1 = KEY_ROWS ? q : k;
+  const bf16* c2 = KEY_ROWS ? dout : v;
+  const float* lse = p.lse + (int64_t)blockIdx.y * Tn;
+  const float* delta = p.delta + (int64_t)blockIdx.y * Tn;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int row0 = blockIdx.x * BR;
+  const int rw = (warp % RT) * 16, cw = (warp / RT) * WC, dw = (warp / RT) * DW;
+  const float sl2 = p.scale * LOG2E;
+
+  // Queries past T get lse = +inf, so P = 0 and dS = 0 there.
+  auto load_stats = [&](int t0) {
+    for (int i = tid; i < NQ; i += NW * 32) {
+      const bool in = t0 + i < Tn;
+      lse2_s[i] = in ? lse[t0 + i] * LOG2E : INFINITY;
+      delta_s[i] = in ? delta[t0 + i] : 0.f;
+    }
+  };
+  load_tile_bf16(R1s, LR, r1, D, Tn, row0, BR);
+  load_tile_bf16(R2s, LR, r2, D, Tn, row0, BR);
+  if (!KEY_ROWS) load_stats(row0);
+
+  float acc1[DW / 8][4], acc2[KEY_ROWS ? DW / 8 : 1][4];  // dK or dQ; dV
+#pragma unroll
+  for (int i = 0; i < DW / 8; i++) acc1[i][0] = acc1[i][1] = acc1[i][2] = acc1[i][3] = 0.f;
+#pragma unroll
+  for (int i = 0; i < (KEY_ROWS ? DW / 8 : 1); i++) acc2[i][0] = acc2[i][1] = acc2[i][2] = acc2[i][3] = 0.f;
+
+  for (int c0 = 0; c0 < Tn; c0 += BC) {
+    __syncthreads();  // the previous tile's C1s/C2s/Ps/dSs/stats are consumed (and R1s/R2s visible at entry)
+    load_tile_bf16(C1s, LC, c1, D, Tn, c0, BC);
+    load_tile_bf16(C2s, LC, c2, D, Tn, c0, BC);
+    if (KEY_ROWS) load_stats(c0);
+    __syncthreads();
+
+    float s[WC / 8][4], dp[WC / 8][4];
+#pragma unroll
+    for (int i = 0; i < WC / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.f;
+    scores_tile<D, WC>(s, R1s, LR, rw, C1s, LC, cw, lane);
+    scores_tile<D, WC>(dp, R2s, LR, rw, C2s, LC, cw, lane);
+    // s[nt][e]: row rw + g (e < 2) or + 8, column cw + nt*8 + 2t + (e & 1). In dK/dV the rows past T are keys
+    // that do not exist: their zero-filled K gives finite P, and their dK/dV rows are never stored.
+#pragma unroll
+    for (int nt = 0; nt < WC / 8; nt++) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int row = rw + g + 8 * h, col = cw + nt * 8 + 2 * t4;
+        float pr[2], ds[2];
+#pragma unroll
+        for (int x = 0; x < 2; x++) {
+          const int qi = KEY_ROWS ? col + x : row;
+          const bool key_ok = KEY_ROWS || c0 + col + x < Tn;
+          pr[x] = key_ok ? exp2f(s[nt][2 * h + x] * sl2 - lse2_s[qi]) : 0.f;
+          ds[x] = pr[x] * (dp[nt][2 * h + x] - delta_s[qi]);
+        }
+        *reinterpret_cast<uint32_t*>(&dSs[row * LC + col]) = pack_bf16x2(ds[0], ds[1]);
+        if (KEY_ROWS) *reinterpret_cast<uint32_t*>(&Ps[row * LC + col]) = pack_bf16x2(pr[0], pr[1]);
+      }
+    }
+    __syncthreads();  // phase 2 reads whole rows of the P/dS tiles, written by NW / RT warps
+    accumulate_tile<BC, DW>(acc1, dSs, LC, rw, C1s, LC, dw, lane);
+    if constexpr (KEY_ROWS) accumulate_tile<BC, DW>(acc2, Ps, LC, rw, C2s, LC, dw, lane);
+  }
+
+  __syncthreads();  // R1s/R2s are free: stage the outputs there
+  stage_tile<DW>(R1s, LR, rw, dw, acc1, p.scale, lane);  // dK = scale dS^T Q, dQ = scale dS K
+  if constexpr (KEY_ROWS) stage_tile<DW>(R2s, LR, rw, dw, acc2, 1.f, lane);
+  __syncthreads();
+  store_tile_bf16((bf16*)(KEY_ROWS ? p.dk : p.dq) + base, R1s, LR, D, Tn, row0, BR);
+  if (KEY_ROWS) store_tile_bf16((bf16*)p.dv + base, R2s, LR, D, Tn, row0, BR);
+}
+
+// Tiles per head dim (rows BR, columns BC, warps NW), chosen so that the accumulators stay at 32-64 floats a
+// thread and the shared tiles within 227 KiB; D = 512 (the GSURE paper's one head at 8x8 and 16x16) takes
+// 16 keys x 64 queries (197 KiB) for dK/dV and 32 x 32 (163 KiB) for dQ, both with 8 warps.
+#define BWD_MMA(D, BRK, BCK, NWK, BRQ, BCQ, NWQ)                                                               \
+  static_assert(bwd_smem_bytes(D, BRK, BCK, true) <= 227 * 1024 && bwd_smem_bytes(D, BRQ, BCQ, false) <= 227 * 1024, \
+                "shared tiles");                                                                              \
+  extern "C" __global__ void __launch_bounds__(NWK * 32) attention_bwd_mma_dkdv_d##D##_bf16(AttnParams p) {     \
+    bwd_mma<D, BRK, BCK, NWK, true>(p);                                                                        \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(NWQ * 32) attention_bwd_mma_dq_d##D##_bf16(AttnParams p) {       \
+    bwd_mma<D, BRQ, BCQ, NWQ, false>(p);                                                                       \
+  }
+BWD_MMA(32, 64, 64, 4, 64, 64, 4)
+BWD_MMA(64, 64, 64, 4, 64, 64, 4)
+BWD_MMA(128, 32, 64, 4, 64, 32, 4)
+BWD_MMA(256, 16, 64, 4, 64, 32, 8)
+BWD_MMA(512, 16, 64, 8, 32, 32, 8)
