@@ -38,6 +38,12 @@ fn spatial(case: &BenchCase) -> usize {
     get("h") * get("w")
 }
 
+/// An attention case's head dim C / heads (0 for other ops).
+fn head_dim(case: &BenchCase) -> usize {
+    let get = |k: &str| case.params.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+    get("c").checked_div(get("heads")).unwrap_or(0)
+}
+
 /// The prediction for one direction (`backward` false: forward) of `case` in bf16 on the H200.
 pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
     let elems = if backward { case.elems_bwd } else { case.elems_fwd };
@@ -47,6 +53,7 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
     let k = case.params.get("k").and_then(|v| v.as_u64()).unwrap_or(3);
     let wgmma = case.label.ends_with("[wgmma]");
     let tma = case.label.ends_with("[tma]");
+    let cuda_core = case.label.ends_with("[cuda-core bwd]");
     match (case.op, backward) {
         ("conv2d", false) if wgmma => p(
             0.25,
@@ -80,18 +87,37 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
             0.15,
             "input and weight gradients on the forward's scheme; wgrad reduces over N·H·W with a final sum pass",
         ),
+        ("attention", false) if head_dim(case) > 256 => p(
+            0.005,
+            0.03,
+            "D = 512 forward on CUDA cores in f32 (16-row tiles, 64 threads): the tensor-core forward keeps a 16×D \
+             accumulator per warp, 256 floats a thread at D = 512",
+        ),
         ("attention", false) if spatial(case) <= 64 => {
             p(0.01, 0.08, "T = 64: a handful of query tiles per head, the grid leaves most SMs idle")
         }
         ("attention", false) => {
             p(0.05, 0.20, "mma.sync forward; each K/V tile is loaded and waited for before its MMAs (no overlap)")
         }
-        ("attention", true) if spatial(case) <= 64 => p(0.002, 0.02, "CUDA-core f32 backward at T = 64"),
-        ("attention", true) => p(
+        ("attention", true) if cuda_core && spatial(case) <= 64 => p(0.002, 0.02, "CUDA-core f32 backward at T = 64"),
+        ("attention", true) if cuda_core => p(
             0.005,
             0.03,
-            "backward on CUDA cores in f32 for every dtype (FFMA is ~1/12 of the tensor peak), two passes that \
-             each recompute S, 4 warps per SM at D = 256",
+            "backward on CUDA cores in f32 (FFMA is ~1/12 of the tensor peak), two passes that each recompute S, \
+             4 warps per SM at D = 256",
+        ),
+        ("attention", true) if spatial(case) <= 64 => p(
+            0.02,
+            0.08,
+            "tensor-core backward at T = 64: each block loads one or two column tiles, waits, and runs a few tile \
+             GEMMs; latency-bound, and the dQ pass recomputes S and dP",
+        ),
+        ("attention", true) => p(
+            0.08,
+            0.20,
+            "mma.sync backward: 7 tile GEMMs for the 5 the FLOPs count (dQ's pass recomputes S and dP, for \
+             determinism), each column tile loaded and waited for (no overlap), 3 barriers a tile, 130-175 \
+             registers (1-4 blocks per SM)",
         ),
         ("linear", _) => p(0.005, 0.05, "17-134 MFLOP: a few µs of launch and tail against a floor under 0.2 µs"),
         ("matmul", false) if tma => p(

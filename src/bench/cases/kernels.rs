@@ -1,16 +1,19 @@
-//! Which bf16 tensor-core kernels a bench case runs on, so that one run times mma.sync and wgmma side by
-//! side on the same shapes.
+//! Which kernels a bench case runs on, so that one run times the families side by side on the same shapes:
+//! mma.sync, wgmma and TMA for the bf16 GEMMs, tensor cores and CUDA cores for the attention backward.
 use crate::backend::cuda::KernelScope;
+use crate::ops::attention::cuda::AttentionBwd;
 use crate::ops::matmul::cuda::Bf16Gemm;
 use crate::{DType, Device};
 
-/// The bf16 kernels a case runs on: the process's choice, or wgmma for the case's lifetime (its closure
+/// The kernels a case runs on: the process's choice, or another family for the case's lifetime (its closure
 /// holds the scope, so the choice returns when the runner drops the case).
 #[derive(Clone, Copy)]
 pub enum Kernels {
     Selected,
     Wgmma,
     Tma,
+    /// The attention backward on the CUDA-core kernels (`AttentionBwd::CudaCore`).
+    AttentionCudaCore,
 }
 
 impl Kernels {
@@ -19,6 +22,7 @@ impl Kernels {
             Kernels::Selected => "",
             Kernels::Wgmma => " [wgmma]",
             Kernels::Tma => " [tma]",
+            Kernels::AttentionCudaCore => " [cuda-core bwd]",
         }
     }
     pub fn skip(self) -> Option<fn(&Device, DType) -> Option<String>> {
@@ -29,6 +33,11 @@ impl Kernels {
                 Some(gpu) => Bf16Gemm::Wgmma.unsupported(gpu),
                 None => Some("wgmma is a CUDA kernel".into()),
             }),
+            Kernels::AttentionCudaCore => Some(|device, dtype| match device.gpu() {
+                _ if dtype != DType::BF16 => Some("f32 attention always runs on CUDA cores".into()),
+                Some(_) => None,
+                None => Some("the CUDA-core backward is a CUDA kernel".into()),
+            }),
         }
     }
     pub fn scope(self) -> Option<KernelScope> {
@@ -36,6 +45,7 @@ impl Kernels {
             Kernels::Selected => None,
             Kernels::Wgmma => Some(Bf16Gemm::Wgmma.scoped()),
             Kernels::Tma => Some(Bf16Gemm::Tma.scoped()),
+            Kernels::AttentionCudaCore => Some(AttentionBwd::CudaCore.scoped()),
         }
     }
 }
