@@ -7,7 +7,8 @@
 //   attention_delta_{f32,bf16}                   delta[b,h,i] = sum_d dO[d,i] * O[d,i]
 //   attention_bwd_dkdv_d{..}_{f32,bf16}          dK, dV, one block per key tile (loops over query tiles)
 //   (the DDIM U-Nets of the GSURE paper use one head of D = 512 at 8x8 and 16x16: the d512 kernels use
-//   16-row tiles and 64 threads, so that their shared tiles fit the 227 KiB a block can have)
+//   16-row tiles and 64 threads, so that their shared tiles fit the 227 KiB a block can have; in bf16 that
+//   head runs on tensor cores, attention_fwd_wide.cu and attention_bwd_mma.cu)
 //   attention_bwd_dq_d{..}_{f32,bf16}            dQ, one block per query tile (loops over key tiles)
 // All kernels: grid = (tiles along T, B*heads), computation in f32, lse saved in f32 natural-log units.
 #include "attention.cuh"

@@ -103,11 +103,15 @@ fn cuda_parity() {
 #[test]
 fn cuda_parity_one_head_of_512() {
     // The DDIM U-Nets of the GSURE paper (gsure-celeba32, gsure-mri320) attend with one head over C = 512
-    // channels at 8x8 (and 16x16) tokens: the d512 kernels (16-row tiles). D = 300 takes the same kernels
-    // with a partial last channel group; T = 17 a partial last tile.
+    // channels at 8x8 and 16x16 tokens: in f32 the d512 CUDA-core kernels (16-row tiles), in bf16 the
+    // tensor-core ones (attention_fwd_wide.cu, attention_bwd_mma.cu), here also with T = 37 (scalar loads,
+    // partial query and key tiles). D = 300 takes the CUDA-core d512 kernels in both dtypes, with a partial last
+    // channel group; T = 17 a partial last tile.
     let mut r = rng(12);
     for dtype in [DType::F32, DType::BF16] {
-        for &(b, c, heads, t) in &[(2, 512, 1, 64), (1, 300, 1, 17), (1, 1024, 2, 16)] {
+        for &(b, c, heads, t) in
+            &[(2, 512, 1, 64), (1, 512, 1, 256), (1, 512, 1, 37), (1, 300, 1, 17), (1, 1024, 2, 16)]
+        {
             let shape = [b, c, t];
             let inputs = [randn(&shape, &mut r), randn(&shape, &mut r), randn(&shape, &mut r)];
             let name = format!("attention B{b} C{c} heads{heads} T{t}");

@@ -87,11 +87,17 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
             0.15,
             "input and weight gradients on the forward's scheme; wgrad reduces over N·H·W with a final sum pass",
         ),
+        ("attention", false) if head_dim(case) > 256 && spatial(case) <= 64 => p(
+            0.01,
+            0.06,
+            "D = 512 at T = 64: two 32-query blocks per head, each loading two K/V tiles of 64 KiB and waiting",
+        ),
         ("attention", false) if head_dim(case) > 256 => p(
-            0.005,
-            0.03,
-            "D = 512 forward on CUDA cores in f32 (16-row tiles, 64 threads): the tensor-core forward keeps a 16×D \
-             accumulator per warp, 256 floats a thread at D = 512",
+            0.05,
+            0.15,
+            "D = 512 on attention_fwd_wide.cu: output split by channels over 8 warps (one block per SM by \
+             registers and shared memory), each K/V tile loaded and waited for, 4 barriers a tile, the four column \
+             groups of a row each load the same Q fragments",
         ),
         ("attention", false) if spatial(case) <= 64 => {
             p(0.01, 0.08, "T = 64: a handful of query tiles per head, the grid leaves most SMs idle")

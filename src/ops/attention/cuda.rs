@@ -1,7 +1,8 @@
 //! Launchers for kernels/attention.cu and kernels/attention_bwd_mma.cu (see the kernel files for the tiling
 //! and fragment layouts).
 //!
-//! Forward: bf16 with head dim 32/64/128/256 runs the tensor-core kernel (64 queries per block, 4 warps);
+//! Forward: bf16 with head dim 32/64/128/256 runs the tensor-core kernel (64 queries per block, 4 warps),
+//! head dim 512 the tensor-core kernel that splits the output by channels across 8 warps;
 //! everything else runs the CUDA-core flash kernel instantiated for a head-dim bound DMAX in
 //! {32, 64, 128, 256, 512} (tiles of 32 queries/keys and 128 threads; 16 and 64 at DMAX = 512, the one
 //! head of C = 512 in the GSURE paper's DDIM U-Nets, so the shared tiles fit in 227 KiB). Backward:
@@ -207,7 +208,15 @@ pub fn forward(
     let d = dims.head_dim();
     (p.q, p.k, p.v, p.o, p.lse) = (q.ptr(), k.ptr(), v.ptr(), out.ptr(), lse.ptr());
     let bh = (dims.batch * dims.heads) as u32;
-    if dt == DType::BF16 && matches!(d, 32 | 64 | 128 | 256) {
+    if dt == DType::BF16 && d == 512 {
+        // kernels/attention_fwd_wide.cu (fwd_wide_smem_bytes): Qs [D][BQ+8] + Ks, Vs [D][BK+8] + Ps [BQ][BK+8]
+        // bf16, the row maxima and sums of the column groups [CG][BQ] in f32.
+        let (bq, bk, warps) = (32, 32, 8); // FWD_WIDE(512, 32, 32, 8)
+        let groups = warps / (bq / 16);
+        let smem = 2 * (d * (bq + 8) + 2 * d * (bk + 8) + bq * (bk + 8)) + 8 * groups * bq;
+        let f = func(gpu, ptx::ATTENTION_FWD_WIDE, "attention_fwd_mma_d512_bf16", smem)?;
+        launch!(gpu, f, ((t.div_ceil(bq) as u32, bh), warps as u32 * 32, smem), p)?;
+    } else if dt == DType::BF16 && matches!(d, 32 | 64 | 128 | 256) {
         // bf16 Qs [D][BQ+8] + Ks, Vs [D][BK+8] with BK = 64 for D <= 64, else 32 (as in the kernel).
         let bk = if d <= 64 { 64 } else { 32 };
         let smem = 2 * d * (MMA_BQ + 8 + 2 * (bk + 8));
