@@ -126,15 +126,18 @@ __device__ void fwd_generic(const AttnParams& p) {
 //              B = V (k = key, n = d): b0 = (key 2t.., d g) = Vs[d g][key 2t..]  -> plain ldmatrix on Vs.
 // The output is staged in Qs ([d][q], bf16) so the global store is along contiguous tokens.
 // Softmax runs in log2 units (scores pre-multiplied by scale * log2 e, exp2f); lse is converted back to ln.
-template <int D, int BK>
+// STAGES = 2: K/V tiles in a two-stage ring, the next tile's cp.async issued before this tile's MMAs, so its
+// load overlaps them; STAGES = 1 (D = 256, where a second stage would halve the blocks per SM): load, wait, compute.
+template <int D, int BK, int STAGES>
 __device__ void fwd_mma(const AttnParams& p) {
+  static_assert(STAGES == 1 || STAGES == 2, "one or two K/V stages");
   constexpr int BQ = 64, LDQ = BQ + 8, LDK = BK + 8;
   // Dynamic: D = 256 needs 76 KiB (the launcher raises the limit). Every region starts at a multiple of
   // 16 bytes (D * LDQ * 2 and D * LDK * 2 are multiples of 16), as cp.async and ldmatrix require.
   DYNAMIC_SHARED(__align__(16) bf16, smem_bf16);
-  bf16* Qs = smem_bf16;            // [D][LDQ]
-  bf16* Ks = Qs + D * LDQ;         // [D][LDK]
-  bf16* Vs = Ks + D * LDK;         // [D][LDK]
+  bf16* Qs = smem_bf16;                 // [D][LDQ]
+  bf16* Ks0 = Qs + D * LDQ;             // [STAGES][D][LDK]
+  bf16* Vs0 = Ks0 + STAGES * D * LDK;   // [STAGES][D][LDK]
   const int Tn = p.T;
   const int64_t base = head_offset(p);
   const bf16* q = (const bf16*)p.q + base;
@@ -143,18 +146,34 @@ __device__ void fwd_mma(const AttnParams& p) {
   bf16* o = (bf16*)p.o + base;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int q0 = blockIdx.x * BQ;
-  load_tile_bf16(Qs, LDQ, q, D, Tn, q0, BQ);
+  // Q and the first K/V tile in one cp.async group.
+  issue_tile_bf16(Qs, LDQ, q, D, Tn, q0, BQ);
+  issue_tile_bf16(Ks0, LDK, k, D, Tn, 0, BK);
+  issue_tile_bf16(Vs0, LDK, v, D, Tn, 0, BK);
+  cp_async_commit();
   float acc[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8 of this warp
   const float sl2 = p.scale * 1.4426950408889634f;
 
-  for (int k0 = 0; k0 < Tn; k0 += BK) {
-    __syncthreads();  // previous Ks/Vs fully consumed (and Qs visible on the first pass)
-    load_tile_bf16(Ks, LDK, k, D, Tn, k0, BK);
-    load_tile_bf16(Vs, LDK, v, D, Tn, k0, BK);
-    __syncthreads();
+  for (int k0 = 0, st = 0; k0 < Tn; k0 += BK, st = (st + 1) % STAGES) {
+    __syncthreads();  // every warp is done with the previous tile: the stage refilled below is free
+    const int next = STAGES == 2 ? k0 + BK : k0;  // the tile issued now (STAGES = 1: this one, if not yet)
+    const int ns = (st + 1) % STAGES;
+    if (next < Tn && (STAGES == 2 || k0 > 0)) {
+      issue_tile_bf16(Ks0 + ns * D * LDK, LDK, k, D, Tn, next, BK);
+      issue_tile_bf16(Vs0 + ns * D * LDK, LDK, v, D, Tn, next, BK);
+      cp_async_commit();
+    }
+    if (STAGES == 2 && next < Tn) {
+      cp_async_wait<1>();  // this tile's group is complete, the next one may still be in flight
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // this tile (and on the first pass Qs) landed for every thread
+    const bf16* Ks = Ks0 + st * D * LDK;
+    const bf16* Vs = Vs0 + st * D * LDK;
 
     float s[BK / 8][4];
 #pragma unroll
@@ -462,7 +481,8 @@ GENERIC(512, bf16, bf16)
 extern "C" __global__ void attention_delta_f32(AttnParams p) { delta_kernel<float>(p); }
 extern "C" __global__ void attention_delta_bf16(AttnParams p) { delta_kernel<bf16>(p); }
 
-extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d32_bf16(AttnParams p) { fwd_mma<32, 64>(p); }
-extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d64_bf16(AttnParams p) { fwd_mma<64, 64>(p); }
-extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d128_bf16(AttnParams p) { fwd_mma<128, 32>(p); }
-extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d256_bf16(AttnParams p) { fwd_mma<256, 32>(p); }
+// <D, BK, STAGES>, mirrored by `forward` in src/ops/attention/cuda.rs.
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d32_bf16(AttnParams p) { fwd_mma<32, 64, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d64_bf16(AttnParams p) { fwd_mma<64, 64, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d128_bf16(AttnParams p) { fwd_mma<128, 32, 2>(p); }
+extern "C" __global__ void __launch_bounds__(128) attention_fwd_mma_d256_bf16(AttnParams p) { fwd_mma<256, 32, 1>(p); }

@@ -26,10 +26,10 @@ __device__ __forceinline__ int64_t head_offset(const AttnParams& p) {
 }
 
 // dst[d * ld + j] = src[d * T + t0 + j] for d < D, j < cols, zero past T (bf16 shared memory), by every thread
-// of the block; complete on return. With T % 8 == 0 every row start (d * T) and tile column (a multiple of 8)
-// is 16-byte aligned, as cp.async needs, and a chunk of 8 tokens is either all inside T or all outside; other T
-// take scalar loads.
-__device__ __forceinline__ void load_tile_bf16(bf16* dst, int ld, const bf16* src, int D, int Tn, int t0, int cols) {
+// of the block. With T % 8 == 0 every row start (d * T) and tile column (a multiple of 8) is 16-byte aligned, as
+// cp.async needs, and a chunk of 8 tokens is either all inside T or all outside: the copies are issued as
+// cp.async into the open group (the caller commits and waits). Other T take scalar loads, complete on return.
+__device__ __forceinline__ void issue_tile_bf16(bf16* dst, int ld, const bf16* src, int D, int Tn, int t0, int cols) {
   if ((Tn & 7) == 0) {
     const int chunks = cols / 8;
     for (int e = threadIdx.x; e < D * chunks; e += blockDim.x) {
@@ -38,14 +38,19 @@ __device__ __forceinline__ void load_tile_bf16(bf16* dst, int ld, const bf16* sr
       const bf16* s = in ? src + (int64_t)d * Tn + t0 + j : src;
       cp_async_16(smem_addr(dst + d * ld + j), s, in ? 16 : 0);
     }
-    cp_async_commit();
-    cp_async_wait<0>();
   } else {
     for (int e = threadIdx.x; e < D * cols; e += blockDim.x) {
       const int d = e / cols, j = e - d * cols;
       dst[d * ld + j] = t0 + j < Tn ? src[(int64_t)d * Tn + t0 + j] : __float2bfloat16(0.f);
     }
   }
+}
+
+// issue_tile_bf16, complete (for this thread's copies) on return.
+__device__ __forceinline__ void load_tile_bf16(bf16* dst, int ld, const bf16* src, int D, int Tn, int t0, int cols) {
+  issue_tile_bf16(dst, ld, src, D, Tn, t0, cols);
+  cp_async_commit();
+  cp_async_wait<0>();
 }
 
 constexpr float LOG2E = 1.4426950408889634f;

@@ -102,9 +102,18 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
         ("attention", false) if spatial(case) <= 64 => {
             p(0.01, 0.08, "T = 64: a handful of query tiles per head, the grid leaves most SMs idle")
         }
-        ("attention", false) => {
-            p(0.05, 0.20, "mma.sync forward; each K/V tile is loaded and waited for before its MMAs (no overlap)")
-        }
+        ("attention", false) if head_dim(case) <= 128 => p(
+            0.10,
+            0.30,
+            "mma.sync forward with a two-stage K/V ring (the next tile's cp.async overlaps this tile's MMAs), P \
+             straight from the S accumulators, 2 barriers a tile",
+        ),
+        ("attention", false) => p(
+            0.05,
+            0.20,
+            "mma.sync forward at D = 256: one K/V stage (a second would halve the blocks per SM), each tile loaded \
+             and waited for before its MMAs",
+        ),
         ("attention", true) if cuda_core && spatial(case) <= 64 => p(0.002, 0.02, "CUDA-core f32 backward at T = 64"),
         ("attention", true) if cuda_core => p(
             0.005,

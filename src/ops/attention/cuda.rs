@@ -217,9 +217,11 @@ pub fn forward(
         let f = func(gpu, ptx::ATTENTION_FWD_WIDE, "attention_fwd_mma_d512_bf16", smem)?;
         launch!(gpu, f, ((t.div_ceil(bq) as u32, bh), warps as u32 * 32, smem), p)?;
     } else if dt == DType::BF16 && matches!(d, 32 | 64 | 128 | 256) {
-        // bf16 Qs [D][BQ+8] + Ks, Vs [D][BK+8] with BK = 64 for D <= 64, else 32 (as in the kernel).
+        // bf16 Qs [D][BQ+8] + Ks, Vs [STAGES][D][BK+8] with BK = 64 for D <= 64, else 32, and two stages
+        // below D = 256 (fwd_mma<D, BK, STAGES> in the kernel file).
         let bk = if d <= 64 { 64 } else { 32 };
-        let smem = 2 * d * (MMA_BQ + 8 + 2 * (bk + 8));
+        let stages = if d < 256 { 2 } else { 1 };
+        let smem = 2 * d * (MMA_BQ + 8 + 2 * stages * (bk + 8));
         let name = format!("attention_fwd_mma_d{d}_bf16");
         launch!(gpu, func(gpu, ptx::ATTENTION, &name, smem)?, ((t.div_ceil(MMA_BQ) as u32, bh), MMA_THREADS, smem), p)?;
     } else {
