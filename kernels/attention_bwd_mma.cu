@@ -34,27 +34,32 @@
 #include "attention.cuh"
 
 // Shared memory (bytes) of one instantiation; mirrored by `BwdTiles::smem` in src/ops/attention/cuda.rs.
-__host__ __device__ constexpr int bwd_smem_bytes(int D, int BR, int BC, bool key_rows) {
-  return 2 * (2 * D * (BR + 8) + 2 * D * (BC + 8) + (key_rows ? 2 : 1) * BR * (BC + 8)) + 8 * (key_rows ? BC : BR);
+__host__ __device__ constexpr int bwd_smem_bytes(int D, int BR, int BC, int stages, bool key_rows) {
+  return 2 * (2 * D * (BR + 8) + stages * 2 * D * (BC + 8) + (key_rows ? 2 : 1) * BR * (BC + 8)) +
+         8 * (key_rows ? stages * BC : BR);
 }
 
-template <int D, int BR, int BC, int NW, bool KEY_ROWS>
+// STAGES = 2: the column tiles (and their stats) in a two-stage ring, the next tile's cp.async issued before
+// this tile's MMAs (see the instantiations for where).
+template <int D, int BR, int BC, int NW, int STAGES, bool KEY_ROWS>
 __device__ void bwd_mma(const AttnParams& p) {
   constexpr int RT = BR / 16;       // 16-row tiles of the block
   constexpr int WC = BC * RT / NW;  // phase-1 columns per warp
   constexpr int DW = D * RT / NW;   // phase-2 channels per warp
   static_assert(BR % 16 == 0 && BC % 16 == 0 && D % 16 == 0 && NW % RT == 0, "tile shapes");
+  static_assert(STAGES == 1 || STAGES == 2, "one or two column stages");
   static_assert(WC % 8 == 0 && WC * (NW / RT) == BC && DW % 16 == 0 && DW * (NW / RT) == D, "warp split");
   constexpr int LR = BR + 8, LC = BC + 8, NQ = KEY_ROWS ? BC : BR;  // NQ: queries the softmax stats cover
   DYNAMIC_SHARED(__align__(16) bf16, smem);
   bf16* R1s = smem;              // [D][LR]
   bf16* R2s = R1s + D * LR;      // [D][LR]
-  bf16* C1s = R2s + D * LR;      // [D][LC]
-  bf16* C2s = C1s + D * LC;      // [D][LC]
-  bf16* dSs = C2s + D * LC;      // [BR][LC]
-  bf16* Ps = dSs + BR * LC;      // [BR][LC], dK/dV only
-  float* lse2_s = reinterpret_cast<float*>(dSs + (KEY_ROWS ? 2 : 1) * BR * LC);  // [NQ], lse in log2 units
-  float* delta_s = lse2_s + NQ;                                                    // [NQ]
+  bf16* C1s0 = R2s + D * LR;                 // [STAGES][D][LC]
+  bf16* C2s0 = C1s0 + STAGES * D * LC;       // [STAGES][D][LC]
+  bf16* dSs = C2s0 + STAGES * D * LC;        // [BR][LC]
+  bf16* Ps = dSs + BR * LC;                  // [BR][LC], dK/dV only
+  constexpr int SS = KEY_ROWS ? STAGES : 1;  // stats stages: per column tile for dK/dV, once for dQ
+  float* lse2_s0 = reinterpret_cast<float*>(dSs + (KEY_ROWS ? 2 : 1) * BR * LC);  // [SS][NQ], lse in log2 units
+  float* delta_s0 = lse2_s0 + SS * NQ;                                              // [SS][NQ]
 
   const int Tn = p.T;
   const int64_t base = head_offset(p);
@@ -74,16 +79,20 @@ __device__ void bwd_mma(const AttnParams& p) {
   const float sl2 = p.scale * LOG2E;
 
   // Queries past T get lse = +inf, so P = 0 and dS = 0 there.
-  auto load_stats = [&](int t0) {
+  auto load_stats = [&](int stage, int t0) {
     for (int i = tid; i < NQ; i += NW * 32) {
       const bool in = t0 + i < Tn;
-      lse2_s[i] = in ? lse[t0 + i] * LOG2E : INFINITY;
-      delta_s[i] = in ? delta[t0 + i] : 0.f;
+      lse2_s0[stage * NQ + i] = in ? lse[t0 + i] * LOG2E : INFINITY;
+      delta_s0[stage * NQ + i] = in ? delta[t0 + i] : 0.f;
     }
   };
-  load_tile_bf16(R1s, LR, r1, D, Tn, row0, BR);
-  load_tile_bf16(R2s, LR, r2, D, Tn, row0, BR);
-  if (!KEY_ROWS) load_stats(row0);
+  // The row operands, the first column tile and the stats in one cp.async group.
+  issue_tile_bf16(R1s, LR, r1, D, Tn, row0, BR);
+  issue_tile_bf16(R2s, LR, r2, D, Tn, row0, BR);
+  issue_tile_bf16(C1s0, LC, c1, D, Tn, 0, BC);
+  issue_tile_bf16(C2s0, LC, c2, D, Tn, 0, BC);
+  cp_async_commit();
+  load_stats(0, KEY_ROWS ? 0 : row0);
 
   float acc1[DW / 8][4], acc2[KEY_ROWS ? DW / 8 : 1][4];  // dK or dQ; dV
 #pragma unroll
@@ -91,12 +100,26 @@ __device__ void bwd_mma(const AttnParams& p) {
 #pragma unroll
   for (int i = 0; i < (KEY_ROWS ? DW / 8 : 1); i++) acc2[i][0] = acc2[i][1] = acc2[i][2] = acc2[i][3] = 0.f;
 
-  for (int c0 = 0; c0 < Tn; c0 += BC) {
-    __syncthreads();  // the previous tile's C1s/C2s/Ps/dSs/stats are consumed (and R1s/R2s visible at entry)
-    load_tile_bf16(C1s, LC, c1, D, Tn, c0, BC);
-    load_tile_bf16(C2s, LC, c2, D, Tn, c0, BC);
-    if (KEY_ROWS) load_stats(c0);
-    __syncthreads();
+  for (int c0 = 0, st = 0; c0 < Tn; c0 += BC, st = (st + 1) % STAGES) {
+    __syncthreads();  // the previous tile's Ps/dSs and the stage refilled below are consumed
+    const int next = STAGES == 2 ? c0 + BC : c0;  // the tile issued now (STAGES = 1: this one, if not yet)
+    const int ns = (st + 1) % STAGES;
+    if (next < Tn && (STAGES == 2 || c0 > 0)) {
+      issue_tile_bf16(C1s0 + ns * D * LC, LC, c1, D, Tn, next, BC);
+      issue_tile_bf16(C2s0 + ns * D * LC, LC, c2, D, Tn, next, BC);
+      cp_async_commit();
+      if (KEY_ROWS) load_stats(ns, next);
+    }
+    if (STAGES == 2 && next < Tn) {
+      cp_async_wait<1>();  // this tile's group is complete, the next one may still be in flight
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // this tile (and on the first pass the row operands) landed for every thread
+    const bf16* C1s = C1s0 + st * D * LC;
+    const bf16* C2s = C2s0 + st * D * LC;
+    const float* lse2_s = lse2_s0 + (KEY_ROWS ? st : 0) * NQ;
+    const float* delta_s = delta_s0 + (KEY_ROWS ? st : 0) * NQ;
 
     float s[WC / 8][4], dp[WC / 8][4];
 #pragma unroll
@@ -135,20 +158,25 @@ __device__ void bwd_mma(const AttnParams& p) {
   if (KEY_ROWS) store_tile_bf16((bf16*)p.dv + base, R2s, LR, D, Tn, row0, BR);
 }
 
-// Tiles per head dim (rows BR, columns BC, warps NW), chosen so that the accumulators stay at 32-64 floats a
-// thread and the shared tiles within 227 KiB; D = 512 (the GSURE paper's one head at 8x8 and 16x16) takes
-// 16 keys x 64 queries (197 KiB) for dK/dV and 32 x 32 (163 KiB) for dQ, both with 8 warps.
-#define BWD_MMA(D, BRK, BCK, NWK, BRQ, BCQ, NWQ)                                                               \
-  static_assert(bwd_smem_bytes(D, BRK, BCK, true) <= 227 * 1024 && bwd_smem_bytes(D, BRQ, BCQ, false) <= 227 * 1024, \
+// Tiles per head dim (rows BR, columns BC, warps NW, column stages) for dK/dV and for dQ, chosen so that the
+// accumulators stay at 32-64 floats a thread and the shared tiles within 227 KiB; D = 512 (the GSURE paper's
+// one head at 8x8 and 16x16) takes 16 keys x 64 queries (197 KiB) for dK/dV and 32 x 32 (163 KiB) for dQ, both
+// with 8 warps. Two column stages wherever their shared memory leaves at least the blocks per SM that the
+// registers allow (all but dK/dV at D >= 128 and dQ at D = 512). __launch_bounds__ names no minimum of blocks
+// per SM: with one (even 1) ptxas took up to 255 registers here and spilled.
+// Mirrored by `BwdTiles::for_head_dim` in src/ops/attention/cuda.rs.
+#define BWD_MMA(D, BRK, BCK, NWK, SK, BRQ, BCQ, NWQ, SQ)                                                       \
+  static_assert(bwd_smem_bytes(D, BRK, BCK, SK, true) <= 227 * 1024 &&                                       \
+                    bwd_smem_bytes(D, BRQ, BCQ, SQ, false) <= 227 * 1024,                                     \
                 "shared tiles");                                                                              \
   extern "C" __global__ void __launch_bounds__(NWK * 32) attention_bwd_mma_dkdv_d##D##_bf16(AttnParams p) {     \
-    bwd_mma<D, BRK, BCK, NWK, true>(p);                                                                        \
+    bwd_mma<D, BRK, BCK, NWK, SK, true>(p);                                                                    \
   }                                                                                                            \
   extern "C" __global__ void __launch_bounds__(NWQ * 32) attention_bwd_mma_dq_d##D##_bf16(AttnParams p) {       \
-    bwd_mma<D, BRQ, BCQ, NWQ, false>(p);                                                                       \
+    bwd_mma<D, BRQ, BCQ, NWQ, SQ, false>(p);                                                                   \
   }
-BWD_MMA(32, 64, 64, 4, 64, 64, 4)
-BWD_MMA(64, 64, 64, 4, 64, 64, 4)
-BWD_MMA(128, 32, 64, 4, 64, 32, 4)
-BWD_MMA(256, 16, 64, 4, 64, 32, 8)
-BWD_MMA(512, 16, 64, 8, 32, 32, 8)
+BWD_MMA(32, 64, 64, 4, 2, 64, 64, 4, 2)
+BWD_MMA(64, 64, 64, 4, 2, 64, 64, 4, 2)
+BWD_MMA(128, 32, 64, 4, 1, 64, 32, 4, 2)
+BWD_MMA(256, 16, 64, 4, 1, 64, 32, 8, 2)
+BWD_MMA(512, 16, 64, 8, 1, 32, 32, 8, 1)

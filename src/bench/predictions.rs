@@ -131,8 +131,8 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
             0.08,
             0.20,
             "mma.sync backward: 7 tile GEMMs for the 5 the FLOPs count (dQ's pass recomputes S and dP, for \
-             determinism), each column tile loaded and waited for (no overlap), 3 barriers a tile, 130-175 \
-             registers (1-4 blocks per SM)",
+             determinism), 3 barriers a tile, 128-175 registers (1-4 blocks per SM); the next column tile's \
+             copies overlap this tile's MMAs except in dK/dV at D >= 128 and dQ at D = 512",
         ),
         ("linear", _) => p(0.005, 0.05, "17-134 MFLOP: a few µs of launch and tail against a floor under 0.2 µs"),
         ("matmul", false) if tma => p(

@@ -85,32 +85,34 @@ impl AttentionBwd {
 }
 
 /// Tiles of one tensor-core backward kernel (`BWD_MMA` in kernels/attention_bwd_mma.cu): rows owned by a
-/// block (keys for dK/dV, queries for dQ), columns per loop step, warps.
+/// block (keys for dK/dV, queries for dQ), columns per loop step, warps, stages of the column ring.
 #[derive(Clone, Copy)]
 struct BwdTiles {
     rows: usize,
     cols: usize,
     warps: u32,
+    stages: usize,
 }
 
 impl BwdTiles {
     /// (dK/dV, dQ) tiles for a head dim, as instantiated in the kernel file.
     fn for_head_dim(d: usize) -> Option<(BwdTiles, BwdTiles)> {
-        let t = |rows, cols, warps| BwdTiles { rows, cols, warps };
+        let t = |rows, cols, warps, stages| BwdTiles { rows, cols, warps, stages };
         Some(match d {
-            32 | 64 => (t(64, 64, 4), t(64, 64, 4)),
-            128 => (t(32, 64, 4), t(64, 32, 4)),
-            256 => (t(16, 64, 4), t(64, 32, 8)),
-            512 => (t(16, 64, 8), t(32, 32, 8)),
+            32 => (t(64, 64, 4, 2), t(64, 64, 4, 2)),
+            64 => (t(64, 64, 4, 2), t(64, 64, 4, 2)),
+            128 => (t(32, 64, 4, 1), t(64, 32, 4, 2)),
+            256 => (t(16, 64, 4, 1), t(64, 32, 8, 2)),
+            512 => (t(16, 64, 8, 1), t(32, 32, 8, 1)),
             _ => return None,
         })
     }
-    /// `bwd_smem_bytes`: R1, R2 [D][rows+8], C1, C2 [D][cols+8], dS (and P for dK/dV) [rows][cols+8] bf16,
-    /// lse and delta for the tile's queries in f32.
+    /// `bwd_smem_bytes`: R1, R2 [D][rows+8], C1, C2 [stages][D][cols+8], dS (and P for dK/dV) [rows][cols+8]
+    /// bf16, lse and delta for the tile's queries in f32 (per stage for dK/dV).
     fn smem(self, d: usize, key_rows: bool) -> usize {
-        let (r, c) = (self.rows, self.cols);
+        let (r, c, st) = (self.rows, self.cols, self.stages);
         let tiles = if key_rows { 2 } else { 1 };
-        2 * (2 * d * (r + 8) + 2 * d * (c + 8) + tiles * r * (c + 8)) + 8 * if key_rows { c } else { r }
+        2 * (2 * d * (r + 8) + st * 2 * d * (c + 8) + tiles * r * (c + 8)) + 8 * if key_rows { st * c } else { r }
     }
 }
 
