@@ -139,7 +139,7 @@ __device__ void fwd_wide(const AttnParams& p) {
 }
 
 // D = 512: 32 queries, 32-key tiles, 8 warps (2 row groups x 4 column groups: 8 keys and 128 channels a warp,
-// 64 accumulator floats a thread, 144 registers), 126 KiB of shared memory. 64 queries with 16 warps would
+// 64 accumulator floats a thread, 144 registers), 123.5 KiB of shared memory. 64 queries with 16 warps would
 // halve the K/V loads per query, but 512 threads leave 128 registers a thread and ptxas spills.
 #define FWD_WIDE(D, BQ, BK, NW)                                                                       \
   static_assert(fwd_wide_smem_bytes(D, BQ, BK, NW) <= 227 * 1024, "shared tiles");                  \

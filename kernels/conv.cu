@@ -6,9 +6,11 @@
 // are gathered and where C goes (CUTLASS "implicit GEMM convolution" mapping):
 //   fwd    y[n, co, oh, ow]   M = N*Ho*Wo (img, oh, ow)  N = C_out  K = C_in*K*K (c, kh, kw)
 //          A = x[img, c, oh*s - p + kh, ow*s - p + kw] (0 in the padding), B = w[co, (c, kh, kw)], + bias[co]
-//   dgrad  dx[n, c, ih, iw]   M = N*H*W (img, ih, iw)    N = C_in   K = C_out*K*K (co, kh, kw)
-//          A = dy[img, co, oh, ow] where oh*s = ih + p - kh and ow*s = iw + p - kw have integer in-range
-//              solutions (else 0; with stride 2 three in four taps are zero), B = w[co, c, kh, kw]
+//   dgrad  dx[n, c, ih, iw]   per class (py, px) of input pixels (ih % s, iw % s), on blockIdx.z (SubPixel):
+//          M = N*Hc*Wc (img, i, j) with ih = s*i + py, iw = s*j + px   N = C_in
+//          K = C_out*nkh*nkw (co, a, b) over the taps that reach the class, kh = kh0 + s*a, kw = kw0 + s*b
+//          A = dy[img, co, i + oy - a, j + ox - b] (0 outside dy), B = w[co, c, kh, kw]; at stride 1 the one
+//          class is every pixel and every tap, and a stride-2 3x3 gradient multiplies 9 taps instead of 36.
 //   wgrad  dw[co, c, kh, kw]  M = C_out  N = C_in*K*K (c, kh, kw)  K = N*Ho*Wo (img, oh, ow)
 //          A = dy[img, co, oh, ow], B = x[img, c, oh*s - p + kh, ow*s - p + kw]; the long reduction is split
 //          over blockIdx.z (split-K): split z writes its partial dw to slab z of an f32 workspace, and
@@ -72,62 +74,98 @@ template <typename T> struct LoadWByOut {
   }
 };
 
-// dgrad A: row m = (img, ih, iw), k = (co, kh, kw) -> dy[img, co, (ih + p - kh)/s, (iw + p - kw)/s] when
-// both divisions are exact and land inside the output, else 0 (that tap never touched this pixel).
+// The input gradient's sub-pixel classes. dx[ih] gathers dy[oh] over the taps with ih + pad - kh = s*oh, so
+// the input pixels with ih % s = py are reached only by the taps kh = kh0 + s*a with kh0 = (py + pad) % s, and
+// then oh = i + oy - a for ih = s*i + py, with oy = (py + pad - kh0) / s exact: no tap multiplies a zero and
+// no index is divided per element. Class z = blockIdx.z is (py, px) = (z / s, z % s); the launch's gm and gk
+// are the largest class's (class 0), dgrad's entry points narrow them to the block's own (`narrowed`).
+struct SubPixel {
+  int py, px, hc, wc, kh0, kw0, nkh, nkw, oy, ox;
+  __device__ explicit SubPixel(const ConvParams& p) {
+    const int s = p.stride, z = blockIdx.z;
+    py = z / s;
+    px = z - py * s;
+    hc = p.h > py ? (p.h - py + s - 1) / s : 0;
+    wc = p.w > px ? (p.w - px + s - 1) / s : 0;
+    kh0 = (py + p.pad) % s;
+    kw0 = (px + p.pad) % s;
+    nkh = p.k > kh0 ? (p.k - kh0 + s - 1) / s : 0;  // 0: no tap reaches the class (1x1 stride 2), dx = 0
+    nkw = p.k > kw0 ? (p.k - kw0 + s - 1) / s : 0;
+    oy = (py + p.pad - kh0) / s;
+    ox = (px + p.pad - kw0) / s;
+  }
+  // p with gm and gk of this class.
+  __device__ ConvParams narrowed(ConvParams p) const {
+    p.gm = p.n * hc * wc;
+    p.gk = p.co * nkh * nkw;
+    return p;
+  }
+};
+
+// dgrad A: row m = (img, i, j) of the block's class, k = (co, a, b) -> dy[img, co, i + oy - a, j + ox - b]
+// when inside dy, else 0 (that tap fell past the border).
 template <typename T> struct LoadDyByInputPixel {
   const T* base;
-  int th0, tw0;
+  int oh0, ow0, nkh, nkw;
   bool valid;
   __device__ void init(const ConvParams& p, const T* dy, int m) {
+    const SubPixel sp(p);
     valid = m < p.gm;
-    const int hw = p.h * p.w;
-    const int img = valid ? m / hw : 0, pix = valid ? m - img * hw : 0;
-    const int ih = pix / p.w, iw = pix - ih * p.w;
-    th0 = ih + p.pad;
-    tw0 = iw + p.pad;
+    const int q = sp.hc * sp.wc;
+    const int img = valid ? m / q : 0, pix = valid ? m - img * q : 0;
+    const int i = pix / max(sp.wc, 1), j = pix - i * sp.wc;
+    oh0 = i + sp.oy;
+    ow0 = j + sp.ox;
+    nkh = sp.nkh;
+    nkw = sp.nkw;
     base = dy + (size_t)img * p.co * p.ho * p.wo;
   }
   __device__ void load8(const ConvParams& p, int k0, float v[8]) const {
-    const int kk = p.k * p.k;
+    const int kk = max(nkh * nkw, 1);
     int co = k0 / kk, r = k0 - co * kk;
-    int kh = r / p.k, kw = r - kh * p.k;
+    int a = r / max(nkw, 1), b = r - a * nkw;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      const int th = th0 - kh, tw = tw0 - kw;  // = oh*s, ow*s if this tap reached the pixel
-      bool in = valid && k0 + i < p.gk && th >= 0 && tw >= 0;
-      int oh = th, ow = tw;
-      if (p.stride != 1) {  // block-uniform branch; stride 1 needs no division
-        oh = th / p.stride;
-        ow = tw / p.stride;
-        in = in && oh * p.stride == th && ow * p.stride == tw;
-      }
-      in = in && oh < p.ho && ow < p.wo;
+      const int oh = oh0 - a, ow = ow0 - b;
+      // unsigned compare: a tap past the top/left border gives a negative coordinate, which wraps and fails.
+      const bool in = valid && k0 + i < p.gk && (unsigned)oh < (unsigned)p.ho && (unsigned)ow < (unsigned)p.wo;
       v[i] = in ? to_float(base[(co * p.ho + oh) * p.wo + ow]) : 0.f;
-      if (++kw == p.k) {
-        kw = 0;
-        if (++kh == p.k) { kh = 0; ++co; }
+      if (++b == nkw) {
+        b = 0;
+        if (++a == nkh) { a = 0; ++co; }
       }
     }
   }
 };
 
-// dgrad B: row n = c, k = (co, kh, kw) -> w[co, c, kh, kw]: runs of K*K contiguous elements, stride C*K*K.
+// dgrad B: row n = c, k = (co, a, b) -> w[co, c, kh0 + s*a, kw0 + s*b] (at stride 1 runs of K*K contiguous
+// elements, stride C*K*K).
 template <typename T> struct LoadWByIn {
   const T* w;
-  int c;
+  int c, kh0, kw0, nkh, nkw;
   bool valid;
   __device__ void init(const ConvParams& p, const T* w_, int c_) {
+    const SubPixel sp(p);
     valid = c_ < p.gn;
     c = valid ? c_ : 0;
     w = w_;
+    kh0 = sp.kh0;
+    kw0 = sp.kw0;
+    nkh = sp.nkh;
+    nkw = sp.nkw;
   }
   __device__ void load8(const ConvParams& p, int k0, float v[8]) const {
-    const int kk = p.k * p.k;
+    const int kk = max(nkh * nkw, 1);
     int co = k0 / kk, r = k0 - co * kk;
+    int a = r / max(nkw, 1), b = r - a * nkw;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      v[i] = (valid && k0 + i < p.gk) ? to_float(w[(co * p.c + c) * kk + r]) : 0.f;
-      if (++r == kk) { r = 0; ++co; }
+      const int kh = kh0 + p.stride * a, kw = kw0 + p.stride * b;
+      v[i] = (valid && k0 + i < p.gk) ? to_float(w[((co * p.c + c) * p.k + kh) * p.k + kw]) : 0.f;
+      if (++b == nkw) {
+        b = 0;
+        if (++a == nkh) { a = 0; ++co; }
+      }
     }
   }
 };
@@ -194,8 +232,11 @@ __device__ __forceinline__ void store_c(const ConvParams& p, void* out, const T*
     if (bias) v += to_float(bias[col]);
     static_cast<T*>(out)[(img * p.co + col) * q + pix] = from_float<T>(v);
   } else if constexpr (MODE == DGRAD) {
-    const int hw = p.h * p.w, img = m / hw, pix = m - img * hw;
-    static_cast<T*>(out)[(img * p.c + col) * hw + pix] = from_float<T>(v);
+    const SubPixel sp(p);
+    const int q = sp.hc * sp.wc, img = m / q, pix = m - img * q;
+    const int i = pix / sp.wc, j = pix - i * sp.wc;
+    static_cast<T*>(out)[((img * p.c + col) * p.h + p.stride * i + sp.py) * p.w + p.stride * j + sp.px] =
+        from_float<T>(v);
   } else {
     // Split z's partial dw into slab z of the f32 workspace [splits][co][c*k*k].
     static_cast<float*>(out)[((size_t)blockIdx.z * p.gm + m) * p.gn + col] = v;
@@ -223,7 +264,7 @@ __device__ __forceinline__ void gemm_f32(const ConvParams& p, const TA* a_src, c
   LB lb;
   la.init(p, a_src, bm + lrow);
   lb.init(p, b_src, bn + lrow);
-  const int k_begin = blockIdx.z * p.k_split;
+  const int k_begin = MODE == WGRAD ? blockIdx.z * p.k_split : 0;  // dgrad's z is its sub-pixel class
   const int k_end = min(p.gk, k_begin + p.k_split);
   const int tiles = k_end > k_begin ? (k_end - k_begin + F_BK - 1) / F_BK : 0;
 
@@ -303,7 +344,7 @@ __device__ __forceinline__ void gemm_bf16(const ConvParams& p, const bf16* a_src
   LB lb;
   la.init(p, a_src, bm + lrow);
   lb.init(p, b_src, bn + lrow);
-  const int k_begin = blockIdx.z * p.k_split;
+  const int k_begin = MODE == WGRAD ? blockIdx.z * p.k_split : 0;  // dgrad's z is its sub-pixel class
   const int k_end = min(p.gk, k_begin + p.k_split);
   const int tiles = k_end > k_begin ? (k_end - k_begin + H_BK - 1) / H_BK : 0;
 
@@ -376,15 +417,19 @@ __device__ __forceinline__ void gemm_bf16(const ConvParams& p, const bf16* a_src
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Entry points. Grid: (ceil(M / BM), ceil(N / BN), splits); splits > 1 only for wgrad. `bias` may be null.
+// Entry points. Grid: (ceil(M / BM), ceil(N / BN), z) with z the splits of wgrad (else 1) and the stride^2
+// sub-pixel classes of dgrad, whose blocks past their class's M return at once. `bias` may be null.
 
 extern "C" __global__ void __launch_bounds__(F_THREADS)
     conv2d_fwd_f32(ConvParams p, const float* x, const float* w, const float* bias, float* y) {
   gemm_f32<FWD, LoadXByPixel<float>, LoadWByOut<float>>(p, x, w, bias, y);
 }
-extern "C" __global__ void __launch_bounds__(F_THREADS)
+// Four blocks an SM, as the other f32 directions get (the sub-pixel bookkeeping cost ptxas two registers).
+extern "C" __global__ void __launch_bounds__(F_THREADS, 4)
     conv2d_dgrad_f32(ConvParams p, const float* dy, const float* w, float* dx) {
-  gemm_f32<DGRAD, LoadDyByInputPixel<float>, LoadWByIn<float>>(p, dy, w, (const float*)nullptr, dx);
+  const ConvParams q = SubPixel(p).narrowed(p);
+  if ((int)blockIdx.x * F_BM >= q.gm) return;  // block-uniform, before any barrier
+  gemm_f32<DGRAD, LoadDyByInputPixel<float>, LoadWByIn<float>>(q, dy, w, (const float*)nullptr, dx);
 }
 // dw_partial [splits][co][c*k*k] f32: every element of every slab is written.
 extern "C" __global__ void __launch_bounds__(F_THREADS)
@@ -398,7 +443,9 @@ extern "C" __global__ void __launch_bounds__(H_THREADS)
 }
 extern "C" __global__ void __launch_bounds__(H_THREADS)
     conv2d_dgrad_bf16(ConvParams p, const bf16* dy, const bf16* w, bf16* dx) {
-  gemm_bf16<DGRAD, LoadDyByInputPixel<bf16>, LoadWByIn<bf16>>(p, dy, w, nullptr, dx);
+  const ConvParams q = SubPixel(p).narrowed(p);
+  if ((int)blockIdx.x * H_BM >= q.gm) return;  // block-uniform, before any barrier
+  gemm_bf16<DGRAD, LoadDyByInputPixel<bf16>, LoadWByIn<bf16>>(q, dy, w, nullptr, dx);
 }
 extern "C" __global__ void __launch_bounds__(H_THREADS)
     conv2d_wgrad_bf16(ConvParams p, const bf16* x, const bf16* dy, float* dw_partial) {

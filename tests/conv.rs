@@ -132,6 +132,12 @@ const PARITY_CASES: &[Case] = &[
     (8, 16, 16, 16, 24, 3, 1, 1), // long wgrad reduction: split-K over several blocks
     (2, 6, 8, 10, 5, 3, 2, 0),    // stride 2: the last input row and column are never reached (dx = 0)
     (2, 8, 7, 7, 12, 1, 2, 0),    // 1x1 stride-2 shortcut: three in four input pixels get no gradient
+    // The input gradient's sub-pixel classes at other strides and kernels: stride 3 (nine classes of one or
+    // two taps a side, H and W not multiples of 3), 5x5 stride 2 (two or three taps), 4x4 stride 2 (an even
+    // kernel: two taps in every class).
+    (1, 4, 10, 11, 6, 3, 3, 1),
+    (1, 3, 9, 8, 4, 5, 2, 2),
+    (2, 5, 8, 9, 3, 4, 2, 1),
 ];
 
 #[test]

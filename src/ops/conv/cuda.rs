@@ -95,13 +95,22 @@ fn split_plan(gk: usize, bk: usize, splits: usize) -> (usize, usize) {
     (per_split, gk.div_ceil(per_split).max(1))
 }
 
+/// What grid z of a conv.cu launch enumerates.
+#[derive(Clone, Copy)]
+enum Grid {
+    /// Slices of the reduction (split-K, wgrad), as asked; `split_plan` fixes the count.
+    Splits(usize),
+    /// The stride^2 sub-pixel classes of dgrad, each with its whole reduction.
+    Classes(usize),
+}
+
 fn run_gemm(
     gpu: &Gpu,
     dir: &str,
     dtype: DType,
     g: &Geom,
     (gm, gn, gk): (usize, usize, usize),
-    splits: usize,
+    z: Grid,
     ptrs: &[u64],
 ) -> Result<()> {
     if gm == 0 || gn == 0 {
@@ -109,9 +118,12 @@ fn run_gemm(
         return Ok(());
     }
     let (bm, bn, bk) = tile(dtype);
-    let (per_split, splits) = split_plan(gk, bk, splits);
+    let (per_split, z) = match z {
+        Grid::Splits(asked) => split_plan(gk, bk, asked),
+        Grid::Classes(classes) => (split_plan(gk, bk, 1).0, classes),
+    };
     let p = params(g, gm, gn, gk, per_split);
-    let grid = (gm.div_ceil(bm) as u32, gn.div_ceil(bn) as u32, splits as u32);
+    let grid = (gm.div_ceil(bm) as u32, gn.div_ceil(bn) as u32, z as u32);
     if grid.1 > 65535 || grid.2 > 65535 {
         bail!("conv2d: grid {grid:?} too large for input {:?}, weights {:?}", g.x_dims(), g.w_dims());
     }
@@ -147,7 +159,7 @@ pub fn fwd_with(
         fwd_wgmma(gpu, g, x, w, b, &y)?;
         return Ok(y);
     }
-    run_gemm(gpu, "fwd", x.dtype(), g, gemm, 1, &[x.ptr(), w.ptr(), b, y.ptr()])?;
+    run_gemm(gpu, "fwd", x.dtype(), g, gemm, Grid::Splits(1), &[x.ptr(), w.ptr(), b, y.ptr()])?;
     Ok(y)
 }
 
@@ -230,8 +242,11 @@ pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernel
         fwd_wgmma_nhwc(gpu, &gd, &dy_nhwc, &wd, 0, &dx)?;
         return Ok(dx);
     }
-    let gemm = (g.n * g.h * g.w, g.c, g.co * g.k * g.k);
-    run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, 1, &[dy.ptr(), w.ptr(), dx.ptr()])?;
+    // One GEMM per sub-pixel class (ih % s, iw % s) on grid z (SubPixel in conv.cu), sized for the largest:
+    // class 0 has ceil(H/s) x ceil(W/s) pixels and at most ceil(K/s)^2 taps.
+    let s = g.stride;
+    let gemm = (g.n * g.h.div_ceil(s) * g.w.div_ceil(s), g.c, g.co * g.k.div_ceil(s).pow(2));
+    run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, Grid::Classes(s * s), &[dy.ptr(), w.ptr(), dx.ptr()])?;
     Ok(dx)
 }
 
@@ -272,7 +287,7 @@ pub fn wgrad_with(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage, kernel
     let asked = wgrad_splits(gpu, gm.div_ceil(bm) * gn.div_ceil(bn), gk, bk);
     let splits = split_plan(gk, bk, asked).1;
     let partial = CudaStorage::alloc(gpu, DType::F32, splits * n)?;
-    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), asked, &[x.ptr(), dy.ptr(), partial.ptr()])?;
+    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), Grid::Splits(asked), &[x.ptr(), dy.ptr(), partial.ptr()])?;
     if splits == 1 && dtype == DType::F32 {
         return Ok(partial);
     }
