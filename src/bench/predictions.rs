@@ -178,11 +178,17 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
         }
         ("sum_all", _) if small => p(0.05, 0.25, "0.4 M elements: two launches (partials, final) for ~1 µs of data"),
         ("sum_all", _) => p(0.40, 0.75, "partial sums per block, then one final block"),
-        ("concat" | "upsample2x" | "avg_pool2x", _) if elems < 1.5e7 => {
-            p(0.20, 0.50, "64-bit division and remainder per element, scalar accesses, 10-25 MB")
+        ("concat", _) if elems < 1.5e7 => {
+            p(0.30, 0.60, "16-byte slab copies, one image row per grid row, 10-25 MB: launch and tail weigh")
         }
-        ("concat" | "upsample2x" | "avg_pool2x", _) => {
-            p(0.30, 0.60, "64-bit division and remainder per element to find (n, c, h, w), scalar accesses")
+        ("concat", _) => p(0.55, 0.85, "16-byte slab copies (channel_copy_fwd_u128), no index arithmetic per element"),
+        ("upsample2x" | "avg_pool2x", _) if elems < 1.5e7 => p(
+            0.25,
+            0.55,
+            "4 columns a thread (8- to 32-byte accesses), one 32-bit division per 4 elements, 10-25 MB",
+        ),
+        ("upsample2x" | "avg_pool2x", _) => {
+            p(0.55, 0.85, "4 columns a thread (8- to 32-byte accesses), one 32-bit division per 4 elements")
         }
         ("masked_mse" | "gsure_loss", _) if small => p(0.05, 0.30, "under 4 MB and a two-pass row reduction"),
         ("masked_mse" | "gsure_loss", _) => p(0.30, 0.60, "fused loss, per-row partial sums then a final pass"),

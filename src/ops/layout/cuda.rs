@@ -1,7 +1,7 @@
 //! Launchers for kernels/layout.cu.
 use crate::backend::cuda::{blocks_for, ptx, CudaStorage, Gpu};
 use crate::launch;
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 const BLOCK: u32 = 256;
 /// Blocks per SM at most: enough to fill the GPU several times over; grid-stride loops cover the rest.
@@ -78,6 +78,10 @@ fn resample(
     let y = CudaStorage::alloc(gpu, x.dtype(), n_out)?;
     if n_out == 0 {
         return Ok(y);
+    }
+    if planes * h * w > u32::MAX as usize {
+        // The kernels count rows x column chunks in 32 bits.
+        bail!("{op}: {planes} planes of {h}x{w} exceed the CUDA kernels' 32-bit element count; split the batch");
     }
     launch!(
         gpu,
