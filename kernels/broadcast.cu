@@ -6,10 +6,13 @@
 
 // The channel of element j is (j / inner) % mid. A thread's elements are j0, j0 + G, j0 + 2G, ... (G the
 // grid size), so it divides once, for j0 and for G, and then steps its position (i = j % inner, m) by G's
-// quotient and remainder with one carry: no division per element.
-template <typename T, int OP>  // OP 0: x + s, 1: x * s, 2: s (expand)
+// quotient and remainder with one carry: no division per element. V = 16 / sizeof(T) when inner % V == 0 and
+// the pointers are 16-byte aligned: j then counts 16-byte vectors, all of whose elements share one channel
+// (inner is taken in vectors), one load and store each; V = 1 otherwise.
+template <typename T, int OP, int V>  // OP 0: x + s, 1: x * s, 2: s (expand)
 __device__ void along(const T* __restrict__ x, const T* __restrict__ s, T* __restrict__ out, int64_t outer,
                       int64_t mid, int64_t inner) {
+  inner /= V;
   const int64_t n = outer * mid * inner, j0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   const int64_t stride = (int64_t)gridDim.x * blockDim.x;
   if (j0 >= n) return;
@@ -17,9 +20,19 @@ __device__ void along(const T* __restrict__ x, const T* __restrict__ s, T* __res
   int64_t i = j0 % inner, m = j0 / inner % mid;
   for (int64_t j = j0; j < n; j += stride) {
     const float sv = to_float(s[m]);
-    if (OP == 0) out[j] = from_float<T>(to_float(x[j]) + sv);
-    if (OP == 1) out[j] = from_float<T>(to_float(x[j]) * sv);
-    if (OP == 2) out[j] = s[m];
+    __align__(16) T v[V];
+    if (OP != 2) {
+      if constexpr (V > 1) *reinterpret_cast<uint4*>(v) = reinterpret_cast<const uint4*>(x)[j];
+      else v[0] = x[j];
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      if (OP == 0) v[e] = from_float<T>(to_float(v[e]) + sv);
+      if (OP == 1) v[e] = from_float<T>(to_float(v[e]) * sv);
+      if (OP == 2) v[e] = s[m];
+    }
+    if constexpr (V > 1) reinterpret_cast<uint4*>(out)[j] = *reinterpret_cast<const uint4*>(v);
+    else out[j] = v[0];
     i += step_i;
     m += step_m;
     if (i >= inner) i -= inner, ++m;  // i < 2 inner and m < 2 mid here: one subtraction each
@@ -27,17 +40,28 @@ __device__ void along(const T* __restrict__ x, const T* __restrict__ s, T* __res
   }
 }
 
+// The 16-byte path when every vector stays inside one channel and the pointers allow it.
+template <typename T, int OP>
+__device__ __forceinline__ void along_any(const T* x, const T* s, T* out, int64_t outer, int64_t mid, int64_t inner) {
+  constexpr int V = 16 / sizeof(T);
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  if (inner % V == 0 && aligned)
+    along<T, OP, V>(x, s, out, outer, mid, inner);
+  else
+    along<T, OP, 1>(x, s, out, outer, mid, inner);
+}
+
 #define ALONG(T, sfx)                                                                                          \
   extern "C" __global__ void add_along_fwd_##sfx(const T* x, const T* s, T* out, int64_t outer, int64_t mid,  \
                                                  int64_t inner) {                                              \
-    along<T, 0>(x, s, out, outer, mid, inner);                                                                \
+    along_any<T, 0>(x, s, out, outer, mid, inner);                                                                \
   }                                                                                                            \
   extern "C" __global__ void mul_along_fwd_##sfx(const T* x, const T* s, T* out, int64_t outer, int64_t mid,  \
                                                  int64_t inner) {                                              \
-    along<T, 1>(x, s, out, outer, mid, inner);                                                                \
+    along_any<T, 1>(x, s, out, outer, mid, inner);                                                                \
   }                                                                                                            \
   extern "C" __global__ void expand_fwd_##sfx(const T* s, T* out, int64_t outer, int64_t mid, int64_t inner) { \
-    along<T, 2>(nullptr, s, out, outer, mid, inner);                                                          \
+    along_any<T, 2>(nullptr, s, out, outer, mid, inner);                                                          \
   }
 ALONG(float, f32)
 ALONG(bf16, bf16)

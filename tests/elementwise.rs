@@ -93,7 +93,9 @@ fn mismatched_shapes_are_errors_naming_op_and_shapes() {
 #[test]
 fn cuda_parity() {
     let mut r = rng(7);
-    let shapes: &[&[usize]] = &[&[1], &[1000], &[3, 5, 7], &[2, 64, 33, 31]];
+    // [4, 16, 8, 8]: along channels (axis 1) each 16-byte vector stays in one channel (the vector path of
+    // broadcast.cu), as along axis 0 of [2, 64, 33, 31]; the other axes take the scalar path.
+    let shapes: &[&[usize]] = &[&[1], &[1000], &[3, 5, 7], &[2, 64, 33, 31], &[4, 16, 8, 8]];
     for dtype in [DType::F32, DType::BF16] {
         for shape in shapes {
             let a = randn(shape, &mut r);

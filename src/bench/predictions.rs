@@ -172,10 +172,15 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
         ("silu" | "add" | "affine" | "where", _) => {
             p(0.65, 0.90, "one pass, 16-byte loads and stores per thread (pointwise.cuh), no division")
         }
-        ("mul_along", _) => p(0.50, 0.80, "one pass, no division per element, but 2-byte scalar accesses"),
-        ("dropout", _) => {
-            p(0.50, 0.80, "one pass, 2-byte scalar accesses (no 16-byte vectors) and a 64-bit index per element")
+        ("mul_along", _) => {
+            p(0.65, 0.90, "one pass, 16-byte vectors inside one channel (H·W % 8 == 0), no division per element")
         }
+        ("dropout", _) => p(
+            0.55,
+            0.85,
+            "one pass with 16-byte accesses, but a splitmix64 hash (two 64-bit multiplies) per element: near the \
+             integer throughput for bf16",
+        ),
         ("sum_all", _) if small => p(0.05, 0.25, "0.4 M elements: two launches (partials, final) for ~1 µs of data"),
         ("sum_all", _) => p(0.40, 0.75, "partial sums per block, then one final block"),
         ("concat", _) if elems < 1.5e7 => {
