@@ -25,40 +25,84 @@ struct GnParams {
 
 __device__ __forceinline__ float sigmoidf(float v) { return 1.f / (1.f + expf(-v)); }
 
+// The element loops of both directions move V = 16 / sizeof(T) elements at a time (one 16-byte load or store)
+// when a channel's S elements are a whole number of vectors and the group's slabs are 16-byte aligned, else
+// one; a vector's channel is one 32-bit division (the launcher keeps a group's M below 2^31).
+// Where block (n, g)'s slab starts: (n * C + g * C/G) * S.
+__device__ __forceinline__ int64_t group_base(const GnParams& p) {
+  const int64_t n = blockIdx.x / p.groups, g = blockIdx.x % p.groups;
+  return (n * p.c + g * (p.c / p.groups)) * p.spatial;
+}
+
+template <typename T>
+__device__ __forceinline__ bool gn_vectors(const void* a, const void* b, const void* c, int64_t spatial) {
+  constexpr int V = 16 / sizeof(T);
+  const uintptr_t any = reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) | reinterpret_cast<uintptr_t>(c);
+  return spatial % V == 0 && any % 16 == 0;
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void load_v(T (&v)[V], const T* src, int iv) {
+  if constexpr (V > 1) *reinterpret_cast<uint4*>(v) = reinterpret_cast<const uint4*>(src)[iv];
+  else v[0] = src[iv];
+}
+template <typename T, int V>
+__device__ __forceinline__ void store_v(T* dst, int iv, const T (&v)[V]) {
+  if constexpr (V > 1) reinterpret_cast<uint4*>(dst)[iv] = *reinterpret_cast<const uint4*>(v);
+  else dst[iv] = v[0];
+}
+
 // One block per (n, g): blockIdx.x = n * G + g. Two-pass statistics (mean, then the mean of squared
 // deviations, so large means do not cancel), then one pass that normalises, applies the affine map and the
 // optional SiLU. The group's slab is re-read three times; it is small (M elements) and stays in L1/L2.
-template <typename T>
+template <typename T, int V>
 __device__ void gn_fwd(const GnParams p) {
   __shared__ float scratch[32];
-  const T* x = static_cast<const T*>(p.x);
   const T* gamma = static_cast<const T*>(p.gamma);
   const T* beta = static_cast<const T*>(p.beta);
-  T* y = static_cast<T*>(p.y);
   const int cpg = p.c / p.groups;
   const int64_t ng = blockIdx.x, n = ng / p.groups, g = ng % p.groups;
-  const int64_t m = (int64_t)cpg * p.spatial;
+  const int m = cpg * (int)p.spatial, nv = m / V, sv = (int)p.spatial / V;
   const int64_t base = (n * p.c + g * cpg) * p.spatial;
+  const T* x = static_cast<const T*>(p.x) + base;
+  T* y = static_cast<T*>(p.y) + base;
   const float inv_m = 1.f / (float)m;
 
   float s = 0.f;
-  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) s += to_float(x[base + i]);
-  const float mean = block_sum(s, scratch) * inv_m;
-  float v = 0.f;
-  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const float d = to_float(x[base + i]) - mean;
-    v += d * d;
+  for (int iv = threadIdx.x; iv < nv; iv += blockDim.x) {
+    __align__(16) T v[V];
+    load_v(v, x, iv);
+#pragma unroll
+    for (int e = 0; e < V; ++e) s += to_float(v[e]);
   }
-  const float var = block_sum(v, scratch) * inv_m;  // biased, as PyTorch's GroupNorm
+  const float mean = block_sum(s, scratch) * inv_m;
+  float var_sum = 0.f;
+  for (int iv = threadIdx.x; iv < nv; iv += blockDim.x) {
+    __align__(16) T v[V];
+    load_v(v, x, iv);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float d = to_float(v[e]) - mean;
+      var_sum += d * d;
+    }
+  }
+  const float var = block_sum(var_sum, scratch) * inv_m;  // biased, as PyTorch's GroupNorm
   const float rstd = rsqrtf(var + p.eps);
   if (threadIdx.x == 0) {
     p.stats[2 * ng] = mean;
     p.stats[2 * ng + 1] = rstd;
   }
-  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const int c = g * cpg + (int)(i / p.spatial);
-    const float pre = (to_float(x[base + i]) - mean) * rstd * to_float(gamma[c]) + to_float(beta[c]);
-    y[base + i] = from_float<T>(p.silu ? pre * sigmoidf(pre) : pre);
+  for (int iv = threadIdx.x; iv < nv; iv += blockDim.x) {
+    const int c = g * cpg + iv / sv;
+    const float ga = to_float(gamma[c]), be = to_float(beta[c]);
+    __align__(16) T v[V];
+    load_v(v, x, iv);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float pre = (to_float(v[e]) - mean) * rstd * ga + be;
+      v[e] = from_float<T>(p.silu ? pre * sigmoidf(pre) : pre);
+    }
+    store_v(y, iv, v);
   }
 }
 
@@ -73,7 +117,7 @@ __device__ void gn_fwd(const GnParams p) {
 // segs + segment) and writes its warp sum to its own shared slot, and the slots of a channel are added in a
 // fixed order afterwards: the result is deterministic (no atomics).
 // Dynamic shared memory: 2 * cpg * segs floats.
-template <typename T>
+template <typename T, int V>
 __device__ void gn_bwd(const GnParams p) {
   DYNAMIC_SHARED(float, slots);  // [2][cpg * segs]
   __shared__ float scratch[32];
@@ -138,16 +182,24 @@ __device__ void gn_bwd(const GnParams p) {
   const float mean_dxh_xh = block_sum(a, scratch) * inv_m;
   const float mean_dxh = block_sum(b, scratch) * inv_m;
 
-  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
-    const int c = g * cpg + (int)(i / p.spatial);
-    const float ga = to_float(gamma[c]);
-    const float xh = (to_float(x[base + i]) - mean) * rstd;
-    float dpre = to_float(dy[base + i]);
-    if (p.silu) {
-      const float pre = xh * ga + to_float(beta[c]), sig = sigmoidf(pre);
-      dpre *= sig * (1.f + pre * (1.f - sig));
+  const int nv = (int)m / V, sv = (int)p.spatial / V;
+  for (int iv = threadIdx.x; iv < nv; iv += blockDim.x) {
+    const int c = g * cpg + iv / sv;
+    const float ga = to_float(gamma[c]), be = to_float(beta[c]);
+    __align__(16) T xv[V], gv[V];
+    load_v(xv, x + base, iv);
+    load_v(gv, dy + base, iv);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float xh = (to_float(xv[e]) - mean) * rstd;
+      float dpre = to_float(gv[e]);
+      if (p.silu) {
+        const float pre = xh * ga + be, sig = sigmoidf(pre);
+        dpre *= sig * (1.f + pre * (1.f - sig));
+      }
+      xv[e] = from_float<T>(rstd * (dpre * ga - mean_dxh - xh * mean_dxh_xh));
     }
-    dx[base + i] = from_float<T>(rstd * (dpre * ga - mean_dxh - xh * mean_dxh_xh));
+    store_v(dx + base, iv, xv);
   }
 }
 
@@ -167,8 +219,20 @@ __device__ void gn_affine_grad(const float* partial, T* dgamma, T* dbeta, int n,
 }
 
 #define GROUP_NORM(T, sfx)                                                                                    \
-  extern "C" __global__ void group_norm_fwd_##sfx(const GnParams p) { gn_fwd<T>(p); }                      \
-  extern "C" __global__ void group_norm_bwd_##sfx(const GnParams p) { gn_bwd<T>(p); }                      \
+  extern "C" __global__ void group_norm_fwd_##sfx(const GnParams p) {                                        \
+    const int64_t base = group_base(p);                                                                       \
+    if (gn_vectors<T>((const T*)p.x + base, (T*)p.y + base, (const T*)p.x + base, p.spatial))                \
+      gn_fwd<T, 16 / sizeof(T)>(p);                                                                           \
+    else                                                                                                      \
+      gn_fwd<T, 1>(p);                                                                                        \
+  }                                                                                                           \
+  extern "C" __global__ void group_norm_bwd_##sfx(const GnParams p) {                                        \
+    const int64_t base = group_base(p);                                                                       \
+    if (gn_vectors<T>((const T*)p.x + base, (T*)p.y + base, (const T*)p.dy + base, p.spatial))               \
+      gn_bwd<T, 16 / sizeof(T)>(p);                                                                           \
+    else                                                                                                      \
+      gn_bwd<T, 1>(p);                                                                                        \
+  }                                                                                                           \
   extern "C" __global__ void group_norm_affine_grad_##sfx(const float* partial, T* dgamma, T* dbeta, int n, \
                                                           int c) {                                          \
     gn_affine_grad<T>(partial, dgamma, dbeta, n, c);                                                        \

@@ -114,9 +114,17 @@ fn bad_inputs_are_errors_naming_op_and_shapes() {
 fn cuda_parity() {
     let mut r = rng(4);
     // (shape, groups): odd spatial sizes, the U-Net's 8x8 at batch 128, 1x1 (fewer elements than threads),
-    // a rank-2 input and a group of more channels than the block has warps
-    let cases: &[(&[usize], usize)] =
-        &[(&[3, 64, 17, 13], 32), (&[128, 128, 8, 8], 32), (&[2, 96, 1, 1], 32), (&[5, 12], 3), (&[2, 64, 3, 5], 2)];
+    // a rank-2 input and a group of more channels than the block has warps; 4x4 and 2x2 (16-byte vectors of
+    // a channel in both dtypes, and in f32 only)
+    let cases: &[(&[usize], usize)] = &[
+        (&[3, 64, 17, 13], 32),
+        (&[128, 128, 8, 8], 32),
+        (&[2, 96, 1, 1], 32),
+        (&[5, 12], 3),
+        (&[2, 64, 3, 5], 2),
+        (&[4, 32, 4, 4], 8),
+        (&[4, 16, 2, 2], 4),
+    ];
     for dtype in [DType::F32, DType::BF16] {
         for &(shape, groups) in cases {
             for silu in [false, true] {

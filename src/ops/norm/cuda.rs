@@ -35,6 +35,11 @@ fn check_sizes(d: Dims) -> Result<()> {
     if blocks > i32::MAX as usize || d.c > i32::MAX as usize || d.n > i32::MAX as usize {
         bail!("group_norm: N = {}, C = {}, groups = {} exceed the kernel's 32-bit sizes", d.n, d.c, d.groups);
     }
+    let cpg = d.c / d.groups.max(1);
+    if cpg * d.spatial > i32::MAX as usize {
+        // The kernels index a group's slab with 32-bit integers.
+        bail!("group_norm: a group of {cpg} channels x {} pixels exceeds the kernel's 32-bit sizes", d.spatial);
+    }
     Ok(())
 }
 
