@@ -51,8 +51,8 @@ __device__ void bwd_mma(const AttnParams& p) {
   static_assert(WC % 8 == 0 && WC * (NW / RT) == BC && DW % 16 == 0 && DW * (NW / RT) == D, "warp split");
   constexpr int LR = BR + 8, LC = BC + 8, NQ = KEY_ROWS ? BC : BR;  // NQ: queries the softmax stats cover
   DYNAMIC_SHARED(__align__(16) bf16, smem);
-  bf16* R1s = smem;              // [D][LR]
-  bf16* R2s = R1s + D * LR;      // [D][LR]
+  bf16* R1s = smem;                          // [D][LR]
+  bf16* R2s = R1s + D * LR;                  // [D][LR]
   bf16* C1s0 = R2s + D * LR;                 // [STAGES][D][LC]
   bf16* C2s0 = C1s0 + STAGES * D * LC;       // [STAGES][D][LC]
   bf16* dSs = C2s0 + STAGES * D * LC;        // [BR][LC]
@@ -86,7 +86,8 @@ __device__ void bwd_mma(const AttnParams& p) {
       delta_s0[stage * NQ + i] = in ? delta[t0 + i] : 0.f;
     }
   };
-  // The row operands, the first column tile and the stats in one cp.async group.
+  // The row operands and the first column tile in one cp.async group; the stats by plain loads (the barrier
+  // at the loop's first wait publishes both).
   issue_tile_bf16(R1s, LR, r1, D, Tn, row0, BR);
   issue_tile_bf16(R2s, LR, r2, D, Tn, row0, BR);
   issue_tile_bf16(C1s0, LC, c1, D, Tn, 0, BC);
@@ -127,7 +128,9 @@ __device__ void bwd_mma(const AttnParams& p) {
     scores_tile<D, WC>(s, R1s, LR, rw, C1s, LC, cw, lane);
     scores_tile<D, WC>(dp, R2s, LR, rw, C2s, LC, cw, lane);
     // s[nt][e]: row rw + g (e < 2) or + 8, column cw + nt*8 + 2t + (e & 1). In dK/dV the rows past T are keys
-    // that do not exist: their zero-filled K gives finite P, and their dK/dV rows are never stored.
+    // that do not exist: their zero-filled K gives P = exp(-lse) (inf if lse < -88), which reaches only their
+    // own rows of dK/dV (an MMA's output row depends on its A row alone), and those are never stored. Masking
+    // them here cost ptxas 7-90 registers and a spill at D = 64.
 #pragma unroll
     for (int nt = 0; nt < WC / 8; nt++) {
 #pragma unroll
