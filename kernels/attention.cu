@@ -130,7 +130,6 @@ __device__ void fwd_generic(const AttnParams& p) {
 // load overlaps them; STAGES = 1 (D = 256, where a second stage would halve the blocks per SM): load, wait, compute.
 template <int D, int BK, int STAGES>
 __device__ void fwd_mma(const AttnParams& p) {
-  static_assert(STAGES == 1 || STAGES == 2, "one or two K/V stages");
   constexpr int BQ = 64, LDQ = BQ + 8, LDK = BK + 8;
   // Dynamic: D = 256 needs 76 KiB (the launcher raises the limit). Every region starts at a multiple of
   // 16 bytes (D * LDQ * 2 and D * LDK * 2 are multiples of 16), as cp.async and ldmatrix require.
@@ -159,18 +158,10 @@ __device__ void fwd_mma(const AttnParams& p) {
 
   for (int k0 = 0, st = 0; k0 < Tn; k0 += BK, st = (st + 1) % STAGES) {
     __syncthreads();  // every warp is done with the previous tile: the stage refilled below is free
-    const int next = STAGES == 2 ? k0 + BK : k0;  // the tile issued now (STAGES = 1: this one, if not yet)
-    const int ns = (st + 1) % STAGES;
-    if (next < Tn && (STAGES == 2 || k0 > 0)) {
-      issue_tile_bf16(Ks0 + ns * D * LDK, LDK, k, D, Tn, next, BK);
-      issue_tile_bf16(Vs0 + ns * D * LDK, LDK, v, D, Tn, next, BK);
-      cp_async_commit();
-    }
-    if (STAGES == 2 && next < Tn) {
-      cp_async_wait<1>();  // this tile's group is complete, the next one may still be in flight
-    } else {
-      cp_async_wait<0>();
-    }
+    ring_step<STAGES>(k0, BK, Tn, st, [&](int ns, int t) {
+      issue_tile_bf16(Ks0 + ns * D * LDK, LDK, k, D, Tn, t, BK);
+      issue_tile_bf16(Vs0 + ns * D * LDK, LDK, v, D, Tn, t, BK);
+    });
     __syncthreads();  // this tile (and on the first pass Qs) landed for every thread
     const bf16* Ks = Ks0 + st * D * LDK;
     const bf16* Vs = Vs0 + st * D * LDK;

@@ -53,6 +53,27 @@ __device__ __forceinline__ void load_tile_bf16(bf16* dst, int ld, const bf16* sr
   cp_async_wait<0>();
 }
 
+// One step of a loop over tiles t0 = 0, step, 2 step, ... < T whose tiles live in a ring of STAGES (1 or 2)
+// shared-memory stages, tile 0 already issued into stage 0 (its cp.async group committed): issues the tile
+// the ring needs now into its stage with `issue(stage, t)` and commits it, then waits until tile t0 has landed
+// for this thread. STAGES = 2 issues tile t0 + step (its copies overlap the caller's work on t0), STAGES = 1
+// tile t0 itself (from the second step on). The caller brackets it with barriers: before, so the stage being
+// refilled is no longer read; after, so every thread's copies of tile t0 are visible.
+template <int STAGES, class Issue>
+__device__ __forceinline__ void ring_step(int t0, int step, int Tn, int st, const Issue& issue) {
+  static_assert(STAGES == 1 || STAGES == 2, "one or two stages");
+  const int next = STAGES == 2 ? t0 + step : t0;
+  if (next < Tn && (STAGES == 2 || t0 > 0)) {
+    issue((st + 1) % STAGES, next);
+    cp_async_commit();
+  }
+  if (STAGES == 2 && next < Tn) {
+    cp_async_wait<1>();  // tile t0's group is complete, the next one may still be in flight
+  } else {
+    cp_async_wait<0>();
+  }
+}
+
 constexpr float LOG2E = 1.4426950408889634f;
 
 // C[r][c] = sum_d X[d][r0 + r] * Y[d][c0 + c] for r < 16, c < W (one warp; X, Y bf16 [D][ld]).

@@ -47,7 +47,6 @@ __device__ void bwd_mma(const AttnParams& p) {
   constexpr int WC = BC * RT / NW;  // phase-1 columns per warp
   constexpr int DW = D * RT / NW;   // phase-2 channels per warp
   static_assert(BR % 16 == 0 && BC % 16 == 0 && D % 16 == 0 && NW % RT == 0, "tile shapes");
-  static_assert(STAGES == 1 || STAGES == 2, "one or two column stages");
   static_assert(WC % 8 == 0 && WC * (NW / RT) == BC && DW % 16 == 0 && DW * (NW / RT) == D, "warp split");
   constexpr int LR = BR + 8, LC = BC + 8, NQ = KEY_ROWS ? BC : BR;  // NQ: queries the softmax stats cover
   DYNAMIC_SHARED(__align__(16) bf16, smem);
@@ -103,19 +102,11 @@ __device__ void bwd_mma(const AttnParams& p) {
 
   for (int c0 = 0, st = 0; c0 < Tn; c0 += BC, st = (st + 1) % STAGES) {
     __syncthreads();  // the previous tile's Ps/dSs and the stage refilled below are consumed
-    const int next = STAGES == 2 ? c0 + BC : c0;  // the tile issued now (STAGES = 1: this one, if not yet)
-    const int ns = (st + 1) % STAGES;
-    if (next < Tn && (STAGES == 2 || c0 > 0)) {
-      issue_tile_bf16(C1s0 + ns * D * LC, LC, c1, D, Tn, next, BC);
-      issue_tile_bf16(C2s0 + ns * D * LC, LC, c2, D, Tn, next, BC);
-      cp_async_commit();
-      if (KEY_ROWS) load_stats(ns, next);
-    }
-    if (STAGES == 2 && next < Tn) {
-      cp_async_wait<1>();  // this tile's group is complete, the next one may still be in flight
-    } else {
-      cp_async_wait<0>();
-    }
+    ring_step<STAGES>(c0, BC, Tn, st, [&](int ns, int t) {
+      issue_tile_bf16(C1s0 + ns * D * LC, LC, c1, D, Tn, t, BC);
+      issue_tile_bf16(C2s0 + ns * D * LC, LC, c2, D, Tn, t, BC);
+      if (KEY_ROWS) load_stats(ns, t);
+    });
     __syncthreads();  // this tile (and on the first pass the row operands) landed for every thread
     const bf16* C1s = C1s0 + st * D * LC;
     const bf16* C2s = C2s0 + st * D * LC;

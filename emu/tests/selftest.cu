@@ -261,33 +261,29 @@ extern "C" __global__ void st_wgmma_refill(const bf16* A, const bf16* B, float* 
 
 // --- cp.async.bulk.tensor (tma.cuh): one box of a tensor map into dynamic shared memory, copied out raw ------
 #include "tma.cuh"
-extern "C" __global__ void st_tma_2d(const __grid_constant__ TensorMap map, int x, int y, unsigned char* out,
-                                     int bytes) {
+// Thread 0 issues `load(box, bar)` for `bytes` bytes into a 1 KiB-aligned box; every thread then waits and
+// copies the box out.
+template <class Load>
+__device__ void tma_box_case(unsigned char* out, int bytes, Load load) {
   DYNAMIC_SHARED(__align__(16) unsigned char, raw);
   unsigned char* box = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
   __shared__ __align__(8) uint64_t bar;
   if (threadIdx.x == 0) {
     mbar_init(&bar, 1);
     mbar_arrive_expect_tx(&bar, bytes);
-    tma_load_2d(box, &map, x, y, &bar);
+    load(box, &bar);
   }
   __syncthreads();
   mbar_wait(&bar, 0);
   for (int i = threadIdx.x; i < bytes; i += blockDim.x) out[i] = box[i];
 }
+extern "C" __global__ void st_tma_2d(const __grid_constant__ TensorMap map, int x, int y, unsigned char* out,
+                                     int bytes) {
+  tma_box_case(out, bytes, [&](unsigned char* box, uint64_t* bar) { tma_load_2d(box, &map, x, y, bar); });
+}
 extern "C" __global__ void st_tma_3d(const __grid_constant__ TensorMap map, int x, int y, int z, unsigned char* out,
                                      int bytes) {
-  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
-  unsigned char* box = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
-  __shared__ __align__(8) uint64_t bar;
-  if (threadIdx.x == 0) {
-    mbar_init(&bar, 1);
-    mbar_arrive_expect_tx(&bar, bytes);
-    tma_load_3d(box, &map, x, y, z, &bar);
-  }
-  __syncthreads();
-  mbar_wait(&bar, 0);
-  for (int i = threadIdx.x; i < bytes; i += blockDim.x) out[i] = box[i];
+  tma_box_case(out, bytes, [&](unsigned char* box, uint64_t* bar) { tma_load_3d(box, &map, x, y, z, bar); });
 }
 
 // --- an mbarrier hand-off: warp 0 writes shared memory and arrives, warp 1 waits and reads. The race detector
