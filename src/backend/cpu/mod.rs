@@ -2,6 +2,7 @@
 //! twin lives next to its CUDA launcher in `src/ops/<op>/cpu.rs` and is generic over [`Real`].
 pub mod alloc;
 mod exp;
+mod transpose;
 
 use num_traits::{Float, FromPrimitive};
 use std::fmt::Debug;
@@ -20,6 +21,11 @@ pub trait Real:
     /// [−87, 88]); f64, the gradient-check reference, keeps libm's exp.
     fn exp_v(self) -> Self {
         self.exp()
+    }
+
+    /// dst[c·rows + r] = src[r·cols + c]: the [rows, cols] matrix `src` into [cols, rows] ([`transpose`]).
+    fn transpose(src: &[Self], rows: usize, cols: usize, dst: &mut [Self]) {
+        transpose::tiled(src, rows, cols, dst)
     }
 
     /// Runs `f` on this thread's scratch buffer of `len` elements, whose contents are unspecified (callers
@@ -42,7 +48,7 @@ pub trait Real:
 }
 
 macro_rules! impl_real {
-    ($t:ty, $f:path $(, $exp:path)?) => {
+    ($t:ty, $f:path $(, $exp:path, $transpose:path)?) => {
         impl Real for $t {
             fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
                 thread_local! {
@@ -64,6 +70,10 @@ macro_rules! impl_real {
                 #[inline(always)]
                 fn exp_v(self) -> Self {
                     $exp(self)
+                }
+
+                fn transpose(src: &[Self], rows: usize, cols: usize, dst: &mut [Self]) {
+                    $transpose(src, rows, cols, dst)
                 }
             )?
             fn gemm(
@@ -97,7 +107,7 @@ macro_rules! impl_real {
         }
     };
 }
-impl_real!(f32, matrixmultiply::sgemm, exp::exp_f32);
+impl_real!(f32, matrixmultiply::sgemm, exp::exp_f32, transpose::f32);
 impl_real!(f64, matrixmultiply::dgemm);
 
 /// Σ f(x_i) in eight interleaved partial sums, added pairwise at the end. A plain fold is one serial chain

@@ -5,7 +5,7 @@
 //!   forward  y[n]  = W · col + b            (W viewed as [C_out, C_in*K*K])
 //!   dgrad    dx[n] = col2im(W^T · dy[n])    (col2im sums every column entry back onto its input pixel)
 //!   wgrad    dW    = sum_n dy[n] · col^T
-use super::Geom;
+use super::{pixel_major, Geom};
 use crate::backend::cpu::Real;
 use rayon::prelude::*;
 
@@ -167,7 +167,7 @@ fn col2im<T: Real>(g: &Geom, dcol: &[T], ld: usize, dx: &mut [T]) {
 }
 
 /// A 1×1, stride-1, unpadded convolution reads its input as the column matrix itself: no copy.
-fn is_pointwise(g: &Geom) -> bool {
+pub(super) fn is_pointwise(g: &Geom) -> bool {
     g.k == 1 && g.stride == 1 && g.pad == 0
 }
 
@@ -246,6 +246,11 @@ pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
     if y.is_empty() {
         return y;
     }
+    // W^T [Kd, C_out], once per call: the GEMM packs its left operand with a contiguous copy per depth step
+    // when the operand's rows are adjacent in memory, one scalar at a time otherwise, in every parallel task
+    let mut wt = vec![T::zero(); g.co * kd];
+    T::transpose(w, g.co, kd, &mut wt);
+    let wt = (&wt[..], 1, g.co as isize);
     let nb = images_per_task(g);
     y.par_chunks_mut(nb * g.co * q).zip(x.par_chunks(nb * image)).for_each(|(ys, xs)| {
         let nb = xs.len() / image;
@@ -256,9 +261,9 @@ pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
             // Y (C_out x nb·Q) = W (C_out x Kd) · col (Kd x nb·Q); one image writes straight into y
             let ld = (nb * q) as isize;
             if nb == 1 {
-                T::gemm(g.co, kd, q, (w, kd as isize, 1), (col, ld, 1), T::zero(), (&mut ys[..], ld, 1));
+                T::gemm(g.co, kd, q, wt, (col, ld, 1), T::zero(), (&mut ys[..], ld, 1));
             } else {
-                T::gemm(g.co, kd, nb * q, (w, kd as isize, 1), (col, ld, 1), T::zero(), (&mut out[..], ld, 1));
+                T::gemm(g.co, kd, nb * q, wt, (col, ld, 1), T::zero(), (&mut out[..], ld, 1));
                 stacked(out, g.co, q, nb, ys);
             }
         });
@@ -319,6 +324,10 @@ pub fn dgrad<T: Real>(g: &Geom, dy: &[T], w: &[T]) -> Vec<T> {
 /// by the shape alone (never by the thread count), each summed into its own buffer in parallel, images
 /// side by side in groups of [`images_per_gemm`], and the partial sums are added in run order: the result
 /// is bit-identical from run to run and machine to machine, which resumable training needs.
+///
+/// The column matrix is built pixel-major with the taps ordered (kh, kw, c) ([`pixel_major`]): the GEMM
+/// then packs it with contiguous copies. The products and their order are those of dy · im2col^T; only
+/// the columns of the result are permuted, and put back in NCHW order once at the end.
 pub fn wgrad<T: Real>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     const RUNS: usize = 8;
     let (q, kd, image) = (g.ho * g.wo, g.kdim(), g.c * g.h * g.w);
@@ -331,14 +340,15 @@ pub fn wgrad<T: Real>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per_run))
         .into_par_iter()
         .map(|r| {
-            let mut dw = zero();
+            let mut dwt = zero();
             let images = r * per_run..((r + 1) * per_run).min(g.n);
             for first in images.clone().step_by(nb) {
                 let nb = nb.min(images.end - first);
                 let staged = if nb == 1 { 0 } else { g.co * nb * q };
-                T::with_scratch(columns_len(g, nb) + staged, |buf| {
-                    let (cols, dyb) = buf.split_at_mut(columns_len(g, nb));
-                    let col = columns(g, &x[first * image..(first + nb) * image], nb, cols);
+                T::with_scratch(kd * nb * q + image + staged, |buf| {
+                    let (rows, rest) = buf.split_at_mut(kd * nb * q);
+                    let (xt, dyb) = rest.split_at_mut(image);
+                    pixel_major::columns(g, &x[first * image..(first + nb) * image], nb, xt, rows);
                     let dys = &dy[first * g.co * q..(first + nb) * g.co * q];
                     let dyb = if nb == 1 {
                         dys
@@ -346,19 +356,21 @@ pub fn wgrad<T: Real>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
                         side_by_side(dys, g.co, q, nb, dyb);
                         &*dyb
                     };
-                    // dW (C_out x Kd) += dy (C_out x nb·Q) · col^T (nb·Q x Kd; col read with swapped strides)
-                    let ld = (nb * q) as isize;
-                    T::gemm(g.co, nb * q, kd, (dyb, ld, 1), (col, 1, ld), T::one(), (&mut dw[..], kd as isize, 1));
+                    // dWt (C_out x Kd) += dy (C_out x nb·Q) · rows (nb·Q x Kd). dy packs one scalar at a
+                    // time (its depth is contiguous) but is C_out wide against the rows' Kd; transposing it
+                    // too measured no faster.
+                    let (ld, kd_) = ((nb * q) as isize, kd as isize);
+                    T::gemm(g.co, nb * q, kd, (dyb, ld, 1), (rows, kd_, 1), T::one(), (&mut dwt[..], kd_, 1));
                 });
             }
-            dw
+            dwt
         })
         .collect();
-    let mut dw = zero();
+    let mut dwt = zero();
     for p in partials {
-        for (a, b) in dw.iter_mut().zip(p) {
+        for (a, b) in dwt.iter_mut().zip(p) {
             *a += b;
         }
     }
-    dw
+    pixel_major::taps_to_nchw(g, &dwt)
 }

@@ -3,6 +3,7 @@
 //! buffer (`cuda.rs`, `kernels/conv.cu`).
 pub mod cpu;
 pub mod cuda;
+mod pixel_major;
 
 use crate::autograd::Node;
 use crate::ops::{compute, reduce};
