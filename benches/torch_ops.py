@@ -109,6 +109,17 @@ def build_conv2d(p, dt, dev, torch):
     stride, pad = p_get(p, "stride", default=1), p_get(p, "pad", "padding", default=0)
     x = torch.randn(n, ci, h, w, device=dev, dtype=dt, requires_grad=True)
     wt = (torch.randn(co, ci, k, k, device=dev, dtype=dt) / math.sqrt(ci * k * k)).requires_grad_(True)
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if p.get("per_image", False) or p.get("residual", False):
+        # a residual block's convolution and the adds that follow it, as PyTorch code writes them
+        b = torch.zeros(co, device=dev, dtype=dt, requires_grad=True)
+        if p.get("per_image", False):
+            e = torch.randn(n, co, device=dev, dtype=dt, requires_grad=True)
+            f = lambda x, wt, b, e: F.conv2d(x, wt, b, stride=stride, padding=pad) + e[:, :, None, None]
+        else:
+            e = torch.randn(n, co, ho, wo, device=dev, dtype=dt, requires_grad=True)
+            f = lambda x, wt, b, e: e + F.conv2d(x, wt, b, stride=stride, padding=pad)
+        return f, [x, wt, b, e], [x, wt, b, e]
     if p.get("bias", False):
         b = torch.zeros(co, device=dev, dtype=dt, requires_grad=True)
         return (lambda x, wt, b: F.conv2d(x, wt, b, stride=stride, padding=pad)), [x, wt, b], [x, wt, b]

@@ -5,7 +5,8 @@
 // The three directions are one GEMM C[M x N] = sum_k A[m, k] * B[k, n] each, differing only in how A and B
 // are gathered and where C goes (CUTLASS "implicit GEMM convolution" mapping):
 //   fwd    y[n, co, oh, ow]   M = N*Ho*Wo (img, oh, ow)  N = C_out  K = C_in*K*K (c, kh, kw)
-//          A = x[img, c, oh*s - p + kh, ow*s - p + kw] (0 in the padding), B = w[co, (c, kh, kw)], + bias[co]
+//          A = x[img, c, oh*s - p + kh, ow*s - p + kw] (0 in the padding), B = w[co, (c, kh, kw)], stored
+//          through the ConvEpilogue (conv.cuh: bias, per-image add, residual, scale)
 //   dgrad  dx[n, c, ih, iw]   per class (py, px) of input pixels (ih % s, iw % s), on blockIdx.z (SubPixel):
 //          M = N*Hc*Wc (img, i, j) with ih = s*i + py, iw = s*j + px   N = C_in
 //          K = C_out*nkh*nkw (co, a, b) over the taps that reach the class, kh = kh0 + s*a, kw = kw0 + s*b
@@ -223,14 +224,15 @@ template <typename T> struct LoadXByTap {
   }
 };
 
-// Writes one C element to its place (rows/cols outside the GEMM are dropped).
+// Writes one C element to its place (rows/cols outside the GEMM are dropped); the forward's through its
+// epilogue (`e` is unused by the other directions).
 template <int MODE, typename T>
-__device__ __forceinline__ void store_c(const ConvParams& p, void* out, const T* bias, int m, int col, float v) {
+__device__ __forceinline__ void store_c(const ConvParams& p, void* out, const ConvEpilogue& e, int m, int col,
+                                        float v) {
   if (m >= p.gm || col >= p.gn) return;
   if constexpr (MODE == FWD) {
-    const int q = p.ho * p.wo, img = m / q, pix = m - img * q;
-    if (bias) v += to_float(bias[col]);
-    static_cast<T*>(out)[(img * p.co + col) * q + pix] = from_float<T>(v);
+    const int q = p.ho * p.wo, img = m / q, pix = m - img * q, at = (img * p.co + col) * q + pix;
+    static_cast<T*>(out)[at] = from_float<T>(epilogue<T>(e, v, img * p.co + col, col, at));
   } else if constexpr (MODE == DGRAD) {
     const SubPixel sp(p);
     const int q = sp.hc * sp.wc, img = m / q, pix = m - img * q;
@@ -250,9 +252,9 @@ __device__ __forceinline__ void store_c(const ConvParams& p, void* out, const T*
 // registers while the current one is multiplied, then stored to the other buffer; one barrier per tile.
 constexpr int F_BM = 64, F_BN = 64, F_BK = 32, F_THREADS = 256, F_LD = F_BM + 4;
 
-template <int MODE, typename LA, typename LB, typename TA, typename TB, typename T>
-__device__ __forceinline__ void gemm_f32(const ConvParams& p, const TA* a_src, const TB* b_src, const T* bias,
-                                         void* out) {
+template <int MODE, typename LA, typename LB, typename TA, typename TB>
+__device__ __forceinline__ void gemm_f32(const ConvParams& p, const TA* a_src, const TB* b_src,
+                                         const ConvEpilogue& e, void* out) {
   __shared__ __align__(16) float As[2][F_BK][F_LD];
   __shared__ __align__(16) float Bs[2][F_BK][F_LD];
   const int tid = threadIdx.x;
@@ -311,7 +313,7 @@ __device__ __forceinline__ void gemm_f32(const ConvParams& p, const TA* a_src, c
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) store_c<MODE, T>(p, out, bias, bm + tx * 4 + i, bn + ty * 4 + j, acc[i][j]);
+    for (int j = 0; j < 4; ++j) store_c<MODE, float>(p, out, e, bm + tx * 4 + i, bn + ty * 4 + j, acc[i][j]);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -331,8 +333,8 @@ constexpr int H_BM = 128, H_BN = 128, H_BK = 32, H_THREADS = 256, H_LD = H_BK + 
 __device__ __forceinline__ uint32_t lds32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 template <int MODE, typename LA, typename LB>
-__device__ __forceinline__ void gemm_bf16(const ConvParams& p, const bf16* a_src, const bf16* b_src, const bf16* bias,
-                                          void* out) {
+__device__ __forceinline__ void gemm_bf16(const ConvParams& p, const bf16* a_src, const bf16* b_src,
+                                          const ConvEpilogue& e, void* out) {
   __shared__ __align__(16) bf16 As[2][H_BM][H_LD];
   __shared__ __align__(16) bf16 Bs[2][H_BN][H_LD];
   const int tid = threadIdx.x;
@@ -409,47 +411,47 @@ __device__ __forceinline__ void gemm_bf16(const ConvParams& p, const bf16* a_src
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int m = bm + wm + i * 16 + g, col = bn + wn + j * 8 + 2 * t4;
-      store_c<MODE, bf16>(p, out, bias, m, col, acc[i][j][0]);
-      store_c<MODE, bf16>(p, out, bias, m, col + 1, acc[i][j][1]);
-      store_c<MODE, bf16>(p, out, bias, m + 8, col, acc[i][j][2]);
-      store_c<MODE, bf16>(p, out, bias, m + 8, col + 1, acc[i][j][3]);
+      store_c<MODE, bf16>(p, out, e, m, col, acc[i][j][0]);
+      store_c<MODE, bf16>(p, out, e, m, col + 1, acc[i][j][1]);
+      store_c<MODE, bf16>(p, out, e, m + 8, col, acc[i][j][2]);
+      store_c<MODE, bf16>(p, out, e, m + 8, col + 1, acc[i][j][3]);
     }
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Entry points. Grid: (ceil(M / BM), ceil(N / BN), z) with z the splits of wgrad (else 1) and the stride^2
-// sub-pixel classes of dgrad, whose blocks past their class's M return at once. `bias` may be null.
+// sub-pixel classes of dgrad, whose blocks past their class's M return at once.
 
 extern "C" __global__ void __launch_bounds__(F_THREADS)
-    conv2d_fwd_f32(ConvParams p, const float* x, const float* w, const float* bias, float* y) {
-  gemm_f32<FWD, LoadXByPixel<float>, LoadWByOut<float>>(p, x, w, bias, y);
+    conv2d_fwd_f32(ConvParams p, const float* x, const float* w, ConvEpilogue e, float* y) {
+  gemm_f32<FWD, LoadXByPixel<float>, LoadWByOut<float>>(p, x, w, e, y);
 }
 // Four blocks an SM, as the other f32 directions get (the sub-pixel bookkeeping cost ptxas two registers).
 extern "C" __global__ void __launch_bounds__(F_THREADS, 4)
     conv2d_dgrad_f32(ConvParams p, const float* dy, const float* w, float* dx) {
   const ConvParams q = SubPixel(p).narrowed(p);
   if ((int)blockIdx.x * F_BM >= q.gm) return;  // block-uniform, before any barrier
-  gemm_f32<DGRAD, LoadDyByInputPixel<float>, LoadWByIn<float>>(q, dy, w, (const float*)nullptr, dx);
+  gemm_f32<DGRAD, LoadDyByInputPixel<float>, LoadWByIn<float>>(q, dy, w, ConvEpilogue{}, dx);
 }
 // dw_partial [splits][co][c*k*k] f32: every element of every slab is written.
 extern "C" __global__ void __launch_bounds__(F_THREADS)
     conv2d_wgrad_f32(ConvParams p, const float* x, const float* dy, float* dw_partial) {
-  gemm_f32<WGRAD, LoadDyByOut<float>, LoadXByTap<float>>(p, dy, x, (const float*)nullptr, dw_partial);
+  gemm_f32<WGRAD, LoadDyByOut<float>, LoadXByTap<float>>(p, dy, x, ConvEpilogue{}, dw_partial);
 }
 
 extern "C" __global__ void __launch_bounds__(H_THREADS)
-    conv2d_fwd_bf16(ConvParams p, const bf16* x, const bf16* w, const bf16* bias, bf16* y) {
-  gemm_bf16<FWD, LoadXByPixel<bf16>, LoadWByOut<bf16>>(p, x, w, bias, y);
+    conv2d_fwd_bf16(ConvParams p, const bf16* x, const bf16* w, ConvEpilogue e, bf16* y) {
+  gemm_bf16<FWD, LoadXByPixel<bf16>, LoadWByOut<bf16>>(p, x, w, e, y);
 }
 extern "C" __global__ void __launch_bounds__(H_THREADS)
     conv2d_dgrad_bf16(ConvParams p, const bf16* dy, const bf16* w, bf16* dx) {
   const ConvParams q = SubPixel(p).narrowed(p);
   if ((int)blockIdx.x * H_BM >= q.gm) return;  // block-uniform, before any barrier
-  gemm_bf16<DGRAD, LoadDyByInputPixel<bf16>, LoadWByIn<bf16>>(q, dy, w, nullptr, dx);
+  gemm_bf16<DGRAD, LoadDyByInputPixel<bf16>, LoadWByIn<bf16>>(q, dy, w, ConvEpilogue{}, dx);
 }
 extern "C" __global__ void __launch_bounds__(H_THREADS)
     conv2d_wgrad_bf16(ConvParams p, const bf16* x, const bf16* dy, float* dw_partial) {
-  gemm_bf16<WGRAD, LoadDyByOut<bf16>, LoadXByTap<bf16>>(p, dy, x, nullptr, dw_partial);
+  gemm_bf16<WGRAD, LoadDyByOut<bf16>, LoadXByTap<bf16>>(p, dy, x, ConvEpilogue{}, dw_partial);
 }
 
 // dw[i] = sum over z = 0, 1, ... of partial[z][i], in that order, converted to dw's dtype.

@@ -5,7 +5,8 @@
 //
 // The GEMM is conv.cu's forward with the reduction reordered so that it is contiguous in memory:
 //   y[n, co, oh, ow]   M = N*Ho*Wo (img, oh, ow)   N = C_out   K = K*K*C_in (kh, kw, c), c fastest
-//   A = x_nhwc[img, oh*s - p + kh, ow*s - p + kw, c] (0 in the padding), B = w_khwc[co, kh, kw, c], + bias[co]
+//   A = x_nhwc[img, oh*s - p + kh, ow*s - p + kw, c] (0 in the padding), B = w_khwc[co, kh, kw, c], stored
+//   through the ConvEpilogue (conv.cuh)
 // With C_in % 8 == 0 (the launcher's condition), 8 consecutive k are 8 channels of one tap: one 16-byte
 // cp.async chunk from x_nhwc, zero-filled when the tap falls in the padding, straight into the swizzled
 // K-major tile of wgmma_gemm.cuh (no scalar gather, no bounds check per element). B is a plain row-major
@@ -15,7 +16,7 @@
 //
 // The input gradient of a stride-1 convolution is the forward convolution of dy with the weights flipped
 // in space and transposed in channels, padded K - 1 - p: the launcher runs conv2d_fwd_bf16_wgmma on it with
-// conv_dgrad_weights_bf16's weights (stride 2 stays on conv.cu, whose kernel skips nothing either: issue 11).
+// conv_dgrad_weights_bf16's weights (stride 2 stays on conv.cu's sub-pixel kernel, which skips the zero taps).
 //
 // The weight gradient, a GEMM over every output pixel of the batch:
 //   dw[co, kh, kw, c]   M = C_out   N = K*K*C_in (kh, kw, c)   K = N*Ho*Wo (img, oh, ow)
@@ -40,7 +41,7 @@ struct PixelRows {
   int ih0[N], iw0[N];       // oh*s - p, ow*s - p; ih0 = INT_MIN/2 marks a row past M
 };
 
-__device__ void fwd(const ConvParams p, const bf16* x, const bf16* w, const bf16* bias, bf16* y) {
+__device__ void fwd(const ConvParams p, const bf16* x, const bf16* w, const ConvEpilogue& e, bf16* y) {
   using Chunks = TileChunks<BM, BK>;
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
   const int hwo = p.ho * p.wo;
@@ -75,14 +76,18 @@ __device__ void fwd(const ConvParams p, const bf16* x, const bf16* w, const bf16
     return m < p.gm ? (int64_t)img * p.co * hwo + (m - img * hwo) : (int64_t)-1;
   };
   const int64_t base_lo = out_base(row0), base_hi = out_base(row0 + 8);
+  const int img_lo = (m0 + row0) / hwo, img_hi = (m0 + row0 + 8) / hwo;
   store_rows(acc, [&](int r, int col, float v0, float v1) {
     const int64_t base = r == row0 ? base_lo : base_hi;
-    const int co = n0 + col;
+    const int img_co = (r == row0 ? img_lo : img_hi) * p.co, co = n0 + col;
     if (base < 0) return;
     // Two output channels of one pixel: planes hwo apart (NCHW), so two 2-byte stores.
-    if (co < p.co) y[base + (int64_t)co * hwo] = __float2bfloat16(v0 + (bias ? __bfloat162float(bias[co]) : 0.f));
-    if (co + 1 < p.co)
-      y[base + (int64_t)(co + 1) * hwo] = __float2bfloat16(v1 + (bias ? __bfloat162float(bias[co + 1]) : 0.f));
+    auto store = [&](int co, float v) {
+      const int64_t at = base + (int64_t)co * hwo;
+      y[at] = __float2bfloat16(epilogue<bf16>(e, v, img_co + co, co, at));
+    };
+    if (co < p.co) store(co, v0);
+    if (co + 1 < p.co) store(co + 1, v1);
   });
 }
 
@@ -134,10 +139,10 @@ __device__ void wgrad(const ConvParams p, const bf16* x, const bf16* dy, float* 
 }  // namespace conv_wgmma
 
 // Grid: (ceil(M / 128), ceil(C_out / 128)); 256 threads; wgmma_gemm::SMEM_BYTES of dynamic shared memory.
-// `bias` may be null.
+// y (NCHW) is stored through the epilogue `e` (conv.cuh).
 extern "C" __global__ void __launch_bounds__(wgmma_gemm::THREADS, 1)
-    conv2d_fwd_bf16_wgmma(const ConvParams p, const bf16* x_nhwc, const bf16* w_khwc, const bf16* bias, bf16* y) {
-  conv_wgmma::fwd(p, x_nhwc, w_khwc, bias, y);
+    conv2d_fwd_bf16_wgmma(const ConvParams p, const bf16* x_nhwc, const bf16* w_khwc, const ConvEpilogue e, bf16* y) {
+  conv_wgmma::fwd(p, x_nhwc, w_khwc, e, y);
 }
 
 // Grid: (ceil(C_out / 128), ceil(K*K*C_in / 128), splits); partial [splits][C_out][K*K*C_in] f32, every

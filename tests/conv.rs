@@ -1,6 +1,6 @@
 //! conv2d: f64 gradient checks and a naive-loop reference on the CPU, CPU/CUDA parity in f32 and bf16, and
 //! refusal of bad input.
-use gsure::ops::conv::conv2d;
+use gsure::ops::conv::{conv2d, conv2d_with, Epilogue};
 use gsure::testing::{gradcheck, parity, randn, rng, uniform};
 use gsure::{DType, Device, Tensor};
 
@@ -65,6 +65,62 @@ fn gradients_for_input_weights_and_bias() {
         let (_, _, _, _, _, _, s, p) = case;
         gradcheck(|t| conv2d(&t[0], &t[1], Some(&t[2]), s, p), &inputs(case, 10 + i as u64), &[0, 1, 2])
             .unwrap_or_else(|e| panic!("{case:?}: {e:#}"));
+    }
+}
+
+/// x, w, bias, then the epilogue's per-image values [N, C_out] and residual [N, C_out, H_out, W_out].
+fn epilogue_inputs(case: Case, seed: u64) -> Vec<Tensor> {
+    let (n, _, h, w, co, k, s, p) = case;
+    let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut t = inputs(case, seed);
+    let mut r = rng(seed + 1000);
+    t.push(randn(&[n, co], &mut r));
+    t.push(randn(&[n, co, ho, wo], &mut r));
+    t
+}
+
+/// conv2d with every epilogue operand and a scale, as the residual blocks call it.
+fn conv_epilogue(t: &[Tensor], s: usize, p: usize, scale: f64) -> anyhow::Result<Tensor> {
+    let epi = Epilogue { bias: Some(&t[2]), per_image: Some(&t[3]), residual: Some(&t[4]), scale };
+    conv2d_with(&t[0], &t[1], s, p, epi)
+}
+
+#[test]
+fn epilogue_gradients_for_every_operand() {
+    for (i, &case) in [(2, 3, 5, 4, 4, 3, 1, 1), (3, 2, 6, 5, 3, 3, 2, 1), (7, 3, 4, 4, 2, 1, 1, 0)].iter().enumerate()
+    {
+        let (s, p) = (case.6, case.7);
+        gradcheck(|t| conv_epilogue(t, s, p, 0.7), &epilogue_inputs(case, 40 + i as u64), &[0, 1, 2, 3, 4])
+            .unwrap_or_else(|e| panic!("{case:?}: {e:#}"));
+    }
+}
+
+/// On the CPU the epilogue makes the separate ops' adds in their order: f32 outputs and gradients are
+/// bitwise those of conv2d, add_along, add and scale.
+#[test]
+fn epilogue_equals_the_separate_ops_on_cpu() {
+    use gsure::ops::{add, add_along, scale};
+    let case = (3, 4, 6, 5, 5, 3, 1, 1);
+    let (n, co) = (case.0, case.4);
+    let t: Vec<Tensor> =
+        epilogue_inputs(case, 77).iter().map(|t| t.to_dtype(DType::F32).unwrap().set_requires_grad(true)).collect();
+    let separate = |t: &[Tensor]| -> anyhow::Result<Tensor> {
+        let y = conv2d(&t[0], &t[1], Some(&t[2]), 1, 1)?;
+        let (h, w) = (y.dims()[2], y.dims()[3]);
+        let y = add_along(&y.reshape([n * co, h * w])?, &t[3].reshape([n * co])?, 0)?.reshape([n, co, h, w])?;
+        scale(&add(&t[4], &y)?, 0.7)
+    };
+    let weight = randn(&[n, co, 6, 5], &mut rng(5)).to_dtype(DType::F32).unwrap();
+    let run = |f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>| {
+        let y = f(&t).unwrap();
+        let grads = gsure::backward(&gsure::ops::sum_all(&gsure::ops::mul(&y, &weight).unwrap()).unwrap()).unwrap();
+        let mut all = vec![y.to_vec_f64().unwrap()];
+        all.extend(t.iter().map(|t| grads.get(t).unwrap().to_vec_f64().unwrap()));
+        all
+    };
+    let (fused, apart) = (run(&|t| conv_epilogue(t, 1, 1, 0.7)), run(&separate));
+    for (what, (a, b)) in ["y", "dx", "dw", "db", "d per_image", "d residual"].iter().zip(fused.iter().zip(&apart)) {
+        assert_eq!(a, b, "{what}: fused epilogue and separate ops differ");
     }
 }
 
@@ -158,6 +214,29 @@ fn cuda_parity_f32_and_bf16() {
             }
             let g = |t: &[Tensor]| conv2d(&t[0], &t[1], None, s, p);
             parity(&format!("conv2d no bias {case:?}"), g, &t[..2], &[0, 1], dtype, None).unwrap();
+        }
+    }
+}
+
+/// The forward epilogue on the CUDA kernels (conv.cu's f32 and mma.sync bf16, conv_wgmma.cu where the
+/// GPU has it and C_in % 8 == 0) against the CPU: a 3x3 and a stride-2 layer, a 1x1 skip, a U-Net layer.
+#[test]
+fn cuda_parity_of_the_epilogue() {
+    use gsure::ops::matmul::cuda::Bf16Gemm;
+    let Some(device) = gsure::testing::gpu_or_skip("cuda_parity_of_the_epilogue") else { return };
+    let wgmma = Bf16Gemm::Wgmma.unsupported(device.gpu().unwrap()).is_none();
+    let cases: &[Case] = &[(3, 5, 13, 11, 7, 3, 1, 1), (2, 32, 16, 16, 64, 3, 2, 1), (2, 8, 7, 7, 12, 1, 1, 0)];
+    for (i, &case) in cases.iter().chain(&[(2, 64, 8, 8, 128, 3, 1, 1)]).enumerate() {
+        let (s, p) = (case.6, case.7);
+        let mut t = epilogue_inputs(case, 400 + i as u64);
+        let fan_in = (case.1 * case.5 * case.5) as f64;
+        t[1] = uniform(t[1].dims(), -1.0 / fan_in.sqrt(), 1.0 / fan_in.sqrt(), &mut rng(500 + i as u64));
+        let f = |t: &[Tensor]| conv_epilogue(t, s, p, 0.7);
+        let runs = [(DType::F32, Bf16Gemm::MmaSync), (DType::BF16, Bf16Gemm::MmaSync), (DType::BF16, Bf16Gemm::Wgmma)];
+        for (dtype, kernels) in runs.into_iter().filter(|&(_, k)| wgmma || k != Bf16Gemm::Wgmma) {
+            let _scope = kernels.scoped();
+            let name = format!("conv2d epilogue {case:?} {dtype:?} {}", kernels.name());
+            parity(&name, f, &t, &[0, 1, 2, 3, 4], dtype, None).unwrap();
         }
     }
 }
@@ -276,8 +355,9 @@ fn cuda_wgmma_conv_matches_cpu_twin() {
             panic!("operands not on the GPU")
         };
         for with_bias in [true, false] {
-            let y = conv_cuda::fwd_with(gpu, &g, sx, sw, with_bias.then_some(sb), Bf16Gemm::Wgmma).unwrap();
-            let want = conv_cpu::fwd(&g, &x, &wt, with_bias.then_some(&b[..]));
+            let epi = Epilogue::with_bias(with_bias.then_some(sb));
+            let y = conv_cuda::fwd_with(gpu, &g, sx, sw, epi, Bf16Gemm::Wgmma).unwrap();
+            let want = conv_cpu::fwd(&g, &x, &wt, &Epilogue::with_bias(with_bias.then_some(&b[..])));
             check(format!("fwd {case:?} bias={with_bias}"), to_host(y, g.y_dims()), want);
         }
         let dx = conv_cuda::dgrad_with(gpu, &g, sdy, sw, Bf16Gemm::Wgmma).unwrap();

@@ -7,7 +7,7 @@ mod dtype;
 mod storage;
 
 pub use dtype::DType;
-pub use storage::{CpuStorage, Storage};
+pub use storage::{typed_slices, CpuElement, CpuStorage, Storage};
 
 use anyhow::Result;
 use cuda::Gpu;

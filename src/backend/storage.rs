@@ -8,6 +8,45 @@ pub enum CpuStorage {
     F64(Vec<f64>),
 }
 
+/// The element types a [`CpuStorage`] holds, for ops whose CPU side is generic over them and pulls typed
+/// slices out of several storages at once ([`typed_slices`]).
+pub trait CpuElement: Sized {
+    /// The values of `s`, if it holds this type.
+    fn slice(s: &CpuStorage) -> Option<&[Self]>;
+    fn wrap(v: Vec<Self>) -> CpuStorage;
+}
+
+impl CpuElement for f32 {
+    fn slice(s: &CpuStorage) -> Option<&[f32]> {
+        match s {
+            CpuStorage::F32(v) => Some(v),
+            CpuStorage::F64(_) => None,
+        }
+    }
+    fn wrap(v: Vec<f32>) -> CpuStorage {
+        CpuStorage::F32(v)
+    }
+}
+
+impl CpuElement for f64 {
+    fn slice(s: &CpuStorage) -> Option<&[f64]> {
+        match s {
+            CpuStorage::F64(v) => Some(v),
+            CpuStorage::F32(_) => None,
+        }
+    }
+    fn wrap(v: Vec<f64>) -> CpuStorage {
+        CpuStorage::F64(v)
+    }
+}
+
+/// The values of every storage in `s` as `T`, or an error naming `op` if one holds another type.
+pub fn typed_slices<'a, T: CpuElement>(op: &str, s: &[&'a CpuStorage]) -> anyhow::Result<Vec<&'a [T]>> {
+    s.iter()
+        .map(|x| T::slice(x).ok_or_else(|| anyhow::anyhow!("{op}: inputs of different dtypes ({})", x.dtype())))
+        .collect()
+}
+
 impl CpuStorage {
     pub fn dtype(&self) -> DType {
         match self {

@@ -54,6 +54,7 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
     let wgmma = case.label.ends_with("[wgmma]");
     let tma = case.label.ends_with("[tma]");
     let cuda_core = case.label.ends_with("[cuda-core bwd]");
+    let epilogue = case.label.contains(" +temb") || case.label.contains(" +residual");
     match (case.op, backward) {
         ("conv2d", false) if wgmma => p(
             0.25,
@@ -67,6 +68,13 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
             0.40,
             "dgrad as the wgmma forward on dy (flipped, transposed weights), wgrad as a split-K wgmma GEMM over \
              N·H·W with an f32 slab sum; dy and x each transposed to channels-last once more",
+        ),
+        ("conv2d", false) if epilogue => p(
+            0.10,
+            0.20,
+            "the plain forward's 0.10-0.20: the epilogue reads one residual value per output (or one per image \
+             and channel) beside the GEMM's ~50 µs floor; PyTorch's reference adds in a separate kernel (2-3 \
+             more passes of y, 34 MB each: ~16-24 µs at 4.3 TB/s), which the fused one does not pay",
         ),
         ("conv2d", false) if k == 1 => p(0.03, 0.12, "1×1: a thin GEMM (K = C_in) through the 3×3 kernel's gather"),
         ("conv2d", false) if stride == 2 => p(0.05, 0.15, "stride 2: a quarter of the columns, same scalar gather"),

@@ -21,9 +21,10 @@
 //! Not reproduced: class labels (`map_label`) and augmentation labels (`map_augment`, a bias-free
 //! Linear(augment_dim, C) that EDM's released CIFAR-10 models carry with augment_dim 9).
 use super::gated::{xavier_bound, Gate, GatedConv2d};
-use super::layers::{add_per_channel, GroupNorm, Linear};
+use super::layers::{GroupNorm, Linear};
 use super::Init;
 use super::TrainSeed;
+use crate::ops::conv::Epilogue;
 use crate::ops::{self, attention, dropout, embedding, layout, matmul};
 use crate::{DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Result};
@@ -272,7 +273,7 @@ impl Attention {
         let parts = layout::split_channels(&qkv, &[c, c, c])?;
         let t = |i: usize| parts[i].reshape([n, c, hh * ww]);
         let a = attention::attention(&t(0)?, &t(1)?, &t(2)?, self.heads)?.reshape([n, c, hh, ww])?;
-        ops::scale(&ops::add(&self.proj.forward(&a)?, x)?, skip_scale)
+        self.proj.forward_epilogue(&a, Epilogue::none().with_residual(x).scaled(skip_scale))
     }
 }
 
@@ -337,18 +338,17 @@ impl UNetBlock {
     /// `emb` is the (already SiLU'd) embedding [N, emb]; `train_seed` turns dropout on.
     pub fn forward(&self, x: &Tensor, emb: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
         let h = resample(&self.norm0.forward(x, true)?, self.resample)?;
-        let h = self.conv0.forward(&h)?;
-        let h = add_per_channel(&h, &self.affine.forward(emb)?)?;
+        let affine = self.affine.forward(emb)?;
+        let h = self.conv0.forward_epilogue(&h, Epilogue::none().with_per_image(&affine))?;
         let mut h = self.norm1.forward(&h, true)?;
         if let (Some(seed), true) = (train_seed, self.dropout > 0.0) {
             h = dropout::dropout(&h, self.dropout, seed.for_layer(self.index))?;
         }
-        let h = self.conv1.forward(&h)?;
         let skip = match &self.skip {
             Some(conv) => conv.forward(&resample(x, self.resample)?)?,
             None => x.clone(),
         };
-        let x = ops::scale(&ops::add(&h, &skip)?, self.skip_scale)?;
+        let x = self.conv1.forward_epilogue(&h, Epilogue::none().with_residual(&skip).scaled(self.skip_scale))?;
         match &self.attn {
             Some(a) => a.forward(&x, self.skip_scale),
             None => Ok(x),

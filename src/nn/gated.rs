@@ -2,7 +2,7 @@
 //! Ambient Diffusion's optional gate: out = conv_W(x) ⊙ g(conv_G(x)) + b, where g is the sigmoid or, as
 //! in the reference code (which applies `torch.sigmoid` to an already sigmoided gate), sigmoid∘sigmoid.
 //! The gate has no bias of its own; the bias is added after the product.
-use super::layers::cast_like;
+use super::layers::{add_per_channel, cast_like};
 use super::Init;
 use crate::ops::{self, conv};
 use crate::Tensor;
@@ -63,6 +63,23 @@ impl GatedConv2d {
 
     /// The same layer with substituted (e.g. row-permuted) parameters of the same shapes.
     pub fn forward_with(&self, x: &Tensor, w: &Tensor, gw: Option<&Tensor>, b: &Tensor) -> Result<Tensor> {
+        self.forward_full(x, w, gw, b, conv::Epilogue::none())
+    }
+
+    /// The layer followed by `extra`'s additions and scale (its bias is the layer's): in the convolution's
+    /// epilogue when ungated; after the gate's product, as separate ops, when gated.
+    pub fn forward_epilogue(&self, x: &Tensor, extra: conv::Epilogue<&Tensor>) -> Result<Tensor> {
+        self.forward_full(x, &self.weight, self.gate_weight.as_ref(), &self.bias, extra)
+    }
+
+    fn forward_full(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        gw: Option<&Tensor>,
+        b: &Tensor,
+        extra: conv::Epilogue<&Tensor>,
+    ) -> Result<Tensor> {
         let pad = self.kernel / 2;
         let b = cast_like(b, x)?;
         match (self.gate, gw) {
@@ -72,9 +89,19 @@ impl GatedConv2d {
                 if gate == Gate::DoubleSigmoid {
                     g = ops::sigmoid(&g)?;
                 }
-                ops::add_along(&ops::mul(&y, &g)?, &b, 1)
+                let mut y = ops::add_along(&ops::mul(&y, &g)?, &b, 1)?;
+                if let Some(v) = extra.per_image {
+                    y = add_per_channel(&y, v)?;
+                }
+                if let Some(r) = extra.residual {
+                    y = ops::add(&y, r)?;
+                }
+                if extra.scale != 1.0 {
+                    y = ops::scale(&y, extra.scale)?;
+                }
+                Ok(y)
             }
-            _ => conv::conv2d(x, &cast_like(w, x)?, Some(&b), 1, pad),
+            _ => conv::conv2d_with(x, &cast_like(w, x)?, 1, pad, conv::Epilogue { bias: Some(&b), ..extra }),
         }
     }
 }

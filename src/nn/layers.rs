@@ -2,7 +2,8 @@
 //! embedding, and the self-attention block.
 use super::Init;
 use super::TrainSeed;
-use crate::ops::{self, attention, conv, dropout, matmul, norm};
+use crate::ops::conv::{self, Epilogue};
+use crate::ops::{self, attention, dropout, matmul, norm};
 use crate::Tensor;
 use anyhow::Result;
 
@@ -35,7 +36,13 @@ impl Conv2d {
         })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv::conv2d(x, &cast_like(&self.weight, x)?, Some(&cast_like(&self.bias, x)?), self.stride, self.padding)
+        self.forward_with(x, Epilogue::none())
+    }
+    /// The convolution with `extra`'s additions and scale in its epilogue (its bias is this layer's).
+    pub fn forward_with(&self, x: &Tensor, extra: Epilogue<&Tensor>) -> Result<Tensor> {
+        let bias = cast_like(&self.bias, x)?;
+        let epi = Epilogue { bias: Some(&bias), ..extra };
+        conv::conv2d_with(x, &cast_like(&self.weight, x)?, self.stride, self.padding, epi)
     }
 }
 
@@ -124,20 +131,20 @@ impl ResnetBlock {
         })
     }
 
-    /// `temb_act` is SiLU(time embedding), shared by every block. `train_seed` enables dropout.
+    /// `temb_act` is SiLU(time embedding), shared by every block. `train_seed` enables dropout. The time
+    /// embedding and the skip connection are added in the epilogues of conv1 and conv2.
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x, true)?)?;
-        let h = add_per_channel(&h, &self.temb_proj.forward(temb_act)?)?;
+        let temb = self.temb_proj.forward(temb_act)?;
+        let h = self.conv1.forward_with(&self.norm1.forward(x, true)?, Epilogue::none().with_per_image(&temb))?;
         let mut h = self.norm2.forward(&h, true)?;
         if let (Some(seed), true) = (train_seed, self.dropout > 0.0) {
             h = dropout::dropout(&h, self.dropout, seed.for_layer(self.index))?;
         }
-        let h = self.conv2.forward(&h)?;
         let skip = match &self.nin_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        ops::add(&skip, &h)
+        self.conv2.forward_with(&h, Epilogue::none().with_residual(&skip))
     }
 }
 
@@ -168,6 +175,6 @@ impl AttnBlock {
         // 1×1 convolutions give channel-first [N, C, H·W] tokens: exactly the attention op's layout.
         let tokens = |conv: &Conv2d| conv.forward(&h)?.reshape([n, c, hh * ww]);
         let a = attention::attention(&tokens(&self.q)?, &tokens(&self.k)?, &tokens(&self.v)?, self.heads)?;
-        ops::add(x, &self.proj_out.forward(&a.reshape([n, c, hh, ww])?)?)
+        self.proj_out.forward_with(&a.reshape([n, c, hh, ww])?, Epilogue::none().with_residual(x))
     }
 }

@@ -11,7 +11,18 @@ use std::ops::{AddAssign, MulAssign, SubAssign};
 
 /// The element types of the CPU backend (f32 and f64).
 pub trait Real:
-    Float + FromPrimitive + Sum + AddAssign + SubAssign + MulAssign + Send + Sync + Debug + Default + 'static
+    Float
+    + FromPrimitive
+    + Sum
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + Send
+    + Sync
+    + Debug
+    + Default
+    + super::CpuElement
+    + 'static
 {
     fn of(x: f64) -> Self {
         Self::from_f64(x).unwrap()

@@ -11,53 +11,21 @@ pub mod cuda;
 pub use cpu::Dims;
 
 use crate::autograd::Node;
+use crate::backend::cpu::Real;
+use crate::backend::typed_slices;
 use crate::ops::compute_many;
 use crate::tensor::{CpuStorage, Tensor};
 use crate::Shape;
 use anyhow::{bail, Result};
 
-/// CPU element types, for pulling typed slices out of several storages at once.
-trait CpuElem: crate::backend::cpu::Real {
-    fn slice(s: &CpuStorage) -> Option<&[Self]>;
-    fn wrap(v: Vec<Self>) -> CpuStorage;
-}
-impl CpuElem for f32 {
-    fn slice(s: &CpuStorage) -> Option<&[f32]> {
-        match s {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn wrap(v: Vec<f32>) -> CpuStorage {
-        CpuStorage::F32(v)
-    }
-}
-impl CpuElem for f64 {
-    fn slice(s: &CpuStorage) -> Option<&[f64]> {
-        match s {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn wrap(v: Vec<f64>) -> CpuStorage {
-        CpuStorage::F64(v)
-    }
-}
-
-fn slices<'a, T: CpuElem>(op: &str, s: &[&'a CpuStorage]) -> Result<Vec<&'a [T]>> {
-    s.iter()
-        .map(|x| T::slice(x).ok_or_else(|| anyhow::anyhow!("{op}: inputs of different dtypes ({})", x.dtype())))
-        .collect()
-}
-
-fn cpu_forward<T: CpuElem>(s: &[&CpuStorage], dims: Dims) -> Result<(CpuStorage, CpuStorage)> {
-    let x = slices::<T>("attention", s)?;
+fn cpu_forward<T: Real>(s: &[&CpuStorage], dims: Dims) -> Result<(CpuStorage, CpuStorage)> {
+    let x = typed_slices::<T>("attention", s)?;
     let (o, l) = cpu::forward(x[0], x[1], x[2], dims);
     Ok((T::wrap(o), T::wrap(l)))
 }
 
-fn cpu_backward<T: CpuElem>(s: &[&CpuStorage], dims: Dims) -> Result<[CpuStorage; 3]> {
-    let x = slices::<T>("attention backward", s)?;
+fn cpu_backward<T: Real>(s: &[&CpuStorage], dims: Dims) -> Result<[CpuStorage; 3]> {
+    let x = typed_slices::<T>("attention backward", s)?;
     let (dq, dk, dv) = cpu::backward(x[0], x[1], x[2], x[3], x[4], x[5], dims);
     Ok([T::wrap(dq), T::wrap(dk), T::wrap(dv)])
 }

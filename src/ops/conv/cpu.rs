@@ -5,7 +5,7 @@
 //!   forward  y[n]  = W · col + b            (W viewed as [C_out, C_in*K*K])
 //!   dgrad    dx[n] = col2im(W^T · dy[n])    (col2im sums every column entry back onto its input pixel)
 //!   wgrad    dW    = sum_n dy[n] · col^T
-use super::{pixel_major, Geom};
+use super::{pixel_major, Epilogue, Geom};
 use crate::backend::cpu::Real;
 use rayon::prelude::*;
 
@@ -239,8 +239,8 @@ fn images_per_task(g: &Geom) -> usize {
     images_per_gemm(g, g.n.div_ceil(rayon::current_num_threads()))
 }
 
-/// y = conv(x, w) + b, shape [N, C_out, H_out, W_out].
-pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+/// y = conv(x, w) passed through the epilogue `e` ([`super::Epilogue`]), shape [N, C_out, H_out, W_out].
+pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], e: &Epilogue<&[T]>) -> Vec<T> {
     let (q, kd, image) = (g.ho * g.wo, g.kdim(), g.c * g.h * g.w);
     let mut y = vec![T::zero(); g.n * g.co * q];
     if y.is_empty() {
@@ -252,8 +252,11 @@ pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
     T::transpose(w, g.co, kd, &mut wt);
     let wt = (&wt[..], 1, g.co as isize);
     let nb = images_per_task(g);
-    y.par_chunks_mut(nb * g.co * q).zip(x.par_chunks(nb * image)).for_each(|(ys, xs)| {
-        let nb = xs.len() / image;
+    let tasks = y.par_chunks_mut(nb * g.co * q).zip(x.par_chunks(nb * image));
+    tasks.enumerate().for_each(|(task, (ys, xs))| {
+        // row r of y is (image, channel) = divmod(r, C_out); this task's rows start at its first image's
+        let first_row = task * nb * g.co;
+        let nb = xs.len() / image; // the last task may have fewer images
         let staged = if nb == 1 { 0 } else { g.co * nb * q };
         T::with_scratch(columns_len(g, nb) + staged, |buf| {
             let (cols, out) = buf.split_at_mut(columns_len(g, nb));
@@ -267,9 +270,20 @@ pub fn fwd<T: Real>(g: &Geom, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
                 stacked(out, g.co, q, nb, ys);
             }
         });
-        if let Some(b) = b {
-            for (row, &bv) in ys.chunks_mut(q).zip(b.iter().cycle()) {
-                row.iter_mut().for_each(|v| *v += bv);
+        // the epilogue, one row of Q outputs at a time
+        for (r, row) in (first_row..).zip(ys.chunks_mut(q)) {
+            if let Some(b) = e.bias {
+                row.iter_mut().for_each(|v| *v += b[r % g.co]);
+            }
+            if let Some(pi) = e.per_image {
+                row.iter_mut().for_each(|v| *v += pi[r]);
+            }
+            if let Some(res) = e.residual {
+                row.iter_mut().zip(&res[r * q..(r + 1) * q]).for_each(|(v, &s)| *v += s);
+            }
+            if e.scale != 1.0 {
+                let s = T::of(e.scale);
+                row.iter_mut().for_each(|v| *v *= s);
             }
         }
     });

@@ -1,6 +1,6 @@
 //! Launchers for kernels/conv.cu (implicit-GEMM convolution; see the header comment of the .cu file for
 //! the GEMM each direction computes).
-use super::Geom;
+use super::{Epilogue, Geom};
 use crate::backend::cuda::{blocks_for, ptx, typed_name, CudaStorage, Gpu};
 use crate::launch;
 use crate::ops::matmul::cuda::{wgmma_func, Bf16Gemm, WGMMA_SMEM_BYTES};
@@ -28,6 +28,27 @@ pub struct ConvParams {
 }
 // SAFETY: plain #[repr(C)] struct of i32, identical in layout to the C struct.
 unsafe impl cudarc::driver::DeviceRepr for ConvParams {}
+
+/// Mirrors `struct ConvEpilogue` in kernels/conv.cuh: the forward's epilogue operands (0 for absent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct EpilogueArg {
+    bias: u64,
+    per_image: u64,
+    residual: u64,
+    scale: f32,
+    _pad: u32,
+}
+// SAFETY: plain #[repr(C)] struct of three u64 and an f32 (padded to the C struct's 32 bytes).
+unsafe impl cudarc::driver::DeviceRepr for EpilogueArg {}
+
+impl EpilogueArg {
+    fn of(e: &Epilogue<&CudaStorage>) -> EpilogueArg {
+        let ptr = |s: Option<&CudaStorage>| s.map_or(0, |s| s.ptr());
+        let (bias, per_image, residual) = (ptr(e.bias), ptr(e.per_image), ptr(e.residual));
+        EpilogueArg { bias, per_image, residual, scale: e.scale as f32, _pad: 0 }
+    }
+}
 
 /// Block tile (m, n, k) of the kernel family for a dtype (F_* / H_* constants in conv.cu).
 fn tile(dtype: DType) -> (usize, usize, usize) {
@@ -111,7 +132,8 @@ fn run_gemm(
     g: &Geom,
     (gm, gn, gk): (usize, usize, usize),
     z: Grid,
-    ptrs: &[u64],
+    ptrs: &[u64; 3],
+    epilogue: Option<EpilogueArg>,
 ) -> Result<()> {
     if gm == 0 || gn == 0 {
         // The output (gm x gn) is empty: nothing to launch, and a grid of 0 blocks is invalid.
@@ -128,16 +150,16 @@ fn run_gemm(
         bail!("conv2d: grid {grid:?} too large for input {:?}, weights {:?}", g.x_dims(), g.w_dims());
     }
     let f = kernel(gpu, dir, dtype)?;
-    match ptrs {
-        [a, b, c] => launch!(gpu, f, (grid, 256u32, 0), p, *a, *b, *c),
-        [a, b, c, d] => launch!(gpu, f, (grid, 256u32, 0), p, *a, *b, *c, *d),
-        _ => unreachable!("conv kernels take 3 or 4 pointers"),
+    let [a, b, c] = *ptrs;
+    match epilogue {
+        Some(e) => launch!(gpu, f, (grid, 256u32, 0), p, a, b, e, c),
+        None => launch!(gpu, f, (grid, 256u32, 0), p, a, b, c),
     }
 }
 
-/// y = conv(x, w) + bias, bf16 on the `Bf16Gemm::selected` kernels.
-pub fn fwd(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: Option<&CudaStorage>) -> Result<CudaStorage> {
-    fwd_with(gpu, g, x, w, bias, Bf16Gemm::selected()?)
+/// y = conv(x, w) through the epilogue `e`, bf16 on the `Bf16Gemm::selected` kernels.
+pub fn fwd(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, e: Epilogue<&CudaStorage>) -> Result<CudaStorage> {
+    fwd_with(gpu, g, x, w, e, Bf16Gemm::selected()?)
 }
 
 /// `fwd` with the bf16 kernels named: wgmma (kernels/conv_wgmma.cu) takes C_in % 8 == 0, other shapes run
@@ -147,19 +169,19 @@ pub fn fwd_with(
     g: &Geom,
     x: &CudaStorage,
     w: &CudaStorage,
-    bias: Option<&CudaStorage>,
+    e: Epilogue<&CudaStorage>,
     kernels: Bf16Gemm,
 ) -> Result<CudaStorage> {
     check_i32(g, "conv2d")?;
     let y = CudaStorage::alloc(gpu, x.dtype(), g.n * g.co * g.ho * g.wo)?;
     let gemm = (g.n * g.ho * g.wo, g.co, g.kdim());
-    let b = bias.map_or(0, |b| b.ptr());
+    let e = EpilogueArg::of(&e);
     if x.dtype() == DType::BF16 && g.c.is_multiple_of(8) && kernels.wgmma_convs() {
         wgmma_supported(gpu, "conv2d")?;
-        fwd_wgmma(gpu, g, x, w, b, &y)?;
+        fwd_wgmma(gpu, g, x, w, e, &y)?;
         return Ok(y);
     }
-    run_gemm(gpu, "fwd", x.dtype(), g, gemm, Grid::Splits(1), &[x.ptr(), w.ptr(), b, y.ptr()])?;
+    run_gemm(gpu, "fwd", x.dtype(), g, gemm, Grid::Splits(1), &[x.ptr(), w.ptr(), y.ptr()], Some(e))?;
     Ok(y)
 }
 
@@ -172,16 +194,23 @@ fn wgmma_supported(gpu: &Gpu, what: &str) -> Result<()> {
 }
 
 /// kernels/conv_wgmma.cu's forward: x and w to channels-last, then the implicit GEMM on wgmma.
-fn fwd_wgmma(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: u64, y: &CudaStorage) -> Result<()> {
+fn fwd_wgmma(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, e: EpilogueArg, y: &CudaStorage) -> Result<()> {
     let x_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.c * g.h * g.w)?;
     let w_khwc = CudaStorage::alloc(gpu, DType::BF16, g.co * g.kdim())?;
     nchw_to_nhwc(gpu, x, &x_nhwc, g.n, g.c, g.h * g.w)?;
     nchw_to_nhwc(gpu, w, &w_khwc, g.co, g.c, g.k * g.k)?;
-    fwd_wgmma_nhwc(gpu, g, &x_nhwc, &w_khwc, bias, y)
+    fwd_wgmma_nhwc(gpu, g, &x_nhwc, &w_khwc, e, y)
 }
 
 /// conv2d_fwd_bf16_wgmma on channels-last x [n, h, w, c] and w [co, kh, kw, c]; y is NCHW.
-fn fwd_wgmma_nhwc(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: u64, y: &CudaStorage) -> Result<()> {
+fn fwd_wgmma_nhwc(
+    gpu: &Gpu,
+    g: &Geom,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    e: EpilogueArg,
+    y: &CudaStorage,
+) -> Result<()> {
     let (gm, gn, gk) = (g.n * g.ho * g.wo, g.co, g.kdim());
     if gm == 0 || gn == 0 {
         return Ok(());
@@ -192,7 +221,7 @@ fn fwd_wgmma_nhwc(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, bias: u
     }
     let f = wgmma_func(gpu, ptx::CONV_WGMMA, "conv2d_fwd_bf16_wgmma")?;
     let p = params(g, gm, gn, gk, gk);
-    launch!(gpu, f, (grid, 256u32, WGMMA_SMEM_BYTES), p, x.ptr(), w.ptr(), bias, y.ptr())
+    launch!(gpu, f, (grid, 256u32, WGMMA_SMEM_BYTES), p, x.ptr(), w.ptr(), e, y.ptr())
 }
 
 /// dst [batches][cols][rows] = src [batches][rows][cols] transposed per batch (bf16).
@@ -239,14 +268,14 @@ pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernel
             let dims = (g.co as i32, g.c as i32, g.k as i32);
             launch!(gpu, f, (blocks_for(n, 256, 4), 256u32, 0), w.ptr(), wd.ptr(), dims.0, dims.1, dims.2)?;
         }
-        fwd_wgmma_nhwc(gpu, &gd, &dy_nhwc, &wd, 0, &dx)?;
+        fwd_wgmma_nhwc(gpu, &gd, &dy_nhwc, &wd, EpilogueArg::of(&Epilogue::none()), &dx)?;
         return Ok(dx);
     }
     // One GEMM per sub-pixel class (ih % s, iw % s) on grid z (SubPixel in conv.cu), sized for the largest:
     // class 0 has ceil(H/s) x ceil(W/s) pixels and at most ceil(K/s)^2 taps.
     let s = g.stride;
     let gemm = (g.n * g.h.div_ceil(s) * g.w.div_ceil(s), g.c, g.co * g.k.div_ceil(s).pow(2));
-    run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, Grid::Classes(s * s), &[dy.ptr(), w.ptr(), dx.ptr()])?;
+    run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, Grid::Classes(s * s), &[dy.ptr(), w.ptr(), dx.ptr()], None)?;
     Ok(dx)
 }
 
@@ -287,7 +316,7 @@ pub fn wgrad_with(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage, kernel
     let asked = wgrad_splits(gpu, gm.div_ceil(bm) * gn.div_ceil(bn), gk, bk);
     let splits = split_plan(gk, bk, asked).1;
     let partial = CudaStorage::alloc(gpu, DType::F32, splits * n)?;
-    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), Grid::Splits(asked), &[x.ptr(), dy.ptr(), partial.ptr()])?;
+    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), Grid::Splits(asked), &[x.ptr(), dy.ptr(), partial.ptr()], None)?;
     if splits == 1 && dtype == DType::F32 {
         return Ok(partial);
     }

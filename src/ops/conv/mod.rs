@@ -6,9 +6,11 @@ pub mod cuda;
 mod pixel_major;
 
 use crate::autograd::Node;
-use crate::ops::{compute, reduce};
-use crate::tensor::Tensor;
-use crate::{cpu_map2, cpu_map3};
+use crate::backend::cpu::Real;
+use crate::backend::typed_slices;
+use crate::ops::{compute, reduce, scale};
+use crate::tensor::{CpuStorage, Tensor};
+use crate::{cpu_map2, DType};
 use anyhow::{bail, Result};
 
 /// Sizes of one convolution: input [n, c, h, w], weights [co, c, k, k], output [n, co, ho, wo].
@@ -81,21 +83,88 @@ impl Geom {
     }
 }
 
+/// What the forward adds to the convolution's output, and how it scales it, in the same pass as the GEMM
+/// (the U-Nets' residual blocks: bias, time embedding, skip connection, skip scale):
+///
+///   y[n, co, p] = (((conv(x, w)[n, co, p] + bias[co]) + per_image[n, co]) + residual[n, co, p]) · scale
+///
+/// `S` holds each operand: `&Tensor` for [`conv2d_with`], a slice for the CPU twin, `&CudaStorage` for the
+/// kernels. On the CPU the adds are those the separate ops made, in the same order (f32 results are
+/// bitwise those of conv2d, add_along, add and scale); on CUDA they happen in f32 before the one rounding
+/// to the output's dtype.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<S> {
+    /// [C_out]
+    pub bias: Option<S>,
+    /// [N, C_out]: one value per example and output channel (a projected time embedding).
+    pub per_image: Option<S>,
+    /// [N, C_out, H_out, W_out]: a skip connection.
+    pub residual: Option<S>,
+    pub scale: f64,
+}
+
+impl<S> Epilogue<S> {
+    /// Nothing added, scale 1: the bare convolution.
+    pub fn none() -> Self {
+        Epilogue { bias: None, per_image: None, residual: None, scale: 1.0 }
+    }
+    pub fn with_bias(bias: Option<S>) -> Self {
+        Epilogue { bias, ..Epilogue::none() }
+    }
+    pub fn with_per_image(self, per_image: S) -> Self {
+        Epilogue { per_image: Some(per_image), ..self }
+    }
+    pub fn with_residual(self, residual: S) -> Self {
+        Epilogue { residual: Some(residual), ..self }
+    }
+    pub fn scaled(self, scale: f64) -> Self {
+        Epilogue { scale, ..self }
+    }
+    pub fn map<U>(self, mut f: impl FnMut(S) -> U) -> Epilogue<U> {
+        Epilogue {
+            bias: self.bias.map(&mut f),
+            per_image: self.per_image.map(&mut f),
+            residual: self.residual.map(&mut f),
+            scale: self.scale,
+        }
+    }
+    /// The operands present, in the order bias, per_image, residual.
+    fn operands(&self) -> impl Iterator<Item = &S> {
+        [&self.bias, &self.per_image, &self.residual].into_iter().flatten()
+    }
+    /// The same epilogue with its operands taken, in [`Epilogue::operands`] order, from `from`.
+    fn refill<'a, U>(&self, from: &'a [U]) -> Epilogue<&'a U> {
+        let mut next = from.iter();
+        let mut take = |present: bool| if present { next.next() } else { None };
+        Epilogue {
+            bias: take(self.bias.is_some()),
+            per_image: take(self.per_image.is_some()),
+            residual: take(self.residual.is_some()),
+            scale: self.scale,
+        }
+    }
+}
+
+/// The CPU forward for the element type of x.
+fn fwd_cpu<T: Real>(g: &Geom, s: &[&CpuStorage], epi: &Epilogue<()>) -> Result<CpuStorage> {
+    let v = typed_slices::<T>("conv2d", s)?;
+    Ok(T::wrap(cpu::fwd(g, v[0], v[1], &epi.refill(&v[2..]).map(|s| *s))))
+}
+
 /// Forward without autograd.
-fn conv2d_raw(g: Geom, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+fn conv2d_raw(g: Geom, x: &Tensor, w: &Tensor, epi: Epilogue<&Tensor>) -> Result<Tensor> {
     let mut inputs = vec![x, w];
-    inputs.extend(bias);
+    inputs.extend(epi.operands().copied());
+    let shape = epi.map(|_| ());
     compute(
         "conv2d",
         &inputs,
         g.y_dims(),
-        |s| {
-            Ok(match s.get(2) {
-                Some(b) => cpu_map3!(s[0], s[1], *b, |x, w, b| cpu::fwd(&g, x, w, Some(b))),
-                None => cpu_map2!(s[0], s[1], |x, w| cpu::fwd(&g, x, w, None)),
-            })
+        |s| match s[0].dtype() {
+            DType::F64 => fwd_cpu::<f64>(&g, s, &shape),
+            _ => fwd_cpu::<f32>(&g, s, &shape),
         },
-        |gpu, s| cuda::fwd(gpu, &g, s[0], s[1], s.get(2).copied()),
+        |gpu, s| cuda::fwd(gpu, &g, s[0], s[1], shape.refill(&s[2..]).map(|s| *s)),
     )
 }
 
@@ -125,34 +194,54 @@ fn wgrad_raw(g: Geom, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// `padding` on every side and the same `stride` along both axes. Returns [N, C_out, H_out, W_out] with
 /// H_out = (H + 2*padding - K) / stride + 1. All tensors share one dtype and device.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
+    conv2d_with(x, w, stride, padding, Epilogue::with_bias(bias))
+}
+
+/// [`conv2d`] with its output passed through an [`Epilogue`] in the same pass; the gradients are those of
+/// the separate ops (the per-image values get dy summed over the pixels, the residual dy itself).
+pub fn conv2d_with(x: &Tensor, w: &Tensor, stride: usize, padding: usize, epi: Epilogue<&Tensor>) -> Result<Tensor> {
     let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
     x.check_same_kind(w, "conv2d")?;
-    if let Some(b) = bias {
-        if b.dims() != [g.co] {
+    let expect = [("bias", epi.bias, vec![g.co]), ("per_image", epi.per_image, vec![g.n, g.co])];
+    for (what, t, dims) in expect.into_iter().chain([("residual", epi.residual, g.y_dims().to_vec())]) {
+        let Some(t) = t else { continue };
+        if t.dims() != dims.as_slice() {
             bail!(
-                "conv2d: bias must have shape [{}] for weights {}, got {} (input {})",
-                g.co,
+                "conv2d: {what} must have shape {dims:?} for input {} and weights {}, got {}",
+                x.shape(),
                 w.shape(),
-                b.shape(),
-                x.shape()
+                t.shape()
             );
         }
-        x.check_same_kind(b, "conv2d")?;
+        x.check_same_kind(t, "conv2d")?;
     }
-    let y = conv2d_raw(g, x, w, bias)?;
+    if !epi.scale.is_finite() {
+        bail!("conv2d: the epilogue's scale must be finite, got {}", epi.scale);
+    }
+    let y = conv2d_raw(g, x, w, epi)?;
 
     let mut inputs = vec![x, w];
-    inputs.extend(bias);
+    inputs.extend(epi.operands().copied());
     let (xd, wd) = (x.detach(), w.detach());
-    let need = [x.tracks_grad(), w.tracks_grad(), bias.is_some_and(|b| b.tracks_grad())];
-    let has_bias = bias.is_some();
+    let need = [x.tracks_grad(), w.tracks_grad()];
+    let need_epi = epi.map(|t| t.tracks_grad());
     Ok(y.with_node(Node::record("conv2d", &inputs, move |dy| {
-        let dx = if need[0] { Some(dgrad_raw(g, dy, &wd)?) } else { None };
-        let dw = if need[1] { Some(wgrad_raw(g, &xd, dy)?) } else { None };
+        let dy = if need_epi.scale == 1.0 { dy.clone() } else { scale(dy, need_epi.scale)? };
+        let dx = if need[0] { Some(dgrad_raw(g, &dy, &wd)?) } else { None };
+        let dw = if need[1] { Some(wgrad_raw(g, &xd, &dy)?) } else { None };
+        let q = g.ho * g.wo;
         let mut grads = vec![dx, dw];
-        if has_bias {
-            // db[co] = sum of dy over the batch and the output pixels.
-            grads.push(if need[2] { Some(reduce::sum_axis_raw(dy, g.n, g.co, g.ho * g.wo)?) } else { None });
+        // db[co] = sum of dy over the batch and the output pixels.
+        if let Some(need) = need_epi.bias {
+            grads.push(if need { Some(reduce::sum_axis_raw(&dy, g.n, g.co, q)?) } else { None });
+        }
+        // d per_image[n, co] = sum of dy over the output pixels.
+        if let Some(need) = need_epi.per_image {
+            let sums = || reduce::sum_axis_raw(&dy, 1, g.n * g.co, q)?.reshape([g.n, g.co]);
+            grads.push(if need { Some(sums()?) } else { None });
+        }
+        if let Some(need) = need_epi.residual {
+            grads.push(need.then(|| dy.clone()));
         }
         Ok(grads)
     })))
