@@ -126,6 +126,27 @@ def build_conv2d(p, dt, dev, torch):
     return (lambda x, wt: F.conv2d(x, wt, None, stride=stride, padding=pad)), [x, wt], [x, wt]
 
 
+def build_norm_conv2d(p, dt, dev, torch):
+    # a residual block's first layer as PyTorch code writes it: group_norm, silu, conv2d, + temb
+    F = torch.nn.functional
+    n, ci, h, w, co = p_get(p, "n"), p_get(p, "c_in"), p_get(p, "h"), p_get(p, "w"), p_get(p, "c_out")
+    k, groups = p_get(p, "k", default=3), p_get(p, "groups", default=32)
+    stride, pad = p_get(p, "stride", default=1), p_get(p, "pad", default=1)
+    x = torch.randn(n, ci, h, w, device=dev, dtype=dt, requires_grad=True)
+    wt = (torch.randn(co, ci, k, k, device=dev, dtype=dt) / math.sqrt(ci * k * k)).requires_grad_(True)
+    b = torch.zeros(co, device=dev, dtype=dt, requires_grad=True)
+    e = torch.randn(n, co, device=dev, dtype=dt, requires_grad=True)
+    gamma = torch.ones(ci, device=dev, dtype=dt, requires_grad=True)
+    beta = torch.zeros(ci, device=dev, dtype=dt, requires_grad=True)
+
+    def f(x, wt, b, e, gamma, beta):
+        a = F.silu(F.group_norm(x, groups, gamma, beta, 1e-6))
+        return F.conv2d(a, wt, b, stride=stride, padding=pad) + e[:, :, None, None]
+
+    args = [x, wt, b, e, gamma, beta]
+    return f, args, args
+
+
 def build_attention(p, dt, dev, torch):
     # gsure's q, k, v are [n, c, h*w] with c = heads * d; SDPA is timed on its natural [n, heads, t, d].
     F = torch.nn.functional
@@ -307,6 +328,7 @@ def build_gsure_loss(p, dt, dev, torch):
 
 BUILDERS = {
     "conv2d": build_conv2d,
+    "norm_conv2d": build_norm_conv2d,
     "attention": build_attention,
     "group_norm": build_group_norm,
     "matmul": build_matmul,

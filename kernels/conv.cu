@@ -32,7 +32,7 @@ enum { FWD = 0, DGRAD = 1, WGRAD = 2 };
 // fwd A: row m = (img, oh, ow), k = (c, kh, kw) -> x[img, c, oh*s - p + kh, ow*s - p + kw].
 template <typename T> struct LoadXByPixel {
   const T* base;
-  int ih0, iw0;
+  int ih0, iw0, img;
   bool valid;
   __device__ void init(const ConvParams& p, const T* x, int m) {
     valid = m < p.gm;
@@ -42,6 +42,7 @@ template <typename T> struct LoadXByPixel {
     ih0 = oh * p.stride - p.pad;
     iw0 = ow * p.stride - p.pad;
     base = x + (size_t)img * p.c * p.h * p.w;
+    this->img = img;
   }
   __device__ void load8(const ConvParams& p, int k0, float v[8]) const {
     const int kk = p.k * p.k;
@@ -52,7 +53,7 @@ template <typename T> struct LoadXByPixel {
       const int ih = ih0 + kh, iw = iw0 + kw;
       // unsigned compare: negative coordinates (top/left padding) wrap to huge values and fail too.
       const bool in = valid && k0 + i < p.gk && (unsigned)ih < (unsigned)p.h && (unsigned)iw < (unsigned)p.w;
-      v[i] = in ? to_float(base[(c * p.h + ih) * p.w + iw]) : 0.f;
+      v[i] = in ? conv_input(p, img, c, to_float(base[(c * p.h + ih) * p.w + iw])) : 0.f;
       if (++kw == p.k) {
         kw = 0;
         if (++kh == p.k) { kh = 0; ++c; }
@@ -215,7 +216,7 @@ template <typename T> struct LoadXByTap {
     for (int i = 0; i < 8; ++i) {
       const int ih = oh * p.stride - p.pad + kh, iw = ow * p.stride - p.pad + kw;
       const bool in = valid && k0 + i < p.gk && (unsigned)ih < (unsigned)p.h && (unsigned)iw < (unsigned)p.w;
-      v[i] = in ? to_float(x[((img * p.c + c) * p.h + ih) * p.w + iw]) : 0.f;
+      v[i] = in ? conv_input(p, img, c, to_float(x[((img * p.c + c) * p.h + ih) * p.w + iw])) : 0.f;
       if (++ow == p.wo) {
         ow = 0;
         if (++oh == p.ho) { oh = 0; ++img; }
@@ -422,11 +423,13 @@ __device__ __forceinline__ void gemm_bf16(const ConvParams& p, const bf16* a_src
 // Entry points. Grid: (ceil(M / BM), ceil(N / BN), z) with z the splits of wgrad (else 1) and the stride^2
 // sub-pixel classes of dgrad, whose blocks past their class's M return at once.
 
+// The forward and the weight gradient run three blocks an SM since their loaders gained the input prologue
+// (64 -> 70 registers); holding them to 64 with __launch_bounds__(F_THREADS, 4) spills.
 extern "C" __global__ void __launch_bounds__(F_THREADS)
     conv2d_fwd_f32(ConvParams p, const float* x, const float* w, ConvEpilogue e, float* y) {
   gemm_f32<FWD, LoadXByPixel<float>, LoadWByOut<float>>(p, x, w, e, y);
 }
-// Four blocks an SM, as the other f32 directions get (the sub-pixel bookkeeping cost ptxas two registers).
+// Four blocks an SM (the sub-pixel bookkeeping cost ptxas two registers over 64).
 extern "C" __global__ void __launch_bounds__(F_THREADS, 4)
     conv2d_dgrad_f32(ConvParams p, const float* dy, const float* w, float* dx) {
   const ConvParams q = SubPixel(p).narrowed(p);

@@ -3,14 +3,32 @@
 #pragma once
 #include "common.cuh"
 
-// Mirrors `ConvParams` in src/ops/conv/cuda.rs (#[repr(C)], 14 x i32).
+// Mirrors `ConvParams` in src/ops/conv/cuda.rs (#[repr(C)], 14 x i32, a pointer, an i32).
 struct ConvParams {
   int n, c, h, w;          // input x [n, c, h, w]
   int co, k, stride, pad;  // weights [co, c, k, k]
   int ho, wo;              // output y [n, co, ho, wo]
   int gm, gn, gk;          // GEMM sizes of this launch
   int k_split;             // reduction length per blockIdx.z, a multiple of the k tile (gk rounded up if 1 split)
+  // The input's prologue (forward and weight gradient, null elsewhere): the convolution reads
+  // a = act(x * scale + shift) with (scale, shift) = affine[img, c] (f32 [N, C, 2], norm.cu's
+  // group_norm_scale_shift) and act SiLU if `silu`, else the identity: a group norm (+ SiLU) applied as the
+  // operand is gathered, so its output is never stored. The padding stays 0 (it pads a, not x).
+  const float* affine;
+  int silu;
 };
+
+// The prologue at image-channel `nc` = img * C + c: act(x * scale + shift), or x without an affine map.
+__device__ __forceinline__ float prologue(const float* affine, int silu, int64_t nc, float x) {
+  if (!affine) return x;
+  const float pre = x * affine[2 * nc] + affine[2 * nc + 1];
+  return silu ? pre * (1.f / (1.f + expf(-pre))) : pre;  // norm.cu's SiLU
+}
+
+// x as the convolution reads it: the prologue of `p` at image `img`, channel `c`.
+__device__ __forceinline__ float conv_input(const ConvParams& p, int img, int c, float x) {
+  return prologue(p.affine, p.silu, (int64_t)img * p.c + c, x);
+}
 
 // What the forward adds to each output before it stores it, in one pass with the GEMM (the U-Nets'
 // residual blocks: bias, time embedding, skip connection, output scale). Mirrors `ConvEpilogue` in

@@ -1,6 +1,7 @@
 // norm.cu: group normalisation with an optional fused SiLU, forward and backward, f32 and bf16 storage
 // (all arithmetic in f32).
-// defines: group_norm_fwd_{f32,bf16}, group_norm_bwd_{f32,bf16}, group_norm_affine_grad_{f32,bf16}.
+// defines: group_norm_fwd_{f32,bf16}, group_norm_scale_shift_{f32,bf16}, group_norm_bwd_{f32,bf16},
+//          group_norm_affine_grad_{f32,bf16}.
 //
 // x is [N, C, S] (S = flattened spatial size); group g of example n is the contiguous run of
 // M = (C / G) * S elements starting at (n * C + g * C/G) * S, so one block per (n, g) reads a dense slab.
@@ -17,6 +18,7 @@ struct GnParams {
   float* stats;   // [N, G, 2]
   const void* dy; // bwd only
   float* partial; // bwd only: [2, N, C] per-(n, c) sums of dpre * x̂ and of dpre
+  float* affine;  // scale_shift only: [N, C, 2] = (rstd * gamma[c], beta[c] - mean * rstd * gamma[c])
   int32_t n, c, groups;
   int64_t spatial;
   float eps;
@@ -52,22 +54,14 @@ __device__ __forceinline__ void store_v(T* dst, int iv, const T (&v)[V]) {
   else dst[iv] = v[0];
 }
 
-// One block per (n, g): blockIdx.x = n * G + g. Two-pass statistics (mean, then the mean of squared
-// deviations, so large means do not cancel), then one pass that normalises, applies the affine map and the
-// optional SiLU. The group's slab is re-read three times; it is small (M elements) and stays in L1/L2.
+// Block (n, g)'s statistics, two-pass (the mean, then the mean of squared deviations, so large means do not
+// cancel), written to stats[n, g] by thread 0; every thread gets (mean, rstd). x is the group's slab of m
+// elements.
 template <typename T, int V>
-__device__ void gn_fwd(const GnParams p) {
+__device__ float2 gn_stats(const GnParams& p, const T* x, int m) {
   __shared__ float scratch[32];
-  const T* gamma = static_cast<const T*>(p.gamma);
-  const T* beta = static_cast<const T*>(p.beta);
-  const int cpg = p.c / p.groups;
-  const int64_t ng = blockIdx.x, n = ng / p.groups, g = ng % p.groups;
-  const int m = cpg * (int)p.spatial, nv = m / V, sv = (int)p.spatial / V;
-  const int64_t base = (n * p.c + g * cpg) * p.spatial;
-  const T* x = static_cast<const T*>(p.x) + base;
-  T* y = static_cast<T*>(p.y) + base;
+  const int nv = m / V;
   const float inv_m = 1.f / (float)m;
-
   float s = 0.f;
   for (int iv = threadIdx.x; iv < nv; iv += blockDim.x) {
     __align__(16) T v[V];
@@ -89,9 +83,27 @@ __device__ void gn_fwd(const GnParams p) {
   const float var = block_sum(var_sum, scratch) * inv_m;  // biased, as PyTorch's GroupNorm
   const float rstd = rsqrtf(var + p.eps);
   if (threadIdx.x == 0) {
-    p.stats[2 * ng] = mean;
-    p.stats[2 * ng + 1] = rstd;
+    p.stats[2 * blockIdx.x] = mean;
+    p.stats[2 * blockIdx.x + 1] = rstd;
   }
+  return make_float2(mean, rstd);
+}
+
+// One block per (n, g): blockIdx.x = n * G + g. The statistics, then one pass that normalises, applies the
+// affine map and the optional SiLU. The group's slab is re-read three times; it is small (M elements) and
+// stays in L1/L2.
+template <typename T, int V>
+__device__ void gn_fwd(const GnParams p) {
+  const T* gamma = static_cast<const T*>(p.gamma);
+  const T* beta = static_cast<const T*>(p.beta);
+  const int cpg = p.c / p.groups;
+  const int64_t ng = blockIdx.x, n = ng / p.groups, g = ng % p.groups;
+  const int m = cpg * (int)p.spatial, nv = m / V, sv = (int)p.spatial / V;
+  const int64_t base = (n * p.c + g * cpg) * p.spatial;
+  const T* x = static_cast<const T*>(p.x) + base;
+  T* y = static_cast<T*>(p.y) + base;
+  const float2 st = gn_stats<T, V>(p, x, m);
+  const float mean = st.x, rstd = st.y;
   for (int iv = threadIdx.x; iv < nv; iv += blockDim.x) {
     const int c = g * cpg + iv / sv;
     const float ga = to_float(gamma[c]), be = to_float(beta[c]);
@@ -103,6 +115,24 @@ __device__ void gn_fwd(const GnParams p) {
       v[e] = from_float<T>(p.silu ? pre * sigmoidf(pre) : pre);
     }
     store_v(y, iv, v);
+  }
+}
+
+// The statistics and, per channel of the group, the affine map they make with gamma and beta: what a
+// convolution that normalises its input as it reads it needs (kernels/conv.cuh ConvParams::affine):
+//   affine[n, c] = (scale, shift) = (rstd * gamma[c], beta[c] - mean * rstd * gamma[c]), pre = x * scale + shift
+// (the CPU twin's form of the normalisation, src/ops/norm/cpu.rs). One block per (n, g).
+template <typename T, int V>
+__device__ void gn_scale_shift(const GnParams p) {
+  const int cpg = p.c / p.groups;
+  const int64_t ng = blockIdx.x, n = ng / p.groups, g = ng % p.groups;
+  const int64_t base = (n * p.c + g * cpg) * p.spatial;
+  const float2 st = gn_stats<T, V>(p, static_cast<const T*>(p.x) + base, cpg * (int)p.spatial);
+  for (int cl = threadIdx.x; cl < cpg; cl += blockDim.x) {
+    const int c = g * cpg + cl;
+    const float scale = st.y * to_float(static_cast<const T*>(p.gamma)[c]);
+    p.affine[2 * (n * p.c + c)] = scale;
+    p.affine[2 * (n * p.c + c) + 1] = to_float(static_cast<const T*>(p.beta)[c]) - st.x * scale;
   }
 }
 
@@ -225,6 +255,12 @@ __device__ void gn_affine_grad(const float* partial, T* dgamma, T* dbeta, int n,
       gn_fwd<T, 16 / sizeof(T)>(p);                                                                           \
     else                                                                                                      \
       gn_fwd<T, 1>(p);                                                                                        \
+  }                                                                                                           \
+  extern "C" __global__ void group_norm_scale_shift_##sfx(const GnParams p) {                                \
+    if (gn_vectors<T>((const T*)p.x + group_base(p), p.x, p.x, p.spatial))                                    \
+      gn_scale_shift<T, 16 / sizeof(T)>(p);                                                                   \
+    else                                                                                                      \
+      gn_scale_shift<T, 1>(p);                                                                                \
   }                                                                                                           \
   extern "C" __global__ void group_norm_bwd_##sfx(const GnParams p) {                                        \
     const int64_t base = group_base(p);                                                                       \

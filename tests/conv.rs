@@ -1,6 +1,6 @@
 //! conv2d: f64 gradient checks and a naive-loop reference on the CPU, CPU/CUDA parity in f32 and bf16, and
 //! refusal of bad input.
-use gsure::ops::conv::{conv2d, conv2d_with, Epilogue};
+use gsure::ops::conv::{conv2d, conv2d_with, norm_conv2d, Epilogue, InputNorm};
 use gsure::testing::{gradcheck, parity, randn, rng, uniform};
 use gsure::{DType, Device, Tensor};
 
@@ -124,6 +124,63 @@ fn epilogue_equals_the_separate_ops_on_cpu() {
     }
 }
 
+/// x, w, bias, per-image values, then the norm's gamma and beta (not ones and zeros, so that both matter).
+fn norm_conv_inputs(case: Case, seed: u64) -> Vec<Tensor> {
+    let mut t = epilogue_inputs(case, seed);
+    t.truncate(4);
+    let mut r = rng(seed + 2000);
+    t.push(uniform(&[case.1], 0.5, 1.5, &mut r));
+    t.push(randn(&[case.1], &mut r));
+    t
+}
+
+/// group_norm (+ SiLU) into conv2d with a per-image add in the epilogue, as one op.
+fn norm_conv(t: &[Tensor], groups: usize, silu: bool, s: usize, p: usize) -> anyhow::Result<Tensor> {
+    let norm = InputNorm { gamma: &t[4], beta: &t[5], groups, eps: 1e-5, silu };
+    norm_conv2d(&t[0], norm, &t[1], s, p, Epilogue::with_bias(Some(&t[2])).with_per_image(&t[3]))
+}
+
+/// (case, groups, silu): 3×3 with SiLU, stride 2, a 1×1 without SiLU.
+const NORM_CONV_CASES: &[(Case, usize, bool)] =
+    &[((2, 4, 5, 4, 3, 3, 1, 1), 2, true), ((3, 6, 6, 5, 4, 3, 2, 1), 3, true), ((2, 4, 4, 4, 5, 1, 1, 0), 4, false)];
+
+#[test]
+fn norm_conv_gradients_for_every_input() {
+    for (i, &(case, groups, silu)) in NORM_CONV_CASES.iter().enumerate() {
+        let (s, p) = (case.6, case.7);
+        let t = norm_conv_inputs(case, 60 + i as u64);
+        gradcheck(|t| norm_conv(t, groups, silu, s, p), &t, &[0, 1, 2, 3, 4, 5])
+            .unwrap_or_else(|e| panic!("{case:?}: {e:#}"));
+    }
+}
+
+/// On the CPU the fused op is the norm into a tensor and the plain convolution: f32 outputs and gradients
+/// are bitwise those of group_norm followed by conv2d_with.
+#[test]
+fn norm_conv_equals_the_separate_ops_on_cpu() {
+    use gsure::ops::group_norm;
+    let (case, groups, silu) = ((3, 6, 7, 5, 4, 3, 1, 1), 3, true);
+    let t: Vec<Tensor> =
+        norm_conv_inputs(case, 88).iter().map(|t| t.to_dtype(DType::F32).unwrap().set_requires_grad(true)).collect();
+    let separate = |t: &[Tensor]| -> anyhow::Result<Tensor> {
+        let a = group_norm(&t[0], &t[4], &t[5], groups, 1e-5, silu)?;
+        conv2d_with(&a, &t[1], 1, 1, Epilogue::with_bias(Some(&t[2])).with_per_image(&t[3]))
+    };
+    let weight = randn(&[3, 4, 7, 5], &mut rng(6)).to_dtype(DType::F32).unwrap();
+    let run = |f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>| {
+        let y = f(&t).unwrap();
+        let grads = gsure::backward(&gsure::ops::sum_all(&gsure::ops::mul(&y, &weight).unwrap()).unwrap()).unwrap();
+        let mut all = vec![y.to_vec_f64().unwrap()];
+        all.extend(t.iter().map(|t| grads.get(t).unwrap().to_vec_f64().unwrap()));
+        all
+    };
+    let (fused, apart) = (run(&|t| norm_conv(t, groups, silu, 1, 1)), run(&separate));
+    let names = ["y", "dx", "dw", "db", "d per_image", "dgamma", "dbeta"];
+    for (what, (a, b)) in names.iter().zip(fused.iter().zip(&apart)) {
+        assert_eq!(a, b, "{what}: fused norm-conv and separate ops differ");
+    }
+}
+
 #[test]
 fn gradients_without_bias() {
     let case = (2, 3, 6, 5, 2, 3, 2, 1);
@@ -214,6 +271,34 @@ fn cuda_parity_f32_and_bf16() {
             }
             let g = |t: &[Tensor]| conv2d(&t[0], &t[1], None, s, p);
             parity(&format!("conv2d no bias {case:?}"), g, &t[..2], &[0, 1], dtype, None).unwrap();
+        }
+    }
+}
+
+/// The norm-conv op on the CUDA kernels (the prologue in conv.cu's fwd and wgrad loaders, in conv_wgmma.cu's
+/// transpose of x) against the CPU, f32 and bf16 on both kernel families; C_in % 8 == 0 in the last two
+/// cases, so the wgmma kernels take them.
+#[test]
+fn cuda_parity_of_norm_conv() {
+    use gsure::ops::matmul::cuda::Bf16Gemm;
+    let Some(device) = gsure::testing::gpu_or_skip("cuda_parity_of_norm_conv") else { return };
+    let wgmma = Bf16Gemm::Wgmma.unsupported(device.gpu().unwrap()).is_none();
+    let cases: &[(Case, usize, bool)] = &[
+        ((2, 6, 9, 7, 12, 3, 1, 1), 3, true),
+        ((2, 32, 16, 16, 64, 3, 2, 1), 8, true),
+        ((2, 16, 8, 8, 24, 1, 1, 0), 4, false),
+    ];
+    for (i, &(case, groups, silu)) in cases.iter().enumerate() {
+        let (s, p) = (case.6, case.7);
+        let mut t = norm_conv_inputs(case, 600 + i as u64);
+        let fan_in = (case.1 * case.5 * case.5) as f64;
+        t[1] = uniform(t[1].dims(), -1.0 / fan_in.sqrt(), 1.0 / fan_in.sqrt(), &mut rng(700 + i as u64));
+        let f = |t: &[Tensor]| norm_conv(t, groups, silu, s, p);
+        let runs = [(DType::F32, Bf16Gemm::MmaSync), (DType::BF16, Bf16Gemm::MmaSync), (DType::BF16, Bf16Gemm::Wgmma)];
+        for (dtype, kernels) in runs.into_iter().filter(|&(_, k)| wgmma || k != Bf16Gemm::Wgmma) {
+            let _scope = kernels.scoped();
+            let name = format!("norm_conv2d {case:?} {dtype:?} {}", kernels.name());
+            parity(&name, f, &t, &[0, 1, 2, 3, 4, 5], dtype, None).unwrap();
         }
     }
 }
@@ -356,13 +441,13 @@ fn cuda_wgmma_conv_matches_cpu_twin() {
         };
         for with_bias in [true, false] {
             let epi = Epilogue::with_bias(with_bias.then_some(sb));
-            let y = conv_cuda::fwd_with(gpu, &g, sx, sw, epi, Bf16Gemm::Wgmma).unwrap();
+            let y = conv_cuda::fwd_with(gpu, &g, sx, sw, None, epi, Bf16Gemm::Wgmma).unwrap();
             let want = conv_cpu::fwd(&g, &x, &wt, &Epilogue::with_bias(with_bias.then_some(&b[..])));
             check(format!("fwd {case:?} bias={with_bias}"), to_host(y, g.y_dims()), want);
         }
         let dx = conv_cuda::dgrad_with(gpu, &g, sdy, sw, Bf16Gemm::Wgmma).unwrap();
         check(format!("dgrad {case:?}"), to_host(dx, g.x_dims()), conv_cpu::dgrad(&g, &dy, &wt));
-        let dw = conv_cuda::wgrad_with(gpu, &g, sx, sdy, Bf16Gemm::Wgmma).unwrap();
+        let dw = conv_cuda::wgrad_with(gpu, &g, sx, None, sdy, Bf16Gemm::Wgmma).unwrap();
         check(format!("wgrad {case:?}"), to_host(dw, g.w_dims()), conv_cpu::wgrad(&g, &x, &dy));
     }
 }

@@ -69,6 +69,19 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
             "dgrad as the wgmma forward on dy (flipped, transposed weights), wgrad as a split-K wgmma GEMM over \
              N·H·W with an f32 slab sum; dy and x each transposed to channels-last once more",
         ),
+        ("norm_conv2d", false) => p(
+            0.08,
+            0.18,
+            "the plain forward's gather with the normalisation in it (the (scale, shift) pair from L1, an FMA and \
+             a SiLU per gathered element: ~10-20 % slower than the 0.10-0.20) and a statistics pass over x \
+             (34 MB, ~8 µs); the PyTorch reference writes and reads the normalised tensor (2 more passes)",
+        ),
+        ("norm_conv2d", true) => p(
+            0.04,
+            0.13,
+            "the plain backward's 0.05-0.15 with the normalisation re-applied in the weight gradient's gather and \
+             the group norm's two-pass backward over x and the input gradient",
+        ),
         ("conv2d", false) if epilogue => p(
             0.10,
             0.20,

@@ -5,6 +5,7 @@
 use super::layers::{AttnBlock, Conv2d, GroupNorm, Linear, ResnetBlock};
 use super::Init;
 use super::TrainSeed;
+use crate::ops::conv::Epilogue;
 use crate::ops::{self, embedding, layout};
 use crate::{DType, Device, ParamStore, Tensor};
 use anyhow::{bail, Result};
@@ -292,6 +293,6 @@ impl DdimUnet {
                 h = upconv.forward(&layout::upsample_nearest2x(&h)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h, true)?)
+        self.conv_out.forward_normed(&h, &self.norm_out, true, Epilogue::none())
     }
 }

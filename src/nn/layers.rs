@@ -44,6 +44,15 @@ impl Conv2d {
         let epi = Epilogue { bias: Some(&bias), ..extra };
         conv::conv2d_with(x, &cast_like(&self.weight, x)?, self.stride, self.padding, epi)
     }
+    /// `norm` (then SiLU if `silu`) and this convolution as one op (`conv::norm_conv2d`: on CUDA the
+    /// convolution normalises its input as it reads it), with `extra` in the epilogue.
+    pub fn forward_normed(&self, x: &Tensor, norm: &GroupNorm, silu: bool, extra: Epilogue<&Tensor>) -> Result<Tensor> {
+        let (gamma, beta) = (cast_like(&norm.weight, x)?, cast_like(&norm.bias, x)?);
+        let input = conv::InputNorm { gamma: &gamma, beta: &beta, groups: norm.groups, eps: GroupNorm::EPS, silu };
+        let bias = cast_like(&self.bias, x)?;
+        let epi = Epilogue { bias: Some(&bias), ..extra };
+        conv::norm_conv2d(x, input, &cast_like(&self.weight, x)?, self.stride, self.padding, epi)
+    }
 }
 
 pub struct Linear {
@@ -71,6 +80,9 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
+    /// The reference models' eps (DDIM's and EDM's SongUNet both pass 1e-6).
+    pub const EPS: f64 = 1e-6;
+
     pub fn new(init: &mut Init, name: &str, groups: usize, channels: usize) -> Result<Self> {
         Ok(GroupNorm {
             weight: init.constant(&format!("{name}.weight"), &[channels], 1.0)?,
@@ -80,7 +92,7 @@ impl GroupNorm {
     }
     /// Normalises, then applies SiLU in the same kernel when `silu`.
     pub fn forward(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
-        norm::group_norm(x, &cast_like(&self.weight, x)?, &cast_like(&self.bias, x)?, self.groups, 1e-6, silu)
+        norm::group_norm(x, &cast_like(&self.weight, x)?, &cast_like(&self.bias, x)?, self.groups, Self::EPS, silu)
     }
 }
 
@@ -132,19 +144,24 @@ impl ResnetBlock {
     }
 
     /// `temb_act` is SiLU(time embedding), shared by every block. `train_seed` enables dropout. The time
-    /// embedding and the skip connection are added in the epilogues of conv1 and conv2.
+    /// embedding and the skip connection are added in the epilogues of conv1 and conv2, and the group norms
+    /// run inside the convolutions (`Conv2d::forward_normed`; norm2 apart when dropout follows it).
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
         let temb = self.temb_proj.forward(temb_act)?;
-        let h = self.conv1.forward_with(&self.norm1.forward(x, true)?, Epilogue::none().with_per_image(&temb))?;
-        let mut h = self.norm2.forward(&h, true)?;
-        if let (Some(seed), true) = (train_seed, self.dropout > 0.0) {
-            h = dropout::dropout(&h, self.dropout, seed.for_layer(self.index))?;
-        }
+        let h = self.conv1.forward_normed(x, &self.norm1, true, Epilogue::none().with_per_image(&temb))?;
         let skip = match &self.nin_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        self.conv2.forward_with(&h, Epilogue::none().with_residual(&skip))
+        let epi = Epilogue::none().with_residual(&skip);
+        match (train_seed, self.dropout > 0.0) {
+            // dropout sits between the norm and the convolution: the norm's output is needed
+            (Some(seed), true) => {
+                let h = dropout::dropout(&self.norm2.forward(&h, true)?, self.dropout, seed.for_layer(self.index))?;
+                self.conv2.forward_with(&h, epi)
+            }
+            _ => self.conv2.forward_normed(&h, &self.norm2, true, epi),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Launchers for kernels/conv.cu (implicit-GEMM convolution; see the header comment of the .cu file for
 //! the GEMM each direction computes).
-use super::{Epilogue, Geom};
+use super::{Epilogue, Geom, Prologue};
 use crate::backend::cuda::{blocks_for, ptx, typed_name, CudaStorage, Gpu};
 use crate::launch;
 use crate::ops::matmul::cuda::{wgmma_func, Bf16Gemm, WGMMA_SMEM_BYTES};
@@ -25,8 +25,13 @@ pub struct ConvParams {
     gn: i32,
     gk: i32,
     k_split: i32,
+    /// The input's prologue: f32 [N, C, 2] (scale, shift) per image and channel, or 0 for none.
+    affine: u64,
+    silu: i32,
+    _pad: i32,
 }
-// SAFETY: plain #[repr(C)] struct of i32, identical in layout to the C struct.
+// SAFETY: plain #[repr(C)] struct of i32 and one u64 (at offset 56, 8-aligned in both), identical in layout
+// to the C struct (72 bytes with its tail padding, written here as `_pad`).
 unsafe impl cudarc::driver::DeviceRepr for ConvParams {}
 
 /// Mirrors `struct ConvEpilogue` in kernels/conv.cuh: the forward's epilogue operands (0 for absent).
@@ -99,6 +104,19 @@ fn params(g: &Geom, gm: usize, gn: usize, gk: usize, k_split: usize) -> ConvPara
         gn: i(gn),
         gk: i(gk),
         k_split: i(k_split),
+        affine: 0,
+        silu: 0,
+        _pad: 0,
+    }
+}
+
+impl ConvParams {
+    /// These parameters with the input read through `pro` (kernels/conv.cuh `ConvParams::affine`).
+    fn with_prologue(self, pro: Option<Prologue<&CudaStorage>>) -> ConvParams {
+        match pro {
+            Some(pro) => ConvParams { affine: pro.affine.ptr(), silu: pro.silu as i32, ..self },
+            None => self,
+        }
     }
 }
 
@@ -133,6 +151,7 @@ fn run_gemm(
     (gm, gn, gk): (usize, usize, usize),
     z: Grid,
     ptrs: &[u64; 3],
+    pro: Option<Prologue<&CudaStorage>>,
     epilogue: Option<EpilogueArg>,
 ) -> Result<()> {
     if gm == 0 || gn == 0 {
@@ -144,7 +163,7 @@ fn run_gemm(
         Grid::Splits(asked) => split_plan(gk, bk, asked),
         Grid::Classes(classes) => (split_plan(gk, bk, 1).0, classes),
     };
-    let p = params(g, gm, gn, gk, per_split);
+    let p = params(g, gm, gn, gk, per_split).with_prologue(pro);
     let grid = (gm.div_ceil(bm) as u32, gn.div_ceil(bn) as u32, z as u32);
     if grid.1 > 65535 || grid.2 > 65535 {
         bail!("conv2d: grid {grid:?} too large for input {:?}, weights {:?}", g.x_dims(), g.w_dims());
@@ -159,16 +178,18 @@ fn run_gemm(
 
 /// y = conv(x, w) through the epilogue `e`, bf16 on the `Bf16Gemm::selected` kernels.
 pub fn fwd(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, e: Epilogue<&CudaStorage>) -> Result<CudaStorage> {
-    fwd_with(gpu, g, x, w, e, Bf16Gemm::selected()?)
+    fwd_with(gpu, g, x, w, None, e, Bf16Gemm::selected()?)
 }
 
-/// `fwd` with the bf16 kernels named: wgmma (kernels/conv_wgmma.cu) takes C_in % 8 == 0, other shapes run
-/// on conv.cu's mma.sync kernel whichever is named.
+/// `fwd` with x read through the prologue `pro` (if any) and the bf16 kernels named: wgmma
+/// (kernels/conv_wgmma.cu) takes C_in % 8 == 0, other shapes run on conv.cu's mma.sync kernel whichever is
+/// named.
 pub fn fwd_with(
     gpu: &Gpu,
     g: &Geom,
     x: &CudaStorage,
     w: &CudaStorage,
+    pro: Option<Prologue<&CudaStorage>>,
     e: Epilogue<&CudaStorage>,
     kernels: Bf16Gemm,
 ) -> Result<CudaStorage> {
@@ -178,10 +199,10 @@ pub fn fwd_with(
     let e = EpilogueArg::of(&e);
     if x.dtype() == DType::BF16 && g.c.is_multiple_of(8) && kernels.wgmma_convs() {
         wgmma_supported(gpu, "conv2d")?;
-        fwd_wgmma(gpu, g, x, w, e, &y)?;
+        fwd_wgmma(gpu, g, x, w, pro, e, &y)?;
         return Ok(y);
     }
-    run_gemm(gpu, "fwd", x.dtype(), g, gemm, Grid::Splits(1), &[x.ptr(), w.ptr(), y.ptr()], Some(e))?;
+    run_gemm(gpu, "fwd", x.dtype(), g, gemm, Grid::Splits(1), &[x.ptr(), w.ptr(), y.ptr()], pro, Some(e))?;
     Ok(y)
 }
 
@@ -194,11 +215,20 @@ fn wgmma_supported(gpu: &Gpu, what: &str) -> Result<()> {
 }
 
 /// kernels/conv_wgmma.cu's forward: x and w to channels-last, then the implicit GEMM on wgmma.
-fn fwd_wgmma(gpu: &Gpu, g: &Geom, x: &CudaStorage, w: &CudaStorage, e: EpilogueArg, y: &CudaStorage) -> Result<()> {
+/// A prologue is applied by the transpose of x.
+fn fwd_wgmma(
+    gpu: &Gpu,
+    g: &Geom,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    pro: Option<Prologue<&CudaStorage>>,
+    e: EpilogueArg,
+    y: &CudaStorage,
+) -> Result<()> {
     let x_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.c * g.h * g.w)?;
     let w_khwc = CudaStorage::alloc(gpu, DType::BF16, g.co * g.kdim())?;
-    nchw_to_nhwc(gpu, x, &x_nhwc, g.n, g.c, g.h * g.w)?;
-    nchw_to_nhwc(gpu, w, &w_khwc, g.co, g.c, g.k * g.k)?;
+    nchw_to_nhwc(gpu, x, &x_nhwc, (g.n, g.c, g.h * g.w), pro)?;
+    nchw_to_nhwc(gpu, w, &w_khwc, (g.co, g.c, g.k * g.k), None)?;
     fwd_wgmma_nhwc(gpu, g, &x_nhwc, &w_khwc, e, y)
 }
 
@@ -224,14 +254,14 @@ fn fwd_wgmma_nhwc(
     launch!(gpu, f, (grid, 256u32, WGMMA_SMEM_BYTES), p, x.ptr(), w.ptr(), e, y.ptr())
 }
 
-/// dst [batches][cols][rows] = src [batches][rows][cols] transposed per batch (bf16).
+/// dst [batches][cols][rows] = src [batches][rows][cols] transposed per batch (bf16), through the prologue
+/// `pro` when given (row r of batch b is channel r of image b).
 fn nchw_to_nhwc(
     gpu: &Gpu,
     src: &CudaStorage,
     dst: &CudaStorage,
-    batches: usize,
-    rows: usize,
-    cols: usize,
+    (batches, rows, cols): (usize, usize, usize),
+    pro: Option<Prologue<&CudaStorage>>,
 ) -> Result<()> {
     if batches == 0 || rows == 0 || cols == 0 {
         return Ok(());
@@ -241,7 +271,8 @@ fn nchw_to_nhwc(
     }
     let grid = (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, batches as u32);
     let f = gpu.func(ptx::CONV_WGMMA, "conv_nchw_to_nhwc_bf16")?;
-    launch!(gpu, f, (grid, (32u32, 8u32, 1u32), 0), src.ptr(), dst.ptr(), rows as i32, cols as i32)
+    let (affine, silu) = pro.map_or((0, 0), |p| (p.affine.ptr(), p.silu as i32));
+    launch!(gpu, f, (grid, (32u32, 8u32, 1u32), 0), src.ptr(), dst.ptr(), rows as i32, cols as i32, affine, silu)
 }
 
 /// dx from dy and w, bf16 on the `Bf16Gemm::selected` kernels.
@@ -261,7 +292,7 @@ pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernel
         debug_assert_eq!((gd.ho, gd.wo), (g.h, g.w));
         let dy_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.co * g.ho * g.wo)?;
         let wd = CudaStorage::alloc(gpu, DType::BF16, g.co * g.kdim())?;
-        nchw_to_nhwc(gpu, dy, &dy_nhwc, g.n, g.co, g.ho * g.wo)?;
+        nchw_to_nhwc(gpu, dy, &dy_nhwc, (g.n, g.co, g.ho * g.wo), None)?;
         let n = g.co * g.kdim();
         if n > 0 {
             let f = gpu.func(ptx::CONV_WGMMA, "conv_dgrad_weights_bf16")?;
@@ -275,7 +306,7 @@ pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernel
     // class 0 has ceil(H/s) x ceil(W/s) pixels and at most ceil(K/s)^2 taps.
     let s = g.stride;
     let gemm = (g.n * g.h.div_ceil(s) * g.w.div_ceil(s), g.c, g.co * g.k.div_ceil(s).pow(2));
-    run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, Grid::Classes(s * s), &[dy.ptr(), w.ptr(), dx.ptr()], None)?;
+    run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, Grid::Classes(s * s), &[dy.ptr(), w.ptr(), dx.ptr()], None, None)?;
     Ok(dx)
 }
 
@@ -288,7 +319,7 @@ const MIN_TILES_PER_SPLIT: usize = 8;
 /// partial dw to slab z of an f32 workspace and `conv2d_wgrad_sum` adds the slabs in split order into dw's
 /// dtype, so dw is bitwise reproducible (no atomics). One f32 split is the result itself.
 pub fn wgrad(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<CudaStorage> {
-    wgrad_with(gpu, g, x, dy, Bf16Gemm::selected()?)
+    wgrad_with(gpu, g, x, None, dy, Bf16Gemm::selected()?)
 }
 
 /// Splits of a reduction of `gk` in k tiles of `bk` for a GEMM of `tiles` block tiles: enough blocks for
@@ -297,9 +328,16 @@ fn wgrad_splits(gpu: &Gpu, tiles: usize, gk: usize, bk: usize) -> usize {
     (gpu.sm_count() as usize * BLOCKS_PER_SM).div_ceil(tiles.max(1)).min(gk.div_ceil(bk * MIN_TILES_PER_SPLIT)).max(1)
 }
 
-/// `wgrad` with the bf16 kernels named: wgmma takes C_in % 8 == 0 and H_out·W_out % 8 == 0; other shapes
-/// run on conv.cu's mma.sync kernel whichever is named.
-pub fn wgrad_with(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage, kernels: Bf16Gemm) -> Result<CudaStorage> {
+/// `wgrad` with x read through the prologue `pro` (if any) and the bf16 kernels named: wgmma takes
+/// C_in % 8 == 0 and H_out·W_out % 8 == 0; other shapes run on conv.cu's mma.sync kernel whichever is named.
+pub fn wgrad_with(
+    gpu: &Gpu,
+    g: &Geom,
+    x: &CudaStorage,
+    pro: Option<Prologue<&CudaStorage>>,
+    dy: &CudaStorage,
+    kernels: Bf16Gemm,
+) -> Result<CudaStorage> {
     check_i32(g, "conv2d backward")?;
     let dtype = x.dtype();
     let (gm, gn, gk) = (g.co, g.kdim(), g.n * g.ho * g.wo);
@@ -310,13 +348,14 @@ pub fn wgrad_with(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage, kernel
     }
     if dtype == DType::BF16 && g.c.is_multiple_of(8) && (g.ho * g.wo).is_multiple_of(8) && kernels.wgmma_convs() {
         wgmma_supported(gpu, "conv2d backward")?;
-        return wgrad_wgmma(gpu, g, x, dy);
+        return wgrad_wgmma(gpu, g, x, pro, dy);
     }
     let (bm, bn, bk) = tile(dtype);
     let asked = wgrad_splits(gpu, gm.div_ceil(bm) * gn.div_ceil(bn), gk, bk);
     let splits = split_plan(gk, bk, asked).1;
     let partial = CudaStorage::alloc(gpu, DType::F32, splits * n)?;
-    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), Grid::Splits(asked), &[x.ptr(), dy.ptr(), partial.ptr()], None)?;
+    let ptrs = [x.ptr(), dy.ptr(), partial.ptr()];
+    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), Grid::Splits(asked), &ptrs, pro, None)?;
     if splits == 1 && dtype == DType::F32 {
         return Ok(partial);
     }
@@ -336,11 +375,17 @@ pub fn wgrad_with(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage, kernel
 
 /// kernels/conv_wgmma.cu's weight gradient: x to channels-last, the split-K GEMM into f32 slabs of
 /// [co][kh][kw][c], then their sum in split order reordered to [co][c][kh][kw].
-fn wgrad_wgmma(gpu: &Gpu, g: &Geom, x: &CudaStorage, dy: &CudaStorage) -> Result<CudaStorage> {
+fn wgrad_wgmma(
+    gpu: &Gpu,
+    g: &Geom,
+    x: &CudaStorage,
+    pro: Option<Prologue<&CudaStorage>>,
+    dy: &CudaStorage,
+) -> Result<CudaStorage> {
     let (gm, gn, gk) = (g.co, g.kdim(), g.n * g.ho * g.wo);
     let n = gm * gn;
     let x_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.c * g.h * g.w)?;
-    nchw_to_nhwc(gpu, x, &x_nhwc, g.n, g.c, g.h * g.w)?;
+    nchw_to_nhwc(gpu, x, &x_nhwc, (g.n, g.c, g.h * g.w), pro)?;
     let bk = 64;
     let (per_split, splits) = split_plan(gk, bk, wgrad_splits(gpu, gm.div_ceil(128) * gn.div_ceil(128), gk, bk));
     let grid = (gm.div_ceil(128) as u32, gn.div_ceil(128) as u32, splits as u32);

@@ -3,7 +3,10 @@
 //! buffer (`cuda.rs`, `kernels/conv.cu`).
 pub mod cpu;
 pub mod cuda;
+mod norm_conv;
 mod pixel_major;
+
+pub use norm_conv::{norm_conv2d, InputNorm};
 
 use crate::autograd::Node;
 use crate::backend::cpu::Real;
@@ -145,6 +148,15 @@ impl<S> Epilogue<S> {
     }
 }
 
+/// A group norm (+ SiLU) applied to the convolution's input as the kernels gather it ([`norm_conv2d`]):
+/// they read a = act(x · scale[n, c] + shift[n, c]), `affine` holding (scale, shift) per image and channel
+/// (f32 [N, C, 2] from `norm::cuda::scale_shift`), act SiLU if `silu`.
+#[derive(Clone, Copy, Debug)]
+pub struct Prologue<S> {
+    pub affine: S,
+    pub silu: bool,
+}
+
 /// The CPU forward for the element type of x.
 fn fwd_cpu<T: Real>(g: &Geom, s: &[&CpuStorage], epi: &Epilogue<()>) -> Result<CpuStorage> {
     let v = typed_slices::<T>("conv2d", s)?;
@@ -169,7 +181,7 @@ fn conv2d_raw(g: Geom, x: &Tensor, w: &Tensor, epi: Epilogue<&Tensor>) -> Result
 }
 
 /// dx from dy and the weights (no autograd).
-fn dgrad_raw(g: Geom, dy: &Tensor, w: &Tensor) -> Result<Tensor> {
+pub(crate) fn dgrad_raw(g: Geom, dy: &Tensor, w: &Tensor) -> Result<Tensor> {
     compute(
         "conv2d_dgrad",
         &[dy, w],
@@ -202,6 +214,26 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padd
 pub fn conv2d_with(x: &Tensor, w: &Tensor, stride: usize, padding: usize, epi: Epilogue<&Tensor>) -> Result<Tensor> {
     let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
     x.check_same_kind(w, "conv2d")?;
+    check_epilogue(&g, x, w, &epi)?;
+    let y = conv2d_raw(g, x, w, epi)?;
+
+    let mut inputs = vec![x, w];
+    inputs.extend(epi.operands().copied());
+    let (xd, wd) = (x.detach(), w.detach());
+    let need = [x.tracks_grad(), w.tracks_grad()];
+    let need_epi = epi.map(|t| t.tracks_grad());
+    Ok(y.with_node(Node::record("conv2d", &inputs, move |dy| {
+        let dy = scaled_gradient(dy, need_epi.scale)?;
+        let dx = if need[0] { Some(dgrad_raw(g, &dy, &wd)?) } else { None };
+        let dw = if need[1] { Some(wgrad_raw(g, &xd, &dy)?) } else { None };
+        let mut grads = vec![dx, dw];
+        grads.extend(epilogue_grads(&g, &dy, &need_epi)?);
+        Ok(grads)
+    })))
+}
+
+/// The shapes and kinds of an epilogue's operands for a convolution of `g` on x and w.
+fn check_epilogue(g: &Geom, x: &Tensor, w: &Tensor, epi: &Epilogue<&Tensor>) -> Result<()> {
     let expect = [("bias", epi.bias, vec![g.co]), ("per_image", epi.per_image, vec![g.n, g.co])];
     for (what, t, dims) in expect.into_iter().chain([("residual", epi.residual, g.y_dims().to_vec())]) {
         let Some(t) = t else { continue };
@@ -218,31 +250,34 @@ pub fn conv2d_with(x: &Tensor, w: &Tensor, stride: usize, padding: usize, epi: E
     if !epi.scale.is_finite() {
         bail!("conv2d: the epilogue's scale must be finite, got {}", epi.scale);
     }
-    let y = conv2d_raw(g, x, w, epi)?;
+    Ok(())
+}
 
-    let mut inputs = vec![x, w];
-    inputs.extend(epi.operands().copied());
-    let (xd, wd) = (x.detach(), w.detach());
-    let need = [x.tracks_grad(), w.tracks_grad()];
-    let need_epi = epi.map(|t| t.tracks_grad());
-    Ok(y.with_node(Node::record("conv2d", &inputs, move |dy| {
-        let dy = if need_epi.scale == 1.0 { dy.clone() } else { scale(dy, need_epi.scale)? };
-        let dx = if need[0] { Some(dgrad_raw(g, &dy, &wd)?) } else { None };
-        let dw = if need[1] { Some(wgrad_raw(g, &xd, &dy)?) } else { None };
-        let q = g.ho * g.wo;
-        let mut grads = vec![dx, dw];
-        // db[co] = sum of dy over the batch and the output pixels.
-        if let Some(need) = need_epi.bias {
-            grads.push(if need { Some(reduce::sum_axis_raw(&dy, g.n, g.co, q)?) } else { None });
-        }
-        // d per_image[n, co] = sum of dy over the output pixels.
-        if let Some(need) = need_epi.per_image {
-            let sums = || reduce::sum_axis_raw(&dy, 1, g.n * g.co, q)?.reshape([g.n, g.co]);
-            grads.push(if need { Some(sums()?) } else { None });
-        }
-        if let Some(need) = need_epi.residual {
-            grads.push(need.then(|| dy.clone()));
-        }
-        Ok(grads)
-    })))
+/// The gradient of y·scale's input: dy · scale (dy itself at scale 1).
+fn scaled_gradient(dy: &Tensor, s: f64) -> Result<Tensor> {
+    if s == 1.0 {
+        Ok(dy.clone())
+    } else {
+        scale(dy, s)
+    }
+}
+
+/// The gradients of the epilogue's operands present (in [`Epilogue::operands`] order) from the scaled dy;
+/// `need` says which track gradients.
+fn epilogue_grads(g: &Geom, dy: &Tensor, need: &Epilogue<bool>) -> Result<Vec<Option<Tensor>>> {
+    let q = g.ho * g.wo;
+    let mut grads = Vec::new();
+    // db[co] = sum of dy over the batch and the output pixels.
+    if let Some(need) = need.bias {
+        grads.push(if need { Some(reduce::sum_axis_raw(dy, g.n, g.co, q)?) } else { None });
+    }
+    // d per_image[n, co] = sum of dy over the output pixels.
+    if let Some(need) = need.per_image {
+        let sums = || reduce::sum_axis_raw(dy, 1, g.n * g.co, q)?.reshape([g.n, g.co]);
+        grads.push(if need { Some(sums()?) } else { None });
+    }
+    if let Some(need) = need.residual {
+        grads.push(need.then(|| dy.clone()));
+    }
+    Ok(grads)
 }

@@ -27,43 +27,68 @@ fn sigmoid<T: Real>(v: T) -> T {
     T::one() / (T::one() + (-v).exp_v())
 }
 
-/// Forward: (y, stats) with stats = [N, G, 2] (mean, rstd) per group, saved for the backward.
-pub fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], d: Dims, eps: f64, silu: bool) -> (Vec<T>, Vec<T>) {
-    let mut y = vec![T::zero(); x.len()];
+/// Per (n, g): (mean, rstd), two passes (the mean, then the mean of squared deviations: biased variance, as
+/// PyTorch), flattened [N, G, 2].
+pub fn stats<T: Real>(x: &[T], d: Dims, eps: f64) -> Vec<T> {
     let mut stats = vec![T::zero(); d.n * d.groups * 2];
-    let (cpg, slab) = (d.cpg(), d.slab());
+    let slab = d.slab();
     if slab == 0 {
-        return (y, stats);
+        return stats;
     }
-    y.par_chunks_mut(slab).zip(stats.par_chunks_mut(2)).enumerate().for_each(|(ng, (ys, st))| {
-        let g = ng % d.groups;
-        let xs = &x[ng * slab..(ng + 1) * slab];
+    stats.par_chunks_mut(2).zip(x.par_chunks(slab)).for_each(|(st, xs)| {
         let m = T::of(slab as f64);
-        // two passes: the mean, then the mean of squared deviations (biased variance, as PyTorch)
         let mean = lane_sum(xs, |v| v) / m;
         let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / m;
-        let rstd = T::one() / (var + T::of(eps)).sqrt();
         st[0] = mean;
-        st[1] = rstd;
-        // one channel at a time: pre = x̂ gamma[c] + beta[c] = x scale + shift
-        for (cl, (yc, xc)) in ys.chunks_mut(d.spatial).zip(xs.chunks(d.spatial)).enumerate() {
-            let c = g * cpg + cl;
-            let scale = rstd * gamma[c];
-            let shift = beta[c] - mean * scale;
-            // `silu` is tested outside the loops so that each one vectorises
-            if silu {
-                for (yv, &xv) in yc.iter_mut().zip(xc) {
-                    let pre = xv * scale + shift;
-                    *yv = pre * sigmoid(pre);
-                }
-            } else {
-                for (yv, &xv) in yc.iter_mut().zip(xc) {
-                    *yv = xv * scale + shift;
-                }
+        st[1] = T::one() / (var + T::of(eps)).sqrt();
+    });
+    stats
+}
+
+/// The normalisation as an affine map per (n, c): [N, C, 2] = (scale, shift) = (rstd γ[c], β[c] − mean
+/// rstd γ[c]), so that pre = x scale + shift. The CUDA convolution's prologue reads these (norm.cu's
+/// group_norm_scale_shift computes them on the device).
+pub fn scale_shift<T: Real>(stats: &[T], gamma: &[T], beta: &[T], d: Dims) -> Vec<T> {
+    let mut affine = vec![T::zero(); d.n * d.c * 2];
+    for (nc, a) in affine.chunks_mut(2).enumerate() {
+        let (n, c) = (nc / d.c, nc % d.c);
+        let ng = n * d.groups + c / d.cpg();
+        let scale = stats[2 * ng + 1] * gamma[c];
+        a[0] = scale;
+        a[1] = beta[c] - stats[2 * ng] * scale;
+    }
+    affine
+}
+
+/// y = act(x scale + shift) per (n, c) from [`scale_shift`]'s map, act SiLU if `silu`.
+pub fn apply<T: Real>(x: &[T], affine: &[T], d: Dims, silu: bool) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    if d.spatial == 0 {
+        return y;
+    }
+    let rows = y.par_chunks_mut(d.spatial).zip(x.par_chunks(d.spatial)).zip(affine.par_chunks(2));
+    rows.for_each(|((yc, xc), a)| {
+        let (scale, shift) = (a[0], a[1]);
+        // `silu` is tested outside the loops so that each one vectorises
+        if silu {
+            for (yv, &xv) in yc.iter_mut().zip(xc) {
+                let pre = xv * scale + shift;
+                *yv = pre * sigmoid(pre);
+            }
+        } else {
+            for (yv, &xv) in yc.iter_mut().zip(xc) {
+                *yv = xv * scale + shift;
             }
         }
     });
-    (y, stats)
+    y
+}
+
+/// Forward: (y, stats) with stats = [N, G, 2] (mean, rstd) per group, saved for the backward.
+pub fn forward<T: Real>(x: &[T], gamma: &[T], beta: &[T], d: Dims, eps: f64, silu: bool) -> (Vec<T>, Vec<T>) {
+    let st = stats(x, d, eps);
+    let y = apply(x, &scale_shift(&st, gamma, beta, d), d, silu);
+    (y, st)
 }
 
 /// Backward: (dx, dgamma, dbeta) from the forward's inputs, its saved stats and dy. With

@@ -15,6 +15,7 @@ struct GnParams {
     stats: u64,
     dy: u64,
     partial: u64,
+    affine: u64,
     n: i32,
     c: i32,
     groups: i32,
@@ -65,6 +66,7 @@ pub fn forward(
             stats: stats.ptr(),
             dy: 0,
             partial: 0,
+            affine: 0,
             n: d.n as i32,
             c: d.c as i32,
             groups: d.groups as i32,
@@ -76,6 +78,42 @@ pub fn forward(
         launch!(gpu, gpu.func(ptx::NORM, &name)?, ((d.n * d.groups) as u32, BLOCK, 0), p)?;
     }
     Ok((y, CudaStorage::F32(stats)))
+}
+
+/// Returns (stats, affine): stats f32 [N, G, 2] = (mean, rstd) and affine f32 [N, C, 2] = (scale, shift),
+/// the normalisation as x · scale + shift per image and channel (what a convolution's prologue reads).
+pub fn scale_shift(
+    gpu: &Gpu,
+    x: &CudaStorage,
+    gamma: &CudaStorage,
+    beta: &CudaStorage,
+    d: Dims,
+    eps: f64,
+) -> Result<(CudaStorage, CudaStorage)> {
+    check_sizes(d)?;
+    let stats: GpuBuf<f32> = gpu.alloc(d.n * d.groups * 2)?;
+    let affine: GpuBuf<f32> = gpu.alloc(d.n * d.c * 2)?;
+    if d.n * d.groups > 0 {
+        let p = GnParams {
+            x: x.ptr(),
+            gamma: gamma.ptr(),
+            beta: beta.ptr(),
+            y: 0,
+            stats: stats.ptr(),
+            dy: 0,
+            partial: 0,
+            affine: affine.ptr(),
+            n: d.n as i32,
+            c: d.c as i32,
+            groups: d.groups as i32,
+            spatial: d.spatial as i64,
+            eps: eps as f32,
+            silu: 0,
+        };
+        let name = typed_name("group_norm_scale_shift", x.dtype())?;
+        launch!(gpu, gpu.func(ptx::NORM, &name)?, ((d.n * d.groups) as u32, BLOCK, 0), p)?;
+    }
+    Ok((CudaStorage::F32(stats), CudaStorage::F32(affine)))
 }
 
 /// Returns (dx, dgamma, dbeta).
@@ -121,6 +159,7 @@ pub fn backward(
             stats: stats.ptr(),
             dy: dy.ptr(),
             partial: partial.ptr(),
+            affine: 0,
             n: d.n as i32,
             c: d.c as i32,
             groups: d.groups as i32,

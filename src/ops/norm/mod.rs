@@ -11,9 +11,9 @@ use crate::autograd::Node;
 use crate::ops::compute_many;
 use crate::tensor::{CpuStorage, Shape, Tensor};
 use anyhow::{bail, Result};
-use cpu::Dims;
+pub use cpu::Dims;
 
-fn check(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64) -> Result<Dims> {
+pub(crate) fn check(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f64) -> Result<Dims> {
     x.check_same_kind(gamma, "group_norm")?;
     x.check_same_kind(beta, "group_norm")?;
     if x.shape().rank() < 2 {
@@ -65,42 +65,58 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps:
     let (xd, gd, bd) = (x.detach(), gamma.detach(), beta.detach());
     let (need_g, need_b) = (gamma.tracks_grad(), beta.tracks_grad());
     Ok(y.with_node(Node::record("group_norm", &[x, gamma, beta], move |dy| {
-        let grads = compute_many(
-            "group_norm",
-            &[&xd, &gd, &bd, &stats, dy],
-            vec![xd.shape().clone(), gd.shape().clone(), bd.shape().clone()],
-            |s| {
-                Ok(match (s[0], s[1], s[2], s[3], s[4]) {
-                    (
-                        CpuStorage::F32(x),
-                        CpuStorage::F32(g),
-                        CpuStorage::F32(b),
-                        CpuStorage::F32(st),
-                        CpuStorage::F32(dy),
-                    ) => {
-                        let (dx, dg, db) = cpu::backward(x, g, b, st, dy, d, silu);
-                        vec![CpuStorage::F32(dx), CpuStorage::F32(dg), CpuStorage::F32(db)]
-                    }
-                    (
-                        CpuStorage::F64(x),
-                        CpuStorage::F64(g),
-                        CpuStorage::F64(b),
-                        CpuStorage::F64(st),
-                        CpuStorage::F64(dy),
-                    ) => {
-                        let (dx, dg, db) = cpu::backward(x, g, b, st, dy, d, silu);
-                        vec![CpuStorage::F64(dx), CpuStorage::F64(dg), CpuStorage::F64(db)]
-                    }
-                    _ => unreachable!("dtypes were checked"),
-                })
-            },
-            |gpu, s| {
-                let (dx, dg, db) = cuda::backward(gpu, s[0], s[1], s[2], s[3], s[4], d, silu)?;
-                Ok(vec![dx, dg, db])
-            },
-        )?;
-        let mut it = grads.into_iter();
-        let (dx, dg, db) = (it.next(), it.next(), it.next());
-        Ok(vec![dx, if need_g { dg } else { None }, if need_b { db } else { None }])
+        let [dx, dg, db] = backward_raw(&xd, &gd, &bd, &stats, dy, d, silu)?;
+        Ok(vec![Some(dx), if need_g { Some(dg) } else { None }, if need_b { Some(db) } else { None }])
     })))
+}
+
+/// (dx, dgamma, dbeta) of the group norm of x from the forward's stats and dy (no autograd).
+pub(crate) fn backward_raw(
+    xd: &Tensor,
+    gd: &Tensor,
+    bd: &Tensor,
+    stats: &Tensor,
+    dy: &Tensor,
+    d: Dims,
+    silu: bool,
+) -> Result<[Tensor; 3]> {
+    let grads = compute_many(
+        "group_norm",
+        &[&xd, &gd, &bd, &stats, dy],
+        vec![xd.shape().clone(), gd.shape().clone(), bd.shape().clone()],
+        |s| {
+            Ok(match (s[0], s[1], s[2], s[3], s[4]) {
+                (
+                    CpuStorage::F32(x),
+                    CpuStorage::F32(g),
+                    CpuStorage::F32(b),
+                    CpuStorage::F32(st),
+                    CpuStorage::F32(dy),
+                ) => {
+                    let (dx, dg, db) = cpu::backward(x, g, b, st, dy, d, silu);
+                    vec![CpuStorage::F32(dx), CpuStorage::F32(dg), CpuStorage::F32(db)]
+                }
+                (
+                    CpuStorage::F64(x),
+                    CpuStorage::F64(g),
+                    CpuStorage::F64(b),
+                    CpuStorage::F64(st),
+                    CpuStorage::F64(dy),
+                ) => {
+                    let (dx, dg, db) = cpu::backward(x, g, b, st, dy, d, silu);
+                    vec![CpuStorage::F64(dx), CpuStorage::F64(dg), CpuStorage::F64(db)]
+                }
+                _ => unreachable!("dtypes were checked"),
+            })
+        },
+        |gpu, s| {
+            let (dx, dg, db) = cuda::backward(gpu, s[0], s[1], s[2], s[3], s[4], d, silu)?;
+            Ok(vec![dx, dg, db])
+        },
+    )?;
+    let mut it = grads.into_iter();
+    match (it.next(), it.next(), it.next()) {
+        (Some(dx), Some(dg), Some(db)) => Ok([dx, dg, db]),
+        _ => unreachable!("compute_many returns one tensor per shape"),
+    }
 }

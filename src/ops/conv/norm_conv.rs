@@ -1,0 +1,122 @@
+//! A group norm (+ SiLU) feeding a convolution, as one op: the U-Nets' GroupNorm → SiLU → conv. On CUDA the
+//! convolution normalises its input as it gathers it (kernels/conv.cuh `ConvParams::affine`), so the
+//! normalised activation is never written, read back, or kept for the backward: the forward reads x, the
+//! weight gradient re-applies the normalisation to x as it reads it. The group statistics and the per-
+//! channel affine map they make come from one small kernel (norm.cu `group_norm_scale_shift`).
+//!
+//! The CPU twin normalises into a tensor and runs the plain convolution on it: its outputs and gradients
+//! are bitwise those of `group_norm` followed by `conv2d_with` (a test holds it).
+use super::{check_epilogue, cpu, cuda, dgrad_raw, epilogue_grads, scaled_gradient, Epilogue, Geom, Prologue};
+use crate::autograd::Node;
+use crate::backend::cpu::Real;
+use crate::backend::typed_slices;
+use crate::ops::matmul::cuda::Bf16Gemm;
+use crate::ops::norm::{self, Dims};
+use crate::ops::{compute, compute_many};
+use crate::tensor::{CpuStorage, Shape, Tensor};
+use crate::DType;
+use anyhow::Result;
+
+/// The group norm in front of the convolution: its parameters gamma, beta [C_in], its group count and eps,
+/// and whether SiLU follows it.
+#[derive(Clone, Copy, Debug)]
+pub struct InputNorm<'a> {
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub groups: usize,
+    pub eps: f64,
+    pub silu: bool,
+}
+
+/// conv2d_with(act(group_norm(x)), w, stride, padding, epi) with act SiLU if `norm.silu`, as one op.
+/// Gradients flow to x, gamma, beta, w and the epilogue's operands.
+pub fn norm_conv2d(
+    x: &Tensor,
+    norm: InputNorm,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    epi: Epilogue<&Tensor>,
+) -> Result<Tensor> {
+    let InputNorm { gamma, beta, groups, eps, silu } = norm;
+    let d = norm::check(x, gamma, beta, groups, eps)?;
+    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
+    x.check_same_kind(w, "norm_conv2d")?;
+    check_epilogue(&g, x, w, &epi)?;
+
+    let mut inputs = vec![x, gamma, beta, w];
+    inputs.extend(epi.operands().copied());
+    let shape = epi.map(|_| ());
+    let shapes = vec![Shape::new(&g.y_dims()), Shape::new(&[d.n, d.groups, 2]), Shape::new(&[d.n, d.c, 2])];
+    let mut outs = compute_many(
+        "norm_conv2d",
+        &inputs,
+        shapes,
+        |s| match s[0].dtype() {
+            DType::F64 => fwd_cpu::<f64>(&g, d, eps, silu, s, &shape),
+            _ => fwd_cpu::<f32>(&g, d, eps, silu, s, &shape),
+        },
+        |gpu, s| {
+            let (stats, affine) = norm::cuda::scale_shift(gpu, s[0], s[1], s[2], d, eps)?;
+            let pro = Prologue { affine: &affine, silu };
+            let e = shape.refill(&s[4..]).map(|s| *s);
+            let y = cuda::fwd_with(gpu, &g, s[0], s[3], Some(pro), e, Bf16Gemm::selected()?)?;
+            Ok(vec![y, stats, affine])
+        },
+    )?;
+    let (affine, stats, y) = (outs.pop().unwrap(), outs.pop().unwrap(), outs.pop().unwrap());
+
+    let (xd, gd, bd, wd) = (x.detach(), gamma.detach(), beta.detach(), w.detach());
+    let need_norm = x.tracks_grad() || gamma.tracks_grad() || beta.tracks_grad();
+    let need = [x.tracks_grad(), gamma.tracks_grad(), beta.tracks_grad(), w.tracks_grad()];
+    let need_epi = epi.map(|t| t.tracks_grad());
+    Ok(y.with_node(Node::record("norm_conv2d", &inputs, move |dy| {
+        let dy = scaled_gradient(dy, need_epi.scale)?;
+        let mut grads = vec![None, None, None];
+        if need_norm {
+            // the gradient of the normalised input, then back through the norm
+            let da = dgrad_raw(g, &dy, &wd)?;
+            let [dx, dg, db] = norm::backward_raw(&xd, &gd, &bd, &stats, &da, d, silu)?;
+            grads = [dx, dg, db].into_iter().zip(need).map(|(t, n)| n.then_some(t)).collect();
+        }
+        grads.push(if need[3] { Some(wgrad_raw(g, d, silu, &xd, &affine, &dy)?) } else { None });
+        grads.extend(epilogue_grads(&g, &dy, &need_epi)?);
+        Ok(grads)
+    })))
+}
+
+/// The CPU forward for x's element type: the norm into a tensor, then the convolution on it.
+fn fwd_cpu<T: Real>(
+    g: &Geom,
+    d: Dims,
+    eps: f64,
+    silu: bool,
+    s: &[&CpuStorage],
+    epi: &Epilogue<()>,
+) -> Result<Vec<CpuStorage>> {
+    let v = typed_slices::<T>("norm_conv2d", s)?;
+    let (a, stats) = norm::cpu::forward(v[0], v[1], v[2], d, eps, silu);
+    let affine = norm::cpu::scale_shift(&stats, v[1], v[2], d);
+    let y = cpu::fwd(g, &a, v[3], &epi.refill(&v[4..]).map(|s| *s));
+    Ok(vec![T::wrap(y), T::wrap(stats), T::wrap(affine)])
+}
+
+/// dW from x read through the forward's affine map and dy (no autograd); the CPU normalises x again
+/// (bitwise the forward's activation: the same map, the same arithmetic).
+fn wgrad_raw(g: Geom, d: Dims, silu: bool, x: &Tensor, affine: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    compute(
+        "norm_conv2d_wgrad",
+        &[x, affine, dy],
+        g.w_dims(),
+        |s| match s[0].dtype() {
+            DType::F64 => wgrad_cpu::<f64>(&g, d, silu, s),
+            _ => wgrad_cpu::<f32>(&g, d, silu, s),
+        },
+        |gpu, s| cuda::wgrad_with(gpu, &g, s[0], Some(Prologue { affine: s[1], silu }), s[2], Bf16Gemm::selected()?),
+    )
+}
+
+fn wgrad_cpu<T: Real>(g: &Geom, d: Dims, silu: bool, s: &[&CpuStorage]) -> Result<CpuStorage> {
+    let v = typed_slices::<T>("norm_conv2d backward", s)?;
+    Ok(T::wrap(cpu::wgrad(g, &norm::cpu::apply(v[0], v[1], d, silu), v[2])))
+}
