@@ -39,7 +39,7 @@ struct ConvEpilogue {
   const void* bias;       // [C_out]
   const void* per_image;  // [N, C_out]
   const void* residual;   // [N, C_out, H_out, W_out]
-  float scale;
+  float scale = 1.f;      // so that `ConvEpilogue{}` (the other directions' argument) is the identity
 };
 
 // The epilogue applied to output (img, co) at y-offset `at` = (img * C_out + co) * H_out * W_out + pix.

@@ -337,9 +337,13 @@ impl UNetBlock {
 
     /// `emb` is the (already SiLU'd) embedding [N, emb]; `train_seed` turns dropout on.
     pub fn forward(&self, x: &Tensor, emb: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
-        let h = resample(&self.norm0.forward(x, true)?, self.resample)?;
         let affine = self.affine.forward(emb)?;
-        let h = self.conv0.forward_epilogue(&h, Epilogue::none().with_per_image(&affine))?;
+        let epi = Epilogue::none().with_per_image(&affine);
+        let h = match self.resample {
+            // the norm runs inside the convolution (ungated) unless a resampling sits between them
+            Resample::None => self.conv0.forward_normed(x, &self.norm0, true, epi)?,
+            r => self.conv0.forward_epilogue(&resample(&self.norm0.forward(x, true)?, r)?, epi)?,
+        };
         let mut h = self.norm1.forward(&h, true)?;
         if let (Some(seed), true) = (train_seed, self.dropout > 0.0) {
             h = dropout::dropout(&h, self.dropout, seed.for_layer(self.index))?;

@@ -2,7 +2,7 @@
 //! Ambient Diffusion's optional gate: out = conv_W(x) ⊙ g(conv_G(x)) + b, where g is the sigmoid or, as
 //! in the reference code (which applies `torch.sigmoid` to an already sigmoided gate), sigmoid∘sigmoid.
 //! The gate has no bias of its own; the bias is added after the product.
-use super::layers::{add_per_channel, cast_like};
+use super::layers::{add_per_channel, cast_like, GroupNorm};
 use super::Init;
 use crate::ops::{self, conv};
 use crate::Tensor;
@@ -70,6 +70,24 @@ impl GatedConv2d {
     /// epilogue when ungated; after the gate's product, as separate ops, when gated.
     pub fn forward_epilogue(&self, x: &Tensor, extra: conv::Epilogue<&Tensor>) -> Result<Tensor> {
         self.forward_full(x, &self.weight, self.gate_weight.as_ref(), &self.bias, extra)
+    }
+
+    /// `norm` (then SiLU if `silu`) and this layer: as one op (`conv::norm_conv2d`) when ungated, else the
+    /// norm apart, followed by [`GatedConv2d::forward_epilogue`].
+    pub fn forward_normed(
+        &self,
+        x: &Tensor,
+        norm: &GroupNorm,
+        silu: bool,
+        extra: conv::Epilogue<&Tensor>,
+    ) -> Result<Tensor> {
+        if self.gate.is_some() {
+            return self.forward_epilogue(&norm.forward(x, silu)?, extra);
+        }
+        let (gamma, beta, b) = (cast_like(&norm.weight, x)?, cast_like(&norm.bias, x)?, cast_like(&self.bias, x)?);
+        let input = conv::InputNorm { gamma: &gamma, beta: &beta, groups: norm.groups, eps: GroupNorm::EPS, silu };
+        let epi = conv::Epilogue { bias: Some(&b), ..extra };
+        conv::norm_conv2d(x, input, &cast_like(&self.weight, x)?, 1, self.kernel / 2, epi)
     }
 
     fn forward_full(
