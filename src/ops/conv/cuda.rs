@@ -143,6 +143,7 @@ enum Grid {
     Classes(usize),
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_gemm(
     gpu: &Gpu,
     dir: &str,

@@ -82,7 +82,7 @@ pub(crate) fn backward_raw(
 ) -> Result<[Tensor; 3]> {
     let grads = compute_many(
         "group_norm",
-        &[&xd, &gd, &bd, &stats, dy],
+        &[xd, gd, bd, stats, dy],
         vec![xd.shape().clone(), gd.shape().clone(), bd.shape().clone()],
         |s| {
             Ok(match (s[0], s[1], s[2], s[3], s[4]) {
