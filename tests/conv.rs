@@ -95,6 +95,15 @@ fn epilogue_gradients_for_every_operand() {
     }
 }
 
+/// f(t) and the gradients of Σ f(t) ⊙ weight for every tensor of `t`, as f64 vectors.
+fn output_and_grads(f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>, t: &[Tensor], weight: &Tensor) -> Vec<Vec<f64>> {
+    let y = f(t).unwrap();
+    let grads = gsure::backward(&gsure::ops::sum_all(&gsure::ops::mul(&y, weight).unwrap()).unwrap()).unwrap();
+    let mut all = vec![y.to_vec_f64().unwrap()];
+    all.extend(t.iter().map(|t| grads.get(t).unwrap().to_vec_f64().unwrap()));
+    all
+}
+
 /// On the CPU the epilogue makes the separate ops' adds in their order: f32 outputs and gradients are
 /// bitwise those of conv2d, add_along, add and scale.
 #[test]
@@ -111,13 +120,7 @@ fn epilogue_equals_the_separate_ops_on_cpu() {
         scale(&add(&t[4], &y)?, 0.7)
     };
     let weight = randn(&[n, co, 6, 5], &mut rng(5)).to_dtype(DType::F32).unwrap();
-    let run = |f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>| {
-        let y = f(&t).unwrap();
-        let grads = gsure::backward(&gsure::ops::sum_all(&gsure::ops::mul(&y, &weight).unwrap()).unwrap()).unwrap();
-        let mut all = vec![y.to_vec_f64().unwrap()];
-        all.extend(t.iter().map(|t| grads.get(t).unwrap().to_vec_f64().unwrap()));
-        all
-    };
+    let run = |f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>| output_and_grads(f, &t, &weight);
     let (fused, apart) = (run(&|t| conv_epilogue(t, 1, 1, 0.7)), run(&separate));
     for (what, (a, b)) in ["y", "dx", "dw", "db", "d per_image", "d residual"].iter().zip(fused.iter().zip(&apart)) {
         assert_eq!(a, b, "{what}: fused epilogue and separate ops differ");
@@ -167,13 +170,7 @@ fn norm_conv_equals_the_separate_ops_on_cpu() {
         conv2d_with(&a, &t[1], 1, 1, Epilogue::with_bias(Some(&t[2])).with_per_image(&t[3]))
     };
     let weight = randn(&[3, 4, 7, 5], &mut rng(6)).to_dtype(DType::F32).unwrap();
-    let run = |f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>| {
-        let y = f(&t).unwrap();
-        let grads = gsure::backward(&gsure::ops::sum_all(&gsure::ops::mul(&y, &weight).unwrap()).unwrap()).unwrap();
-        let mut all = vec![y.to_vec_f64().unwrap()];
-        all.extend(t.iter().map(|t| grads.get(t).unwrap().to_vec_f64().unwrap()));
-        all
-    };
+    let run = |f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>| output_and_grads(f, &t, &weight);
     let (fused, apart) = (run(&|t| norm_conv(t, groups, silu, 1, 1)), run(&separate));
     let names = ["y", "dx", "dw", "db", "d per_image", "dgamma", "dbeta"];
     for (what, (a, b)) in names.iter().zip(fused.iter().zip(&apart)) {

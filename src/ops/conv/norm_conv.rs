@@ -95,8 +95,10 @@ fn fwd_cpu<T: Real>(
     epi: &Epilogue<()>,
 ) -> Result<Vec<CpuStorage>> {
     let v = typed_slices::<T>("norm_conv2d", s)?;
-    let (a, stats) = norm::cpu::forward(v[0], v[1], v[2], d, eps, silu);
+    // norm::cpu::forward's three steps, keeping the map the CUDA backward needs
+    let stats = norm::cpu::stats(v[0], d, eps);
     let affine = norm::cpu::scale_shift(&stats, v[1], v[2], d);
+    let a = norm::cpu::apply(v[0], &affine, d, silu);
     let y = cpu::fwd(g, &a, v[3], &epi.refill(&v[4..]).map(|s| *s));
     Ok(vec![T::wrap(y), T::wrap(stats), T::wrap(affine)])
 }

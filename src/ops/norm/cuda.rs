@@ -26,6 +26,28 @@ struct GnParams {
 // SAFETY: plain-old-data with the same #[repr(C)] layout as the C struct.
 unsafe impl cudarc::driver::DeviceRepr for GnParams {}
 
+impl GnParams {
+    /// The sizes and inputs every kernel reads; the outputs a kernel writes are set by its launcher.
+    fn new(x: &CudaStorage, gamma: &CudaStorage, beta: &CudaStorage, d: Dims, eps: f64, silu: bool) -> GnParams {
+        GnParams {
+            x: x.ptr(),
+            gamma: gamma.ptr(),
+            beta: beta.ptr(),
+            y: 0,
+            stats: 0,
+            dy: 0,
+            partial: 0,
+            affine: 0,
+            n: d.n as i32,
+            c: d.c as i32,
+            groups: d.groups as i32,
+            spatial: d.spatial as i64,
+            eps: eps as f32,
+            silu: silu as i32,
+        }
+    }
+}
+
 /// Threads per (n, g) block: 8 warps.
 const BLOCK: u32 = 256;
 /// The backward's dynamic shared memory (2 * cpg * segments floats) must fit the default 48 KiB.
@@ -58,22 +80,7 @@ pub fn forward(
     let y = CudaStorage::alloc(gpu, x.dtype(), x.len())?;
     let stats: GpuBuf<f32> = gpu.alloc(d.n * d.groups * 2)?;
     if d.n * d.groups > 0 {
-        let p = GnParams {
-            x: x.ptr(),
-            gamma: gamma.ptr(),
-            beta: beta.ptr(),
-            y: y.ptr(),
-            stats: stats.ptr(),
-            dy: 0,
-            partial: 0,
-            affine: 0,
-            n: d.n as i32,
-            c: d.c as i32,
-            groups: d.groups as i32,
-            spatial: d.spatial as i64,
-            eps: eps as f32,
-            silu: silu as i32,
-        };
+        let p = GnParams { y: y.ptr(), stats: stats.ptr(), ..GnParams::new(x, gamma, beta, d, eps, silu) };
         let name = typed_name("group_norm_fwd", x.dtype())?;
         launch!(gpu, gpu.func(ptx::NORM, &name)?, ((d.n * d.groups) as u32, BLOCK, 0), p)?;
     }
@@ -94,22 +101,7 @@ pub fn scale_shift(
     let stats: GpuBuf<f32> = gpu.alloc(d.n * d.groups * 2)?;
     let affine: GpuBuf<f32> = gpu.alloc(d.n * d.c * 2)?;
     if d.n * d.groups > 0 {
-        let p = GnParams {
-            x: x.ptr(),
-            gamma: gamma.ptr(),
-            beta: beta.ptr(),
-            y: 0,
-            stats: stats.ptr(),
-            dy: 0,
-            partial: 0,
-            affine: affine.ptr(),
-            n: d.n as i32,
-            c: d.c as i32,
-            groups: d.groups as i32,
-            spatial: d.spatial as i64,
-            eps: eps as f32,
-            silu: 0,
-        };
+        let p = GnParams { stats: stats.ptr(), affine: affine.ptr(), ..GnParams::new(x, gamma, beta, d, eps, false) };
         let name = typed_name("group_norm_scale_shift", x.dtype())?;
         launch!(gpu, gpu.func(ptx::NORM, &name)?, ((d.n * d.groups) as u32, BLOCK, 0), p)?;
     }
@@ -152,20 +144,11 @@ pub fn backward(
             );
         }
         let p = GnParams {
-            x: x.ptr(),
-            gamma: gamma.ptr(),
-            beta: beta.ptr(),
             y: dx.ptr(),
             stats: stats.ptr(),
             dy: dy.ptr(),
             partial: partial.ptr(),
-            affine: 0,
-            n: d.n as i32,
-            c: d.c as i32,
-            groups: d.groups as i32,
-            spatial: d.spatial as i64,
-            eps: 0.0,
-            silu: silu as i32,
+            ..GnParams::new(x, gamma, beta, d, 0.0, silu)
         };
         let name = typed_name("group_norm_bwd", dt)?;
         launch!(gpu, gpu.func(ptx::NORM, &name)?, ((d.n * d.groups) as u32, BLOCK, shared), p)?;

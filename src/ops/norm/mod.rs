@@ -8,8 +8,11 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::autograd::Node;
+use crate::backend::cpu::Real;
+use crate::backend::typed_slices;
 use crate::ops::compute_many;
 use crate::tensor::{CpuStorage, Shape, Tensor};
+use crate::DType;
 use anyhow::{bail, Result};
 pub use cpu::Dims;
 
@@ -42,18 +45,9 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps:
         "group_norm",
         &[x, gamma, beta],
         vec![x.shape().clone(), Shape::new(&[d.n, d.groups, 2])],
-        |s| {
-            Ok(match (s[0], s[1], s[2]) {
-                (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                    let (y, st) = cpu::forward(x, g, b, d, eps, silu);
-                    vec![CpuStorage::F32(y), CpuStorage::F32(st)]
-                }
-                (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
-                    let (y, st) = cpu::forward(x, g, b, d, eps, silu);
-                    vec![CpuStorage::F64(y), CpuStorage::F64(st)]
-                }
-                _ => unreachable!("dtypes were checked"),
-            })
+        |s| match s[0].dtype() {
+            DType::F64 => forward_cpu::<f64>(s, d, eps, silu),
+            _ => forward_cpu::<f32>(s, d, eps, silu),
         },
         |gpu, s| {
             let (y, st) = cuda::forward(gpu, s[0], s[1], s[2], d, eps, silu)?;
@@ -84,30 +78,9 @@ pub(crate) fn backward_raw(
         "group_norm",
         &[xd, gd, bd, stats, dy],
         vec![xd.shape().clone(), gd.shape().clone(), bd.shape().clone()],
-        |s| {
-            Ok(match (s[0], s[1], s[2], s[3], s[4]) {
-                (
-                    CpuStorage::F32(x),
-                    CpuStorage::F32(g),
-                    CpuStorage::F32(b),
-                    CpuStorage::F32(st),
-                    CpuStorage::F32(dy),
-                ) => {
-                    let (dx, dg, db) = cpu::backward(x, g, b, st, dy, d, silu);
-                    vec![CpuStorage::F32(dx), CpuStorage::F32(dg), CpuStorage::F32(db)]
-                }
-                (
-                    CpuStorage::F64(x),
-                    CpuStorage::F64(g),
-                    CpuStorage::F64(b),
-                    CpuStorage::F64(st),
-                    CpuStorage::F64(dy),
-                ) => {
-                    let (dx, dg, db) = cpu::backward(x, g, b, st, dy, d, silu);
-                    vec![CpuStorage::F64(dx), CpuStorage::F64(dg), CpuStorage::F64(db)]
-                }
-                _ => unreachable!("dtypes were checked"),
-            })
+        |s| match s[0].dtype() {
+            DType::F64 => backward_cpu::<f64>(s, d, silu),
+            _ => backward_cpu::<f32>(s, d, silu),
         },
         |gpu, s| {
             let (dx, dg, db) = cuda::backward(gpu, s[0], s[1], s[2], s[3], s[4], d, silu)?;
@@ -119,4 +92,18 @@ pub(crate) fn backward_raw(
         (Some(dx), Some(dg), Some(db)) => Ok([dx, dg, db]),
         _ => unreachable!("compute_many returns one tensor per shape"),
     }
+}
+
+/// The CPU forward for x's element type: [y, stats].
+fn forward_cpu<T: Real>(s: &[&CpuStorage], d: Dims, eps: f64, silu: bool) -> Result<Vec<CpuStorage>> {
+    let v = typed_slices::<T>("group_norm", s)?;
+    let (y, st) = cpu::forward(v[0], v[1], v[2], d, eps, silu);
+    Ok(vec![T::wrap(y), T::wrap(st)])
+}
+
+/// The CPU backward for x's element type from [x, gamma, beta, stats, dy]: [dx, dgamma, dbeta].
+fn backward_cpu<T: Real>(s: &[&CpuStorage], d: Dims, silu: bool) -> Result<Vec<CpuStorage>> {
+    let v = typed_slices::<T>("group_norm backward", s)?;
+    let (dx, dg, db) = cpu::backward(v[0], v[1], v[2], v[3], v[4], d, silu);
+    Ok(vec![T::wrap(dx), T::wrap(dg), T::wrap(db)])
 }
