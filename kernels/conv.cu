@@ -32,6 +32,7 @@ enum { FWD = 0, DGRAD = 1, WGRAD = 2 };
 // fwd A: row m = (img, oh, ow), k = (c, kh, kw) -> x[img, c, oh*s - p + kh, ow*s - p + kw].
 template <typename T> struct LoadXByPixel {
   const T* base;
+  uint64_t drop_key;
   int ih0, iw0, img;
   bool valid;
   __device__ void init(const ConvParams& p, const T* x, int m) {
@@ -43,6 +44,7 @@ template <typename T> struct LoadXByPixel {
     iw0 = ow * p.stride - p.pad;
     base = x + (size_t)img * p.c * p.h * p.w;
     this->img = img;
+    drop_key = conv_drop_key(p);
   }
   __device__ void load8(const ConvParams& p, int k0, float v[8]) const {
     const int kk = p.k * p.k;
@@ -53,7 +55,8 @@ template <typename T> struct LoadXByPixel {
       const int ih = ih0 + kh, iw = iw0 + kw;
       // unsigned compare: negative coordinates (top/left padding) wrap to huge values and fail too.
       const bool in = valid && k0 + i < p.gk && (unsigned)ih < (unsigned)p.h && (unsigned)iw < (unsigned)p.w;
-      v[i] = in ? conv_input(p, img, c, to_float(base[(c * p.h + ih) * p.w + iw])) : 0.f;
+      const int at = (c * p.h + ih) * p.w + iw;  // in image img
+      v[i] = in ? conv_input(p, drop_key, img, c, (int64_t)img * p.c * p.h * p.w + at, to_float(base[at])) : 0.f;
       if (++kw == p.k) {
         kw = 0;
         if (++kh == p.k) { kh = 0; ++c; }
@@ -196,6 +199,7 @@ template <typename T> struct LoadDyByOut {
 // wgrad B: row n = (c, kh, kw), k = (img, oh, ow) -> x[img, c, oh*s - p + kh, ow*s - p + kw].
 template <typename T> struct LoadXByTap {
   const T* x;
+  uint64_t drop_key;
   int c, kh, kw;
   bool valid;
   __device__ void init(const ConvParams& p, const T* x_, int j) {
@@ -207,6 +211,7 @@ template <typename T> struct LoadXByTap {
     kh = r / p.k;
     kw = r - kh * p.k;
     x = x_;
+    drop_key = conv_drop_key(p);
   }
   __device__ void load8(const ConvParams& p, int k0, float v[8]) const {
     const int q = p.ho * p.wo;
@@ -216,7 +221,8 @@ template <typename T> struct LoadXByTap {
     for (int i = 0; i < 8; ++i) {
       const int ih = oh * p.stride - p.pad + kh, iw = ow * p.stride - p.pad + kw;
       const bool in = valid && k0 + i < p.gk && (unsigned)ih < (unsigned)p.h && (unsigned)iw < (unsigned)p.w;
-      v[i] = in ? conv_input(p, img, c, to_float(x[((img * p.c + c) * p.h + ih) * p.w + iw])) : 0.f;
+      const int at = ((img * p.c + c) * p.h + ih) * p.w + iw;
+      v[i] = in ? conv_input(p, drop_key, img, c, at, to_float(x[at])) : 0.f;
       if (++ow == p.wo) {
         ow = 0;
         if (++oh == p.ho) { oh = 0; ++img; }

@@ -2,8 +2,9 @@
 // epilogue.
 #pragma once
 #include "common.cuh"
+#include "dropout.cuh"
 
-// Mirrors `ConvParams` in src/ops/conv/cuda.rs (#[repr(C)], 14 x i32, a pointer, an i32).
+// Mirrors `ConvParams` in src/ops/conv/cuda.rs (#[repr(C)], 14 x i32, a pointer, an i32, a DropoutMask).
 struct ConvParams {
   int n, c, h, w;          // input x [n, c, h, w]
   int co, k, stride, pad;  // weights [co, c, k, k]
@@ -16,6 +17,10 @@ struct ConvParams {
   // operand is gathered, so its output is never stored. The padding stays 0 (it pads a, not x).
   const float* affine;
   int silu;
+  // Then a dropout mask on a (a zero mask, threshold 0, keeps everything): element i of the activation, at
+  // the flat NCHW index i = ((img * C + c) * H + ih) * W + iw, kept and scaled as dropout.cu would: the
+  // U-Nets' GroupNorm -> SiLU -> dropout -> conv read as one operand.
+  DropoutMask drop;
 };
 
 // The prologue at image-channel `nc` = img * C + c: act(x * scale + shift), or x without an affine map.
@@ -25,9 +30,17 @@ __device__ __forceinline__ float prologue(const float* affine, int silu, int64_t
   return silu ? pre * (1.f / (1.f + expf(-pre))) : pre;  // norm.cu's SiLU
 }
 
-// x as the convolution reads it: the prologue of `p` at image `img`, channel `c`.
-__device__ __forceinline__ float conv_input(const ConvParams& p, int img, int c, float x) {
-  return prologue(p.affine, p.silu, (int64_t)img * p.c + c, x);
+// The key of p's dropout mask, resolved once per thread (a graph-replayed step reads it from device memory).
+__device__ __forceinline__ uint64_t conv_drop_key(const ConvParams& p) {
+  return p.drop.threshold ? p.drop.resolved_key() : 0;
+}
+
+// x as the convolution reads it: the prologue of `p` at image `img`, channel `c`, flat input index `at`,
+// with `drop_key` = conv_drop_key(p).
+__device__ __forceinline__ float conv_input(const ConvParams& p, uint64_t drop_key, int img, int c, int64_t at,
+                                            float x) {
+  const float a = prologue(p.affine, p.silu, (int64_t)img * p.c + c, x);
+  return p.drop.threshold ? p.drop.apply(drop_key, at, a) : a;
 }
 
 // What the forward adds to each output before it stores it, in one pass with the GEMM (the U-Nets'

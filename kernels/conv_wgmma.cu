@@ -177,19 +177,24 @@ extern "C" __global__ void conv_wgrad_sum_khwc_bf16(const float* partial, bf16* 
 // dst[b, j, i] = src[b, i, j] for src [batches][rows][cols]: x [N][C][H*W] -> [N][H*W][C], and the weights
 // [C_out][C_in][K*K] -> [C_out][K*K][C_in]. A 32 x 32 tile through shared memory (padded to 33 columns so
 // the transposed reads fall in 32 different banks), read and written along rows: both sides coalesced.
-// For x, `affine` (null for the others) applies the convolution's prologue (conv.cuh) on the way, row r of
-// batch b being channel r of image b: the channels-last copy is then the normalised input itself.
+// For x, `affine` (null for the others) and `drop` (zero for the others) apply the convolution's prologue
+// (conv.cuh) on the way, row r of batch b being channel r of image b and the source offset the flat NCHW
+// index the mask is drawn at: the channels-last copy is then the normalised (and dropped-out) input itself.
 // Grid: (ceil(cols / 32), ceil(rows / 32), batches); block (32, 8).
 extern "C" __global__ void __launch_bounds__(256)
-    conv_nchw_to_nhwc_bf16(const bf16* src, bf16* dst, int rows, int cols, const float* affine, int silu) {
+    conv_nchw_to_nhwc_bf16(const bf16* src, bf16* dst, int rows, int cols, const float* affine, int silu,
+                           DropoutMask drop) {
   __shared__ bf16 tile[32][33];
+  const uint64_t drop_key = drop.threshold ? drop.resolved_key() : 0;
   const int64_t batch = (int64_t)blockIdx.z * rows * cols;
   const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
   for (int i = threadIdx.y; i < 32; i += 8) {
     const int r = r0 + i, c = c0 + threadIdx.x;
     if (r < rows && c < cols) {
-      const float v = __bfloat162float(src[batch + (int64_t)r * cols + c]);
-      tile[i][threadIdx.x] = __float2bfloat16(prologue(affine, silu, (int64_t)blockIdx.z * rows + r, v));
+      const int64_t at = batch + (int64_t)r * cols + c;
+      float v = prologue(affine, silu, (int64_t)blockIdx.z * rows + r, __bfloat162float(src[at]));
+      if (drop.threshold) v = drop.apply(drop_key, at, v);
+      tile[i][threadIdx.x] = __float2bfloat16(v);
     }
   }
   __syncthreads();

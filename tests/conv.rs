@@ -137,44 +137,67 @@ fn norm_conv_inputs(case: Case, seed: u64) -> Vec<Tensor> {
     t
 }
 
-/// group_norm (+ SiLU) into conv2d with a per-image add in the epilogue, as one op.
-fn norm_conv(t: &[Tensor], groups: usize, silu: bool, s: usize, p: usize) -> anyhow::Result<Tensor> {
-    let norm = InputNorm { gamma: &t[4], beta: &t[5], groups, eps: 1e-5, silu };
+/// The input's norm of a norm-conv case: its groups, SiLU or not, and a dropout rate (0 for none).
+#[derive(Clone, Copy, Debug)]
+struct NormIn {
+    groups: usize,
+    silu: bool,
+    drop: f64,
+}
+
+/// The host seed every norm-conv test's dropout mask is drawn from.
+const DROP_SEED: u64 = 4242;
+
+/// group_norm (+ SiLU) (+ dropout) into conv2d with a per-image add in the epilogue, as one op.
+fn norm_conv(t: &[Tensor], n: NormIn, s: usize, p: usize) -> anyhow::Result<Tensor> {
+    let dropout = gsure::ops::dropout::mask(n.drop, DROP_SEED, "test")?;
+    let norm = InputNorm { gamma: &t[4], beta: &t[5], groups: n.groups, eps: 1e-5, silu: n.silu, dropout };
     norm_conv2d(&t[0], norm, &t[1], s, p, Epilogue::with_bias(Some(&t[2])).with_per_image(&t[3]))
 }
 
-/// (case, groups, silu): 3×3 with SiLU, stride 2, a 1×1 without SiLU.
-const NORM_CONV_CASES: &[(Case, usize, bool)] =
-    &[((2, 4, 5, 4, 3, 3, 1, 1), 2, true), ((3, 6, 6, 5, 4, 3, 2, 1), 3, true), ((2, 4, 4, 4, 5, 1, 1, 0), 4, false)];
+const fn norm_in(groups: usize, silu: bool, drop: f64) -> NormIn {
+    NormIn { groups, silu, drop }
+}
+
+/// 3×3 with SiLU and dropout, stride 2, a 1×1 without SiLU, with dropout.
+const NORM_CONV_CASES: &[(Case, NormIn)] = &[
+    ((2, 4, 5, 4, 3, 3, 1, 1), norm_in(2, true, 0.3)),
+    ((3, 6, 6, 5, 4, 3, 2, 1), norm_in(3, true, 0.0)),
+    ((2, 4, 4, 4, 5, 1, 1, 0), norm_in(4, false, 0.5)),
+];
 
 #[test]
 fn norm_conv_gradients_for_every_input() {
-    for (i, &(case, groups, silu)) in NORM_CONV_CASES.iter().enumerate() {
+    for (i, &(case, norm)) in NORM_CONV_CASES.iter().enumerate() {
         let (s, p) = (case.6, case.7);
         let t = norm_conv_inputs(case, 60 + i as u64);
-        gradcheck(|t| norm_conv(t, groups, silu, s, p), &t, &[0, 1, 2, 3, 4, 5])
-            .unwrap_or_else(|e| panic!("{case:?}: {e:#}"));
+        gradcheck(|t| norm_conv(t, norm, s, p), &t, &[0, 1, 2, 3, 4, 5])
+            .unwrap_or_else(|e| panic!("{case:?} {norm:?}: {e:#}"));
     }
 }
 
-/// On the CPU the fused op is the norm into a tensor and the plain convolution: f32 outputs and gradients
-/// are bitwise those of group_norm followed by conv2d_with.
+/// On the CPU the fused op is the norm (and mask) into a tensor and the plain convolution: f32 outputs
+/// and gradients are bitwise those of group_norm, dropout and conv2d_with in turn.
 #[test]
 fn norm_conv_equals_the_separate_ops_on_cpu() {
-    use gsure::ops::group_norm;
-    let (case, groups, silu) = ((3, 6, 7, 5, 4, 3, 1, 1), 3, true);
-    let t: Vec<Tensor> =
-        norm_conv_inputs(case, 88).iter().map(|t| t.to_dtype(DType::F32).unwrap().set_requires_grad(true)).collect();
-    let separate = |t: &[Tensor]| -> anyhow::Result<Tensor> {
-        let a = group_norm(&t[0], &t[4], &t[5], groups, 1e-5, silu)?;
-        conv2d_with(&a, &t[1], 1, 1, Epilogue::with_bias(Some(&t[2])).with_per_image(&t[3]))
-    };
-    let weight = randn(&[3, 4, 7, 5], &mut rng(6)).to_dtype(DType::F32).unwrap();
-    let run = |f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>| output_and_grads(f, &t, &weight);
-    let (fused, apart) = (run(&|t| norm_conv(t, groups, silu, 1, 1)), run(&separate));
-    let names = ["y", "dx", "dw", "db", "d per_image", "dgamma", "dbeta"];
-    for (what, (a, b)) in names.iter().zip(fused.iter().zip(&apart)) {
-        assert_eq!(a, b, "{what}: fused norm-conv and separate ops differ");
+    use gsure::ops::{dropout::dropout, group_norm};
+    let case = (3, 6, 7, 5, 4, 3, 1, 1);
+    for norm in [norm_in(3, true, 0.0), norm_in(3, true, 0.25)] {
+        let t: Vec<Tensor> = norm_conv_inputs(case, 88)
+            .iter()
+            .map(|t| t.to_dtype(DType::F32).unwrap().set_requires_grad(true))
+            .collect();
+        let separate = |t: &[Tensor]| -> anyhow::Result<Tensor> {
+            let a = dropout(&group_norm(&t[0], &t[4], &t[5], norm.groups, 1e-5, norm.silu)?, norm.drop, DROP_SEED)?;
+            conv2d_with(&a, &t[1], 1, 1, Epilogue::with_bias(Some(&t[2])).with_per_image(&t[3]))
+        };
+        let weight = randn(&[3, 4, 7, 5], &mut rng(6)).to_dtype(DType::F32).unwrap();
+        let run = |f: &dyn Fn(&[Tensor]) -> anyhow::Result<Tensor>| output_and_grads(f, &t, &weight);
+        let (fused, apart) = (run(&|t| norm_conv(t, norm, 1, 1)), run(&separate));
+        let names = ["y", "dx", "dw", "db", "d per_image", "dgamma", "dbeta"];
+        for (what, (a, b)) in names.iter().zip(fused.iter().zip(&apart)) {
+            assert_eq!(a, b, "{what} {norm:?}: fused norm-conv and separate ops differ");
+        }
     }
 }
 
@@ -280,22 +303,66 @@ fn cuda_parity_of_norm_conv() {
     use gsure::ops::matmul::cuda::Bf16Gemm;
     let Some(device) = gsure::testing::gpu_or_skip("cuda_parity_of_norm_conv") else { return };
     let wgmma = Bf16Gemm::Wgmma.unsupported(device.gpu().unwrap()).is_none();
-    let cases: &[(Case, usize, bool)] = &[
-        ((2, 6, 9, 7, 12, 3, 1, 1), 3, true),
-        ((2, 32, 16, 16, 64, 3, 2, 1), 8, true),
-        ((2, 16, 8, 8, 24, 1, 1, 0), 4, false),
+    // the mask in the weight gradient's gather (mma.sync: LoadXByTap) and the forward's (LoadXByPixel; on
+    // wgmma, the channels-last transpose), with and without dropout
+    let cases: &[(Case, NormIn)] = &[
+        ((2, 6, 9, 7, 12, 3, 1, 1), norm_in(3, true, 0.0)),
+        ((2, 6, 9, 7, 12, 3, 1, 1), norm_in(3, true, 0.2)),
+        ((2, 32, 16, 16, 64, 3, 2, 1), norm_in(8, true, 0.1)),
+        ((2, 16, 8, 8, 24, 1, 1, 0), norm_in(4, false, 0.0)),
+        ((2, 32, 8, 8, 32, 3, 1, 1), norm_in(8, true, 0.5)),
     ];
-    for (i, &(case, groups, silu)) in cases.iter().enumerate() {
+    for (i, &(case, norm)) in cases.iter().enumerate() {
         let (s, p) = (case.6, case.7);
         let mut t = norm_conv_inputs(case, 600 + i as u64);
         let fan_in = (case.1 * case.5 * case.5) as f64;
         t[1] = uniform(t[1].dims(), -1.0 / fan_in.sqrt(), 1.0 / fan_in.sqrt(), &mut rng(700 + i as u64));
-        let f = |t: &[Tensor]| norm_conv(t, groups, silu, s, p);
+        let f = |t: &[Tensor]| norm_conv(t, norm, s, p);
         let runs = [(DType::F32, Bf16Gemm::MmaSync), (DType::BF16, Bf16Gemm::MmaSync), (DType::BF16, Bf16Gemm::Wgmma)];
         for (dtype, kernels) in runs.into_iter().filter(|&(_, k)| wgmma || k != Bf16Gemm::Wgmma) {
             let _scope = kernels.scoped();
-            let name = format!("norm_conv2d {case:?} {dtype:?} {}", kernels.name());
+            let name = format!("norm_conv2d {case:?} {norm:?} {dtype:?} {}", kernels.name());
             parity(&name, f, &t, &[0, 1, 2, 3, 4, 5], dtype, None).unwrap();
+        }
+    }
+}
+
+/// The prologue's mask from a seed in device memory (a step replayed from a CUDA graph) drops what the same
+/// seed given by value drops: output and every gradient bitwise equal, on each kernel family, several
+/// layers of one step.
+#[test]
+fn norm_conv_with_a_device_seed_masks_as_the_host_seed_does_on_cuda() {
+    use gsure::nn::{layer_seed, TrainSeed};
+    use gsure::ops::dropout::mask;
+    use gsure::ops::matmul::cuda::Bf16Gemm;
+    let Some(device) = gsure::testing::gpu_or_skip("norm_conv with a device seed") else { return };
+    let g = device.gpu().unwrap().clone();
+    let wgmma = Bf16Gemm::Wgmma.unsupported(&g).is_none();
+    let case = (2, 16, 6, 6, 16, 3, 1, 1);
+    let weight = randn(&[2, 16, 6, 6], &mut rng(9)).to_device(&device).unwrap();
+    for (dtype, kernels) in
+        [(DType::F32, Bf16Gemm::MmaSync), (DType::BF16, Bf16Gemm::MmaSync), (DType::BF16, Bf16Gemm::Wgmma)]
+            .into_iter()
+            .filter(|&(_, k)| wgmma || k != Bf16Gemm::Wgmma)
+    {
+        let _scope = kernels.scoped();
+        let t: Vec<Tensor> = norm_conv_inputs(case, 31)
+            .iter()
+            .map(|t| t.to_device(&device).unwrap().to_dtype(dtype).unwrap().set_requires_grad(true))
+            .collect();
+        let weight = weight.to_dtype(dtype).unwrap();
+        for (step_seed, layer) in [(5u64, 0u64), (5, 3), (u64::MAX, 3)] {
+            let words = g.upload(&[step_seed]).unwrap();
+            let with = |seed: gsure::ops::dropout::Seed| {
+                move |t: &[Tensor]| {
+                    let dropout = mask(0.3, seed, "test")?;
+                    let norm = InputNorm { gamma: &t[4], beta: &t[5], groups: 4, eps: 1e-5, silu: true, dropout };
+                    norm_conv2d(&t[0], norm, &t[1], 1, 1, Epilogue::with_bias(Some(&t[2])).with_per_image(&t[3]))
+                }
+            };
+            let host = output_and_grads(&with(layer_seed(step_seed, layer).into()), &t, &weight);
+            let dev = output_and_grads(&with(TrainSeed::Device(words.ptr()).for_layer(layer)), &t, &weight);
+            assert_eq!(host, dev, "{dtype:?} {}: step seed {step_seed}, layer {layer}", kernels.name());
         }
     }
 }

@@ -273,24 +273,33 @@ fn resume_equals_an_uninterrupted_run_on_cuda() {
 /// A step replayed from a captured CUDA graph does what the same step issued launch by launch does, bit for
 /// bit: the weights, their average and every logged loss, across the warm-up, the capture and the replays
 /// (the learning rate still warming up, so the schedule read from the device changes at every replay), for
-/// both model families, f32 and bf16, on clean and on corrupted data.
+/// both model families, f32 and bf16, on clean and on corrupted data, with and without dropout (whose
+/// masks a replay derives from the step seed in device memory, inside the convolutions' prologue).
 #[test]
 fn a_graph_replayed_cuda_run_equals_the_eager_run() {
     use gsure::train::LossKind;
     let Some(gpu) = gsure::testing::gpu_or_skip("graph replay in training") else { return };
     let cases = [
-        ("tiny", LossKind::Supervised, false),
-        ("tiny", LossKind::Naive, true),
-        ("tiny", LossKind::Gsure, false),
-        ("tiny-edm", LossKind::Supervised, false),
-        ("tiny-ambient", LossKind::Ambient, false),
-        ("tiny-edm", LossKind::Tweedie, false),
+        ("tiny", LossKind::Supervised, false, None),
+        ("tiny", LossKind::Naive, true, None),
+        ("tiny", LossKind::Gsure, false, Some(0.1)),
+        ("tiny-edm", LossKind::Supervised, false, Some(0.2)),
+        ("tiny-ambient", LossKind::Ambient, false, None),
+        ("tiny-edm", LossKind::Tweedie, false, None),
     ];
-    for (config, loss, bf16) in cases {
+    for (config, loss, bf16, dropout) in cases {
         // Tweedie with its consistency loss: the network at four sets of noise levels a step.
         let consistency = if loss == LossKind::Tweedie { 0.01 } else { 0.0 };
-        let o =
-            TrainOptions { config: config.into(), loss, bf16, consistency, warmup: 8, beta_start: 4e-4, ..options(6) };
+        let o = TrainOptions {
+            config: config.into(),
+            loss,
+            bf16,
+            consistency,
+            dropout,
+            warmup: 8,
+            beta_start: 4e-4,
+            ..options(6)
+        };
         let run = |graphs: bool| {
             let out = dir(&format!("graph-{config}-{loss:?}-{graphs}"));
             let mut t = Trainer::new(o.clone(), corrupted(&o), &out, &gpu, false, false).unwrap();

@@ -509,6 +509,10 @@ struct TrainArgs {
     /// Weight of the Ambient-Tweedie consistency loss below σ_n (default 0: off; the paper uses about 0.01).
     #[arg(long)]
     consistency: Option<f64>,
+    /// Dropout rate of every residual block (default: the configuration's: 0.1 or 0.13 for the papers' models, 0
+    /// for the tiny ones; 0 turns it off).
+    #[arg(long, value_name = "P")]
+    dropout: Option<f64>,
     /// β_start of the linear VP schedule (default 1e-4, or σ0² of a corrupted dataset when larger).
     #[arg(long)]
     beta_start: Option<f64>,
@@ -752,6 +756,7 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     opts.t_min = a.t_min.unwrap_or(0);
     opts.consistency = a.consistency.unwrap_or(0.0);
+    opts.dropout = a.dropout;
     opts.data = a.data.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
     if let Some(b) = a.beta_start {
         opts.beta_start = b;
@@ -770,6 +775,7 @@ fn train(a: TrainArgs) -> Result<()> {
             ("gsure-div-every", a.gsure_div_every.is_some()),
             ("t-min", a.t_min.is_some()),
             ("consistency", a.consistency.is_some()),
+            ("dropout", a.dropout.is_some()),
             ("beta-start", a.beta_start.is_some()),
             ("bf16", a.bf16),
         ]

@@ -293,6 +293,6 @@ impl DdimUnet {
                 h = upconv.forward(&layout::upsample_nearest2x(&h)?)?;
             }
         }
-        self.conv_out.forward_normed(&h, &self.norm_out, true, Epilogue::none())
+        self.conv_out.forward_normed(&h, &self.norm_out, true, None, Epilogue::none())
     }
 }

@@ -341,18 +341,20 @@ impl UNetBlock {
         let epi = Epilogue::none().with_per_image(&affine);
         let h = match self.resample {
             // the norm runs inside the convolution (ungated) unless a resampling sits between them
-            Resample::None => self.conv0.forward_normed(x, &self.norm0, true, epi)?,
+            Resample::None => self.conv0.forward_normed(x, &self.norm0, true, None, epi)?,
             r => self.conv0.forward_epilogue(&resample(&self.norm0.forward(x, true)?, r)?, epi)?,
         };
-        let mut h = self.norm1.forward(&h, true)?;
-        if let (Some(seed), true) = (train_seed, self.dropout > 0.0) {
-            h = dropout::dropout(&h, self.dropout, seed.for_layer(self.index))?;
-        }
+        let drop = match train_seed {
+            Some(seed) => dropout::mask(self.dropout, seed.for_layer(self.index), "DDPM++ UNetBlock")?,
+            None => None,
+        };
         let skip = match &self.skip {
             Some(conv) => conv.forward(&resample(x, self.resample)?)?,
             None => x.clone(),
         };
-        let x = self.conv1.forward_epilogue(&h, Epilogue::none().with_residual(&skip).scaled(self.skip_scale))?;
+        // norm1 -> SiLU -> dropout -> conv1 (+ skip, · √½) as one op
+        let epi = Epilogue::none().with_residual(&skip).scaled(self.skip_scale);
+        let x = self.conv1.forward_normed(&h, &self.norm1, true, drop, epi)?;
         match &self.attn {
             Some(a) => a.forward(&x, self.skip_scale),
             None => Ok(x),

@@ -4,6 +4,7 @@
 //! The gate has no bias of its own; the bias is added after the product.
 use super::layers::{add_per_channel, cast_like, GroupNorm};
 use super::Init;
+use crate::ops::dropout::{self, Mask};
 use crate::ops::{self, conv};
 use crate::Tensor;
 use anyhow::Result;
@@ -72,20 +73,27 @@ impl GatedConv2d {
         self.forward_full(x, &self.weight, self.gate_weight.as_ref(), &self.bias, extra)
     }
 
-    /// `norm` (then SiLU if `silu`) and this layer: as one op (`conv::norm_conv2d`) when ungated, else the
-    /// norm apart, followed by [`GatedConv2d::forward_epilogue`].
+    /// `norm` (then SiLU if `silu`, then the dropout mask `drop` if any) and this layer: as one op
+    /// (`conv::norm_conv2d`) when ungated, else the norm and mask apart, followed by
+    /// [`GatedConv2d::forward_epilogue`].
     pub fn forward_normed(
         &self,
         x: &Tensor,
         norm: &GroupNorm,
         silu: bool,
+        drop: Option<Mask>,
         extra: conv::Epilogue<&Tensor>,
     ) -> Result<Tensor> {
         if self.gate.is_some() {
-            return self.forward_epilogue(&norm.forward(x, silu)?, extra);
+            let a = norm.forward(x, silu)?;
+            let a = match drop {
+                Some(m) => dropout::apply_mask(&a, m)?,
+                None => a,
+            };
+            return self.forward_epilogue(&a, extra);
         }
         let (gamma, beta, b) = (cast_like(&norm.weight, x)?, cast_like(&norm.bias, x)?, cast_like(&self.bias, x)?);
-        let input = conv::InputNorm { gamma: &gamma, beta: &beta, groups: norm.groups, eps: GroupNorm::EPS, silu };
+        let input = norm.input(&gamma, &beta, silu, drop);
         let epi = conv::Epilogue { bias: Some(&b), ..extra };
         conv::norm_conv2d(x, input, &cast_like(&self.weight, x)?, 1, self.kernel / 2, epi)
     }

@@ -3,7 +3,8 @@
 use super::Init;
 use super::TrainSeed;
 use crate::ops::conv::{self, Epilogue};
-use crate::ops::{self, attention, dropout, matmul, norm};
+use crate::ops::dropout::{self, Mask};
+use crate::ops::{self, attention, matmul, norm};
 use crate::Tensor;
 use anyhow::Result;
 
@@ -44,11 +45,19 @@ impl Conv2d {
         let epi = Epilogue { bias: Some(&bias), ..extra };
         conv::conv2d_with(x, &cast_like(&self.weight, x)?, self.stride, self.padding, epi)
     }
-    /// `norm` (then SiLU if `silu`) and this convolution as one op (`conv::norm_conv2d`: on CUDA the
-    /// convolution normalises its input as it reads it), with `extra` in the epilogue.
-    pub fn forward_normed(&self, x: &Tensor, norm: &GroupNorm, silu: bool, extra: Epilogue<&Tensor>) -> Result<Tensor> {
+    /// `norm` (then SiLU if `silu`, then the dropout mask `drop` if any) and this convolution as one op
+    /// (`conv::norm_conv2d`: on CUDA the convolution normalises its input as it reads it), with `extra` in
+    /// the epilogue.
+    pub fn forward_normed(
+        &self,
+        x: &Tensor,
+        norm: &GroupNorm,
+        silu: bool,
+        drop: Option<Mask>,
+        extra: Epilogue<&Tensor>,
+    ) -> Result<Tensor> {
         let (gamma, beta) = (cast_like(&norm.weight, x)?, cast_like(&norm.bias, x)?);
-        let input = conv::InputNorm { gamma: &gamma, beta: &beta, groups: norm.groups, eps: GroupNorm::EPS, silu };
+        let input = norm.input(&gamma, &beta, silu, drop);
         let bias = cast_like(&self.bias, x)?;
         let epi = Epilogue { bias: Some(&bias), ..extra };
         conv::norm_conv2d(x, input, &cast_like(&self.weight, x)?, self.stride, self.padding, epi)
@@ -93,6 +102,17 @@ impl GroupNorm {
     /// Normalises, then applies SiLU in the same kernel when `silu`.
     pub fn forward(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
         norm::group_norm(x, &cast_like(&self.weight, x)?, &cast_like(&self.bias, x)?, self.groups, Self::EPS, silu)
+    }
+    /// This norm as a convolution's input prologue, with its parameters `gamma`, `beta` already cast to the
+    /// input's dtype, SiLU if `silu`, then the mask `drop`.
+    pub fn input<'a>(
+        &self,
+        gamma: &'a Tensor,
+        beta: &'a Tensor,
+        silu: bool,
+        drop: Option<Mask>,
+    ) -> conv::InputNorm<'a> {
+        conv::InputNorm { gamma, beta, groups: self.groups, eps: Self::EPS, silu, dropout: drop }
     }
 }
 
@@ -148,20 +168,16 @@ impl ResnetBlock {
     /// run inside the convolutions (`Conv2d::forward_normed`; norm2 apart when dropout follows it).
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
         let temb = self.temb_proj.forward(temb_act)?;
-        let h = self.conv1.forward_normed(x, &self.norm1, true, Epilogue::none().with_per_image(&temb))?;
+        let h = self.conv1.forward_normed(x, &self.norm1, true, None, Epilogue::none().with_per_image(&temb))?;
         let skip = match &self.nin_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let epi = Epilogue::none().with_residual(&skip);
-        match (train_seed, self.dropout > 0.0) {
-            // dropout sits between the norm and the convolution: the norm's output is needed
-            (Some(seed), true) => {
-                let h = dropout::dropout(&self.norm2.forward(&h, true)?, self.dropout, seed.for_layer(self.index))?;
-                self.conv2.forward_with(&h, epi)
-            }
-            _ => self.conv2.forward_normed(&h, &self.norm2, true, epi),
-        }
+        let drop = match train_seed {
+            Some(seed) => dropout::mask(self.dropout, seed.for_layer(self.index), "ResnetBlock")?,
+            None => None,
+        };
+        self.conv2.forward_normed(&h, &self.norm2, true, drop, Epilogue::none().with_residual(&skip))
     }
 }
 

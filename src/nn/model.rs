@@ -28,6 +28,13 @@ impl ModelConfig {
         let known: Vec<&str> = configs::NAMES.iter().chain(configs::EDM_NAMES).copied().collect();
         bail!("unknown model configuration {name:?}; known: {}", known.join(", "))
     }
+    /// This configuration with every residual block's dropout rate `p`.
+    pub fn with_dropout(self, p: f64) -> Self {
+        match self {
+            ModelConfig::Ddim(c) => ModelConfig::Ddim(DdimUnetConfig { dropout: p, ..c }),
+            ModelConfig::Edm(c) => ModelConfig::Edm(DdpmppConfig { dropout: p, ..c }),
+        }
+    }
     /// Image channels the model denoises (mask channels not counted).
     pub fn image_channels(&self) -> usize {
         match self {

@@ -1,6 +1,7 @@
 //! What defines a run: the options stored in every checkpoint, the objective and sampling they choose, their
 //! validation and the defaults per configuration.
 use super::data::TrainData;
+use crate::nn::ModelConfig;
 use crate::objectives::gsure::{GsureMode, ProbeKind};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,9 @@ pub struct TrainOptions {
     /// Weight of Ambient-Tweedie's consistency loss (0: off).
     #[serde(default)]
     pub consistency: f64,
+    /// The dropout rate of every residual block, in place of the configuration's (None: the configuration's).
+    #[serde(default)]
+    pub dropout: Option<f64>,
     /// How sample grids are drawn (set from the data when the run starts).
     #[serde(default)]
     pub sampling: Sampling,
@@ -99,7 +103,19 @@ impl TrainOptions {
         if !(self.consistency.is_finite() && self.consistency >= 0.0) {
             bail!("--consistency {}: the consistency weight must be ≥ 0 (0 turns it off)", self.consistency);
         }
+        if let Some(p) = self.dropout.filter(|p| !(0.0..1.0).contains(p)) {
+            bail!("--dropout {p}: the dropout rate must be in [0, 1), such as 0.1 (0 turns dropout off)");
+        }
         Ok(())
+    }
+
+    /// The network this run trains: `config` by name, with `dropout` in place of its rate when given.
+    pub fn model_config(&self) -> Result<ModelConfig> {
+        let config = ModelConfig::by_name(&self.config)?;
+        Ok(match self.dropout {
+            Some(p) => config.with_dropout(p),
+            None => config,
+        })
     }
 
     /// The options a resumed run continues with: the stored run's (`self`), its step count raised to
@@ -125,6 +141,7 @@ impl TrainOptions {
                 "gsure-div-every" => (self.gsure_div_every.to_string(), requested.gsure_div_every.to_string()),
                 "t-min" => (self.t_min.to_string(), requested.t_min.to_string()),
                 "consistency" => (self.consistency.to_string(), requested.consistency.to_string()),
+                "dropout" => (format!("{:?}", self.dropout), format!("{:?}", requested.dropout)),
                 "beta-start" => (self.beta_start.to_string(), requested.beta_start.to_string()),
                 "bf16" => (self.bf16.to_string(), requested.bf16.to_string()),
                 _ => continue,
@@ -180,6 +197,7 @@ impl TrainOptions {
             gsure_div_every: 1,
             t_min: 0,
             consistency: 0.0,
+            dropout: None,
             sampling: Sampling::Standard,
             beta_start: 1e-4,
             phantoms: 512,

@@ -124,7 +124,7 @@ pub fn load_run_with_params(
     let meta = checkpoint::read_meta(&run.checkpoint())?;
     let options: TrainOptions = serde_json::from_value(meta["options"].clone())
         .with_context(|| format!("{}: metadata field \"options\" is unreadable", run.checkpoint().display()))?;
-    let config = ModelConfig::by_name(&options.config)?;
+    let config = options.model_config()?;
     let mut params = ParamStore::new();
     let model = Model::new(&config, &mut params, 0, device)?;
     checkpoint::load_weights(&run.checkpoint(), &params, "ema")?;

@@ -137,7 +137,7 @@ impl Trainer {
         }
 
         let data: TrainData = data.into();
-        let model_config = ModelConfig::by_name(&options.config)?;
+        let model_config = options.model_config()?;
         let [_, c, h, w] = data.dims();
         let r = model_config.resolution();
         if c != model_config.image_channels() || h != r || w != r {

@@ -98,7 +98,7 @@ fn norm_conv(n: usize, c_in: usize, h: usize, w: usize, c_out: usize) -> BenchCa
             let gamma = Tensor::full([c_in], 1.0, dt, dev)?.set_requires_grad(true);
             let beta = Tensor::zeros([c_in], dt, dev)?.set_requires_grad(true);
             Ok(Box::new(move || {
-                let norm = InputNorm { gamma: &gamma, beta: &beta, groups, eps: 1e-6, silu: true };
+                let norm = InputNorm { gamma: &gamma, beta: &beta, groups, eps: 1e-6, silu: true, dropout: None };
                 norm_conv2d(&x, norm, &wt, 1, 1, Epilogue::with_bias(Some(&b)).with_per_image(&temb))
             }))
         }),

@@ -3,6 +3,7 @@
 use super::{Epilogue, Geom, Prologue};
 use crate::backend::cuda::{blocks_for, ptx, typed_name, CudaStorage, Gpu};
 use crate::launch;
+use crate::ops::dropout::cuda::DropoutArg;
 use crate::ops::matmul::cuda::{wgmma_func, Bf16Gemm, WGMMA_SMEM_BYTES};
 use crate::DType;
 use anyhow::{bail, Result};
@@ -29,9 +30,12 @@ pub struct ConvParams {
     affine: u64,
     silu: i32,
     _pad: i32,
+    /// The input's dropout mask (all zero: none).
+    drop: DropoutArg,
 }
-// SAFETY: plain #[repr(C)] struct of i32 and one u64 (at offset 56, 8-aligned in both), identical in layout
-// to the C struct (72 bytes with its tail padding, written here as `_pad`).
+// SAFETY: plain #[repr(C)] struct of i32, one u64 (at offset 56, 8-aligned in both) and a DropoutArg (at 72,
+// after the C struct's padding of `silu`, written here as `_pad`): identical in layout to the C struct, 104
+// bytes.
 unsafe impl cudarc::driver::DeviceRepr for ConvParams {}
 
 /// Mirrors `struct ConvEpilogue` in kernels/conv.cuh: the forward's epilogue operands (0 for absent).
@@ -107,6 +111,7 @@ fn params(g: &Geom, gm: usize, gn: usize, gk: usize, k_split: usize) -> ConvPara
         affine: 0,
         silu: 0,
         _pad: 0,
+        drop: DropoutArg::default(),
     }
 }
 
@@ -114,7 +119,12 @@ impl ConvParams {
     /// These parameters with the input read through `pro` (kernels/conv.cuh `ConvParams::affine`).
     fn with_prologue(self, pro: Option<Prologue<&CudaStorage>>) -> ConvParams {
         match pro {
-            Some(pro) => ConvParams { affine: pro.affine.ptr(), silu: pro.silu as i32, ..self },
+            Some(pro) => ConvParams {
+                affine: pro.affine.ptr(),
+                silu: pro.silu as i32,
+                drop: DropoutArg::of(pro.dropout),
+                ..self
+            },
             None => self,
         }
     }
@@ -273,7 +283,9 @@ fn nchw_to_nhwc(
     let grid = (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, batches as u32);
     let f = gpu.func(ptx::CONV_WGMMA, "conv_nchw_to_nhwc_bf16")?;
     let (affine, silu) = pro.map_or((0, 0), |p| (p.affine.ptr(), p.silu as i32));
-    launch!(gpu, f, (grid, (32u32, 8u32, 1u32), 0), src.ptr(), dst.ptr(), rows as i32, cols as i32, affine, silu)
+    let drop = DropoutArg::of(pro.and_then(|p| p.dropout));
+    let dims = (rows as i32, cols as i32);
+    launch!(gpu, f, (grid, (32u32, 8u32, 1u32), 0), src.ptr(), dst.ptr(), dims.0, dims.1, affine, silu, drop)
 }
 
 /// dx from dy and w, bf16 on the `Bf16Gemm::selected` kernels.

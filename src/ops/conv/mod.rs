@@ -11,6 +11,7 @@ pub use norm_conv::{norm_conv2d, InputNorm};
 use crate::autograd::Node;
 use crate::backend::cpu::Real;
 use crate::backend::typed_slices;
+use crate::ops::dropout::Mask;
 use crate::ops::{compute, reduce, scale};
 use crate::tensor::{CpuStorage, Tensor};
 use crate::{cpu_map2, DType};
@@ -148,13 +149,15 @@ impl<S> Epilogue<S> {
     }
 }
 
-/// A group norm (+ SiLU) applied to the convolution's input as the kernels gather it ([`norm_conv2d`]):
-/// they read a = act(x · scale[n, c] + shift[n, c]), `affine` holding (scale, shift) per image and channel
-/// (f32 [N, C, 2] from `norm::cuda::scale_shift`), act SiLU if `silu`.
+/// A group norm (+ SiLU) (+ dropout) applied to the convolution's input as the kernels gather it
+/// ([`norm_conv2d`]): they read a = act(x · scale[n, c] + shift[n, c]), `affine` holding (scale, shift) per
+/// image and channel (f32 [N, C, 2] from `norm::cuda::scale_shift`), act SiLU if `silu`, then a's element
+/// at flat index i dropped by `dropout` as the dropout op would drop it.
 #[derive(Clone, Copy, Debug)]
 pub struct Prologue<S> {
     pub affine: S,
     pub silu: bool,
+    pub dropout: Option<Mask>,
 }
 
 /// The CPU forward for the element type of x.

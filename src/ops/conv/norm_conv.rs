@@ -1,15 +1,18 @@
-//! A group norm (+ SiLU) feeding a convolution, as one op: the U-Nets' GroupNorm → SiLU → conv. On CUDA the
-//! convolution normalises its input as it gathers it (kernels/conv.cuh `ConvParams::affine`), so the
-//! normalised activation is never written, read back, or kept for the backward: the forward reads x, the
-//! weight gradient re-applies the normalisation to x as it reads it. The group statistics and the per-
-//! channel affine map they make come from one small kernel (norm.cu `group_norm_scale_shift`).
+//! A group norm (+ SiLU) (+ dropout) feeding a convolution, as one op: the U-Nets' GroupNorm → SiLU →
+//! (dropout →) conv. On CUDA the convolution normalises its input as it gathers it (kernels/conv.cuh
+//! `ConvParams::affine`, `ConvParams::drop`), so the normalised activation is never written, read back, or
+//! kept for the backward: the forward reads x, the weight gradient re-applies the normalisation and the mask
+//! to x as it reads it (the mask is a function of the element's index and the seed: nothing is stored). The
+//! group statistics and the per-channel affine map they make come from one small kernel (norm.cu
+//! `group_norm_scale_shift`).
 //!
-//! The CPU twin normalises into a tensor and runs the plain convolution on it: its outputs and gradients
-//! are bitwise those of `group_norm` followed by `conv2d_with` (a test holds it).
+//! The CPU twin normalises into a tensor, masks it and runs the plain convolution on it: its outputs and
+//! gradients are bitwise those of `group_norm`, `dropout` and `conv2d_with` in turn (a test holds it).
 use super::{check_epilogue, cpu, cuda, dgrad_raw, epilogue_grads, scaled_gradient, Epilogue, Geom, Prologue};
 use crate::autograd::Node;
 use crate::backend::cpu::Real;
 use crate::backend::typed_slices;
+use crate::ops::dropout::{self, Mask};
 use crate::ops::matmul::cuda::Bf16Gemm;
 use crate::ops::norm::{self, Dims};
 use crate::ops::{compute, compute_many};
@@ -18,7 +21,7 @@ use crate::DType;
 use anyhow::Result;
 
 /// The group norm in front of the convolution: its parameters gamma, beta [C_in], its group count and eps,
-/// and whether SiLU follows it.
+/// whether SiLU follows it, and the dropout mask after that (`dropout::mask`; None for none).
 #[derive(Clone, Copy, Debug)]
 pub struct InputNorm<'a> {
     pub gamma: &'a Tensor,
@@ -26,10 +29,11 @@ pub struct InputNorm<'a> {
     pub groups: usize,
     pub eps: f64,
     pub silu: bool,
+    pub dropout: Option<Mask>,
 }
 
-/// conv2d_with(act(group_norm(x)), w, stride, padding, epi) with act SiLU if `norm.silu`, as one op.
-/// Gradients flow to x, gamma, beta, w and the epilogue's operands.
+/// conv2d_with(drop(act(group_norm(x))), w, stride, padding, epi) with act SiLU if `norm.silu` and drop
+/// `norm.dropout`'s mask (if any), as one op. Gradients flow to x, gamma, beta, w and the epilogue's operands.
 pub fn norm_conv2d(
     x: &Tensor,
     norm: InputNorm,
@@ -38,7 +42,7 @@ pub fn norm_conv2d(
     padding: usize,
     epi: Epilogue<&Tensor>,
 ) -> Result<Tensor> {
-    let InputNorm { gamma, beta, groups, eps, silu } = norm;
+    let InputNorm { gamma, beta, groups, eps, silu, dropout: mask } = norm;
     let d = norm::check(x, gamma, beta, groups, eps)?;
     let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
     x.check_same_kind(w, "norm_conv2d")?;
@@ -53,12 +57,12 @@ pub fn norm_conv2d(
         &inputs,
         shapes,
         |s| match s[0].dtype() {
-            DType::F64 => fwd_cpu::<f64>(&g, d, eps, silu, s, &shape),
-            _ => fwd_cpu::<f32>(&g, d, eps, silu, s, &shape),
+            DType::F64 => fwd_cpu::<f64>(&g, d, eps, (silu, mask), s, &shape),
+            _ => fwd_cpu::<f32>(&g, d, eps, (silu, mask), s, &shape),
         },
         |gpu, s| {
             let (stats, affine) = norm::cuda::scale_shift(gpu, s[0], s[1], s[2], d, eps)?;
-            let pro = Prologue { affine: &affine, silu };
+            let pro = Prologue { affine: &affine, silu, dropout: mask };
             let e = shape.refill(&s[4..]).map(|s| *s);
             let y = cuda::fwd_with(gpu, &g, s[0], s[3], Some(pro), e, Bf16Gemm::selected()?)?;
             Ok(vec![y, stats, affine])
@@ -74,23 +78,38 @@ pub fn norm_conv2d(
         let dy = scaled_gradient(dy, need_epi.scale)?;
         let mut grads = vec![None, None, None];
         if need_norm {
-            // the gradient of the normalised input, then back through the norm
-            let da = dgrad_raw(g, &dy, &wd)?;
+            // the gradient of the convolution's input, back through the mask, then through the norm
+            let mut da = dgrad_raw(g, &dy, &wd)?;
+            if let Some(m) = mask {
+                da = dropout::apply_raw(&da, "bwd", m)?;
+            }
             let [dx, dg, db] = norm::backward_raw(&xd, &gd, &bd, &stats, &da, d, silu)?;
             grads = [dx, dg, db].into_iter().zip(need).map(|(t, n)| n.then_some(t)).collect();
         }
-        grads.push(if need[3] { Some(wgrad_raw(g, d, silu, &xd, &affine, &dy)?) } else { None });
+        grads.push(if need[3] { Some(wgrad_raw(g, d, (silu, mask), &xd, &affine, &dy)?) } else { None });
         grads.extend(epilogue_grads(&g, &dy, &need_epi)?);
         Ok(grads)
     })))
 }
 
-/// The CPU forward for x's element type: the norm into a tensor, then the convolution on it.
+/// SiLU or not, and the dropout mask: what follows the norm's affine map.
+type Activation = (bool, Option<Mask>);
+
+/// The convolution's input on the CPU: x through the norm's affine map, the activation and the mask.
+fn activation<T: Real>(x: &[T], affine: &[T], d: Dims, (silu, mask): Activation) -> Result<Vec<T>> {
+    let a = norm::cpu::apply(x, affine, d, silu);
+    match mask {
+        Some(m) => dropout::apply_cpu(&a, m, "norm_conv2d"),
+        None => Ok(a),
+    }
+}
+
+/// The CPU forward for x's element type: the norm (and mask) into a tensor, then the convolution on it.
 fn fwd_cpu<T: Real>(
     g: &Geom,
     d: Dims,
     eps: f64,
-    silu: bool,
+    act: Activation,
     s: &[&CpuStorage],
     epi: &Epilogue<()>,
 ) -> Result<Vec<CpuStorage>> {
@@ -98,27 +117,30 @@ fn fwd_cpu<T: Real>(
     // norm::cpu::forward's three steps, keeping the map the CUDA backward needs
     let stats = norm::cpu::stats(v[0], d, eps);
     let affine = norm::cpu::scale_shift(&stats, v[1], v[2], d);
-    let a = norm::cpu::apply(v[0], &affine, d, silu);
+    let a = activation(v[0], &affine, d, act)?;
     let y = cpu::fwd(g, &a, v[3], &epi.refill(&v[4..]).map(|s| *s));
     Ok(vec![T::wrap(y), T::wrap(stats), T::wrap(affine)])
 }
 
-/// dW from x read through the forward's affine map and dy (no autograd); the CPU normalises x again
-/// (bitwise the forward's activation: the same map, the same arithmetic).
-fn wgrad_raw(g: Geom, d: Dims, silu: bool, x: &Tensor, affine: &Tensor, dy: &Tensor) -> Result<Tensor> {
+/// dW from x read through the forward's affine map (and mask) and dy (no autograd); the CPU normalises x
+/// again (bitwise the forward's activation: the same map, the same arithmetic, the same mask).
+fn wgrad_raw(g: Geom, d: Dims, act: Activation, x: &Tensor, affine: &Tensor, dy: &Tensor) -> Result<Tensor> {
     compute(
         "norm_conv2d_wgrad",
         &[x, affine, dy],
         g.w_dims(),
         |s| match s[0].dtype() {
-            DType::F64 => wgrad_cpu::<f64>(&g, d, silu, s),
-            _ => wgrad_cpu::<f32>(&g, d, silu, s),
+            DType::F64 => wgrad_cpu::<f64>(&g, d, act, s),
+            _ => wgrad_cpu::<f32>(&g, d, act, s),
         },
-        |gpu, s| cuda::wgrad_with(gpu, &g, s[0], Some(Prologue { affine: s[1], silu }), s[2], Bf16Gemm::selected()?),
+        |gpu, s| {
+            let pro = Prologue { affine: s[1], silu: act.0, dropout: act.1 };
+            cuda::wgrad_with(gpu, &g, s[0], Some(pro), s[2], Bf16Gemm::selected()?)
+        },
     )
 }
 
-fn wgrad_cpu<T: Real>(g: &Geom, d: Dims, silu: bool, s: &[&CpuStorage]) -> Result<CpuStorage> {
+fn wgrad_cpu<T: Real>(g: &Geom, d: Dims, act: Activation, s: &[&CpuStorage]) -> Result<CpuStorage> {
     let v = typed_slices::<T>("norm_conv2d backward", s)?;
-    Ok(T::wrap(cpu::wgrad(g, &norm::cpu::apply(v[0], v[1], d, silu), v[2])))
+    Ok(T::wrap(cpu::wgrad(g, &activation(v[0], v[1], d, act)?, v[2])))
 }

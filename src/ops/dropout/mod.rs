@@ -54,17 +54,30 @@ impl Mask {
     }
 }
 
-fn apply_raw(x: &Tensor, dir: &'static str, m: Mask) -> Result<Tensor> {
+/// The mask of `dropout(_, p, seed)`, None for p = 0 (nothing dropped); `what` names the caller in the error
+/// for a p outside [0, 1).
+pub fn mask(p: f64, seed: impl Into<Seed>, what: &str) -> Result<Option<Mask>> {
+    if !(0.0..1.0).contains(&p) {
+        bail!("{what}: dropout p must be in [0, 1), got {p}");
+    }
+    Ok((p > 0.0).then(|| Mask::new(p, seed)))
+}
+
+/// The CPU twin's mask on `x` (forward and backward alike), refusing a seed in device memory.
+pub(crate) fn apply_cpu<T: crate::backend::cpu::Real>(x: &[T], m: Mask, what: &str) -> Result<Vec<T>> {
+    if m.device_seed.is_some() {
+        bail!("{what}: a dropout seed in device memory on the CPU (pass the seed itself)");
+    }
+    Ok(cpu::apply(x, m))
+}
+
+/// y = mask(x) without autograd: `dir` is fwd or bwd (the same map).
+pub(crate) fn apply_raw(x: &Tensor, dir: &'static str, m: Mask) -> Result<Tensor> {
     compute(
         "dropout",
         &[x],
         x.shape().clone(),
-        |s| {
-            if m.device_seed.is_some() {
-                bail!("dropout: a seed in device memory on the CPU (pass the seed itself)");
-            }
-            Ok(cpu_map!(s[0], |v| cpu::apply(v, m)))
-        },
+        |s| Ok(cpu_map!(s[0], |v| apply_cpu(v, m, "dropout")?)),
         |gpu, s| cuda::apply(gpu, dir, s[0], m),
     )
 }
@@ -72,13 +85,14 @@ fn apply_raw(x: &Tensor, dir: &'static str, m: Mask) -> Result<Tensor> {
 /// Zeroes each element with probability p and scales the kept ones by 1 / (1 - p). The mask depends only
 /// on (seed, flat index), so the same seed gives the same mask on either device. p = 0 returns x itself.
 pub fn dropout(x: &Tensor, p: f64, seed: impl Into<Seed>) -> Result<Tensor> {
-    if !(0.0..1.0).contains(&p) {
-        bail!("dropout: p must be in [0, 1), got {p} (input shape {})", x.shape());
+    match mask(p, seed, &format!("dropout (input shape {})", x.shape()))? {
+        Some(m) => apply_mask(x, m),
+        None => Ok(x.clone()),
     }
-    if p == 0.0 {
-        return Ok(x.clone());
-    }
-    let m = Mask::new(p, seed);
+}
+
+/// x with the mask `m` applied (the dropout of `m`'s p and seed), with its gradient.
+pub fn apply_mask(x: &Tensor, m: Mask) -> Result<Tensor> {
     let out = apply_raw(x, "fwd", m)?;
     Ok(out.with_node(Node::record("dropout", &[x], move |g| Ok(vec![Some(apply_raw(g, "bwd", m)?)]))))
 }
