@@ -59,6 +59,28 @@ fn resume_equals_an_uninterrupted_run() {
     }
 }
 
+/// `dropout` replaces every residual block's rate (and so changes the training), is refused outside [0, 1)
+/// naming the flag, and is kept by the checkpoint for the run that resumes it.
+#[test]
+fn the_dropout_option_sets_every_block_and_is_refused_out_of_range() {
+    use gsure::nn::ModelConfig;
+    let o = TrainOptions { dropout: Some(0.3), log_every: 1, ..options(2) };
+    match o.model_config().unwrap() {
+        ModelConfig::Ddim(c) => assert_eq!(c.dropout, 0.3),
+        other => panic!("tiny is a DDIM U-Net, got {other:?}"),
+    }
+    for p in [1.0, -0.1, f64::NAN] {
+        let err = TrainOptions { dropout: Some(p), ..options(2) }.validate().unwrap_err().to_string();
+        assert!(err.contains("--dropout") && err.contains("[0, 1)"), "{err}");
+    }
+    let (plain, dropped) = (dir("no-dropout"), dir("dropout"));
+    train(TrainOptions { log_every: 1, ..options(2) }, &plain, false);
+    train(o.clone(), &dropped, false);
+    assert_ne!(losses(&plain), losses(&dropped), "dropout 0.3 changed nothing");
+    let stored = gsure::train::stored_options(&dropped).unwrap();
+    assert_eq!(stored.dropout, Some(0.3));
+}
+
 #[test]
 fn a_previous_run_is_never_overwritten_without_resume_or_force() {
     let out = dir("guard");
