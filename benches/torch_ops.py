@@ -127,11 +127,12 @@ def build_conv2d(p, dt, dev, torch):
 
 
 def build_norm_conv2d(p, dt, dev, torch):
-    # a residual block's first layer as PyTorch code writes it: group_norm, silu, conv2d, + temb
+    # a residual block's first layer as PyTorch code writes it: group_norm, silu, (dropout,) conv2d, + temb
     F = torch.nn.functional
     n, ci, h, w, co = p_get(p, "n"), p_get(p, "c_in"), p_get(p, "h"), p_get(p, "w"), p_get(p, "c_out")
     k, groups = p_get(p, "k", default=3), p_get(p, "groups", default=32)
     stride, pad = p_get(p, "stride", default=1), p_get(p, "pad", default=1)
+    drop = p.get("dropout", 0.0)
     x = torch.randn(n, ci, h, w, device=dev, dtype=dt, requires_grad=True)
     wt = (torch.randn(co, ci, k, k, device=dev, dtype=dt) / math.sqrt(ci * k * k)).requires_grad_(True)
     b = torch.zeros(co, device=dev, dtype=dt, requires_grad=True)
@@ -141,6 +142,8 @@ def build_norm_conv2d(p, dt, dev, torch):
 
     def f(x, wt, b, e, gamma, beta):
         a = F.silu(F.group_norm(x, groups, gamma, beta, 1e-6))
+        if drop > 0:
+            a = F.dropout(a, drop, training=True)
         return F.conv2d(a, wt, b, stride=stride, padding=pad) + e[:, :, None, None]
 
     args = [x, wt, b, e, gamma, beta]

@@ -55,6 +55,7 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
     let tma = case.label.ends_with("[tma]");
     let cuda_core = case.label.ends_with("[cuda-core bwd]");
     let epilogue = case.label.contains(" +temb") || case.label.contains(" +residual");
+    let dropout = case.params.get("dropout").and_then(|v| v.as_f64()).unwrap_or(0.0) > 0.0;
     match (case.op, backward) {
         ("conv2d", false) if wgmma => p(
             0.25,
@@ -68,6 +69,18 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
             0.40,
             "dgrad as the wgmma forward on dy (flipped, transposed weights), wgrad as a split-K wgmma GEMM over \
              N·H·W with an f32 slab sum; dy and x each transposed to channels-last once more",
+        ),
+        ("norm_conv2d", false) if dropout => p(
+            0.06,
+            0.16,
+            "the fused forward's 0.08-0.18 with a splitmix64 hash (two 64-bit multiplies) per gathered element \
+             on top; the PyTorch reference writes and reads the dropped tensor and its mask (3-4 more passes)",
+        ),
+        ("norm_conv2d", true) if dropout => p(
+            0.03,
+            0.12,
+            "the fused backward's 0.04-0.13 with the mask drawn again in the weight gradient's gather and \
+             dropout's backward over the input gradient (2 passes of x's size)",
         ),
         ("norm_conv2d", false) => p(
             0.08,

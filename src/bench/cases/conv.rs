@@ -70,23 +70,28 @@ fn conv(
     }
 }
 
-/// A residual block's first layer: GroupNorm(32) → SiLU → 3×3 conv + bias + time embedding, at stride 1.
-fn norm_conv(n: usize, c_in: usize, h: usize, w: usize, c_out: usize) -> BenchCase {
+/// A residual block's first layer: GroupNorm(32) → SiLU → 3×3 conv + bias + time embedding, at stride 1;
+/// with `drop` > 0, dropout at that rate after the SiLU (where the block's second layer has it).
+fn norm_conv(n: usize, c_in: usize, h: usize, w: usize, c_out: usize, drop: f64) -> BenchCase {
     let (k, groups) = (3, 32);
+    let dropped = if drop > 0.0 { format!("+dropout{drop}") } else { String::new() };
+    let dropped_el = if drop > 0.0 { 2.0 * (n * c_in * h * w) as f64 } else { 0.0 };
     let flops_fwd = 2.0 * (n * h * w * c_out * c_in * k * k) as f64;
     let (x_el, w_el, y_el) = ((n * c_in * h * w) as f64, (c_out * c_in * k * k) as f64, (n * c_out * h * w) as f64);
     BenchCase {
         op: "norm_conv2d",
-        label: format!("{n}x{c_in}x{h}x{w} -> {c_out} k3 s1 p1 gn{groups}+silu +temb"),
+        label: format!("{n}x{c_in}x{h}x{w} -> {c_out} k3 s1 p1 gn{groups}+silu{dropped} +temb"),
         params: serde_json::json!({
-            "n": n, "c_in": c_in, "h": h, "w": w, "c_out": c_out, "k": k, "stride": 1, "pad": 1, "groups": groups
+            "n": n, "c_in": c_in, "h": h, "w": w, "c_out": c_out, "k": k, "stride": 1, "pad": 1, "groups": groups,
+            "dropout": drop
         }),
         flops_fwd,
         flops_bwd: 2.0 * flops_fwd,
         // fwd: the statistics read x, the convolution reads x and w and writes y; bwd: dgrad (dy, w -> da),
         // the norm's backward (x, da -> dx, two passes), wgrad (x, dy -> dw), the epilogue's sums of dy.
         elems_fwd: 2.0 * x_el + w_el + y_el,
-        elems_bwd: (y_el + w_el + x_el) + 3.0 * x_el + (x_el + y_el + w_el) + 2.0 * y_el,
+        // (+ dropout's backward over da)
+        elems_bwd: (y_el + w_el + x_el) + 3.0 * x_el + (x_el + y_el + w_el) + 2.0 * y_el + dropped_el,
         skip: None,
         build: Box::new(move |dev, dt| {
             let mut r = rand::rngs::StdRng::seed_from_u64(8);
@@ -97,8 +102,9 @@ fn norm_conv(n: usize, c_in: usize, h: usize, w: usize, c_out: usize) -> BenchCa
             let temb = Tensor::randn([n, c_out], dt, dev, &mut r)?.set_requires_grad(true);
             let gamma = Tensor::full([c_in], 1.0, dt, dev)?.set_requires_grad(true);
             let beta = Tensor::zeros([c_in], dt, dev)?.set_requires_grad(true);
+            let dropout = crate::ops::dropout::mask(drop, 77, "bench norm_conv2d")?;
             Ok(Box::new(move || {
-                let norm = InputNorm { gamma: &gamma, beta: &beta, groups, eps: 1e-6, silu: true, dropout: None };
+                let norm = InputNorm { gamma: &gamma, beta: &beta, groups, eps: 1e-6, silu: true, dropout };
                 norm_conv2d(&x, norm, &wt, 1, 1, Epilogue::with_bias(Some(&b)).with_per_image(&temb))
             }))
         }),
@@ -144,8 +150,10 @@ pub fn cases() -> Vec<BenchCase> {
         // A residual block's two convolutions with what their epilogues add (PyTorch: the separate adds).
         conv(128, 128, 32, 32, 128, 3, 1, 1, Kernels::Selected, Extra::PerImage),
         conv(128, 128, 32, 32, 128, 3, 1, 1, Kernels::Selected, Extra::Residual),
-        // ... and the first with its group norm and SiLU inside (PyTorch: group_norm, silu, conv2d, add).
-        norm_conv(128, 128, 32, 32, 128),
+        // ... and the first with its group norm and SiLU inside (PyTorch: group_norm, silu, conv2d, add), then
+        // with the second's dropout between them too (PyTorch: + dropout).
+        norm_conv(128, 128, 32, 32, 128, 0.0),
+        norm_conv(128, 128, 32, 32, 128, 0.1),
         // The wgmma implicit GEMMs (kernels/conv_wgmma.cu), at the two largest shapes.
         conv(128, 128, 32, 32, 128, 3, 1, 1, Kernels::Wgmma, Extra::None),
         conv(128, 256, 16, 16, 256, 3, 1, 1, Kernels::Wgmma, Extra::None),
