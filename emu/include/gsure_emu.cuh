@@ -58,6 +58,7 @@ void gsure_emu_syncwarp(unsigned mask, const char* file, int line);
 uint32_t gsure_emu_shfl(int kind, unsigned mask, uint32_t value, int arg, int width, const char* file, int line);
 unsigned gsure_emu_vote(int kind, unsigned mask, int pred, const char* file, int line);
 void gsure_emu_mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2], const char* file, int line);
+void gsure_emu_mma_tf32_1688(float d[4], const uint32_t a[4], const uint32_t b[2], const char* file, int line);
 void gsure_emu_ldmatrix(uint32_t* regs, int count, int trans, const void* row_addr, const char* file, int line);
 void gsure_emu_cp_async(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
 void gsure_emu_cp_async_commit();

@@ -40,7 +40,7 @@ namespace gsure_emu {
 namespace {
 
 enum class State : uint8_t { Ready, Barrier, Warp, Mbarrier, Done };
-enum class OpKind : uint8_t { Shfl, Vote, SyncWarp, Mma, Ldmatrix, WgFence, WgMma, WgCommit, WgWait };
+enum class OpKind : uint8_t { Shfl, Vote, SyncWarp, Mma, MmaTf32, Ldmatrix, WgFence, WgMma, WgCommit, WgWait };
 
 // A warp collective as one lane posts it; lives on that lane's stack while it waits.
 struct WarpOp {
@@ -344,6 +344,7 @@ struct Worker {
         break;
       }
       case OpKind::Mma: complete_mma(base); break;
+      case OpKind::MmaTf32: complete_mma_tf32(base); break;
       case OpKind::Ldmatrix: complete_ldmatrix(base); break;
       case OpKind::WgFence: wgmma[base / 32].fenced = true; break;
       case OpKind::WgMma: issue_wgmma(base); break;
@@ -548,6 +549,50 @@ struct Worker {
       for (int j = 0; j < 8; ++j) {
         double s = C[i][j];
         for (int k = 0; k < 16; ++k) s += (double)A[i][k] * (double)B[k][j];
+        D[i][j] = (float)s;
+      }
+    for (unsigned l = 0; l < 32; ++l) {
+      float* d = lane_op(base, l)->d;
+      const int g = l / 4, t = l % 4;
+      d[0] = D[g][2 * t], d[1] = D[g][2 * t + 1], d[2] = D[g + 8][2 * t], d[3] = D[g + 8][2 * t + 1];
+    }
+  }
+
+  // mma.sync.m16n8k8.row.col.f32.tf32.tf32.f32 (PTX ISA "Matrix Fragments for mma.m16n8k8", .tf32; CUTLASS
+  // cute's SM80_16x8x8_F32TF32TF32F32_TN: A ((4,8),(2,2)):((16,1),(8,64)) over (M16,K8), B ((4,8),2):((8,1),32)
+  // over (N8,K8)), g = lane / 4, t = lane % 4:
+  //   A a0 = (g, t), a1 = (g+8, t), a2 = (g, t+4), a3 = (g+8, t+4); B b0 = (k = t, n = g), b1 = (k = t+4, n = g);
+  //   C/D as m16n8k16. An operand register must hold a tf32 value (the low 13 bits of the f32 zero, as
+  //   cvt.rna.tf32.f32 leaves them): the hardware ignores those bits, so a kernel that skips the conversion
+  //   truncates where it meant to round; the emulator refuses it instead.
+  void complete_mma_tf32(unsigned base) {
+    float A[16][8], B[8][8];
+    double C[16][8];
+    const WarpOp* o0 = lane_op(base, 0);
+    for (unsigned l = 0; l < 32; ++l) {
+      const WarpOp* o = lane_op(base, l);
+      const int g = l / 4, t = l % 4;
+      for (int r = 0; r < 4; ++r)
+        if ((r < 2 ? o->b[r] : 0u) & 0x1fffu || o->a[r] & 0x1fffu) {
+          fail("mma.sync m16n8k8 .tf32 at " + site(o0->file, o0->line) + ": lane " + std::to_string(l) + " of " +
+               where(fibers[base + l]) +
+               " gives an operand that is not tf32 (low 13 bits set): round it with cvt.rna.tf32.f32 (to_tf32)");
+          return;
+        }
+      auto f = [](uint32_t bits) {
+        float v;
+        memcpy(&v, &bits, 4);
+        return v;
+      };
+      A[g][t] = f(o->a[0]), A[g + 8][t] = f(o->a[1]), A[g][t + 4] = f(o->a[2]), A[g + 8][t + 4] = f(o->a[3]);
+      B[t][g] = f(o->b[0]), B[t + 4][g] = f(o->b[1]);
+      C[g][2 * t] = o->d[0], C[g][2 * t + 1] = o->d[1], C[g + 8][2 * t] = o->d[2], C[g + 8][2 * t + 1] = o->d[3];
+    }
+    float D[16][8];
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 8; ++j) {
+        double s = C[i][j];
+        for (int k = 0; k < 8; ++k) s += (double)A[i][k] * (double)B[k][j];
         D[i][j] = (float)s;
       }
     for (unsigned l = 0; l < 32; ++l) {
@@ -1044,6 +1089,14 @@ unsigned gsure_emu_vote(int kind, unsigned mask, int pred, const char* file, int
 
 void gsure_emu_mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2], const char* file, int line) {
   WarpOp op{OpKind::Mma, 0xffffffffu, file, line};
+  op.d = d;
+  op.a = a;
+  op.b = b;
+  tls_worker->warp_collective(op);
+}
+
+void gsure_emu_mma_tf32_1688(float d[4], const uint32_t a[4], const uint32_t b[2], const char* file, int line) {
+  WarpOp op{OpKind::MmaTf32, 0xffffffffu, file, line};
   op.d = d;
   op.a = a;
   op.b = b;

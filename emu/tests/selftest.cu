@@ -53,6 +53,28 @@ extern "C" __global__ void st_mma(const bf16* A, const bf16* B, float* D) {
   D[g * 8 + 2 * t] = d[0], D[g * 8 + 2 * t + 1] = d[1], D[(g + 8) * 8 + 2 * t] = d[2], D[(g + 8) * 8 + 2 * t + 1] = d[3];
 }
 
+// --- one mma.m16n8k8 .tf32: A [16][8] row-major, B [8][8] (n rows, k contiguous), D [16][8] ---------------
+// `convert` 0 passes the f32 bits unrounded (the mutant: the emulator must refuse it when a value has
+// mantissa bits below tf32's); rounding goes through to_tf32 (cvt.rna).
+extern "C" __global__ void st_mma_tf32(const float* A, const float* B, float* D, int convert) {
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  auto op = [&](float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return convert ? to_tf32(v) : u;
+  };
+  uint32_t a[4] = {op(A[g * 8 + t]), op(A[(g + 8) * 8 + t]), op(A[g * 8 + t + 4]), op(A[(g + 8) * 8 + t + 4])};
+  uint32_t b[2] = {op(B[g * 8 + t]), op(B[g * 8 + t + 4])};
+  float d[4] = {1.f, 2.f, 3.f, 4.f};  // C: checks the accumulate
+  mma_tf32_1688(d, a, b);
+  D[g * 8 + 2 * t] = d[0], D[g * 8 + 2 * t + 1] = d[1], D[(g + 8) * 8 + 2 * t] = d[2], D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+// to_tf32 on a list of values (the rounding rule: nearest, ties away from zero; inf kept, NaN quiet).
+extern "C" __global__ void st_to_tf32(const float* x, uint32_t* out, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = to_tf32(x[i]);
+}
+
 // --- ldmatrix x4, plain and .trans, from four 8x8 b16 matrices stored one after the other ------------------
 template <bool TRANS> __device__ void ldm(const uint16_t* m, uint32_t* out) {
   __shared__ __align__(16) uint16_t s[4 * 64];

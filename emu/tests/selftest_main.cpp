@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -291,6 +292,50 @@ void basic() {
         ok = ok && D[i * 8 + j] == s + c;
       }
     check(ok, "mma.m16n8k16 bf16: D = A B + C in the fragment layouts");
+  }
+
+  {  // mma.m16n8k8 tf32 against a loop: values with 1 to 11 significant bits, so products and sums are exact
+    std::vector<float> A(128), B(64);
+    for (int i = 0; i < 128; ++i) A[i] = (float)((i * 7) % 11 - 5) * (i % 3 ? 1.f : 1.f + 1.f / 256);
+    for (int i = 0; i < 64; ++i) B[i] = (float)((i * 5) % 13 - 6) * 0.5f;
+    CUdeviceptr dA = upload(A), dB = upload(B), dD = upload(std::vector<float>(128, 0.f));
+    int convert = 1;
+    CU(launch("st_mma_tf32", 1, 32, 0, {&dA, &dB, &dD, &convert}));
+    auto D = download<float>(dD, 128);
+    bool ok = true;
+    const float C[4] = {1.f, 2.f, 3.f, 4.f};
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 8; ++j) {
+        double s = 0;
+        for (int k = 0; k < 8; ++k) s += (double)A[i * 8 + k] * B[j * 8 + k];
+        ok = ok && D[i * 8 + j] == (float)s + C[(i >= 8 ? 2 : 0) + (j % 2)];
+      }
+    check(ok, "mma.m16n8k8 tf32: D = A B + C in the fragment layouts");
+    // the mutant: an operand with bits below tf32 (1 + 2^-20) passed without cvt.rna
+    A[5] = 1.f + 1.f / (1 << 20);
+    CUdeviceptr dA2 = upload(A);
+    convert = 0;
+    check(launch("st_mma_tf32", 1, 32, 0, {&dA2, &dB, &dD, &convert}) == CUDA_ERROR_LAUNCH_FAILED,
+          "mma .tf32 with an operand that is not tf32 (no cvt.rna) is reported");
+  }
+
+  {  // cvt.rna.tf32.f32: round to nearest on 10 mantissa bits, ties away from zero
+    const float inf = std::numeric_limits<float>::infinity();
+    const std::vector<float> x = {1.f, 1.f + 1.f / 2048, -(1.f + 1.f / 2048), 1.f + 3.f / 4096, 1.f + 1.f / 4096,
+                                  65504.f, inf, -inf, std::numeric_limits<float>::quiet_NaN()};
+    const std::vector<float> want = {1.f, 1.f + 1.f / 1024, -(1.f + 1.f / 1024), 1.f + 1.f / 1024, 1.f, 65504.f,
+                                     inf, -inf, std::numeric_limits<float>::quiet_NaN()};
+    CUdeviceptr dx = upload(x), dout = upload(std::vector<uint32_t>(x.size(), 0));
+    int n = (int)x.size();
+    CU(launch("st_to_tf32", 1, 32, 0, {&dx, &dout, &n}));
+    auto out = download<uint32_t>(dout, x.size());
+    bool ok = true;
+    for (size_t i = 0; i < x.size(); ++i) {
+      uint32_t w;
+      memcpy(&w, &want[i], 4);
+      ok = ok && (std::isnan(want[i]) ? (out[i] & 0x7fc00000u) == 0x7fc00000u && !(out[i] & 0x1fffu) : out[i] == w);
+    }
+    check(ok, "to_tf32 (cvt.rna.tf32.f32): nearest, ties away from zero, inf kept, NaN quiet");
   }
 
   for (int trans = 0; trans < 2; ++trans) {  // ldmatrix x4 against the PTX ISA's mapping
