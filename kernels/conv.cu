@@ -1,6 +1,6 @@
 // conv.cu: 2-D convolution (NCHW, square K x K kernel, zero padding, equal strides) as implicit GEMM: the
 // GEMM operands are gathered from the tensors on the fly while filling shared memory, no im2col buffer.
-// defines: conv2d_{fwd,dgrad,wgrad}_{f32,bf16}, conv2d_wgrad_sum_{f32,bf16}.
+// defines: conv2d_{fwd,dgrad,wgrad}_{f32,tf32,bf16}, conv2d_wgrad_sum_{f32,bf16}.
 //
 // The three directions are one GEMM C[M x N] = sum_k A[m, k] * B[k, n] each, differing only in how A and B
 // are gathered and where C goes (CUTLASS "implicit GEMM convolution" mapping):
@@ -426,6 +426,101 @@ __device__ __forceinline__ void gemm_bf16(const ConvParams& p, const bf16* a_src
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// f32 on TF32 tensor cores (mma.sync m16n8k8, operands rounded to tf32, f32 accumulate): the bf16 kernel's
+// block and warp tiling (128x128, 8 warps of 64x32, 4 x 4 mma tiles each) with a k tile of 16, since an
+// element is 4 bytes. Shared tiles hold the tf32 bit patterns k-contiguous, As[m][k] and Bs[n][k], rows padded
+// to 20 words (80 bytes):
+//  - a fragment register is one element, As[row][k] with row = .. + g, k = .. + t: banks 20g + t mod 32 over
+//    the 8 groups g and 4 threads t cover all 32 banks, conflict-free (B likewise);
+//  - the loader stores 8 elements (2 x 16 bytes) per row chunk; 8 consecutive rows start at banks 20r mod 32,
+//    8 disjoint 4-bank groups, so each quarter-warp's 16-byte stores are conflict-free too.
+// Each value is rounded to tf32 once, as it is stashed (cvt.rna: nearest, ties away), not truncated by the
+// tensor core. Fragments (mma.cuh): A a0=(g, t) a1=(g+8, t) a2=(g, t+4) a3=(g+8, t+4); B b0=(k=t, n=g)
+// b1=(k=t+4, n=g); C as bf16's.
+constexpr int T_BM = 128, T_BN = 128, T_BK = 16, T_THREADS = 256, T_LD = T_BK + 4;
+
+template <int MODE, typename LA, typename LB>
+__device__ __forceinline__ void gemm_tf32(const ConvParams& p, const float* a_src, const float* b_src,
+                                          const ConvEpilogue& e, void* out) {
+  __shared__ __align__(16) uint32_t As[2][T_BM][T_LD];
+  __shared__ __align__(16) uint32_t Bs[2][T_BN][T_LD];
+  const int tid = threadIdx.x;
+  const int bm = blockIdx.x * T_BM, bn = blockIdx.y * T_BN;
+  // Loading: a 128 x 16 tile is 128 rows x 2 chunks of 8 k; thread owns row tid % 128 and chunk tid / 128 of
+  // both A and B (lanes of a warp: consecutive rows, same chunk).
+  const int lrow = tid % T_BM, lk = (tid / T_BM) * 8;
+  LA la;
+  LB lb;
+  la.init(p, a_src, bm + lrow);
+  lb.init(p, b_src, bn + lrow);
+  const int k_begin = MODE == WGRAD ? blockIdx.z * p.k_split : 0;  // dgrad's z is its sub-pixel class
+  const int k_end = min(p.gk, k_begin + p.k_split);
+  const int tiles = k_end > k_begin ? (k_end - k_begin + T_BK - 1) / T_BK : 0;
+
+  float ra[8], rb[8];
+  auto gather = [&](int kt) {
+    la.load8(p, kt + lk, ra);
+    lb.load8(p, kt + lk, rb);
+  };
+  auto stash = [&](int buf) {
+    auto tf32x4 = [](const float* v) { return make_uint4(to_tf32(v[0]), to_tf32(v[1]), to_tf32(v[2]), to_tf32(v[3])); };
+    *reinterpret_cast<uint4*>(&As[buf][lrow][lk]) = tf32x4(ra);
+    *reinterpret_cast<uint4*>(&As[buf][lrow][lk + 4]) = tf32x4(ra + 4);
+    *reinterpret_cast<uint4*>(&Bs[buf][lrow][lk]) = tf32x4(rb);
+    *reinterpret_cast<uint4*>(&Bs[buf][lrow][lk + 4]) = tf32x4(rb + 4);
+  };
+  if (tiles > 0) {
+    gather(k_begin);
+    stash(0);
+  }
+  __syncthreads();
+
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+  float acc[4][4][4] = {};
+  for (int t = 0; t < tiles; ++t) {
+    const int cur = t & 1;
+    const bool more = t + 1 < tiles;
+    if (more) gather(k_begin + (t + 1) * T_BK);
+#pragma unroll
+    for (int kk = 0; kk < T_BK; kk += 8) {
+      uint32_t af[4][4], bfr[4][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t* r0 = &As[cur][wm + i * 16 + g][kk + t4];
+        const uint32_t* r8 = r0 + 8 * T_LD;  // row g + 8
+        af[i][0] = r0[0];
+        af[i][1] = r8[0];
+        af[i][2] = r0[4];  // k + 4
+        af[i][3] = r8[4];
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t* c0 = &Bs[cur][wn + j * 8 + g][kk + t4];
+        bfr[j][0] = c0[0];
+        bfr[j][1] = c0[4];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_tf32_1688(acc[i][j], af[i], bfr[j]);
+    }
+    if (more) stash(cur ^ 1);  // buffer cur^1 was last read in iteration t-1, before its barrier
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int m = bm + wm + i * 16 + g, col = bn + wn + j * 8 + 2 * t4;
+      store_c<MODE, float>(p, out, e, m, col, acc[i][j][0]);
+      store_c<MODE, float>(p, out, e, m, col + 1, acc[i][j][1]);
+      store_c<MODE, float>(p, out, e, m + 8, col, acc[i][j][2]);
+      store_c<MODE, float>(p, out, e, m + 8, col + 1, acc[i][j][3]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Entry points. Grid: (ceil(M / BM), ceil(N / BN), z) with z the splits of wgrad (else 1) and the stride^2
 // sub-pixel classes of dgrad, whose blocks past their class's M return at once.
 
@@ -461,6 +556,23 @@ extern "C" __global__ void __launch_bounds__(H_THREADS)
 extern "C" __global__ void __launch_bounds__(H_THREADS)
     conv2d_wgrad_bf16(ConvParams p, const bf16* x, const bf16* dy, float* dw_partial) {
   gemm_bf16<WGRAD, LoadDyByOut<bf16>, LoadXByTap<bf16>>(p, dy, x, ConvEpilogue{}, dw_partial);
+}
+
+// f32 tensors on TF32 tensor cores (`F32Conv::Tf32` in src/ops/conv/cuda.rs; the FFMA kernels above stay the
+// default until a GPU run compares them).
+extern "C" __global__ void __launch_bounds__(T_THREADS)
+    conv2d_fwd_tf32(ConvParams p, const float* x, const float* w, ConvEpilogue e, float* y) {
+  gemm_tf32<FWD, LoadXByPixel<float>, LoadWByOut<float>>(p, x, w, e, y);
+}
+extern "C" __global__ void __launch_bounds__(T_THREADS)
+    conv2d_dgrad_tf32(ConvParams p, const float* dy, const float* w, float* dx) {
+  const ConvParams q = SubPixel(p).narrowed(p);
+  if ((int)blockIdx.x * T_BM >= q.gm) return;  // block-uniform, before any barrier
+  gemm_tf32<DGRAD, LoadDyByInputPixel<float>, LoadWByIn<float>>(q, dy, w, ConvEpilogue{}, dx);
+}
+extern "C" __global__ void __launch_bounds__(T_THREADS)
+    conv2d_wgrad_tf32(ConvParams p, const float* x, const float* dy, float* dw_partial) {
+  gemm_tf32<WGRAD, LoadDyByOut<float>, LoadXByTap<float>>(p, dy, x, ConvEpilogue{}, dw_partial);
 }
 
 // dw[i] = sum over z = 0, 1, ... of partial[z][i], in that order, converted to dw's dtype.

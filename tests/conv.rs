@@ -295,6 +295,37 @@ fn cuda_parity_f32_and_bf16() {
     }
 }
 
+/// f32 on the TF32 tensor-core kernels (`GSURE_F32_CONV=tf32`) against the f64 CPU twin: every direction
+/// at the parity shapes (strides 1-3, kernels 1-5, the sub-pixel classes of dgrad, tiles cut by every edge),
+/// a U-Net layer (several k tiles, split-K in wgrad), and the epilogue and the norm-dropout prologue. Each
+/// operand is rounded to 10 mantissa bits (relative 2^-11) before an f32-accumulated product, so the errors
+/// sit between f32's and bf16's.
+#[test]
+fn cuda_parity_on_tf32() {
+    use gsure::ops::conv::cuda::F32Conv;
+    let Some(_) = gsure::testing::gpu_or_skip("cuda_parity_on_tf32") else { return };
+    let _scope = F32Conv::Tf32.scoped();
+    let tol = Some(4e-3);
+    let unet = (2, 64, 16, 16, 64, 3, 1, 1);
+    for (i, &case) in PARITY_CASES.iter().chain([&unet]).enumerate() {
+        let (n, ci, h, w, co, k, s, p) = case;
+        let mut r = rng(900 + i as u64);
+        let scale = 1.0 / ((ci * k * k) as f64).sqrt();
+        let t =
+            vec![randn(&[n, ci, h, w], &mut r), uniform(&[co, ci, k, k], -scale, scale, &mut r), randn(&[co], &mut r)];
+        let f = |t: &[Tensor]| conv2d(&t[0], &t[1], Some(&t[2]), s, p);
+        parity(&format!("conv2d tf32 {case:?}"), f, &t, &[0, 1, 2], DType::F32, tol).unwrap();
+    }
+    let case = (2, 4, 6, 5, 5, 3, 1, 1);
+    let t = epilogue_inputs(case, 901);
+    parity("conv2d tf32 epilogue", |t| conv_epilogue(t, 1, 1, 0.7), &t, &[0, 1, 2, 3, 4], DType::F32, tol).unwrap();
+    let case = (2, 32, 8, 8, 32, 3, 1, 1);
+    let mut t = norm_conv_inputs(case, 902);
+    t[1] = uniform(t[1].dims(), -1.0 / 17.0, 1.0 / 17.0, &mut rng(903));
+    let f = |t: &[Tensor]| norm_conv(t, norm_in(8, true, 0.2), 1, 1);
+    parity("norm_conv2d tf32 +dropout", f, &t, &[0, 1, 2, 3, 4, 5], DType::F32, tol).unwrap();
+}
+
 /// The norm-conv op on the CUDA kernels (the prologue in conv.cu's fwd and wgrad loaders, in conv_wgmma.cu's
 /// transpose of x) against the CPU, f32 and bf16 on both kernel families; C_in % 8 == 0 in the last two
 /// cases, so the wgmma kernels take them.

@@ -1,12 +1,14 @@
 //! Launchers for kernels/conv.cu (implicit-GEMM convolution; see the header comment of the .cu file for
 //! the GEMM each direction computes).
 use super::{Epilogue, Geom, Prologue};
+use crate::backend::cuda::kernel_choice::{self, KernelFamily, KernelScope};
 use crate::backend::cuda::{blocks_for, ptx, typed_name, CudaStorage, Gpu};
 use crate::launch;
 use crate::ops::dropout::cuda::DropoutArg;
 use crate::ops::matmul::cuda::{wgmma_func, Bf16Gemm, WGMMA_SMEM_BYTES};
 use crate::DType;
 use anyhow::{bail, Result};
+use std::sync::atomic::AtomicU8;
 
 /// Mirrors `struct ConvParams` in kernels/conv.cu.
 #[repr(C)]
@@ -59,11 +61,76 @@ impl EpilogueArg {
     }
 }
 
-/// Block tile (m, n, k) of the kernel family for a dtype (F_* / H_* constants in conv.cu).
-fn tile(dtype: DType) -> (usize, usize, usize) {
-    match dtype {
-        DType::BF16 => (128, 128, 32),
-        _ => (64, 64, 32),
+/// The kernels an f32 convolution runs on (conv.cu): FFMA on the CUDA cores, exact f32 products (the
+/// default), or TF32 tensor cores (`mma.sync` m16n8k8: operands rounded to 10 mantissa bits, f32
+/// accumulation, as cuDNN's default for f32 convolutions). Verified on the emulated device only: TF32 becomes
+/// a candidate for the default once a GPU run shows it faster; `GSURE_F32_CONV=tf32` or `F32Conv::select`
+/// picks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F32Conv {
+    Ffma,
+    Tf32,
+}
+
+impl KernelFamily for F32Conv {
+    const ALL: &'static [F32Conv] = &[F32Conv::Ffma, F32Conv::Tf32];
+    const ENV: &'static str = "GSURE_F32_CONV";
+    const WHAT: &'static str = "f32 convolution kernel";
+    fn name(self) -> &'static str {
+        match self {
+            F32Conv::Ffma => "ffma",
+            F32Conv::Tf32 => "tf32",
+        }
+    }
+    fn slot() -> &'static AtomicU8 {
+        static SLOT: AtomicU8 = AtomicU8::new(0);
+        &SLOT
+    }
+}
+
+impl F32Conv {
+    pub fn parse(s: &str) -> Result<F32Conv> {
+        kernel_choice::parse(s)
+    }
+    pub fn name(self) -> &'static str {
+        KernelFamily::name(self)
+    }
+    /// The kernels every f32 convolution of this process runs on: as `select`ed, else `GSURE_F32_CONV`
+    /// (`ffma` or `tf32`), else FFMA.
+    pub fn selected() -> Result<F32Conv> {
+        kernel_choice::selected()
+    }
+    pub fn select(kind: F32Conv) {
+        kernel_choice::select(kind)
+    }
+    /// Selects these kernels until the returned scope is dropped, then restores the previous choice.
+    pub fn scoped(self) -> KernelScope {
+        kernel_choice::scoped(self)
+    }
+}
+
+/// One conv.cu kernel family: its names' suffix and its block tile (m, n, k) (the F_*, T_* and H_* constants).
+#[derive(Clone, Copy, Debug)]
+struct Family {
+    suffix: &'static str,
+    tile: (usize, usize, usize),
+}
+
+impl Family {
+    /// The family tensors of `dtype` run on: bf16 on mma.sync, f32 as `F32Conv::selected` says.
+    fn of(dtype: DType) -> Result<Family> {
+        let (suffix, tile) = match dtype {
+            DType::BF16 => ("bf16", (128, 128, 32)),
+            DType::F32 => match F32Conv::selected()? {
+                F32Conv::Ffma => ("f32", (64, 64, 32)),
+                F32Conv::Tf32 => ("tf32", (128, 128, 16)),
+            },
+            other => bail!("conv2d: no CUDA kernels for {other:?} tensors (f32 or bf16)"),
+        };
+        Ok(Family { suffix, tile })
+    }
+    fn kernel(self, gpu: &Gpu, dir: &str) -> Result<cudarc::driver::CudaFunction> {
+        gpu.func(ptx::CONV, &format!("conv2d_{dir}_{}", self.suffix))
     }
 }
 
@@ -130,10 +197,6 @@ impl ConvParams {
     }
 }
 
-fn kernel(gpu: &Gpu, dir: &str, dtype: DType) -> Result<cudarc::driver::CudaFunction> {
-    gpu.typed_func(ptx::CONV, &format!("conv2d_{dir}"), dtype)
-}
-
 /// Launches one direction as a GEMM of gm x gn over gk, with `splits` slices of the reduction on grid z.
 /// (k per split, number of splits) for a reduction of `gk` in k tiles of `bk`, asked to split `splits`
 /// ways: each split covers a whole number of k tiles (no tile straddles two splits) and none is empty. An
@@ -157,7 +220,7 @@ enum Grid {
 fn run_gemm(
     gpu: &Gpu,
     dir: &str,
-    dtype: DType,
+    family: Family,
     g: &Geom,
     (gm, gn, gk): (usize, usize, usize),
     z: Grid,
@@ -169,7 +232,7 @@ fn run_gemm(
         // The output (gm x gn) is empty: nothing to launch, and a grid of 0 blocks is invalid.
         return Ok(());
     }
-    let (bm, bn, bk) = tile(dtype);
+    let (bm, bn, bk) = family.tile;
     let (per_split, z) = match z {
         Grid::Splits(asked) => split_plan(gk, bk, asked),
         Grid::Classes(classes) => (split_plan(gk, bk, 1).0, classes),
@@ -179,7 +242,7 @@ fn run_gemm(
     if grid.1 > 65535 || grid.2 > 65535 {
         bail!("conv2d: grid {grid:?} too large for input {:?}, weights {:?}", g.x_dims(), g.w_dims());
     }
-    let f = kernel(gpu, dir, dtype)?;
+    let f = family.kernel(gpu, dir)?;
     let [a, b, c] = *ptrs;
     match epilogue {
         Some(e) => launch!(gpu, f, (grid, 256u32, 0), p, a, b, e, c),
@@ -213,7 +276,7 @@ pub fn fwd_with(
         fwd_wgmma(gpu, g, x, w, pro, e, &y)?;
         return Ok(y);
     }
-    run_gemm(gpu, "fwd", x.dtype(), g, gemm, Grid::Splits(1), &[x.ptr(), w.ptr(), y.ptr()], pro, Some(e))?;
+    run_gemm(gpu, "fwd", Family::of(x.dtype())?, g, gemm, Grid::Splits(1), &[x.ptr(), w.ptr(), y.ptr()], pro, Some(e))?;
     Ok(y)
 }
 
@@ -319,7 +382,17 @@ pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernel
     // class 0 has ceil(H/s) x ceil(W/s) pixels and at most ceil(K/s)^2 taps.
     let s = g.stride;
     let gemm = (g.n * g.h.div_ceil(s) * g.w.div_ceil(s), g.c, g.co * g.k.div_ceil(s).pow(2));
-    run_gemm(gpu, "dgrad", dy.dtype(), g, gemm, Grid::Classes(s * s), &[dy.ptr(), w.ptr(), dx.ptr()], None, None)?;
+    run_gemm(
+        gpu,
+        "dgrad",
+        Family::of(dy.dtype())?,
+        g,
+        gemm,
+        Grid::Classes(s * s),
+        &[dy.ptr(), w.ptr(), dx.ptr()],
+        None,
+        None,
+    )?;
     Ok(dx)
 }
 
@@ -363,12 +436,13 @@ pub fn wgrad_with(
         wgmma_supported(gpu, "conv2d backward")?;
         return wgrad_wgmma(gpu, g, x, pro, dy);
     }
-    let (bm, bn, bk) = tile(dtype);
+    let family = Family::of(dtype)?;
+    let (bm, bn, bk) = family.tile;
     let asked = wgrad_splits(gpu, gm.div_ceil(bm) * gn.div_ceil(bn), gk, bk);
     let splits = split_plan(gk, bk, asked).1;
     let partial = CudaStorage::alloc(gpu, DType::F32, splits * n)?;
     let ptrs = [x.ptr(), dy.ptr(), partial.ptr()];
-    run_gemm(gpu, "wgrad", dtype, g, (gm, gn, gk), Grid::Splits(asked), &ptrs, pro, None)?;
+    run_gemm(gpu, "wgrad", family, g, (gm, gn, gk), Grid::Splits(asked), &ptrs, pro, None)?;
     if splits == 1 && dtype == DType::F32 {
         return Ok(partial);
     }
