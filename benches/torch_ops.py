@@ -397,8 +397,6 @@ def run_torch(args, cases):
         raise SystemExit("torch_ops.py: CUDA is not available to torch")
     dev = torch.device("cuda")
     dt = {"bf16": torch.bfloat16, "f32": torch.float32}[args.dtype]
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cudnn.benchmark = True  # PyTorch at its best: cuDNN picks its fastest algorithm
     warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
     repeats = args.repeats if args.repeats is not None else (10 if args.quick else 50)
@@ -408,6 +406,10 @@ def run_torch(args, cases):
     for i, c in enumerate(cases):
         r = {"op": c["op"], "label": c["label"], "params": c["params"], "forward": None, "backward": None}
         builder = BUILDERS.get(c["op"])
+        # a case gsure runs on TF32 (`[tf32]`) is compared with PyTorch allowed TF32 too, whatever --tf32 says
+        tf32 = args.tf32 or bool(c["params"].get("tf32"))
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         try:
             if builder is None:
                 raise Skip(f"unknown op {c['op']!r}")

@@ -46,6 +46,9 @@ fn head_dim(case: &BenchCase) -> usize {
 
 /// The prediction for one direction (`backward` false: forward) of `case` in bf16 on the H200.
 pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
+    if case.label.ends_with("[tf32]") {
+        return None; // f32 runs only: the bf16 predictions do not judge them
+    }
     let elems = if backward { case.elems_bwd } else { case.elems_fwd };
     // Below ~4 MB a memory-bound kernel is mostly launch and tail (~3-5 µs against a floor of ~1 µs).
     let small = elems < 4e6;

@@ -33,7 +33,8 @@ fn conv(
         label: format!("{n}x{c_in}x{h}x{w} -> {c_out} k{k} s{stride} p{pad}{}{}", extra.suffix(), kernels.suffix()),
         params: serde_json::json!({
             "n": n, "c_in": c_in, "h": h, "w": w, "c_out": c_out, "k": k, "stride": stride, "pad": pad, "bias": true,
-            "per_image": extra == Extra::PerImage, "residual": extra == Extra::Residual
+            "per_image": extra == Extra::PerImage, "residual": extra == Extra::Residual,
+            "tf32": kernels == Kernels::Tf32
         }),
         flops_fwd,
         // dgrad and wgrad are each a GEMM as large as the forward.
@@ -157,5 +158,10 @@ pub fn cases() -> Vec<BenchCase> {
         // The wgmma implicit GEMMs (kernels/conv_wgmma.cu), at the two largest shapes.
         conv(128, 128, 32, 32, 128, 3, 1, 1, Kernels::Wgmma, Extra::None),
         conv(128, 256, 16, 16, 256, 3, 1, 1, Kernels::Wgmma, Extra::None),
+        // f32 on TF32 tensor cores (f32 runs only; PyTorch with TF32 allowed), at the same two shapes and
+        // the stride-2 layer (the sub-pixel dgrad).
+        conv(128, 128, 32, 32, 128, 3, 1, 1, Kernels::Tf32, Extra::None),
+        conv(128, 256, 16, 16, 256, 3, 1, 1, Kernels::Tf32, Extra::None),
+        conv(128, 128, 32, 32, 128, 3, 2, 1, Kernels::Tf32, Extra::None),
     ]
 }
