@@ -79,34 +79,6 @@ template <typename T> struct LoadWByOut {
   }
 };
 
-// The input gradient's sub-pixel classes. dx[ih] gathers dy[oh] over the taps with ih + pad - kh = s*oh, so
-// the input pixels with ih % s = py are reached only by the taps kh = kh0 + s*a with kh0 = (py + pad) % s, and
-// then oh = i + oy - a for ih = s*i + py, with oy = (py + pad - kh0) / s exact: no tap multiplies a zero and
-// no index is divided per element. Class z = blockIdx.z is (py, px) = (z / s, z % s); the launch's gm and gk
-// are the largest class's (class 0), dgrad's entry points narrow them to the block's own (`narrowed`).
-struct SubPixel {
-  int py, px, hc, wc, kh0, kw0, nkh, nkw, oy, ox;
-  __device__ explicit SubPixel(const ConvParams& p) {
-    const int s = p.stride, z = blockIdx.z;
-    py = z / s;
-    px = z - py * s;
-    hc = p.h > py ? (p.h - py + s - 1) / s : 0;
-    wc = p.w > px ? (p.w - px + s - 1) / s : 0;
-    kh0 = (py + p.pad) % s;
-    kw0 = (px + p.pad) % s;
-    nkh = p.k > kh0 ? (p.k - kh0 + s - 1) / s : 0;  // 0: no tap reaches the class (1x1 stride 2), dx = 0
-    nkw = p.k > kw0 ? (p.k - kw0 + s - 1) / s : 0;
-    oy = (py + p.pad - kh0) / s;
-    ox = (px + p.pad - kw0) / s;
-  }
-  // p with gm and gk of this class.
-  __device__ ConvParams narrowed(ConvParams p) const {
-    p.gm = p.n * hc * wc;
-    p.gk = p.co * nkh * nkw;
-    return p;
-  }
-};
-
 // dgrad A: row m = (img, i, j) of the block's class, k = (co, a, b) -> dy[img, co, i + oy - a, j + ox - b]
 // when inside dy, else 0 (that tap fell past the border).
 template <typename T> struct LoadDyByInputPixel {

@@ -63,3 +63,33 @@ __device__ __forceinline__ float epilogue(const ConvEpilogue& e, float v, int im
   if (e.residual) v += to_float(static_cast<const T*>(e.residual)[at]);
   return v * e.scale;
 }
+
+// The input gradient's sub-pixel classes. dx[ih] gathers dy[oh] over the taps with ih + pad - kh = s*oh, so
+// the input pixels with ih % s = py are reached only by the taps kh = kh0 + s*a with kh0 = (py + pad) % s, and
+// then oh = i + oy - a for ih = s*i + py, with oy = (py + pad - kh0) / s exact: no tap multiplies a zero and
+// no index is divided per element. Class z (blockIdx.z in the dgrad kernels) is (py, px) = (z / s, z % s);
+// the launch's gm and gk are the largest class's (class 0), dgrad's entry points narrow them to the block's
+// own (`narrowed`). conv.cu's and conv_wgmma.cu's input gradients share it.
+struct SubPixel {
+  int py, px, hc, wc, kh0, kw0, nkh, nkw, oy, ox;
+  __device__ explicit SubPixel(const ConvParams& p) : SubPixel(p, blockIdx.z) {}
+  __device__ SubPixel(const ConvParams& p, int z) {
+    const int s = p.stride;
+    py = z / s;
+    px = z - py * s;
+    hc = p.h > py ? (p.h - py + s - 1) / s : 0;
+    wc = p.w > px ? (p.w - px + s - 1) / s : 0;
+    kh0 = (py + p.pad) % s;
+    kw0 = (px + p.pad) % s;
+    nkh = p.k > kh0 ? (p.k - kh0 + s - 1) / s : 0;  // 0: no tap reaches the class (1x1 stride 2), dx = 0
+    nkw = p.k > kw0 ? (p.k - kw0 + s - 1) / s : 0;
+    oy = (py + p.pad - kh0) / s;
+    ox = (px + p.pad - kw0) / s;
+  }
+  // p with gm and gk of this class.
+  __device__ ConvParams narrowed(ConvParams p) const {
+    p.gm = p.n * hc * wc;
+    p.gk = p.co * nkh * nkw;
+    return p;
+  }
+};

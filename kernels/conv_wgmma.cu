@@ -1,7 +1,7 @@
 // conv_wgmma.cu: the bf16 convolution of conv.cu as implicit GEMMs on Hopper's warpgroup MMA (sm_90a), on
 // channels-last operands the launcher makes.
-// defines: conv2d_fwd_bf16_wgmma, conv2d_wgrad_bf16_wgmma, conv_nchw_to_nhwc_bf16, conv_dgrad_weights_bf16,
-//          conv_wgrad_sum_khwc_bf16.
+// defines: conv2d_fwd_bf16_wgmma, conv2d_dgrad_bf16_wgmma, conv2d_wgrad_bf16_wgmma, conv_nchw_to_nhwc_bf16,
+//          conv_dgrad_weights_bf16, conv_wgrad_sum_khwc_bf16.
 //
 // The GEMM is conv.cu's forward with the reduction reordered so that it is contiguous in memory:
 //   y[n, co, oh, ow]   M = N*Ho*Wo (img, oh, ow)   N = C_out   K = K*K*C_in (kh, kw, c), c fastest
@@ -14,9 +14,13 @@
 // the price of that layout: one read and one write of the input per forward; whether it pays is for a GPU
 // run to show (issue 11), so the launcher takes this path only when the wgmma kernels are selected.
 //
-// The input gradient of a stride-1 convolution is the forward convolution of dy with the weights flipped
-// in space and transposed in channels, padded K - 1 - p: the launcher runs conv2d_fwd_bf16_wgmma on it with
-// conv_dgrad_weights_bf16's weights (stride 2 stays on conv.cu's sub-pixel kernel, which skips the zero taps).
+// The input gradient, per sub-pixel class (conv.cuh SubPixel, class z = blockIdx.z: only the taps that reach
+// the class, so a stride-2 3x3 gradient multiplies 9 taps instead of 36; stride 1 is one class of every tap):
+//   dx[img, c, s*i + py, s*j + px]   M = N*Hc*Wc (img, i, j)   N = C_in   K = nkh*nkw*C_out (a, b, co), co fastest
+//   A = dy_nhwc[img, i + oy - a, j + ox - b, co] (0 outside dy): 8 channels of one tap per 16-byte chunk
+//       (C_out % 8 == 0, the launcher's condition), as the forward's A;
+//   B = the class's weights, a row-major [C_in][nkh*nkw*C_out] matrix that conv_dgrad_weights_bf16 gathers
+//       from w (the classes' matrices one after the other: together w's size).
 //
 // The weight gradient, a GEMM over every output pixel of the batch:
 //   dw[co, kh, kw, c]   M = C_out   N = K*K*C_in (kh, kw, c)   K = N*Ho*Wo (img, oh, ow)
@@ -91,6 +95,64 @@ __device__ void fwd(const ConvParams p, const bf16* x, const bf16* w, const Conv
   });
 }
 
+// The element offset of class z's weight matrix in conv_dgrad_weights_bf16's output: the classes before it.
+__device__ __forceinline__ int64_t class_weights_at(const ConvParams& p, int z) {
+  int64_t at = 0;
+  for (int c = 0; c < z; ++c) {
+    const SubPixel o(p, c);
+    at += (int64_t)p.c * o.nkh * o.nkw * p.co;
+  }
+  return at;
+}
+
+__device__ void dgrad(const ConvParams p, const bf16* dy, const bf16* w_cls, bf16* dx) {
+  using Chunks = TileChunks<BM, BK>;
+  const SubPixel sp(p);
+  const int q = sp.hc * sp.wc, gm = p.n * q, gk = sp.nkh * sp.nkw * p.co;
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  if (m0 >= gm) return;  // the launch is sized for class 0, the largest; block-uniform, before any barrier
+  const bf16* w = w_cls + class_weights_at(p, blockIdx.z);
+  // Rows as the forward's, with (ih0, iw0) = (i + oy, j + ox): the tap (a, b) reads dy at (ih0 - a, iw0 - b).
+  PixelRows rows;
+#pragma unroll
+  for (int i = 0; i < PixelRows::N; ++i) {
+    const int m = m0 + Chunks::row(i), img = m / q, pix = m - img * q, ii = pix / sp.wc, jj = pix - ii * sp.wc;
+    rows.img_base[i] = dy + (int64_t)min(img, p.n - 1) * p.ho * p.wo * p.co;
+    rows.ih0[i] = m < gm ? ii + sp.oy : -(1 << 30);
+    rows.iw0[i] = jj + sp.ox;
+  }
+  auto load_stage = [&](unsigned char* ta, unsigned char* tb, int kt) {
+    // This thread's 8 channels of the tile's k range: one tap (a, b), output channels co..co+7.
+    const int k = kt * BK + 8 * Chunks::col(0), tap = k / p.co, co = k - tap * p.co, a = tap / sp.nkw,
+              b = tap - a * sp.nkw;
+#pragma unroll
+    for (int i = 0; i < PixelRows::N; ++i) {
+      const int oh = rows.ih0[i] - a, ow = rows.iw0[i] - b;
+      const bool in = k < gk && oh >= 0 && oh < p.ho && ow >= 0 && ow < p.wo;
+      const bf16* src = in ? rows.img_base[i] + ((int64_t)oh * p.wo + ow) * p.co + co : dy;
+      cp_async_16(smem_addr(swizzled_chunk<BM>(ta, Chunks::row(i), Chunks::col(i))), src, in ? 16 : 0);
+    }
+    load_matrix_tile<BN, BK>(tb, w, p.c, gk, n0, kt * BK);
+  };
+  float acc[BN / 2];
+  mainloop<false, false>(acc, (gk + BK - 1) / BK, load_stage);  // a class no tap reaches stores zeros
+
+  const int row0 = 64 * (threadIdx.x / 128) + 16 * (threadIdx.x / 32 % 4) + threadIdx.x % 32 / 4;
+  const int64_t plane = (int64_t)p.h * p.w;
+  auto out_base = [&](int r) {  // dx[img, 0, s*i + py, s*j + px] of tile row r, or -1 past the class's M
+    const int m = m0 + r, img = m / q, pix = m - img * q, ii = pix / sp.wc, jj = pix - ii * sp.wc;
+    return m < gm ? img * p.c * plane + (int64_t)(p.stride * ii + sp.py) * p.w + p.stride * jj + sp.px : (int64_t)-1;
+  };
+  const int64_t base_lo = out_base(row0), base_hi = out_base(row0 + 8);
+  store_rows(acc, [&](int r, int col, float v0, float v1) {
+    const int64_t base = r == row0 ? base_lo : base_hi;
+    const int c = n0 + col;
+    if (base < 0) return;
+    if (c < p.c) dx[base + c * plane] = __float2bfloat16(v0);
+    if (c + 1 < p.c) dx[base + (c + 1) * plane] = __float2bfloat16(v1);
+  });
+}
+
 __device__ void wgrad(const ConvParams p, const bf16* x, const bf16* dy, float* partial) {
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
   const int hwo = p.ho * p.wo, kk = p.k * p.k;
@@ -145,6 +207,13 @@ extern "C" __global__ void __launch_bounds__(wgmma_gemm::THREADS, 1)
   conv_wgmma::fwd(p, x_nhwc, w_khwc, e, y);
 }
 
+// Grid: (ceil(N*Hc*Wc / 128) of class 0, ceil(C_in / 128), stride^2 classes); dy channels-last, the classes'
+// weights from conv_dgrad_weights_bf16, dx NCHW (every element written by exactly one class).
+extern "C" __global__ void __launch_bounds__(wgmma_gemm::THREADS, 1)
+    conv2d_dgrad_bf16_wgmma(const ConvParams p, const bf16* dy_nhwc, const bf16* w_cls, bf16* dx) {
+  conv_wgmma::dgrad(p, dy_nhwc, w_cls, dx);
+}
+
 // Grid: (ceil(C_out / 128), ceil(K*K*C_in / 128), splits); partial [splits][C_out][K*K*C_in] f32, every
 // element of every slab written.
 extern "C" __global__ void __launch_bounds__(wgmma_gemm::THREADS, 1)
@@ -152,13 +221,16 @@ extern "C" __global__ void __launch_bounds__(wgmma_gemm::THREADS, 1)
   conv_wgmma::wgrad(p, x_nhwc, dy, partial);
 }
 
-// wd[c, kh, kw, co] = w[co, c, K-1-kh, K-1-kw]: the stride-1 input gradient's weights, channels-last.
-extern "C" __global__ void conv_dgrad_weights_bf16(const bf16* w, bf16* wd, int co, int c, int k) {
-  const int64_t n = (int64_t)co * c * k * k;
-  GRID_STRIDE_LOOP(e, n) {
-    const int o = (int)(e % co), rest = (int)(e / co), tap = rest % (k * k), ci = rest / (k * k);
-    const int kh = tap / k, kw = tap - kh * k;
-    wd[e] = w[(((int64_t)o * c + ci) * k + (k - 1 - kh)) * k + (k - 1 - kw)];
+// The input gradient's weights for class z = blockIdx.z (conv.cuh SubPixel), at class_weights_at(p, z):
+// w_cls[c][(a * nkw + b) * C_out + co] = w[co, c, kh0 + s*a, kw0 + s*b]. Grid: (blocks, 1, stride^2).
+extern "C" __global__ void conv_dgrad_weights_bf16(const ConvParams p, const bf16* w, bf16* w_cls) {
+  const SubPixel sp(p);
+  const int gk = sp.nkh * sp.nkw * p.co;
+  bf16* out = w_cls + conv_wgmma::class_weights_at(p, blockIdx.z);
+  GRID_STRIDE_LOOP(e, (int64_t)p.c * gk) {
+    const int c = (int)(e / gk), r = (int)(e - (int64_t)c * gk), tap = r / p.co, co = r - tap * p.co;
+    const int a = tap / sp.nkw, b = tap - a * sp.nkw;
+    out[e] = w[(((int64_t)co * p.c + c) * p.k + sp.kh0 + p.stride * a) * p.k + sp.kw0 + p.stride * b];
   }
 }
 

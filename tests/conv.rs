@@ -507,6 +507,12 @@ fn cuda_wgmma_conv_matches_cpu_twin() {
         (2, 64, 8, 8, 40, 1, 1, 0),
         (1, 8, 4, 4, 8, 3, 1, 0),
         (2, 6, 5, 5, 16, 3, 1, 1),
+        // the sub-pixel input gradient: a 1x1 stride 2 (classes no tap reaches: dx = 0 there), stride 3, an
+        // even kernel over two C_in tiles, a 5x5 stride 2
+        (2, 16, 7, 8, 16, 1, 2, 0),
+        (1, 8, 10, 11, 24, 3, 3, 1),
+        (2, 136, 9, 9, 16, 4, 2, 1),
+        (1, 8, 5, 5, 8, 5, 2, 2),
     ];
     let dtype = DType::BF16;
     let on_gpu = |v: &[f64], dims: &[usize]| Tensor::from_f64(v, dims.to_vec(), dtype, &device).unwrap();

@@ -356,26 +356,14 @@ pub fn dgrad(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage) -> Result<C
     dgrad_with(gpu, g, dy, w, Bf16Gemm::selected()?)
 }
 
-/// `dgrad` with the bf16 kernels named: wgmma takes stride 1 with C_out % 8 == 0 (the forward kernel on dy
-/// with flipped, transposed weights); other shapes run on conv.cu's mma.sync kernel whichever is named.
+/// `dgrad` with the bf16 kernels named: wgmma takes C_out % 8 == 0 (kernels/conv_wgmma.cu's sub-pixel
+/// input gradient, any stride); other shapes run on conv.cu's mma.sync kernel whichever is named.
 pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernels: Bf16Gemm) -> Result<CudaStorage> {
     check_i32(g, "conv2d backward")?;
     let dx = CudaStorage::alloc(gpu, dy.dtype(), g.n * g.c * g.h * g.w)?;
-    if dy.dtype() == DType::BF16 && g.stride == 1 && g.pad < g.k && g.co.is_multiple_of(8) && kernels.wgmma_convs() {
+    if dy.dtype() == DType::BF16 && g.co.is_multiple_of(8) && kernels.wgmma_convs() {
         wgmma_supported(gpu, "conv2d backward")?;
-        // dx = conv(dy, w') with w'[c, co, kh, kw] = w[co, c, K-1-kh, K-1-kw], padding K - 1 - p.
-        let gd = Geom::new(&[g.n, g.co, g.ho, g.wo], &[g.c, g.co, g.k, g.k], 1, g.k - 1 - g.pad)?;
-        debug_assert_eq!((gd.ho, gd.wo), (g.h, g.w));
-        let dy_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.co * g.ho * g.wo)?;
-        let wd = CudaStorage::alloc(gpu, DType::BF16, g.co * g.kdim())?;
-        nchw_to_nhwc(gpu, dy, &dy_nhwc, (g.n, g.co, g.ho * g.wo), None)?;
-        let n = g.co * g.kdim();
-        if n > 0 {
-            let f = gpu.func(ptx::CONV_WGMMA, "conv_dgrad_weights_bf16")?;
-            let dims = (g.co as i32, g.c as i32, g.k as i32);
-            launch!(gpu, f, (blocks_for(n, 256, 4), 256u32, 0), w.ptr(), wd.ptr(), dims.0, dims.1, dims.2)?;
-        }
-        fwd_wgmma_nhwc(gpu, &gd, &dy_nhwc, &wd, EpilogueArg::of(&Epilogue::none()), &dx)?;
+        dgrad_wgmma(gpu, g, dy, w, &dx)?;
         return Ok(dx);
     }
     // One GEMM per sub-pixel class (ih % s, iw % s) on grid z (SubPixel in conv.cu), sized for the largest:
@@ -394,6 +382,31 @@ pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernel
         None,
     )?;
     Ok(dx)
+}
+
+/// kernels/conv_wgmma.cu's input gradient: dy to channels-last, the classes' weight matrices, then one
+/// implicit GEMM per sub-pixel class (ih % s, iw % s) on grid z, sized for the largest (class 0).
+fn dgrad_wgmma(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, dx: &CudaStorage) -> Result<()> {
+    let s = g.stride;
+    let (gm, gn, gk) = (g.n * g.h.div_ceil(s) * g.w.div_ceil(s), g.c, g.co * g.k.div_ceil(s).pow(2));
+    if gm == 0 || gn == 0 {
+        return Ok(());
+    }
+    let grid = (gm.div_ceil(128) as u32, gn.div_ceil(128) as u32, (s * s) as u32);
+    if grid.1 > 65535 || grid.2 > 65535 {
+        bail!("conv2d backward: grid {grid:?} too large for input {:?}, weights {:?}", g.x_dims(), g.w_dims());
+    }
+    let p = params(g, gm, gn, gk, gk);
+    let dy_nhwc = CudaStorage::alloc(gpu, DType::BF16, g.n * g.co * g.ho * g.wo)?;
+    nchw_to_nhwc(gpu, dy, &dy_nhwc, (g.n, g.co, g.ho * g.wo), None)?;
+    // the classes' matrices hold every tap once: w's size
+    let w_cls = CudaStorage::alloc(gpu, DType::BF16, g.co * g.kdim())?;
+    let per_class = g.c * g.co * g.k.div_ceil(s).pow(2);
+    let f = gpu.func(ptx::CONV_WGMMA, "conv_dgrad_weights_bf16")?;
+    let wgrid = (blocks_for(per_class, 256, 4), 1u32, (s * s) as u32);
+    launch!(gpu, f, (wgrid, 256u32, 0), p, w.ptr(), w_cls.ptr())?;
+    let f = wgmma_func(gpu, ptx::CONV_WGMMA, "conv2d_dgrad_bf16_wgmma")?;
+    launch!(gpu, f, (grid, 256u32, WGMMA_SMEM_BYTES), p, dy_nhwc.ptr(), w_cls.ptr(), dx.ptr())
 }
 
 /// Blocks per SM that keep the GPU busy: two waves of one-block-per-SM kernels.
