@@ -70,8 +70,16 @@ pub fn predicted(case: &BenchCase, backward: bool) -> Option<Prediction> {
         ("conv2d", true) if wgmma && stride == 1 => p(
             0.20,
             0.40,
-            "dgrad as the wgmma forward on dy (flipped, transposed weights), wgrad as a split-K wgmma GEMM over \
-             N·H·W with an f32 slab sum; dy and x each transposed to channels-last once more",
+            "dgrad as one wgmma implicit GEMM on channels-last dy (the sub-pixel kernel's single class), wgrad as \
+             a split-K wgmma GEMM over N·H·W with an f32 slab sum; dy and x each transposed to channels-last once \
+             more",
+        ),
+        ("conv2d", true) if wgmma => p(
+            0.10,
+            0.25,
+            "stride 2: dgrad as four sub-pixel wgmma GEMMs (1, 2, 2 and 4 taps of C_out: short reductions, the \
+             1-tap class a K of 128 = two k tiles) and 2-byte scattered stores; wgrad as at stride 1 on a quarter \
+             of the pixels",
         ),
         ("norm_conv2d", false) if dropout => p(
             0.06,

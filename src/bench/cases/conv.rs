@@ -158,6 +158,8 @@ pub fn cases() -> Vec<BenchCase> {
         // The wgmma implicit GEMMs (kernels/conv_wgmma.cu), at the two largest shapes.
         conv(128, 128, 32, 32, 128, 3, 1, 1, Kernels::Wgmma, Extra::None),
         conv(128, 256, 16, 16, 256, 3, 1, 1, Kernels::Wgmma, Extra::None),
+        // ... and the stride-2 layer (the sub-pixel input gradient on wgmma).
+        conv(128, 128, 32, 32, 128, 3, 2, 1, Kernels::Wgmma, Extra::None),
         // f32 on TF32 tensor cores (f32 runs only; PyTorch with TF32 allowed), at the same two shapes and
         // the stride-2 layer (the sub-pixel dgrad).
         conv(128, 128, 32, 32, 128, 3, 1, 1, Kernels::Tf32, Extra::None),
