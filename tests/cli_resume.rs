@@ -57,6 +57,9 @@ fn a_resume_takes_the_stored_seed_and_refuses_flags_that_disagree() {
     let o = run(&["--out", s, "--steps", "8", "--resume", "--loss", "naive"]);
     let e = stderr(&o);
     assert!(!o.status.success() && e.contains("--loss"), "{e}");
+    let o = run(&["--out", s, "--steps", "8", "--resume", "--dropout", "0.2"]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("--dropout 0.2") && e.contains("configuration's rate"), "{e}");
     assert_eq!(losses(&split).len(), 6, "a refused resume changes nothing");
     // Repeating the stored value is not a conflict.
     let o = run(&["--out", s, "--steps", "7", "--resume", "--seed", "7"]);

@@ -128,6 +128,7 @@ impl TrainOptions {
             (a, b) => a == b,
         };
         let data = |d: &Option<std::path::PathBuf>| d.as_ref().map_or("phantoms".into(), |p| p.display().to_string());
+        let rate = |p: Option<f64>| p.map_or("unset (the configuration's rate)".into(), |p| p.to_string());
         for &flag in given {
             let (stored, asked) = match flag {
                 "config" => (self.config.clone(), requested.config.clone()),
@@ -141,7 +142,7 @@ impl TrainOptions {
                 "gsure-div-every" => (self.gsure_div_every.to_string(), requested.gsure_div_every.to_string()),
                 "t-min" => (self.t_min.to_string(), requested.t_min.to_string()),
                 "consistency" => (self.consistency.to_string(), requested.consistency.to_string()),
-                "dropout" => (format!("{:?}", self.dropout), format!("{:?}", requested.dropout)),
+                "dropout" => (rate(self.dropout), rate(requested.dropout)),
                 "beta-start" => (self.beta_start.to_string(), requested.beta_start.to_string()),
                 "bf16" => (self.bf16.to_string(), requested.bf16.to_string()),
                 _ => continue,
