@@ -30,9 +30,10 @@ __device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, unsign
                                               GSURE_EMU_SITE) {
   gsure_emu_bulk_copy_g2s(dst, src, bytes, bar, file, line);
 }
-// Orders this thread's generic-proxy shared-memory writes before later async-proxy accesses (a bulk copy
-// that reads shared memory); the emulator has one proxy.
-__device__ __forceinline__ void fence_proxy_async_shared() {}
+// Orders this thread's generic-proxy shared-memory writes before later async-proxy accesses (wgmma's operand
+// reads, a bulk copy that reads shared memory). The emulator tracks the bytes this thread's cp.async copies
+// wrote into dynamic shared memory since its last fence and refuses an mma_async that reads one of them.
+__device__ __forceinline__ void fence_proxy_async_shared(GSURE_EMU_SITE) { gsure_emu_fence_proxy_async(file, line); }
 #else
 __device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");

@@ -69,6 +69,7 @@ void gsure_emu_mbar_expect_tx(void* bar, unsigned bytes, const char* file, int l
 void gsure_emu_mbar_wait(void* bar, unsigned parity, const char* file, int line);
 void gsure_emu_bulk_copy_g2s(void* dst, const void* src, unsigned bytes, void* bar, const char* file, int line);
 void gsure_emu_wgmma_fence(const char* file, int line);
+void gsure_emu_fence_proxy_async(const char* file, int line);
 void gsure_emu_wgmma_commit(const char* file, int line);
 void gsure_emu_wgmma_wait(int pending, const char* file, int line);
 void gsure_emu_wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int accumulate, int trans_a, int trans_b,

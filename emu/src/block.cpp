@@ -115,6 +115,8 @@ struct Fiber {
   unsigned wait_parity = 0;
   std::vector<std::vector<CpAsync>> committed;  // cp.async groups not yet waited for, oldest first
   std::vector<CpAsync> open;                    // issued since the last commit
+  // Dynamic shared memory its cp.async copies wrote (offset, bytes) since its last fence.proxy.async.
+  std::vector<std::pair<size_t, size_t>> unfenced;
 };
 
 enum class Order { RoundRobin, Reverse, WarpAhead, Random };
@@ -190,6 +192,12 @@ struct Worker {
   std::vector<unsigned char> dynamic_storage;
   unsigned char* dynamic_smem_ptr = nullptr;  // the block's dynamic shared memory, inside dynamic_storage
   size_t dynamic_smem_bytes = 0;
+  // The generic proxy's writes the async proxy may not see yet: for each byte of dynamic shared memory, 1 +
+  // the thread whose cp.async wrote it since that thread's last fence.proxy.async, or 0. wgmma reads shared
+  // memory through the async proxy, so an operand byte still marked when an mma_async issues is an error
+  // (PTX ISA, "Asynchronous proxy": a fence.proxy.async must order the writes before the async accesses).
+  // Sized when a block's first cp.async lands in dynamic shared memory (kernels without one pay nothing).
+  std::vector<uint16_t> generic_writer;
   sigjmp_buf fault_jmp;
   volatile sig_atomic_t in_block = 0;
   char altstack[64 * 1024];
@@ -391,6 +399,7 @@ struct Worker {
            std::to_string(warp / 4 * 4 + 3) + ") incomplete");
       return;
     }
+    if (!generic_writer.empty() && !operands_fenced(base, at)) return;
     WgmmaWarp& s = wgmma[warp];
     if (!s.fenced) {
       fail(at + " in " + where(fibers[base]) +
@@ -415,6 +424,40 @@ struct Worker {
     WgmmaOp op{o0->sub, (int)o0->value, o0->trans & 1, o0->trans >> 1, o0->desc_a, o0->desc_b, {}, o0->file, o0->line};
     for (unsigned l = 0; l < 32; ++l) op.d[l] = lane_op(base, l)->d;
     s.open.push_back(op);
+  }
+
+  // Whether every shared-memory byte this warp's share of the mma_async reads (its 16 rows of A, all of B)
+  // is visible to the async proxy: no cp.async of a thread wrote it since that thread's fence.proxy.async.
+  bool operands_fenced(unsigned base, const std::string& at) {
+    const WarpOp* o0 = lane_op(base, 0);
+    const WgmmaOp op{o0->sub, 0, o0->trans & 1, o0->trans >> 1, o0->desc_a, o0->desc_b, {}, o0->file, o0->line};
+    const int row0 = 16 * (int)(base / 32 % 4);
+    auto check = [&](const uint16_t* p, const char* which) {
+      if (!p) return false;
+      const size_t off = reinterpret_cast<const unsigned char*>(p) - dynamic_smem_ptr;
+      const unsigned writer = std::max(generic_writer[off], generic_writer[off + 1]);
+      if (writer == 0) return true;
+      fail(at + " in " + where(fibers[base]) + ": operand " + which + " reads shared memory (byte " +
+           std::to_string(off) + ") that " + where(fibers[writer - 1]) +
+           " wrote by cp.async without a fence.proxy.async since: the async proxy wgmma reads through may not "
+           "see it (fence_proxy_async_shared() after the cp.async wait, before the barrier)");
+      return false;
+    };
+    for (int i = 0; i < 16; ++i)
+      for (int k = 0; k < 16; ++k)
+        if (!check(wgmma_element(op.desc_a, op.trans_a, row0 + i, k, op, "A"), "A")) return false;
+    for (int j = 0; j < op.n; ++j)
+      for (int k = 0; k < 16; ++k)
+        if (!check(wgmma_element(op.desc_b, op.trans_b, j, k, op, "B"), "B")) return false;
+    return true;
+  }
+
+  // fence.proxy.async by fiber f: its generic writes so far become visible to the async proxy.
+  void fence_proxy_async(Fiber& f) {
+    for (const auto& [off, bytes] : f.unfenced)
+      for (size_t b = off; b < off + bytes; ++b)
+        if (generic_writer[b] == f.tid + 1) generic_writer[b] = 0;
+    f.unfenced.clear();
   }
 
   // The shared-memory address of element (mn, k) of an operand, by its descriptor (layouts in
@@ -709,6 +752,7 @@ struct Worker {
   // kernel that needs more (a swizzled wgmma tile) must align its own pointers, here as there.
   void place_dynamic_smem(size_t bytes) {
     dynamic_smem_bytes = bytes;
+    generic_writer.clear();
     if (bytes == 0) {
       dynamic_smem_ptr = nullptr;
       return;
@@ -743,6 +787,13 @@ void Worker::finish_copies(Fiber& f, size_t keep) {
       race_access(c.dst, c.bytes, true, f.tid, "cp.async", 0);
       std::memcpy(c.dst, c.src, (size_t)c.src_bytes);
       std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0, (size_t)(c.bytes - c.src_bytes));
+      const auto dst = reinterpret_cast<uintptr_t>(c.dst), lo = reinterpret_cast<uintptr_t>(dynamic_smem_ptr);
+      const size_t off = dst - lo;
+      if (dynamic_smem_ptr && dst >= lo && off + c.bytes <= dynamic_smem_bytes) {
+        if (generic_writer.empty()) generic_writer.assign(dynamic_smem_bytes, 0);
+        std::fill_n(generic_writer.begin() + off, c.bytes, (uint16_t)(f.tid + 1));
+        f.unfenced.emplace_back((size_t)off, (size_t)c.bytes);
+      }
     }
     f.committed.erase(f.committed.begin());
   }
@@ -1180,6 +1231,12 @@ void gsure_emu_bulk_copy_g2s(void* dst, const void* src, unsigned bytes, void* b
   Mbarrier& m = w.mbar(bar, "cp.async.bulk (its completion mbarrier)", file, line);
   m.in_flight.push_back({dst, src, bytes});
   w.try_complete(bar, m, file, line);  // a consumer may already wait for this phase (a producer-only warp)
+}
+
+void gsure_emu_fence_proxy_async(const char*, int) {
+  Worker& w = *tls_worker;
+  if (!w.generic_writer.empty()) w.fence_proxy_async(*tls_fiber);
+  else tls_fiber->unfenced.clear();
 }
 
 void gsure_emu_wgmma_fence(const char* file, int line) {

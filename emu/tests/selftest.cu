@@ -277,6 +277,43 @@ extern "C" __global__ void st_wgmma_no_wait(const bf16* A, const bf16* B, float*
 extern "C" __global__ void st_wgmma_no_fence(const bf16* A, const bf16* B, float* D, const StWgmma c) {
   wgmma_case<128, 0, 0, ST_WG_NO_FENCE>(A, B, D, c);
 }
+// The same m64n128 product with the operand tiles brought in by cp.async (wgmma_gemm.cuh's main loop): the
+// tiles' shared-memory image is first written to global memory (st_wgmma_image), then copied in 16-byte
+// chunks. cp.async writes through the generic proxy and wgmma reads through the async proxy, so each thread
+// must fence.proxy.async its landed copies before the barrier; `FENCE` false is the mutant without it.
+extern "C" __global__ void st_wgmma_image(const bf16* A, const bf16* B, unsigned char* image, const StWgmma c) {
+  const int K = 16 * c.ksteps, N = 128;
+  for (int i = threadIdx.x; i < 64 * K; i += blockDim.x) *reinterpret_cast<bf16*>(image + st_byte(c.a, i / K, i % K)) = A[i];
+  for (int i = threadIdx.x; i < N * K; i += blockDim.x)
+    *reinterpret_cast<bf16*>(image + 16384 + st_byte(c.b, i % N, i / N)) = B[i];
+}
+template <bool FENCE> __device__ void wgmma_cp_case(const unsigned char* image, float* D, const StWgmma c) {
+  constexpr int N = 128;
+  DYNAMIC_SHARED(__align__(16) unsigned char, raw);
+  unsigned char* sa = raw + (1024 - reinterpret_cast<uintptr_t>(raw) % 1024) % 1024;
+  unsigned char* sb = sa + 16384;
+  for (int i = threadIdx.x; i < 32768 / 16; i += blockDim.x) cp_async_16(smem_addr(sa + 16 * i), image + 16 * i);
+  cp_async_commit();
+  cp_async_wait<0>();
+  if (FENCE) fence_proxy_async_shared();
+  __syncthreads();
+  float d[N / 2];
+  wgmma_fence();
+  for (int s = 0; s < c.ksteps; ++s)
+    wgmma_bf16<N, 0, 0>(d, wgmma_desc(sa + s * c.a.step, c.a.lbo, c.a.sbo, (WgmmaSwizzle)c.a.mode),
+                        wgmma_desc(sb + s * c.b.step, c.b.lbo, c.b.sbo, (WgmmaSwizzle)c.b.mode), s > 0);
+  wgmma_commit();
+  wgmma_wait<0>();
+  const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+  for (int j = 0; j < N / 8; ++j)
+    for (int v = 0; v < 4; ++v) D[(16 * w + g + 8 * (v >> 1)) * N + 8 * j + 2 * t + (v & 1)] = d[4 * j + v];
+}
+extern "C" __global__ void st_wgmma_cp_async(const unsigned char* image, float* D, const StWgmma c) {
+  wgmma_cp_case<true>(image, D, c);
+}
+extern "C" __global__ void st_wgmma_cp_async_no_proxy_fence(const unsigned char* image, float* D, const StWgmma c) {
+  wgmma_cp_case<false>(image, D, c);
+}
 extern "C" __global__ void st_wgmma_refill(const bf16* A, const bf16* B, float* D, const StWgmma c) {
   wgmma_case<128, 0, 0, ST_WG_REFILL>(A, B, D, c);
 }

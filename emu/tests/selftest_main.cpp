@@ -139,7 +139,8 @@ StOperand k_interleave() { return {{{8, 8, 1}, {8, 4, 1}}, {{8, 256, 0}, {1, 64,
 StOperand mn_interleave() { return {{{8, 8, 1}, {8, 4, 1}}, {{1, 64, 0}, {8, 512, 0}}, 0, 1024, 128, 0, 2048}; }
 
 // One warpgroup's wgmma sequence against the exact product (small integers: every sum is exact).
-bool wgmma_ok(const char* kernel, int n, const StWgmma& c, CUresult* status) {
+// `kernel` an st_wgmma_cp_async variant: the operands go through st_wgmma_image, then cp.async (n = 128).
+bool wgmma_ok(const char* kernel, int n, const StWgmma& c, CUresult* status, bool via_cp_async = false) {
   const int K = 16 * c.ksteps;
   std::vector<uint16_t> a(64 * K), b(K * n);
   std::vector<double> ref(64 * n, 0.0);
@@ -150,7 +151,14 @@ bool wgmma_ok(const char* kernel, int n, const StWgmma& c, CUresult* status) {
       for (int k = 0; k < K; ++k) ref[m * n + j] += (double)bf16_value(a[m * K + k]) * bf16_value(b[k * n + j]);
   CUdeviceptr da = upload(a), db = upload(b), dd = upload(std::vector<float>(64 * n, -1.f));
   StWgmma arg = c;
-  *status = launch(kernel, 1, 128, 32768 + 1024, {&da, &db, &dd, &arg});
+  if (via_cp_async) {
+    CUdeviceptr image = upload(std::vector<unsigned char>(32768, 0));
+    CU(launch("st_wgmma_image", 1, 128, 0, {&da, &db, &image, &arg}));
+    *status = launch(kernel, 1, 128, 32768 + 1024, {&image, &dd, &arg});
+    cuMemFree(image);
+  } else {
+    *status = launch(kernel, 1, 128, 32768 + 1024, {&da, &db, &dd, &arg});
+  }
   bool ok = *status == CUDA_SUCCESS;
   if (ok) {
     auto d = download<float>(dd, 64 * n);
@@ -365,6 +373,11 @@ void basic() {
         "wgmma m64n64k16 x2, A K-major and B N-major, no swizzle (interleaved core matrices)");
   check(!wgmma_ok("st_wgmma_no_fence", 128, {k_sw128(64), k_sw128(128), 4}, &st) && st == CUDA_ERROR_LAUNCH_FAILED,
         "wgmma.mma_async without a wgmma.fence before it is reported");
+  check(wgmma_ok("st_wgmma_cp_async", 128, {k_sw128(64), k_sw128(128), 4}, &st, true),
+        "wgmma on tiles landed by cp.async, each thread's copies fenced by fence.proxy.async");
+  check(!wgmma_ok("st_wgmma_cp_async_no_proxy_fence", 128, {k_sw128(64), k_sw128(128), 4}, &st, true) &&
+            st == CUDA_ERROR_LAUNCH_FAILED,
+        "wgmma reading cp.async data without a fence.proxy.async is reported");
   check(tma_ok({{72, 50}, {64, 32}, {0, 0}, CU_TENSOR_MAP_SWIZZLE_128B}), "TMA 2-D box, 128-byte swizzle, in bounds");
   check(tma_ok({{72, 50}, {64, 32}, {16, 30}, CU_TENSOR_MAP_SWIZZLE_128B}),
         "TMA 2-D box past the tensor's last column and row: zeros there");
