@@ -295,6 +295,27 @@ fn cuda_parity_f32_and_bf16() {
     }
 }
 
+/// A scoped kernel choice holds on the thread that made it, nests, and ends with its scope: parallel tests
+/// that time one family beside another never see each other's choice (a TF32 scope once turned a
+/// concurrently running f32 parity test's weight gradient into TF32).
+#[test]
+fn a_scoped_kernel_choice_holds_on_its_own_thread_only() {
+    use gsure::ops::conv::cuda::F32Conv;
+    let process = F32Conv::selected().unwrap();
+    let other = if process == F32Conv::Tf32 { F32Conv::Ffma } else { F32Conv::Tf32 };
+    {
+        let _outer = other.scoped();
+        assert_eq!(F32Conv::selected().unwrap(), other);
+        std::thread::spawn(move || assert_eq!(F32Conv::selected().unwrap(), process, "another thread")).join().unwrap();
+        {
+            let _inner = process.scoped();
+            assert_eq!(F32Conv::selected().unwrap(), process, "the inner scope");
+        }
+        assert_eq!(F32Conv::selected().unwrap(), other, "the outer scope again");
+    }
+    assert_eq!(F32Conv::selected().unwrap(), process, "after both scopes");
+}
+
 /// f32 on the TF32 tensor-core kernels (`GSURE_F32_CONV=tf32`) against the f64 CPU twin: every direction
 /// at the parity shapes (strides 1-3, kernels 1-5, the sub-pixel classes of dgrad, tiles cut by every edge),
 /// a U-Net layer (several k tiles, split-K in wgrad), and the epilogue and the norm-dropout prologue. Each

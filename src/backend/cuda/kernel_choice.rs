@@ -1,7 +1,11 @@
 //! A process-wide choice between the kernel families of one op (which bf16 GEMM, which attention
-//! backward): what `select` set, else the family an environment variable names (read once), else the
-//! default. `scoped` holds a choice for a bench case or a test that times one family beside another.
+//! backward, which f32 convolution): what `select` set, else the family an environment variable names (read
+//! once), else the default. `scoped` overrides it on the calling thread only, for a bench case or a test that
+//! runs one family beside another: tests run on parallel threads, and one test's choice must not leak into
+//! another's kernels.
 use anyhow::{bail, Result};
+use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An op's kernel families, an enum of up to 254 variants.
@@ -32,9 +36,28 @@ fn code<F: KernelFamily>(f: F) -> u8 {
     1 + F::ALL.iter().position(|&x| x == f).expect("a family is in its own ALL") as u8
 }
 
-/// The family this process runs: as `select`ed, else as `F::ENV` names it, else the default.
+thread_local! {
+    /// This thread's scoped choices, innermost last: (the family's slot address, its code).
+    static SCOPES: RefCell<Vec<(usize, u8)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn slot_key<F: KernelFamily>() -> usize {
+    F::slot() as *const AtomicU8 as usize
+}
+
+fn decode<F: KernelFamily>(code: u8) -> Option<F> {
+    (code as usize).checked_sub(1).and_then(|i| F::ALL.get(i)).copied()
+}
+
+/// The family this thread runs: its innermost `scoped` choice, else the process's (`select`ed, else as
+/// `F::ENV` names it, else the default).
 pub fn selected<F: KernelFamily>() -> Result<F> {
-    if let Some(&f) = (F::slot().load(Ordering::Relaxed) as usize).checked_sub(1).and_then(|i| F::ALL.get(i)) {
+    let key = slot_key::<F>();
+    let scoped = SCOPES.with(|s| s.borrow().iter().rev().find(|(k, _)| *k == key).map(|&(_, c)| c));
+    if let Some(f) = scoped.and_then(decode::<F>) {
+        return Ok(f);
+    }
+    if let Some(f) = decode::<F>(F::slot().load(Ordering::Relaxed)) {
         return Ok(f);
     }
     let f = match std::env::var(F::ENV) {
@@ -49,20 +72,27 @@ pub fn select<F: KernelFamily>(f: F) {
     F::slot().store(code(f), Ordering::Relaxed);
 }
 
-/// Selects `f` until the returned scope is dropped, then restores the previous choice.
+/// Selects `f` on this thread until the returned scope is dropped (scopes nest).
 pub fn scoped<F: KernelFamily>(f: F) -> KernelScope {
-    KernelScope { slot: F::slot(), previous: F::slot().swap(code(f), Ordering::Relaxed) }
+    let key = slot_key::<F>();
+    SCOPES.with(|s| s.borrow_mut().push((key, code(f))));
+    KernelScope { key, _thread_bound: PhantomData }
 }
 
-/// A temporary choice (`scoped`); process-wide, so for one thread's benchmark or test.
+/// A temporary choice on one thread (`scoped`); it cannot leave the thread that made it.
 #[must_use = "the choice lasts as long as the scope"]
 pub struct KernelScope {
-    slot: &'static AtomicU8,
-    previous: u8,
+    key: usize,
+    _thread_bound: PhantomData<*const ()>,
 }
 
 impl Drop for KernelScope {
     fn drop(&mut self) {
-        self.slot.store(self.previous, Ordering::Relaxed);
+        SCOPES.with(|s| {
+            let mut s = s.borrow_mut();
+            if let Some(i) = s.iter().rposition(|(k, _)| *k == self.key) {
+                s.remove(i);
+            }
+        });
     }
 }
