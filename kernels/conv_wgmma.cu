@@ -228,7 +228,8 @@ extern "C" __global__ void conv_dgrad_weights_bf16(const ConvParams p, const bf1
   const int gk = sp.nkh * sp.nkw * p.co;
   bf16* out = w_cls + conv_wgmma::class_weights_at(p, blockIdx.z);
   GRID_STRIDE_LOOP(e, (int64_t)p.c * gk) {
-    const int c = (int)(e / gk), r = (int)(e - (int64_t)c * gk), tap = r / p.co, co = r - tap * p.co;
+    // 32-bit index arithmetic: the weights have fewer than 2^31 elements (the launcher's check_i32)
+    const int ei = (int)e, c = ei / gk, r = ei - c * gk, tap = r / p.co, co = r - tap * p.co;
     const int a = tap / sp.nkw, b = tap - a * sp.nkw;
     out[e] = w[(((int64_t)co * p.c + c) * p.k + sp.kh0 + p.stride * a) * p.k + sp.kw0 + p.stride * b];
   }
@@ -238,7 +239,7 @@ extern "C" __global__ void conv_dgrad_weights_bf16(const ConvParams p, const bf1
 extern "C" __global__ void conv_wgrad_sum_khwc_bf16(const float* partial, bf16* dw, int co, int c, int kk, int splits) {
   const int64_t n = (int64_t)co * c * kk;
   GRID_STRIDE_LOOP(e, n) {
-    const int tap = (int)(e % kk), ci = (int)(e / kk % c), o = (int)(e / ((int64_t)kk * c));
+    const int ei = (int)e, tap = ei % kk, ci = ei / kk % c, o = ei / (kk * c);  // 32-bit: dw has < 2^31 elements
     const int64_t src = ((int64_t)o * kk + tap) * c + ci;
     float s = 0.f;
     for (int z = 0; z < splits; ++z) s += partial[z * n + src];
