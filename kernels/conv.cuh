@@ -68,8 +68,9 @@ __device__ __forceinline__ float epilogue(const ConvEpilogue& e, float v, int im
 // the input pixels with ih % s = py are reached only by the taps kh = kh0 + s*a with kh0 = (py + pad) % s, and
 // then oh = i + oy - a for ih = s*i + py, with oy = (py + pad - kh0) / s exact: no tap multiplies a zero and
 // no index is divided per element. Class z (blockIdx.z in the dgrad kernels) is (py, px) = (z / s, z % s);
-// the launch's gm and gk are the largest class's (class 0), dgrad's entry points narrow them to the block's
-// own (`narrowed`). conv.cu's and conv_wgmma.cu's input gradients share it.
+// the launch's gm is the largest class's (class 0, ceil(H/s) x ceil(W/s) pixels) and its gk a bound on every
+// class's (C_out * ceil(K/s)^2); dgrad's entry points narrow both to the block's own class (`narrowed`).
+// conv.cu's and conv_wgmma.cu's input gradients share it.
 struct SubPixel {
   int py, px, hc, wc, kh0, kw0, nkh, nkw, oy, ox;
   __device__ explicit SubPixel(const ConvParams& p) : SubPixel(p, blockIdx.z) {}

@@ -313,6 +313,14 @@ fn a_scoped_kernel_choice_holds_on_its_own_thread_only() {
         }
         assert_eq!(F32Conv::selected().unwrap(), other, "the outer scope again");
     }
+    {
+        // dropped out of order: the inner scope's choice holds until the inner scope itself ends
+        let outer = other.scoped();
+        let inner = process.scoped();
+        drop(outer);
+        assert_eq!(F32Conv::selected().unwrap(), process, "the inner scope, its outer one gone");
+        drop(inner);
+    }
     assert_eq!(F32Conv::selected().unwrap(), process, "after both scopes");
 }
 

@@ -855,6 +855,7 @@ void Worker::run_block(const Launch& l, Dim bidx) {
     f.op = nullptr;
     f.committed.clear();
     f.open.clear();
+    f.unfenced.clear();  // offsets into the previous block's dynamic shared memory
     f.sp = fiber_prepare(stacks[t], &Worker::fiber_main, &f);
     ids.push_back(t);
   }

@@ -165,7 +165,7 @@ impl ResnetBlock {
 
     /// `temb_act` is SiLU(time embedding), shared by every block. `train_seed` enables dropout. The time
     /// embedding and the skip connection are added in the epilogues of conv1 and conv2, and the group norms
-    /// run inside the convolutions (`Conv2d::forward_normed`; norm2 apart when dropout follows it).
+    /// (and conv2's dropout, in training) run inside the convolutions (`Conv2d::forward_normed`).
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor, train_seed: Option<TrainSeed>) -> Result<Tensor> {
         let temb = self.temb_proj.forward(temb_act)?;
         let h = self.conv1.forward_normed(x, &self.norm1, true, None, Epilogue::none().with_per_image(&temb))?;

@@ -36,9 +36,17 @@ fn code<F: KernelFamily>(f: F) -> u8 {
     1 + F::ALL.iter().position(|&x| x == f).expect("a family is in its own ALL") as u8
 }
 
+/// One scoped choice on a thread's stack: the family (its slot's address), the choice, the scope's id.
+struct Scoped {
+    key: usize,
+    code: u8,
+    id: u64,
+}
+
 thread_local! {
-    /// This thread's scoped choices, innermost last: (the family's slot address, its code).
-    static SCOPES: RefCell<Vec<(usize, u8)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's scoped choices, innermost last.
+    static SCOPES: RefCell<Vec<Scoped>> = const { RefCell::new(Vec::new()) };
+    static NEXT_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 fn slot_key<F: KernelFamily>() -> usize {
@@ -53,7 +61,7 @@ fn decode<F: KernelFamily>(code: u8) -> Option<F> {
 /// `F::ENV` names it, else the default).
 pub fn selected<F: KernelFamily>() -> Result<F> {
     let key = slot_key::<F>();
-    let scoped = SCOPES.with(|s| s.borrow().iter().rev().find(|(k, _)| *k == key).map(|&(_, c)| c));
+    let scoped = SCOPES.with(|s| s.borrow().iter().rev().find(|e| e.key == key).map(|e| e.code));
     if let Some(f) = scoped.and_then(decode::<F>) {
         return Ok(f);
     }
@@ -72,17 +80,18 @@ pub fn select<F: KernelFamily>(f: F) {
     F::slot().store(code(f), Ordering::Relaxed);
 }
 
-/// Selects `f` on this thread until the returned scope is dropped (scopes nest).
+/// Selects `f` on this thread until the returned scope is dropped (scopes nest; the innermost live one
+/// holds, whatever order they are dropped in).
 pub fn scoped<F: KernelFamily>(f: F) -> KernelScope {
-    let key = slot_key::<F>();
-    SCOPES.with(|s| s.borrow_mut().push((key, code(f))));
-    KernelScope { key, _thread_bound: PhantomData }
+    let id = NEXT_ID.with(|n| n.replace(n.get() + 1));
+    SCOPES.with(|s| s.borrow_mut().push(Scoped { key: slot_key::<F>(), code: code(f), id }));
+    KernelScope { id, _thread_bound: PhantomData }
 }
 
 /// A temporary choice on one thread (`scoped`); it cannot leave the thread that made it.
 #[must_use = "the choice lasts as long as the scope"]
 pub struct KernelScope {
-    key: usize,
+    id: u64,
     _thread_bound: PhantomData<*const ()>,
 }
 
@@ -90,7 +99,7 @@ impl Drop for KernelScope {
     fn drop(&mut self) {
         SCOPES.with(|s| {
             let mut s = s.borrow_mut();
-            if let Some(i) = s.iter().rposition(|(k, _)| *k == self.key) {
+            if let Some(i) = s.iter().rposition(|e| e.id == self.id) {
                 s.remove(i);
             }
         });

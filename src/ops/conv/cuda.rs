@@ -366,8 +366,8 @@ pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernel
         dgrad_wgmma(gpu, g, dy, w, &dx)?;
         return Ok(dx);
     }
-    // One GEMM per sub-pixel class (ih % s, iw % s) on grid z (SubPixel in conv.cu), sized for the largest:
-    // class 0 has ceil(H/s) x ceil(W/s) pixels and at most ceil(K/s)^2 taps.
+    // One GEMM per sub-pixel class (ih % s, iw % s) on grid z (SubPixel in conv.cuh), sized for the largest:
+    // class 0 has the most pixels, ceil(H/s) x ceil(W/s), and no class more than ceil(K/s)^2 taps.
     let s = g.stride;
     let gemm = (g.n * g.h.div_ceil(s) * g.w.div_ceil(s), g.c, g.co * g.k.div_ceil(s).pow(2));
     run_gemm(
@@ -385,7 +385,8 @@ pub fn dgrad_with(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, kernel
 }
 
 /// kernels/conv_wgmma.cu's input gradient: dy to channels-last, the classes' weight matrices, then one
-/// implicit GEMM per sub-pixel class (ih % s, iw % s) on grid z, sized for the largest (class 0).
+/// implicit GEMM per sub-pixel class (ih % s, iw % s) on grid z, sized for the most pixels (class 0's) and
+/// the most taps any class has.
 fn dgrad_wgmma(gpu: &Gpu, g: &Geom, dy: &CudaStorage, w: &CudaStorage, dx: &CudaStorage) -> Result<()> {
     let s = g.stride;
     let (gm, gn, gk) = (g.n * g.h.div_ceil(s) * g.w.div_ceil(s), g.c, g.co * g.k.div_ceil(s).pow(2));
