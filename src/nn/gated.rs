@@ -92,10 +92,7 @@ impl GatedConv2d {
             };
             return self.forward_epilogue(&a, extra);
         }
-        let (gamma, beta, b) = (cast_like(&norm.weight, x)?, cast_like(&norm.bias, x)?, cast_like(&self.bias, x)?);
-        let input = norm.input(&gamma, &beta, silu, drop);
-        let epi = conv::Epilogue { bias: Some(&b), ..extra };
-        conv::norm_conv2d(x, input, &cast_like(&self.weight, x)?, 1, self.kernel / 2, epi)
+        norm.conv(x, silu, drop, (&self.weight, &self.bias), (1, self.kernel / 2), extra)
     }
 
     fn forward_full(

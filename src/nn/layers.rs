@@ -56,11 +56,7 @@ impl Conv2d {
         drop: Option<Mask>,
         extra: Epilogue<&Tensor>,
     ) -> Result<Tensor> {
-        let (gamma, beta) = (cast_like(&norm.weight, x)?, cast_like(&norm.bias, x)?);
-        let input = norm.input(&gamma, &beta, silu, drop);
-        let bias = cast_like(&self.bias, x)?;
-        let epi = Epilogue { bias: Some(&bias), ..extra };
-        conv::norm_conv2d(x, input, &cast_like(&self.weight, x)?, self.stride, self.padding, epi)
+        norm.conv(x, silu, drop, (&self.weight, &self.bias), (self.stride, self.padding), extra)
     }
 }
 
@@ -103,16 +99,23 @@ impl GroupNorm {
     pub fn forward(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
         norm::group_norm(x, &cast_like(&self.weight, x)?, &cast_like(&self.bias, x)?, self.groups, Self::EPS, silu)
     }
-    /// This norm as a convolution's input prologue, with its parameters `gamma`, `beta` already cast to the
-    /// input's dtype, SiLU if `silu`, then the mask `drop`.
-    pub fn input<'a>(
+    /// This norm (then SiLU if `silu`, then the mask `drop`) in front of the convolution with `(weight,
+    /// bias)` at `(stride, padding)`, as one op (`conv::norm_conv2d`), with `extra` in its epilogue; the
+    /// parameters are cast to x's dtype.
+    pub fn conv(
         &self,
-        gamma: &'a Tensor,
-        beta: &'a Tensor,
+        x: &Tensor,
         silu: bool,
         drop: Option<Mask>,
-    ) -> conv::InputNorm<'a> {
-        conv::InputNorm { gamma, beta, groups: self.groups, eps: Self::EPS, silu, dropout: drop }
+        (weight, bias): (&Tensor, &Tensor),
+        (stride, padding): (usize, usize),
+        extra: Epilogue<&Tensor>,
+    ) -> Result<Tensor> {
+        let (gamma, beta, bias) = (cast_like(&self.weight, x)?, cast_like(&self.bias, x)?, cast_like(bias, x)?);
+        let input =
+            conv::InputNorm { gamma: &gamma, beta: &beta, groups: self.groups, eps: Self::EPS, silu, dropout: drop };
+        let epi = Epilogue { bias: Some(&bias), ..extra };
+        conv::norm_conv2d(x, input, &cast_like(weight, x)?, stride, padding, epi)
     }
 }
 

@@ -55,8 +55,8 @@ impl Mask {
 }
 
 /// The mask of `dropout(_, p, seed)`, None for p = 0 (nothing dropped); `what` names the caller in the error
-/// for a p outside [0, 1).
-pub fn mask(p: f64, seed: impl Into<Seed>, what: &str) -> Result<Option<Mask>> {
+/// for a p outside [0, 1) (formatted only then).
+pub fn mask(p: f64, seed: impl Into<Seed>, what: impl std::fmt::Display) -> Result<Option<Mask>> {
     if !(0.0..1.0).contains(&p) {
         bail!("{what}: dropout p must be in [0, 1), got {p}");
     }
@@ -85,7 +85,7 @@ pub(crate) fn apply_raw(x: &Tensor, dir: &'static str, m: Mask) -> Result<Tensor
 /// Zeroes each element with probability p and scales the kept ones by 1 / (1 - p). The mask depends only
 /// on (seed, flat index), so the same seed gives the same mask on either device. p = 0 returns x itself.
 pub fn dropout(x: &Tensor, p: f64, seed: impl Into<Seed>) -> Result<Tensor> {
-    match mask(p, seed, &format!("dropout (input shape {})", x.shape()))? {
+    match mask(p, seed, format_args!("dropout (input shape {})", x.shape()))? {
         Some(m) => apply_mask(x, m),
         None => Ok(x.clone()),
     }
